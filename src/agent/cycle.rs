@@ -1,0 +1,364 @@
+//! One read cycle: read every sensor, validate, confirm spikes, score, route,
+//! and commit the lot in one transaction. Blocking: it runs on a blocking
+//! thread, owned by the async loop in [`super`].
+
+use crate::config::Config;
+use crate::domain::{
+    ErrorKind, Plausibility, Reading, Sample, Scorer, SensorError, SpikeVerdict, check_range,
+    resolve_spike,
+};
+use crate::sensor::{self, Resume, Sensor};
+use crate::store::{AgentStatus, Store, StoreError};
+
+/// How many committed-but-failed readings are kept in memory for the next
+/// commit attempt (about four days of four sensors at 15 s): a full disk or
+/// a locked file must not lose readings, but memory is finite too.
+const MAX_PENDING: usize = 100_000;
+
+/// A configured sensor and where its history stands.
+pub(crate) struct Slot {
+    /// Sensor id.
+    pub id: String,
+    sensor: Box<dyn Sensor>,
+    scorer: Scorer,
+    /// The seq the next accepted reading gets.
+    next_seq: u64,
+    /// Readings accepted by this process (for `--count`).
+    pub produced: u64,
+}
+
+/// What one cycle did, for the demo's output and for logs.
+#[derive(Debug, Default, Clone)]
+pub struct CycleReport {
+    /// Readings accepted this cycle (committed, unless `commit_error`).
+    pub readings: Vec<Reading>,
+    /// Failed or rejected reads this cycle.
+    pub errors: Vec<SensorError>,
+    /// The outbox depth after the commit.
+    pub outbox_depth: Option<u64>,
+    /// Why the commit failed; the readings are kept and retried.
+    pub commit_error: Option<String>,
+}
+
+/// The blocking half of the agent: sensors, scorers and the log.
+pub(crate) struct Station {
+    node: String,
+    plausibility: Plausibility,
+    pub slots: Vec<Slot>,
+    store: Store,
+    status: AgentStatus,
+    /// Readings and errors whose commit failed, oldest first.
+    pending: (Vec<Reading>, Vec<SensorError>),
+}
+
+impl Station {
+    /// Opens the log, restores each sensor's seq and priority history, and
+    /// opens the sensors.
+    pub fn open(config: &Config, now_ms: i64) -> anyhow::Result<Station> {
+        use anyhow::Context as _;
+        let store = Store::open(&config.db, crate::store::Access::Writer)?;
+        let history = store.history(&config.node)?;
+        let mut slots = Vec::with_capacity(config.sensors.len());
+        for sc in &config.sensors {
+            let h = history.get(&sc.id);
+            let resume = Resume {
+                next_seq: h.map_or(0, |h| h.last_seq + 1),
+                last: h.map(|h| h.last),
+            };
+            let sensor = sensor::open(sc, resume)
+                .with_context(|| format!("cannot open sensor {:?}", sc.id))?;
+            tracing::info!(
+                sensor = %sc.id,
+                backend = %sensor.describe(),
+                next_seq = resume.next_seq,
+                "sensor ready"
+            );
+            slots.push(Slot {
+                id: sc.id.clone(),
+                sensor,
+                scorer: Scorer::new(config.priority, resume.last),
+                next_seq: resume.next_seq,
+                produced: 0,
+            });
+        }
+        Ok(Station {
+            node: config.node.clone(),
+            plausibility: config.plausibility,
+            slots,
+            store,
+            status: AgentStatus {
+                node: config.node.clone(),
+                running: true,
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_ms: now_ms,
+                heartbeat_ms: now_ms,
+                interval_ms: i64::try_from(config.interval.as_millis()).unwrap_or(i64::MAX),
+            },
+            pending: (Vec::new(), Vec::new()),
+        })
+    }
+
+    /// Runs one cycle at `now_ms`; sensors with `produced >= limit` are
+    /// skipped.
+    pub fn cycle(&mut self, now_ms: i64, limit: Option<u64>) -> CycleReport {
+        let mut report = CycleReport::default();
+        for slot in &mut self.slots {
+            if limit.is_some_and(|l| slot.produced >= l) {
+                continue;
+            }
+            let (sample, errors) = read_validated(
+                slot.sensor.as_mut(),
+                slot.scorer.prev(),
+                &self.plausibility,
+                &slot.id,
+                now_ms,
+            );
+            report.errors.extend(errors);
+            if let Some(sample) = sample {
+                let score = slot.scorer.score(sample);
+                report.readings.push(Reading {
+                    node: self.node.clone(),
+                    sensor: slot.id.clone(),
+                    seq: slot.next_seq,
+                    ts_ms: now_ms,
+                    sample,
+                    weights: score.weights,
+                    priority: score.priority,
+                    route: score.route,
+                });
+                slot.next_seq += 1;
+                slot.produced += 1;
+            }
+        }
+        self.status.heartbeat_ms = now_ms;
+        self.pending.0.extend(report.readings.iter().cloned());
+        self.pending.1.extend(report.errors.iter().cloned());
+        match self
+            .store
+            .commit_cycle(&self.pending.0, &self.pending.1, &self.status)
+        {
+            Ok(depth) => {
+                self.pending.0.clear();
+                self.pending.1.clear();
+                report.outbox_depth = Some(depth);
+            }
+            Err(e) => {
+                self.shed_overflow();
+                tracing::error!(
+                    db = %self.store.path().display(),
+                    pending = self.pending.0.len(),
+                    "cannot commit to the log, keeping the readings in memory and retrying \
+                     next cycle: {e}"
+                );
+                report.commit_error = Some(e.to_string());
+            }
+        }
+        report
+    }
+
+    fn shed_overflow(&mut self) {
+        let over = self.pending.0.len().saturating_sub(MAX_PENDING);
+        if over > 0 {
+            self.pending.0.drain(..over);
+            tracing::error!(
+                dropped = over,
+                "in-memory backlog full: dropped the oldest readings"
+            );
+        }
+        let over = self.pending.1.len().saturating_sub(MAX_PENDING);
+        self.pending.1.drain(..over);
+    }
+
+    /// Records a clean stop; readings that could not be committed are
+    /// tried once more first.
+    pub fn stop(&mut self, now_ms: i64) -> Result<(), StoreError> {
+        self.status.heartbeat_ms = now_ms;
+        if !self.pending.0.is_empty() || !self.pending.1.is_empty() {
+            self.store
+                .commit_cycle(&self.pending.0, &self.pending.1, &self.status)?;
+            self.pending.0.clear();
+            self.pending.1.clear();
+        }
+        self.store.mark_stopped(&self.status)
+    }
+}
+
+/// Reads `sensor` once and validates the result against `prev`: range
+/// checks, then the plausibility re-read. Returns the accepted sample, if
+/// any, and every failure on the way. Changes no state: the caller scores
+/// the sample.
+pub fn read_validated(
+    sensor: &mut dyn Sensor,
+    prev: Option<Sample>,
+    bound: &Plausibility,
+    id: &str,
+    now_ms: i64,
+) -> (Option<Sample>, Vec<SensorError>) {
+    let mut errors = Vec::new();
+    let mut error = |kind: ErrorKind, detail: String| {
+        errors.push(SensorError {
+            ts_ms: now_ms,
+            sensor: id.to_string(),
+            kind,
+            detail,
+        });
+    };
+    let mut read_checked = |error: &mut dyn FnMut(ErrorKind, String)| match sensor.read() {
+        Err(e) => {
+            error(e.kind(), e.detail().to_string());
+            None
+        }
+        Ok(s) => match check_range(s) {
+            Ok(s) => Some(s),
+            Err(r) => {
+                error(r.kind(), r.to_string());
+                None
+            }
+        },
+    };
+    let Some(first) = read_checked(&mut error) else {
+        return (None, errors);
+    };
+    let Some(prev) = prev.filter(|p| !bound.allows(*p, first)) else {
+        return (Some(first), errors);
+    };
+    let second = read_checked(&mut error);
+    let jump = |s: Sample| {
+        format!(
+            "{:.1} °C / {:.1} %RH after {:.1} °C / {:.1} %RH",
+            s.temperature, s.humidity, prev.temperature, prev.humidity
+        )
+    };
+    let accepted = match resolve_spike(prev, first, second, bound) {
+        SpikeVerdict::Confirmed(s) => {
+            tracing::info!(
+                sensor = id,
+                "large change confirmed by a re-read: {}",
+                jump(s)
+            );
+            Some(s)
+        }
+        SpikeVerdict::Glitch(s) => {
+            error(
+                ErrorKind::Spike,
+                format!(
+                    "{} not confirmed by a re-read (corrupted frame)",
+                    jump(first)
+                ),
+            );
+            Some(s)
+        }
+        SpikeVerdict::Unconfirmed => {
+            error(
+                ErrorKind::Spike,
+                format!("{} not confirmed by a re-read", jump(first)),
+            );
+            None
+        }
+    };
+    (accepted, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensor::ReadError;
+    use std::collections::VecDeque;
+
+    /// A sensor that says what it is told to.
+    struct Scripted(VecDeque<Result<Sample, ReadError>>);
+
+    impl Sensor for Scripted {
+        fn read(&mut self) -> Result<Sample, ReadError> {
+            self.0.pop_front().expect("the test scripted enough reads")
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn run(
+        prev: Option<Sample>,
+        script: Vec<Result<Sample, ReadError>>,
+    ) -> (Option<Sample>, Vec<ErrorKind>, usize) {
+        let mut s = Scripted(script.into());
+        let before = s.0.len();
+        let (sample, errors) = read_validated(&mut s, prev, &Plausibility::default(), "x", 7);
+        (
+            sample,
+            errors.iter().map(|e| e.kind).collect(),
+            before - s.0.len(),
+        )
+    }
+
+    const P: Option<Sample> = Some(Sample {
+        temperature: 20.0,
+        humidity: 50.0,
+    });
+
+    #[test]
+    fn plausible_read_is_accepted_without_a_reread() {
+        assert_eq!(
+            run(P, vec![Ok(Sample::new(21.0, 52.0))]),
+            (Some(Sample::new(21.0, 52.0)), vec![], 1)
+        );
+    }
+
+    #[test]
+    fn failures_are_classified_and_accept_nothing() {
+        assert_eq!(
+            run(P, vec![Err(ReadError::Timeout("t".into()))]),
+            (None, vec![ErrorKind::Timeout], 1)
+        );
+        assert_eq!(
+            run(P, vec![Err(ReadError::Checksum("c".into()))]),
+            (None, vec![ErrorKind::Checksum], 1)
+        );
+        assert_eq!(
+            run(P, vec![Ok(Sample::new(f64::NAN, 50.0))]),
+            (None, vec![ErrorKind::Range], 1)
+        );
+    }
+
+    #[test]
+    fn spike_is_reread_and_replaced() {
+        let r = run(
+            P,
+            vec![Ok(Sample::new(45.6, 50.0)), Ok(Sample::new(20.1, 50.0))],
+        );
+        assert_eq!(
+            r,
+            (Some(Sample::new(20.1, 50.0)), vec![ErrorKind::Spike], 2)
+        );
+    }
+
+    #[test]
+    fn real_jump_is_confirmed() {
+        let r = run(
+            P,
+            vec![Ok(Sample::new(40.0, 50.0)), Ok(Sample::new(40.1, 50.0))],
+        );
+        assert_eq!(r, (Some(Sample::new(40.1, 50.0)), vec![], 2));
+    }
+
+    #[test]
+    fn spike_with_failed_reread_is_rejected() {
+        let r = run(
+            P,
+            vec![
+                Ok(Sample::new(45.6, 50.0)),
+                Err(ReadError::Timeout("t".into())),
+            ],
+        );
+        assert_eq!(r, (None, vec![ErrorKind::Timeout, ErrorKind::Spike], 2));
+    }
+
+    #[test]
+    fn first_reading_of_a_sensor_needs_no_confirmation() {
+        assert_eq!(
+            run(None, vec![Ok(Sample::new(45.6, 50.0))]).0,
+            Some(Sample::new(45.6, 50.0))
+        );
+    }
+}

@@ -1,0 +1,660 @@
+//! The command line (DESIGN.md, "commands"): clap definitions and the
+//! runners behind each subcommand. Every option has an environment variable;
+//! doc comments are the `--help` text.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::agent::{self, CycleReport, RunOptions, Unpublished};
+use crate::config::{self, Config, ConfigError, SensorKind, SimProfile};
+use crate::domain::{Route, WireReading, check_range, rfc3339_ms};
+use crate::sensor::{self, Resume};
+use crate::store::{Access, ReadingFilter, Store, StoredReading};
+
+/// Exit status for an invalid configuration (sysexits' EX_CONFIG), so a
+/// service manager can tell "fix the file" from "try again".
+pub const EXIT_CONFIG: u8 = 78;
+
+/// edgeprio: DHT22 sensors on a Raspberry Pi, scored by the paper's
+/// change-based weight priority, routed to a real-time or a batch path, and
+/// logged to SQLite.
+#[derive(Debug, Parser)]
+#[command(name = "edgeprio", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file [default: /etc/edgeprio/edgeprio.toml; `demo`
+    /// uses its built-in config]
+    #[arg(long, global = true, env = "EDGEPRIO_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log filter for messages on stderr: error, warn, info, debug, trace, or
+    /// tracing directives such as `edgeprio=debug` [default: info; warn for
+    /// `demo`, whose readings go to stdout]
+    #[arg(long, global = true, env = "EDGEPRIO_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: read the sensors every interval, score, route, log
+    Run(RunArgs),
+    /// The whole pipeline on simulated sensors, no hardware needed
+    Demo(DemoArgs),
+    /// Print readings from the local log
+    Query(QueryArgs),
+    /// Read each configured sensor once and print the result (wiring check)
+    ReadOnce,
+    /// Validate the configuration file; exit 0, or 78 naming the bad key
+    CheckConfig,
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// SQLite log to write, instead of the config's `db`
+    #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+}
+
+/// Options of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// SQLite log to write
+    #[arg(
+        long,
+        env = "EDGEPRIO_DB",
+        value_name = "FILE",
+        default_value = "edgeprio-demo.db"
+    )]
+    pub db: PathBuf,
+
+    /// Run time X times faster: a 15 s interval becomes 15/X s
+    #[arg(long, env = "EDGEPRIO_SPEED", value_name = "X", default_value_t = 1.0, value_parser = parse_speed)]
+    pub speed: f64,
+
+    /// Stop after N readings per sensor
+    #[arg(long, env = "EDGEPRIO_COUNT", value_name = "N")]
+    pub count: Option<u64>,
+
+    /// Print one line per reading instead of the dashboard (currently the
+    /// only mode: the dashboard is not built yet)
+    #[arg(long, env = "EDGEPRIO_NO_DASHBOARD")]
+    pub no_dashboard: bool,
+}
+
+/// Output formats of `query`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people
+    Table,
+    /// CSV with a header row, column names as in the database
+    Csv,
+    /// One JSON object per line, in the MQTT payload's shape
+    Json,
+}
+
+/// A `--route` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RouteArg {
+    /// Readings that took the real-time path
+    Realtime,
+    /// Readings that took the batch path
+    Batch,
+}
+
+/// Options of `query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// SQLite log to read, instead of the config's `db`
+    #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+
+    /// Only this sensor id
+    #[arg(long, env = "EDGEPRIO_SENSOR", value_name = "ID")]
+    pub sensor: Option<String>,
+
+    /// Only readings at or after this time: a duration ago (`2h`, `15min`)
+    /// or an RFC 3339 time (`2026-11-25T08:00:00Z`)
+    #[arg(long, env = "EDGEPRIO_SINCE", value_name = "WHEN", value_parser = parse_when)]
+    pub since: Option<When>,
+
+    /// Only readings before this time (same forms as --since)
+    #[arg(long, env = "EDGEPRIO_UNTIL", value_name = "WHEN", value_parser = parse_when)]
+    pub until: Option<When>,
+
+    /// Only this route
+    #[arg(long, env = "EDGEPRIO_ROUTE", value_name = "ROUTE")]
+    pub route: Option<RouteArg>,
+
+    /// Output format
+    #[arg(long, env = "EDGEPRIO_FORMAT", default_value = "table")]
+    pub format: Format,
+
+    /// Only the newest N matching readings (printed oldest first)
+    #[arg(long, env = "EDGEPRIO_LIMIT", value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Keep printing new readings as the agent logs them (Ctrl-C to stop);
+    /// starts with the last 10 unless --limit says otherwise
+    #[arg(long, env = "EDGEPRIO_FOLLOW")]
+    pub follow: bool,
+}
+
+/// A point in time given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// This long before now.
+    Ago(Duration),
+    /// This instant.
+    At(SystemTime),
+}
+
+impl When {
+    /// Unix milliseconds, relative to `now_ms` for `Ago`.
+    pub fn to_ms(self, now_ms: i64) -> i64 {
+        match self {
+            When::Ago(d) => now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            When::At(t) => t
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+fn parse_when(s: &str) -> Result<When, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(When::Ago(d));
+    }
+    humantime::parse_rfc3339_weak(s).map(When::At).map_err(|_| {
+        format!("{s:?} is neither a duration (`2h`, `30min`) nor an RFC 3339 time (`2026-11-25T08:00:00Z`)")
+    })
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        _ => Err(format!(
+            "{s:?} is not a speed factor; give a number greater than 0, e.g. 10 or 1000"
+        )),
+    }
+}
+
+/// Parses the command line, runs the command, and maps errors to an exit
+/// status. Errors are one paragraph on stderr, never a backtrace.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log.as_deref().unwrap_or(default_log));
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: ignoring --log {filter:?} ({e}); using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // Under systemd, journald stamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config_path = || {
+        cli.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+    };
+    match cli.command {
+        Command::Run(args) => {
+            let mut config = Config::load(&config_path())?;
+            if let Some(db) = args.db {
+                config.db = db;
+            }
+            let opts = RunOptions::from_config(&config);
+            runtime()?.block_on(async {
+                let shutdown = shutdown_signal()?;
+                agent::run(&config, opts, Unpublished, |_| {}, shutdown).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => demo(cli.config.as_deref(), args),
+        Command::Query(args) => {
+            let db = match args.db.clone() {
+                Some(db) => db,
+                None => Config::load(&config_path())?.db,
+            };
+            query(&db, &args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ReadOnce => read_once(&Config::load(&config_path())?),
+        Command::CheckConfig => {
+            let path = config_path();
+            let config = Config::load(&path)?;
+            println!("{} is valid", path.display());
+            print!("{}", describe_config(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Two workers: the agent's work is on blocking threads, and a Pi Zero 2
+    // has four small cores to share with everything else.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed before this
+/// returns, so a signal that arrives while a cycle is in flight is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+fn describe_config(c: &Config) -> String {
+    let p = &c.priority;
+    let mut out = format!(
+        "  node      {}\n  interval  {}\n  db        {}\n  priority  threshold {}, step {}, max_weight {}, \
+         realtime_at {}, combine {:?}, deadband {}/{}, floor {}/{}\n",
+        c.node,
+        humantime::format_duration(c.interval),
+        c.db.display(),
+        p.threshold,
+        p.step,
+        p.max_weight,
+        p.realtime_at,
+        p.combine,
+        p.deadband.temperature,
+        p.deadband.humidity,
+        p.floor.temperature,
+        p.floor.humidity,
+    )
+    .replace("combine Max", "combine max")
+    .replace("combine Sum", "combine sum");
+    for s in &c.sensors {
+        let what = match &s.kind {
+            SensorKind::Dht22 { pin } => format!("dht22 on BCM {pin}"),
+            SensorKind::Iio {
+                device: Some(d), ..
+            } => format!("iio at {}", d.display()),
+            SensorKind::Iio { name, .. } => {
+                format!(
+                    "iio named {}",
+                    name.as_deref().unwrap_or("(first DHT device)")
+                )
+            }
+            SensorKind::Sim(sim) => match &sim.profile {
+                SimProfile::Heater => "sim, heater replay".to_string(),
+                SimProfile::Random => format!(
+                    "sim, random walk (seed {}, {} failures)",
+                    sim.seed, sim.failure_rate
+                ),
+                SimProfile::Trace(p) => format!("sim, trace {}", p.display()),
+            },
+        };
+        out.push_str(&format!("  sensor    {} ({what})\n", s.id));
+    }
+    out
+}
+
+fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::demo(),
+    };
+    if config.has_hardware() {
+        bail!(
+            "the demo runs simulated sensors only, but {} configures hardware sensors; \
+             use `edgeprio run` for those, or a config with kind = \"sim\" sensors",
+            config
+                .source
+                .as_deref()
+                .unwrap_or(Path::new("the config"))
+                .display()
+        );
+    }
+    config.db = args.db;
+    let opts = RunOptions {
+        period: Duration::from_secs_f64(config.interval.as_secs_f64() / args.speed),
+        count: args.count,
+    };
+    eprintln!(
+        "edgeprio demo: node {:?}, {} simulated sensors, one cycle every {} ({} at speed x{}), log {}",
+        config.node,
+        config.sensors.len(),
+        humantime::format_duration(Duration::from_millis(opts.period.as_millis() as u64)),
+        humantime::format_duration(config.interval),
+        args.speed,
+        config.db.display()
+    );
+    let mut totals = (0u64, 0u64);
+    let summary = runtime()?.block_on(async {
+        let shutdown = shutdown_signal()?;
+        agent::run(
+            &config,
+            opts,
+            Unpublished,
+            |report| {
+                for r in &report.readings {
+                    match r.route {
+                        Route::Realtime => totals.0 += 1,
+                        Route::Batch => totals.1 += 1,
+                    }
+                }
+                // A closed stdout (`| head`) must not stop the agent.
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(demo_lines(report).as_bytes());
+                let _ = out.flush();
+            },
+            shutdown,
+        )
+        .await
+    })?;
+    eprintln!(
+        "demo stopped after {} cycles: {} readings ({} realtime, {} batch), {} read errors; \
+         inspect the log with: edgeprio query --db {}",
+        summary.cycles,
+        summary.readings,
+        totals.0,
+        totals.1,
+        summary.errors,
+        config.db.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's output for one cycle: one line per reading or failed read.
+pub fn demo_lines(report: &CycleReport) -> String {
+    let mut s = String::new();
+    for r in &report.readings {
+        s.push_str(&format!(
+            "{}  {:<12} seq {:<6} {:>6.1} °C {:>6.1} %RH   weights {:>2}/{:<2} priority {:>2}  -> {}\n",
+            clock(r.ts_ms),
+            r.sensor,
+            r.seq,
+            r.sample.temperature,
+            r.sample.humidity,
+            r.weights.temperature,
+            r.weights.humidity,
+            r.priority,
+            r.route
+        ));
+    }
+    for e in &report.errors {
+        s.push_str(&format!(
+            "{}  {:<12} read failed ({}): {}\n",
+            clock(e.ts_ms),
+            e.sensor,
+            e.kind,
+            e.detail
+        ));
+    }
+    if let Some(e) = &report.commit_error {
+        s.push_str(&format!("commit failed, readings kept in memory: {e}\n"));
+    }
+    s
+}
+
+/// `HH:MM:SS.mmm` in UTC.
+fn clock(ts_ms: i64) -> String {
+    rfc3339_ms(ts_ms)[11..23].to_string()
+}
+
+fn read_once(config: &Config) -> anyhow::Result<ExitCode> {
+    let mut failed = 0;
+    for sc in &config.sensors {
+        let mut sensor = match sensor::open(sc, Resume::default()) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("{:<12} cannot open: {e}", sc.id);
+                failed += 1;
+                continue;
+            }
+        };
+        match sensor.read() {
+            Ok(s) => match check_range(s) {
+                Ok(s) => println!(
+                    "{:<12} {:>6.1} °C {:>6.1} %RH   ({})",
+                    sc.id,
+                    s.temperature,
+                    s.humidity,
+                    sensor.describe()
+                ),
+                Err(r) => {
+                    println!("{:<12} rejected: {r}   ({})", sc.id, sensor.describe());
+                    failed += 1;
+                }
+            },
+            Err(e) => {
+                println!("{:<12} failed: {e}   ({})", sc.id, sensor.describe());
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// How often `query --follow` looks for new rows.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+fn query(db: &Path, args: &QueryArgs) -> anyhow::Result<()> {
+    let store = Store::open(db, Access::ReadOnly)?;
+    let now = agent::now_ms();
+    let mut filter = ReadingFilter {
+        sensor: args.sensor.clone(),
+        since_ms: args.since.map(|w| w.to_ms(now)),
+        until_ms: args.until.map(|w| w.to_ms(now)),
+        route: args.route.map(|r| match r {
+            RouteArg::Realtime => Route::Realtime,
+            RouteArg::Batch => Route::Batch,
+        }),
+        after_id: None,
+        limit: args.limit.or(if args.follow { Some(10) } else { None }),
+    };
+    let stdout = std::io::stdout();
+    let mut printer = Printer::new(args.format, stdout.lock());
+    let rows = store.readings(&filter)?;
+    printer.header()?;
+    printer.rows(&rows)?;
+    if !args.follow {
+        return Ok(());
+    }
+    filter.limit = None;
+    let mut last = rows.last().map(|r| r.id);
+    if last.is_none() {
+        // Nothing matched yet: only what arrives from now on.
+        last = store
+            .readings(&ReadingFilter {
+                limit: Some(1),
+                ..Default::default()
+            })?
+            .last()
+            .map(|r| r.id);
+    }
+    loop {
+        std::thread::sleep(FOLLOW_POLL);
+        filter.after_id = last;
+        let rows = store.readings(&filter)?;
+        if let Some(r) = rows.last() {
+            last = Some(r.id);
+        }
+        printer.rows(&rows)?;
+    }
+}
+
+/// Writes query results in one of the formats.
+struct Printer<W: std::io::Write> {
+    format: Format,
+    out: W,
+}
+
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    id: i64,
+    #[serde(flatten)]
+    reading: WireReading<'a>,
+    published_ms: Option<i64>,
+}
+
+impl<W: std::io::Write> Printer<W> {
+    fn new(format: Format, out: W) -> Self {
+        Self { format, out }
+    }
+
+    fn header(&mut self) -> std::io::Result<()> {
+        match self.format {
+            Format::Table => writeln!(
+                self.out,
+                "{:<24}  {:<12} {:>6} {:>7} {:>7} {:>3} {:>3} {:>4}  {:<8}  PUBLISHED",
+                "TIME", "SENSOR", "SEQ", "TEMP_C", "HUM_PCT", "W_T", "W_H", "PRIO", "ROUTE"
+            ),
+            Format::Csv => writeln!(
+                self.out,
+                "id,node,sensor,seq,ts_ms,ts,temperature_c,humidity_pct,weight_temperature,\
+                 weight_humidity,priority,route,published_ms"
+            ),
+            Format::Json => Ok(()),
+        }
+    }
+
+    fn rows(&mut self, rows: &[StoredReading]) -> std::io::Result<()> {
+        for row in rows {
+            let r = &row.reading;
+            match self.format {
+                Format::Table => writeln!(
+                    self.out,
+                    "{:<24}  {:<12} {:>6} {:>7.1} {:>7.1} {:>3} {:>3} {:>4}  {:<8}  {}",
+                    rfc3339_ms(r.ts_ms),
+                    r.sensor,
+                    r.seq,
+                    r.sample.temperature,
+                    r.sample.humidity,
+                    r.weights.temperature,
+                    r.weights.humidity,
+                    r.priority,
+                    r.route,
+                    row.published_ms
+                        .map_or_else(|| "outbox".to_string(), rfc3339_ms)
+                )?,
+                Format::Csv => {
+                    let mut w = csv::WriterBuilder::new()
+                        .has_headers(false)
+                        .from_writer(&mut self.out);
+                    w.write_record([
+                        row.id.to_string(),
+                        r.node.clone(),
+                        r.sensor.clone(),
+                        r.seq.to_string(),
+                        r.ts_ms.to_string(),
+                        rfc3339_ms(r.ts_ms),
+                        r.sample.temperature.to_string(),
+                        r.sample.humidity.to_string(),
+                        r.weights.temperature.to_string(),
+                        r.weights.humidity.to_string(),
+                        r.priority.to_string(),
+                        r.route.to_string(),
+                        row.published_ms.map(|p| p.to_string()).unwrap_or_default(),
+                    ])?;
+                    w.flush()?;
+                }
+                Format::Json => {
+                    let line = JsonRow {
+                        id: row.id,
+                        reading: WireReading::from(r),
+                        published_ms: row.published_ms,
+                    };
+                    serde_json::to_writer(&mut self.out, &line)?;
+                    writeln!(self.out)?;
+                }
+            }
+        }
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_option_has_an_env_var() {
+        fn walk(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                assert!(
+                    builtin || arg.get_env().is_some(),
+                    "{} --{} has no env var",
+                    cmd.get_name(),
+                    arg.get_id()
+                );
+            }
+            cmd.get_subcommands().for_each(walk);
+        }
+        walk(&Cli::command());
+    }
+
+    #[test]
+    fn when_parses_durations_and_timestamps() {
+        assert_eq!(parse_when("2h"), Ok(When::Ago(Duration::from_secs(7200))));
+        let at = parse_when("2026-11-25T08:00:00Z").unwrap();
+        assert_eq!(at.to_ms(0), 1_795_593_600_000);
+        assert!(parse_when("yesterday").is_err());
+        assert_eq!(When::Ago(Duration::from_secs(1)).to_ms(5_000), 4_000);
+    }
+
+    #[test]
+    fn speed_must_be_positive() {
+        assert!(parse_speed("0").is_err());
+        assert!(parse_speed("-2").is_err());
+        assert!(parse_speed("nan").is_err());
+        assert_eq!(parse_speed("1000"), Ok(1000.0));
+    }
+}

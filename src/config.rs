@@ -1,0 +1,767 @@
+//! The TOML configuration (DESIGN.md, "Configuration"): parsing, defaults and
+//! validation. Every error names the file, the key and the bad value, and
+//! says what is allowed, because the person reading it is usually on a Pi
+//! over SSH with the file open in another window.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{Combine, PerChannel, Plausibility, PriorityParams};
+
+/// Where the config file lives unless `--config` says otherwise.
+pub const DEFAULT_PATH: &str = "/etc/edgeprio/edgeprio.toml";
+/// Where the log lives unless `db` says otherwise (systemd's StateDirectory).
+pub const DEFAULT_DB: &str = "/var/lib/edgeprio/edgeprio.db";
+/// The DHT22 needs this long between two reads of the same sensor.
+pub const DHT22_MIN_INTERVAL: Duration = Duration::from_secs(2);
+/// The built-in demo configuration, used by `edgeprio demo` without `--config`.
+pub const DEMO_TOML: &str = include_str!("../assets/demo.toml");
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, for messages and for resolving relative paths;
+    /// `None` for the built-in demo config.
+    pub source: Option<PathBuf>,
+    /// Node name: the first topic level and the `node` column.
+    pub node: String,
+    /// Time between two read cycles.
+    pub interval: Duration,
+    /// The SQLite log.
+    pub db: PathBuf,
+    /// Weight-priority parameters.
+    pub priority: PriorityParams,
+    /// Largest change believed without a re-read.
+    pub plausibility: Plausibility,
+    /// The sensors, in config order.
+    pub sensors: Vec<SensorConfig>,
+}
+
+/// One `[[sensor]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorConfig {
+    /// Unique id: the `sensor` column and a topic level.
+    pub id: String,
+    /// Which backend reads it.
+    pub kind: SensorKind,
+}
+
+/// The backend of a sensor, with its backend-specific settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SensorKind {
+    /// A DHT22 on a GPIO pin, bit-banged from user space.
+    Dht22 {
+        /// BCM GPIO number.
+        pin: u8,
+    },
+    /// A DHT22 read through the kernel's IIO driver.
+    Iio {
+        /// The sysfs directory of the device, if given.
+        device: Option<PathBuf>,
+        /// The IIO device name to look for, if `device` is not given.
+        name: Option<String>,
+    },
+    /// A simulated sensor.
+    Sim(SimConfig),
+}
+
+impl SensorKind {
+    /// The `kind` value as written in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SensorKind::Dht22 { .. } => "dht22",
+            SensorKind::Iio { .. } => "iio",
+            SensorKind::Sim(_) => "sim",
+        }
+    }
+
+    /// Whether this is real DHT22 hardware, bound by the 2 s read spacing.
+    pub fn is_hardware(&self) -> bool {
+        !matches!(self, SensorKind::Sim(_))
+    }
+}
+
+/// Settings of a simulated sensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimConfig {
+    /// What the simulation plays.
+    pub profile: SimProfile,
+    /// Seed of the random walk and of injected failures.
+    pub seed: u64,
+    /// Share of reads that fail (random profile only), 0..=1.
+    pub failure_rate: f64,
+}
+
+/// The simulated sensor's behaviour.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimProfile {
+    /// The paper's heater experiment, replayed from the built-in CSV.
+    Heater,
+    /// A seeded random walk with noise, events and read failures.
+    Random,
+    /// A user's recording, replayed from a CSV file.
+    Trace(PathBuf),
+}
+
+/// A configuration problem, phrased for the person who has to fix it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, or `built-in demo config`.
+    pub file: String,
+    /// The dotted key path, e.g. `sensor[1].pin`, when one is to blame.
+    pub key: Option<String>,
+    /// 1-based line of the bad value, when known.
+    pub line: Option<usize>,
+    /// What is wrong, with the value and what is allowed.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config {}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A duration written like `"15s"`, `"500ms"` or `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a duration string such as "15s", "500ms" or "2m""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                humantime::parse_duration(v).map(Dur).map_err(|e| {
+                    E::custom(format!(
+                        r#"invalid duration "{v}" ({e}): write it like "15s", "500ms" or "2m""#
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: Option<String>,
+    interval: Option<Dur>,
+    db: Option<PathBuf>,
+    #[serde(default)]
+    priority: RawPriority,
+    #[serde(default, rename = "sensor")]
+    sensors: Vec<RawSensor>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPriority {
+    threshold: Option<f64>,
+    step: Option<f64>,
+    max_weight: Option<u32>,
+    realtime_at: Option<u32>,
+    combine: Option<Combine>,
+    deadband: Option<RawPerChannel>,
+    floor: Option<RawPerChannel>,
+    plausibility: Option<RawPerChannel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPerChannel {
+    temperature: Option<f64>,
+    humidity: Option<f64>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum RawKind {
+    Dht22,
+    Iio,
+    Sim,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum RawProfile {
+    Heater,
+    Random,
+    Trace,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensor {
+    id: String,
+    kind: RawKind,
+    pin: Option<i64>,
+    device: Option<PathBuf>,
+    name: Option<String>,
+    profile: Option<RawProfile>,
+    trace: Option<PathBuf>,
+    seed: Option<u64>,
+    failure_rate: Option<f64>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            key: None,
+            line: None,
+            message: format!(
+                "cannot read it ({e}); create it from assets/edgeprio.example.toml, \
+                 or pass another file with --config FILE"
+            ),
+        })?;
+        Self::parse(&text, Some(path))
+    }
+
+    /// The built-in demo configuration.
+    pub fn demo() -> Config {
+        Self::parse(DEMO_TOML, None).expect("the built-in demo config is valid (tested)")
+    }
+
+    /// Parses and validates `text`; `source` is the file it came from, used
+    /// in messages and to resolve relative paths.
+    pub fn parse(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = source.map_or_else(
+            || "built-in demo config".to_string(),
+            |p| p.display().to_string(),
+        );
+        let raw = parse_raw(text, &file)?;
+        let base = source
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let v = Validator { file: &file };
+        v.build(raw, &base, source)
+    }
+
+    /// Whether any sensor is real hardware (and so bound by the 2 s rule).
+    pub fn has_hardware(&self) -> bool {
+        self.sensors.iter().any(|s| s.kind.is_hardware())
+    }
+}
+
+fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+        file: file.to_string(),
+        key: None,
+        line: line_of(e.span()),
+        message: format!("not valid TOML: {}", e.message()),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message().to_string();
+        let key = path;
+        ConfigError {
+            file: file.to_string(),
+            key: Some(key),
+            line: line_of(inner.span()),
+            message,
+        }
+    })
+}
+
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: Some(key.into()),
+            line: None,
+            message: message.into(),
+        }
+    }
+
+    fn build(
+        &self,
+        raw: RawConfig,
+        base: &Path,
+        source: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        let node = match raw.node {
+            Some(node) => {
+                check_name(&node, 64, false)
+                    .map_err(|why| self.err("node", format!("node = {node:?} {why}")))?;
+                node
+            }
+            None => default_node(),
+        };
+        let priority = self.priority(&raw.priority)?;
+        let plausibility = Plausibility(self.per_channel(
+            "priority.plausibility",
+            raw.priority.plausibility.as_ref(),
+            Plausibility::default().0,
+            |v| v > 0.0,
+            "must be a number greater than 0",
+        )?);
+        if raw.sensors.is_empty() {
+            return Err(self.err(
+                "sensor",
+                "no [[sensor]] is configured; add at least one, e.g.\n  \
+                 [[sensor]]\n  id = \"lab\"\n  kind = \"dht22\"\n  pin = 4",
+            ));
+        }
+        let mut sensors = Vec::with_capacity(raw.sensors.len());
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut pins: HashMap<u8, usize> = HashMap::new();
+        for (i, s) in raw.sensors.into_iter().enumerate() {
+            let sensor = self.sensor(i, s, base)?;
+            if let Some(first) = ids.insert(sensor.id.clone(), i) {
+                return Err(self.err(
+                    format!("sensor[{i}].id"),
+                    format!(
+                        "id = {:?} is already used by sensor[{first}]; sensor ids must be unique",
+                        sensor.id
+                    ),
+                ));
+            }
+            if let SensorKind::Dht22 { pin } = sensor.kind
+                && let Some(first) = pins.insert(pin, i)
+            {
+                return Err(self.err(
+                    format!("sensor[{i}].pin"),
+                    format!(
+                        "pin = {pin} is already used by sensor[{first}]; \
+                         each DHT22 needs its own GPIO pin"
+                    ),
+                ));
+            }
+            sensors.push(sensor);
+        }
+        let interval = raw.interval.map_or(Duration::from_secs(15), |d| d.0);
+        if interval.is_zero() {
+            return Err(self.err("interval", "interval = \"0s\": must be longer than 0"));
+        }
+        if interval < DHT22_MIN_INTERVAL
+            && let Some(hw) = sensors.iter().find(|s| s.kind.is_hardware())
+        {
+            return Err(self.err(
+                "interval",
+                format!(
+                    "interval = {:?} is shorter than 2s, but sensor {:?} is a DHT22 ({}), \
+                     which needs at least 2s between reads",
+                    humantime::format_duration(interval).to_string(),
+                    hw.id,
+                    hw.kind.name()
+                ),
+            ));
+        }
+        let db = match raw.db {
+            Some(db) if db.as_os_str().is_empty() => {
+                return Err(self.err("db", "db = \"\": give the path of the SQLite file"));
+            }
+            Some(db) => base.join(db),
+            None => PathBuf::from(DEFAULT_DB),
+        };
+        Ok(Config {
+            source: source.map(Path::to_path_buf),
+            node,
+            interval,
+            db,
+            priority,
+            plausibility,
+            sensors,
+        })
+    }
+
+    fn priority(&self, raw: &RawPriority) -> Result<PriorityParams, ConfigError> {
+        let d = PriorityParams::default();
+        let positive = |key: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Some(v) => Err(self.err(
+                format!("priority.{key}"),
+                format!("{key} = {v}: must be a number greater than 0 (default {default})"),
+            )),
+        };
+        let max_weight = match raw.max_weight {
+            None => d.max_weight,
+            Some(w @ 1..=1000) => w,
+            Some(w) => {
+                return Err(self.err(
+                    "priority.max_weight",
+                    format!("max_weight = {w}: must be between 1 and 1000 (default 10)"),
+                ));
+            }
+        };
+        let realtime_at = raw.realtime_at.unwrap_or(d.realtime_at);
+        let ceiling = max_weight * 2;
+        if realtime_at > ceiling {
+            return Err(self.err(
+                "priority.realtime_at",
+                format!(
+                    "realtime_at = {realtime_at}: no reading could ever reach it; \
+                     allowed is 0 (everything real-time) to {ceiling} (2 x max_weight)"
+                ),
+            ));
+        }
+        Ok(PriorityParams {
+            threshold: positive("threshold", raw.threshold, d.threshold)?,
+            step: positive("step", raw.step, d.step)?,
+            max_weight,
+            realtime_at,
+            combine: raw.combine.unwrap_or(d.combine),
+            deadband: self.per_channel(
+                "priority.deadband",
+                raw.deadband.as_ref(),
+                d.deadband,
+                |v| v >= 0.0,
+                "must be a number of at least 0",
+            )?,
+            floor: self.per_channel(
+                "priority.floor",
+                raw.floor.as_ref(),
+                d.floor,
+                |v| v > 0.0,
+                "must be a number greater than 0",
+            )?,
+        })
+    }
+
+    fn per_channel(
+        &self,
+        key: &str,
+        raw: Option<&RawPerChannel>,
+        default: PerChannel<f64>,
+        ok: impl Fn(f64) -> bool,
+        allowed: &str,
+    ) -> Result<PerChannel<f64>, ConfigError> {
+        let pick = |name: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(v) if v.is_finite() && ok(v) => Ok(v),
+            Some(v) => Err(self.err(
+                format!("{key}.{name}"),
+                format!("{name} = {v}: {allowed} (default {default})"),
+            )),
+        };
+        Ok(PerChannel {
+            temperature: pick(
+                "temperature",
+                raw.and_then(|r| r.temperature),
+                default.temperature,
+            )?,
+            humidity: pick("humidity", raw.and_then(|r| r.humidity), default.humidity)?,
+        })
+    }
+
+    fn sensor(&self, i: usize, s: RawSensor, base: &Path) -> Result<SensorConfig, ConfigError> {
+        let key = |k: &str| format!("sensor[{i}].{k}");
+        check_name(&s.id, 32, true)
+            .map_err(|why| self.err(key("id"), format!("id = {:?} {why}", s.id)))?;
+        let kind_name = match s.kind {
+            RawKind::Dht22 => "dht22",
+            RawKind::Iio => "iio",
+            RawKind::Sim => "sim",
+        };
+        // A key that belongs to another kind is almost always a mistake
+        // (copy-paste, or the kind line was changed): say so instead of
+        // silently ignoring it.
+        let only = |present: bool, k: &str, owner: &str| {
+            if present && kind_name != owner {
+                Err(self.err(
+                    key(k),
+                    format!("`{k}` is only for kind = \"{owner}\" sensors, this one is kind = \"{kind_name}\""),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        only(s.pin.is_some(), "pin", "dht22")?;
+        only(s.device.is_some(), "device", "iio")?;
+        only(s.name.is_some(), "name", "iio")?;
+        only(s.profile.is_some(), "profile", "sim")?;
+        only(s.trace.is_some(), "trace", "sim")?;
+        only(s.seed.is_some(), "seed", "sim")?;
+        only(s.failure_rate.is_some(), "failure_rate", "sim")?;
+        let kind = match s.kind {
+            RawKind::Dht22 => {
+                let pin = s.pin.ok_or_else(|| {
+                    self.err(
+                        key("pin"),
+                        "a dht22 sensor needs `pin`, its BCM GPIO number (e.g. pin = 4)",
+                    )
+                })?;
+                let pin = u8::try_from(pin).ok().filter(|p| *p <= 27).ok_or_else(|| {
+                    self.err(
+                        key("pin"),
+                        format!(
+                            "pin = {pin} is not a GPIO of the Raspberry Pi header; \
+                             use a BCM number from 0 to 27 (BCM 4 is physical pin 7)"
+                        ),
+                    )
+                })?;
+                SensorKind::Dht22 { pin }
+            }
+            RawKind::Iio => {
+                if s.device.is_some() && s.name.is_some() {
+                    return Err(self.err(
+                        key("name"),
+                        "give either `device` (a sysfs directory) or `name` (an IIO device name), not both",
+                    ));
+                }
+                SensorKind::Iio {
+                    device: s.device.map(|d| base.join(d)),
+                    name: s.name,
+                }
+            }
+            RawKind::Sim => {
+                let profile = match (s.profile, s.trace) {
+                    (Some(RawProfile::Trace) | None, Some(trace)) => {
+                        SimProfile::Trace(base.join(trace))
+                    }
+                    (Some(RawProfile::Trace), None) => {
+                        return Err(self.err(
+                            key("trace"),
+                            "profile = \"trace\" needs `trace`, the path of a CSV file \
+                             with temperature_c and humidity_pct columns",
+                        ));
+                    }
+                    (Some(p), Some(_)) => {
+                        let name = if p == RawProfile::Heater {
+                            "heater"
+                        } else {
+                            "random"
+                        };
+                        return Err(self.err(
+                            key("trace"),
+                            format!("`trace` only applies to profile = \"trace\", this sensor has profile = \"{name}\""),
+                        ));
+                    }
+                    (Some(RawProfile::Heater), None) => SimProfile::Heater,
+                    (Some(RawProfile::Random) | None, None) => SimProfile::Random,
+                };
+                let failure_rate = match s.failure_rate {
+                    None => 0.0,
+                    Some(r) if (0.0..=1.0).contains(&r) => r,
+                    Some(r) => {
+                        return Err(self.err(
+                            key("failure_rate"),
+                            format!("failure_rate = {r}: must be between 0 and 1 (0.05 = 5 % of reads fail)"),
+                        ));
+                    }
+                };
+                if failure_rate > 0.0 && profile != SimProfile::Random {
+                    return Err(self.err(
+                        key("failure_rate"),
+                        "failure_rate only applies to profile = \"random\"",
+                    ));
+                }
+                SensorKind::Sim(SimConfig {
+                    profile,
+                    seed: s.seed.unwrap_or(i as u64),
+                    failure_rate,
+                })
+            }
+        };
+        Ok(SensorConfig { id: s.id, kind })
+    }
+}
+
+/// Checks a node name or sensor id: both become MQTT topic levels and
+/// file-friendly names.
+fn check_name(name: &str, max: usize, strict: bool) -> Result<(), String> {
+    if name.is_empty() || name.len() > max {
+        return Err(format!("must be 1 to {max} characters long"));
+    }
+    let ok = |c: char| {
+        if strict {
+            c.is_ascii_alphanumeric() || c == '-' || c == '_'
+        } else {
+            !(c.is_control() || c.is_whitespace() || matches!(c, '/' | '+' | '#'))
+        }
+    };
+    if name.chars().all(ok) {
+        Ok(())
+    } else if strict {
+        Err("may only use letters, digits, '-' and '_'".to_string())
+    } else {
+        Err("may not contain spaces, '/', '+' or '#' (it becomes an MQTT topic level)".to_string())
+    }
+}
+
+/// The machine's hostname, or `edgeprio` when it is unusable as a node name.
+fn default_node() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| check_name(h, 64, false).is_ok())
+        .unwrap_or_else(|| "edgeprio".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Some(Path::new("/etc/edgeprio/test.toml")))
+    }
+
+    const MINIMAL: &str = "[[sensor]]\nid = \"lab\"\nkind = \"dht22\"\npin = 4\n";
+
+    #[test]
+    fn defaults_match_the_design() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(15));
+        assert_eq!(c.priority, PriorityParams::default());
+        assert_eq!(c.plausibility, Plausibility::default());
+        assert_eq!(c.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(c.sensors[0].kind, SensorKind::Dht22 { pin: 4 });
+    }
+
+    #[test]
+    fn demo_config_is_valid() {
+        let c = Config::demo();
+        assert!(!c.has_hardware());
+        assert!(c.sensors.len() >= 3);
+    }
+
+    #[test]
+    fn example_config_is_valid_and_complete() {
+        let text = include_str!("../assets/edgeprio.example.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.node, "pi-greenhouse");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_directory() {
+        let c = parse(
+            "db = \"data/e.db\"\n[[sensor]]\nid = \"a\"\nkind = \"sim\"\ntrace = \"t.csv\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.db, PathBuf::from("/etc/edgeprio/data/e.db"));
+        assert_eq!(
+            c.sensors[0].kind,
+            SensorKind::Sim(SimConfig {
+                profile: SimProfile::Trace("/etc/edgeprio/t.csv".into()),
+                seed: 0,
+                failure_rate: 0.0
+            })
+        );
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let e = err("[priority]\nthreshhold = 0.1\n[[sensor]]\nid = \"a\"\nkind = \"sim\"\n");
+        assert_eq!(e.key.as_deref(), Some("priority.threshhold"));
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("expected one of"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_value() {
+        let e = err("interval = 15\n[[sensor]]\nid = \"a\"\nkind = \"sim\"\n");
+        assert_eq!(e.key.as_deref(), Some("interval"));
+        assert!(
+            e.message.contains("15") && e.message.contains("\"15s\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_names_the_value() {
+        let e = err("interval = \"15 sex\"\n[[sensor]]\nid = \"a\"\nkind = \"sim\"\n");
+        assert!(e.to_string().contains("\"15 sex\""), "{e}");
+    }
+
+    #[test]
+    fn dht22_interval_below_two_seconds_is_rejected() {
+        let e = err(&format!("interval = \"1s\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("interval"));
+        assert!(
+            e.message.contains("\"1s\"") && e.message.contains("2s"),
+            "{e}"
+        );
+        // Simulated sensors may go faster.
+        assert!(parse("interval = \"100ms\"\n[[sensor]]\nid = \"a\"\nkind = \"sim\"\n").is_ok());
+    }
+
+    #[test]
+    fn duplicate_ids_and_pins_are_rejected() {
+        let e = err(&format!(
+            "{MINIMAL}{}",
+            MINIMAL.replace("pin = 4", "pin = 5")
+        ));
+        assert_eq!(e.key.as_deref(), Some("sensor[1].id"));
+        let e = err(&format!("{MINIMAL}{}", MINIMAL.replace("lab", "hall")));
+        assert_eq!(e.key.as_deref(), Some("sensor[1].pin"));
+    }
+
+    #[test]
+    fn pin_outside_the_header_is_rejected() {
+        let e = err(&MINIMAL.replace("pin = 4", "pin = 40"));
+        assert_eq!(e.key.as_deref(), Some("sensor[0].pin"));
+        assert!(e.message.contains("pin = 40"), "{e}");
+    }
+
+    #[test]
+    fn keys_of_another_kind_are_rejected() {
+        let e = err("[[sensor]]\nid = \"a\"\nkind = \"sim\"\npin = 4\n");
+        assert_eq!(e.key.as_deref(), Some("sensor[0].pin"));
+    }
+
+    #[test]
+    fn bad_priority_values_are_rejected() {
+        let e = err(&format!("[priority]\nthreshold = -0.1\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("priority.threshold"));
+        let e = err(&format!(
+            "[priority]\nfloor = {{ temperature = 0 }}\n{MINIMAL}"
+        ));
+        assert_eq!(e.key.as_deref(), Some("priority.floor.temperature"));
+        let e = err(&format!("[priority]\ncombine = \"avg\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("priority.combine"));
+        assert!(
+            e.message.contains("avg") && e.message.contains("max"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn no_sensor_is_an_error() {
+        assert_eq!(err("node = \"pi\"\n").key.as_deref(), Some("sensor"));
+    }
+
+    #[test]
+    fn syntax_error_has_a_line() {
+        let e = err("node = \"pi\n");
+        assert!(e.line.is_some() && e.message.contains("TOML"), "{e}");
+    }
+
+    #[test]
+    fn bad_names_are_rejected() {
+        let e = err(&format!("node = \"a/b\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("node"));
+        let e = err(&MINIMAL.replace("\"lab\"", "\"lab 1\""));
+        assert_eq!(e.key.as_deref(), Some("sensor[0].id"));
+    }
+}

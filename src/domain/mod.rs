@@ -1,0 +1,15 @@
+//! The pure domain core: readings, validation, the paper's weight priority,
+//! routing and the wire shape of a reading.
+//!
+//! Nothing in here does I/O or reads the clock; `now` is always an argument,
+//! so every rule is tested with plain `#[test]`s beside the code.
+
+mod payload;
+mod priority;
+mod reading;
+mod validate;
+
+pub use payload::{WireReading, WireWeights, rfc3339_ms};
+pub use priority::{Combine, PriorityParams, Score, Scorer, channel_weight};
+pub use reading::{Channel, ErrorKind, PerChannel, Reading, Route, Sample, SensorError};
+pub use validate::{Plausibility, Rejection, SpikeVerdict, check_range, resolve_spike};

@@ -1,0 +1,291 @@
+//! The paper's change-based weight priority, made exact (DESIGN.md,
+//! "The weight-priority algorithm").
+
+use serde::Deserialize;
+
+use super::reading::{PerChannel, Route, Sample};
+
+/// How the two channel weights become one priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// The larger of the two weights (the paper's reading of its example).
+    Max,
+    /// Both weights added: a change on both channels counts twice.
+    Sum,
+}
+
+/// The algorithm's parameters; the defaults are DESIGN.md's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PriorityParams {
+    /// Relative change that earns the first weight point (0.05 = 5 %).
+    pub threshold: f64,
+    /// Extra relative change for each further point.
+    pub step: f64,
+    /// Upper bound on a channel's weight; also what makes the loop finish.
+    pub max_weight: u32,
+    /// Lowest priority that takes the real-time route.
+    pub realtime_at: u32,
+    /// How channel weights combine into the priority.
+    pub combine: Combine,
+    /// Absolute changes below this are sensor noise and weigh nothing
+    /// (the DHT22's accuracy: ±0.5 °C, ±2 %RH).
+    pub deadband: PerChannel<f64>,
+    /// Smallest divisor for the relative change, so values near zero do not
+    /// turn tiny changes into huge ratios.
+    pub floor: PerChannel<f64>,
+}
+
+impl Default for PriorityParams {
+    fn default() -> Self {
+        Self {
+            threshold: 0.05,
+            step: 0.05,
+            max_weight: 10,
+            realtime_at: 1,
+            combine: Combine::Max,
+            deadband: PerChannel {
+                temperature: 0.5,
+                humidity: 2.0,
+            },
+            floor: PerChannel {
+                temperature: 1.0,
+                humidity: 1.0,
+            },
+        }
+    }
+}
+
+/// The weight of one channel's change from `prev` to `x` (steps 1-3 of the
+/// algorithm). `None` for `prev` means this is the channel's first value.
+pub fn channel_weight(
+    prev: Option<f64>,
+    x: f64,
+    deadband: f64,
+    floor: f64,
+    params: &PriorityParams,
+) -> u32 {
+    let Some(prev) = prev else { return 0 };
+    let d = (x - prev).abs();
+    // `!(d >= deadband)` rather than `d < deadband` so a NaN change weighs
+    // nothing instead of slipping through to the loop.
+    if !(d >= deadband) {
+        return 0;
+    }
+    let fin = d / prev.abs().max(floor);
+    let mut r = params.threshold;
+    let mut w = 0;
+    while fin >= r && w < params.max_weight {
+        w += 1;
+        r += params.step;
+    }
+    w
+}
+
+/// The outcome of scoring one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Score {
+    /// Weight per channel.
+    pub weights: PerChannel<u32>,
+    /// The combined weight.
+    pub priority: u32,
+    /// Where the priority sends the reading.
+    pub route: Route,
+}
+
+/// Per-sensor scoring state: the last accepted value of each channel.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    params: PriorityParams,
+    /// `prev_c` of the algorithm; `None` until the first accepted reading.
+    prev: Option<Sample>,
+}
+
+impl Scorer {
+    /// A scorer whose history is `prev` (restored from the log, or `None`
+    /// for a sensor that never reported).
+    pub fn new(params: PriorityParams, prev: Option<Sample>) -> Self {
+        Self { params, prev }
+    }
+
+    /// The last accepted sample, if any.
+    pub fn prev(&self) -> Option<Sample> {
+        self.prev
+    }
+
+    /// Scores an accepted sample and makes it the new `prev` (steps 1-6).
+    pub fn score(&mut self, x: Sample) -> Score {
+        let p = &self.params;
+        let weights = x.map(|c, v| {
+            channel_weight(
+                self.prev.map(|prev| prev.get(c)),
+                v,
+                p.deadband.get(c),
+                p.floor.get(c),
+                p,
+            )
+        });
+        self.prev = Some(x);
+        let priority = match p.combine {
+            Combine::Max => weights.temperature.max(weights.humidity),
+            Combine::Sum => weights.temperature.saturating_add(weights.humidity),
+        };
+        let route = if priority >= p.realtime_at {
+            Route::Realtime
+        } else {
+            Route::Batch
+        };
+        Score {
+            weights,
+            priority,
+            route,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn defaults() -> PriorityParams {
+        PriorityParams::default()
+    }
+
+    #[test]
+    fn papers_worked_example() {
+        let mut s = Scorer::new(defaults(), None);
+        let first = s.score(Sample::new(25.0, 56.0));
+        assert_eq!(first.priority, 0, "a sensor's first reading has priority 0");
+        assert_eq!(first.route, Route::Batch);
+
+        let second = s.score(Sample::new(28.0, 48.0));
+        assert_eq!(
+            second.weights,
+            PerChannel {
+                temperature: 2,
+                humidity: 2
+            },
+            "12 % and 14.3 % changes weigh 2 each"
+        );
+        assert_eq!(second.priority, 2);
+        assert_eq!(second.route, Route::Realtime);
+    }
+
+    #[test]
+    fn papers_experiment_start_has_priority_zero() {
+        let mut s = Scorer::new(defaults(), None);
+        assert_eq!(s.score(Sample::new(22.0, 61.0)).priority, 0);
+    }
+
+    #[test]
+    fn deadband_absorbs_sensor_noise() {
+        let mut s = Scorer::new(defaults(), Some(Sample::new(2.0, 10.0)));
+        // 0.4 °C on 2 °C is 20 %, but below the DHT22's ±0.5 °C accuracy.
+        let score = s.score(Sample::new(2.4, 11.9));
+        assert_eq!(score.weights.temperature, 0);
+        assert_eq!(score.weights.humidity, 0);
+        assert_eq!(score.route, Route::Batch);
+    }
+
+    #[test]
+    fn floor_bounds_the_ratio_near_zero() {
+        let mut s = Scorer::new(defaults(), Some(Sample::new(0.0, 50.0)));
+        // 0.9 °C from 0 °C: divided by the 1.0 floor, 90 % -> capped at max_weight.
+        let score = s.score(Sample::new(0.9, 50.0));
+        assert_eq!(score.weights.temperature, 10);
+        let mut s = Scorer::new(defaults(), Some(Sample::new(0.0, 50.0)));
+        // With a floor of 10, fin = 0.5 / 10 = 5 % -> weight 1.
+        let params = PriorityParams {
+            floor: PerChannel {
+                temperature: 10.0,
+                humidity: 1.0,
+            },
+            ..defaults()
+        };
+        s.params = params;
+        assert_eq!(s.score(Sample::new(0.5, 50.0)).weights.temperature, 1);
+    }
+
+    #[test]
+    fn combine_sum_adds_channel_weights() {
+        let params = PriorityParams {
+            combine: Combine::Sum,
+            ..defaults()
+        };
+        let mut s = Scorer::new(params, Some(Sample::new(25.0, 56.0)));
+        assert_eq!(s.score(Sample::new(28.0, 48.0)).priority, 4);
+    }
+
+    #[test]
+    fn realtime_at_sets_the_route_boundary() {
+        let params = PriorityParams {
+            realtime_at: 3,
+            ..defaults()
+        };
+        let mut s = Scorer::new(params, Some(Sample::new(25.0, 56.0)));
+        let score = s.score(Sample::new(28.0, 48.0));
+        assert_eq!(score.priority, 2);
+        assert_eq!(score.route, Route::Batch);
+    }
+
+    #[test]
+    fn exact_threshold_earns_a_point() {
+        // 1.5 °C on 30 °C is exactly 5 %: fin >= r holds at equality.
+        assert_eq!(channel_weight(Some(30.0), 31.5, 0.5, 1.0, &defaults()), 1);
+    }
+
+    #[test]
+    fn nan_change_weighs_nothing() {
+        assert_eq!(
+            channel_weight(Some(20.0), f64::NAN, 0.5, 1.0, &defaults()),
+            0
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn weight_never_decreases_as_change_grows(
+            prev in -40.0f64..80.0,
+            d1 in 0.0f64..200.0,
+            extra in 0.0f64..200.0,
+            up in any::<bool>(),
+        ) {
+            let sign = if up { 1.0 } else { -1.0 };
+            let p = defaults();
+            let small = channel_weight(Some(prev), prev + sign * d1, 0.5, 1.0, &p);
+            let large = channel_weight(Some(prev), prev + sign * (d1 + extra), 0.5, 1.0, &p);
+            prop_assert!(large >= small, "{small} -> {large}");
+        }
+
+        #[test]
+        fn weight_is_bounded_and_reaches_max_weight(
+            prev in -40.0f64..80.0,
+            max_weight in 0u32..50,
+            threshold in 0.0f64..1.0,
+            step in -1.0f64..1.0,
+        ) {
+            let p = PriorityParams { max_weight, threshold, step, ..defaults() };
+            let w = channel_weight(Some(prev), prev + 1e9, 0.5, 1.0, &p);
+            // A change of 1e9 passes every threshold below 1: the loop stops at max_weight.
+            prop_assert_eq!(w, max_weight);
+        }
+
+        #[test]
+        fn change_inside_deadband_never_raises_priority(
+            t in -40.0f64..80.0, h in 0.0f64..100.0,
+            dt in -0.4999f64..0.4999, dh in -1.999f64..1.999,
+        ) {
+            let mut s = Scorer::new(defaults(), Some(Sample::new(t, h)));
+            let score = s.score(Sample::new(t + dt, h + dh));
+            prop_assert_eq!(score.priority, 0);
+            prop_assert_eq!(score.route, Route::Batch);
+        }
+
+        #[test]
+        fn first_reading_is_always_priority_zero(t in -40.0f64..80.0, h in 0.0f64..100.0) {
+            let mut s = Scorer::new(defaults(), None);
+            prop_assert_eq!(s.score(Sample::new(t, h)).priority, 0);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Validation before scoring (DESIGN.md, "Readings are validated before
+//! scoring"): the DHT22's range, non-numbers, and the plausibility re-read
+//! that keeps a corrupted frame from becoming a high-priority event.
+
+use std::fmt;
+
+use super::reading::{Channel, ErrorKind, PerChannel, Sample};
+
+/// The DHT22's measuring range per channel, inclusive.
+const RANGE: PerChannel<(f64, f64)> = PerChannel {
+    temperature: (-40.0, 80.0),
+    humidity: (0.0, 100.0),
+};
+
+/// Why a sample was rejected outright.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rejection {
+    /// NaN or infinite: the frame decoded to no number at all.
+    NotFinite {
+        /// The channel that carried it.
+        channel: Channel,
+    },
+    /// A number outside what a DHT22 can measure.
+    OutOfRange {
+        /// The channel that carried it.
+        channel: Channel,
+        /// The value reported.
+        value: f64,
+    },
+}
+
+impl Rejection {
+    /// The `sensor_errors.kind` this rejection is logged as.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Range
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Rejection::NotFinite { channel } => write!(f, "{} is not a number", channel.name()),
+            Rejection::OutOfRange { channel, value } => {
+                let (lo, hi) = RANGE.get(channel);
+                write!(
+                    f,
+                    "{} {value} {} is outside the DHT22 range {lo}..{hi}",
+                    channel.name(),
+                    channel.unit()
+                )
+            }
+        }
+    }
+}
+
+/// Accepts `s` when both channels are finite and inside the DHT22's range.
+pub fn check_range(s: Sample) -> Result<Sample, Rejection> {
+    for channel in Channel::ALL {
+        let value = s.get(channel);
+        if !value.is_finite() {
+            return Err(Rejection::NotFinite { channel });
+        }
+        let (lo, hi) = RANGE.get(channel);
+        if value < lo || value > hi {
+            return Err(Rejection::OutOfRange { channel, value });
+        }
+    }
+    Ok(s)
+}
+
+/// The largest change between consecutive reads that is believed without a
+/// confirming re-read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plausibility(pub PerChannel<f64>);
+
+impl Default for Plausibility {
+    fn default() -> Self {
+        Self(PerChannel {
+            temperature: 15.0,
+            humidity: 30.0,
+        })
+    }
+}
+
+impl Plausibility {
+    /// Whether going from `a` to `b` is believable without a re-read.
+    pub fn allows(&self, a: Sample, b: Sample) -> bool {
+        Channel::ALL
+            .into_iter()
+            .all(|c| (b.get(c) - a.get(c)).abs() <= self.0.get(c))
+    }
+}
+
+/// What to make of a suspicious jump once it has been re-read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpikeVerdict {
+    /// The re-read agrees with the jump: it is real; accept the re-read.
+    Confirmed(Sample),
+    /// The re-read agrees with the history: the first read was a corrupted
+    /// frame; reject it and accept the re-read.
+    Glitch(Sample),
+    /// Nothing agrees (or the re-read failed): accept nothing this cycle.
+    Unconfirmed,
+}
+
+/// Decides a jump from `prev` to `first` that `bound` did not allow, given
+/// the re-read `second` (`None` if the re-read failed).
+pub fn resolve_spike(
+    prev: Sample,
+    first: Sample,
+    second: Option<Sample>,
+    bound: &Plausibility,
+) -> SpikeVerdict {
+    match second {
+        Some(second) if bound.allows(first, second) => SpikeVerdict::Confirmed(second),
+        Some(second) if bound.allows(prev, second) => SpikeVerdict::Glitch(second),
+        _ => SpikeVerdict::Unconfirmed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn range_limits_are_inclusive() {
+        assert!(check_range(Sample::new(-40.0, 0.0)).is_ok());
+        assert!(check_range(Sample::new(80.0, 100.0)).is_ok());
+        assert_eq!(
+            check_range(Sample::new(80.1, 50.0)),
+            Err(Rejection::OutOfRange {
+                channel: Channel::Temperature,
+                value: 80.1
+            })
+        );
+        assert_eq!(
+            check_range(Sample::new(20.0, 100.5)),
+            Err(Rejection::OutOfRange {
+                channel: Channel::Humidity,
+                value: 100.5
+            })
+        );
+    }
+
+    #[test]
+    fn non_numbers_are_rejected() {
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(check_range(Sample::new(bad, 50.0)).is_err());
+            assert!(check_range(Sample::new(20.0, bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn rejection_messages_name_channel_and_value() {
+        let r = check_range(Sample::new(-3276.7, 50.0)).unwrap_err();
+        assert_eq!(
+            r.to_string(),
+            "temperature -3276.7 °C is outside the DHT22 range -40..80"
+        );
+    }
+
+    #[test]
+    fn spike_confirmed_by_reread_is_accepted() {
+        let b = Plausibility::default();
+        let prev = Sample::new(20.0, 50.0);
+        let v = resolve_spike(
+            prev,
+            Sample::new(40.0, 50.0),
+            Some(Sample::new(40.2, 50.0)),
+            &b,
+        );
+        assert_eq!(v, SpikeVerdict::Confirmed(Sample::new(40.2, 50.0)));
+    }
+
+    #[test]
+    fn corrupted_frame_is_replaced_by_reread() {
+        let b = Plausibility::default();
+        let prev = Sample::new(20.0, 50.0);
+        // bit 8 of the temperature word flipped: +25.6 °C, checksum can still match.
+        let v = resolve_spike(
+            prev,
+            Sample::new(45.6, 50.0),
+            Some(Sample::new(20.1, 50.0)),
+            &b,
+        );
+        assert_eq!(v, SpikeVerdict::Glitch(Sample::new(20.1, 50.0)));
+    }
+
+    #[test]
+    fn failed_reread_confirms_nothing() {
+        let b = Plausibility::default();
+        let v = resolve_spike(Sample::new(20.0, 50.0), Sample::new(45.6, 50.0), None, &b);
+        assert_eq!(v, SpikeVerdict::Unconfirmed);
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_samples_are_always_finite_and_in_range(
+            t in prop_oneof![any::<f64>(), -50.0f64..90.0],
+            h in prop_oneof![any::<f64>(), -10.0f64..110.0],
+        ) {
+            if let Ok(s) = check_range(Sample::new(t, h)) {
+                prop_assert!(s.temperature.is_finite() && s.humidity.is_finite());
+                prop_assert!((-40.0..=80.0).contains(&s.temperature));
+                prop_assert!((0.0..=100.0).contains(&s.humidity));
+            }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! edgeprio: a Raspberry Pi agent for DHT22 sensors that implements the
+//! paper "A Study on the Improvement of Availability of Distributed
+//! Processing Systems Using Edge Computing": every reading gets a
+//! change-based weight priority at the edge, high-priority readings take a
+//! real-time path and the rest a batch path, so central servers are not
+//! flooded.
+//!
+//! # Layout
+//!
+//! - [`domain`]: the pure core (readings, validation, the weight-priority
+//!   algorithm, routing, payload shapes). No I/O, no clock.
+//! - [`sensor`]: sensor backends behind the [`sensor::Sensor`] trait
+//!   (simulated now; GPIO and kernel-driver DHT22s plug in here).
+//! - [`store`]: the SQLite log, which is also the MQTT outbox. Owns the schema.
+//! - [`agent`]: the read cycle and the timer loop that drives it, with
+//!   shutdown passed in.
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`cli`]: the `edgeprio` command line; `main.rs` only calls it.
+//!
+//! Data flows sensor -> validate -> score -> route -> commit to SQLite ->
+//! publish; see DESIGN.md for the contracts.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod sensor;
+pub mod store;

@@ -1,0 +1,882 @@
+//! The SQLite log: the one place that owns the schema (DESIGN.md, "SQLite
+//! log"). The agent writes it, `query` and the dashboard read it, and later
+//! the publisher drains it: the log is also the MQTT outbox.
+//!
+//! Calls block: use the store from a blocking thread, never from an async
+//! task.
+//!
+//! # Troubleshooting
+//!
+//! - "is not a SQLite database": `db` points at some other file; move it
+//!   away or point `db` elsewhere. edgeprio never overwrites it.
+//! - "database is locked": another process holds a write transaction longer
+//!   than the busy timeout (5 s); usually a `sqlite3` shell left inside
+//!   `BEGIN`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
+use thiserror::Error;
+
+use crate::domain::{PerChannel, Reading, Route, Sample, SensorError};
+
+/// `PRAGMA application_id` of an edgeprio log ("EDPR"): tells our files
+/// from other SQLite files.
+const APPLICATION_ID: i32 = 0x4544_5052;
+
+/// Forward migrations; `MIGRATIONS[i]` takes `user_version` from i to i+1.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE readings (
+        id                 INTEGER PRIMARY KEY,
+        node               TEXT    NOT NULL,
+        sensor             TEXT    NOT NULL,
+        seq                INTEGER NOT NULL CHECK (seq >= 0),
+        ts_ms              INTEGER NOT NULL,
+        temperature_c      REAL    NOT NULL CHECK (temperature_c BETWEEN -40 AND 80),
+        humidity_pct       REAL    NOT NULL CHECK (humidity_pct BETWEEN 0 AND 100),
+        weight_temperature INTEGER NOT NULL CHECK (weight_temperature >= 0),
+        weight_humidity    INTEGER NOT NULL CHECK (weight_humidity >= 0),
+        priority           INTEGER NOT NULL CHECK (priority >= 0),
+        route              TEXT    NOT NULL CHECK (route IN ('realtime', 'batch')),
+        published_ms       INTEGER,
+        UNIQUE (node, sensor, seq)
+    );
+    CREATE INDEX readings_ts ON readings (ts_ms);
+    CREATE INDEX readings_outbox ON readings (id) WHERE published_ms IS NULL;
+    CREATE TABLE sensor_errors (
+        id     INTEGER PRIMARY KEY,
+        ts_ms  INTEGER NOT NULL,
+        node   TEXT    NOT NULL,
+        sensor TEXT    NOT NULL,
+        kind   TEXT    NOT NULL CHECK (kind IN ('timeout', 'checksum', 'range', 'spike', 'io')),
+        detail TEXT    NOT NULL
+    );
+    CREATE INDEX sensor_errors_ts ON sensor_errors (ts_ms);
+    CREATE TABLE agent_status (
+        node         TEXT    PRIMARY KEY,
+        state        TEXT    NOT NULL CHECK (state IN ('running', 'stopped')),
+        pid          INTEGER NOT NULL,
+        version      TEXT    NOT NULL,
+        started_ms   INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL,
+        interval_ms  INTEGER NOT NULL,
+        outbox_depth INTEGER NOT NULL
+    );",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the log could not be opened or used.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The directory that should hold the file does not exist.
+    #[error(
+        "cannot create the log {path}: directory {dir} does not exist; create it \
+         (mkdir -p {dir}) or set `db` / --db to a file in an existing directory"
+    )]
+    MissingDir {
+        /// The database file.
+        path: PathBuf,
+        /// Its missing parent.
+        dir: PathBuf,
+    },
+    /// The file or its directory cannot be written.
+    #[error(
+        "cannot write the log {path}: {reason}; the agent needs write access to the file \
+         and to its directory (SQLite keeps -wal and -shm files beside it)"
+    )]
+    NotWritable {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// A reader was pointed at a file that does not exist.
+    #[error(
+        "no log at {path}: has the agent run with this `db` yet? Point --db (or --config) \
+         at the agent's database"
+    )]
+    Missing {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file is not SQLite at all, or is damaged.
+    #[error(
+        "{path} is not a usable SQLite database ({reason}); edgeprio will not touch it: \
+         move it away, or point `db` / --db at another file"
+    )]
+    NotADatabase {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// A SQLite database that belongs to something else.
+    #[error(
+        "{path} is a SQLite database of another program (application_id {application_id:#x}, \
+         tables: {tables}); edgeprio will not touch it: point `db` / --db at another file"
+    )]
+    Foreign {
+        /// The database file.
+        path: PathBuf,
+        /// The file's application id.
+        application_id: i32,
+        /// The tables it holds.
+        tables: String,
+    },
+    /// The file was written by a newer edgeprio.
+    #[error(
+        "{path} has schema version {found}, but this edgeprio only knows up to {known}; \
+         it was written by a newer edgeprio: upgrade this one"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// The file's schema version.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// Any other SQLite failure.
+    #[error("SQLite error on {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// How a process uses the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The agent: creates and migrates the file, `synchronous=FULL`.
+    Writer,
+    /// `query` and the dashboard: never write, never block the writer.
+    ReadOnly,
+}
+
+/// A reading as stored, with its row id and outbox state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredReading {
+    /// Row id: insertion order.
+    pub id: i64,
+    /// The reading.
+    pub reading: Reading,
+    /// When the broker acknowledged it; `None` while it is in the outbox.
+    pub published_ms: Option<i64>,
+}
+
+/// Filters for [`Store::readings`]; `None` means no filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadingFilter {
+    /// Only this sensor.
+    pub sensor: Option<String>,
+    /// Only readings at or after this time (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only readings before this time (Unix ms).
+    pub until_ms: Option<i64>,
+    /// Only this route.
+    pub route: Option<Route>,
+    /// Only rows with a larger id (for following the log).
+    pub after_id: Option<i64>,
+    /// Only the newest this many (returned oldest first).
+    pub limit: Option<u64>,
+}
+
+/// The agent's liveness record, one row per node in `agent_status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentStatus {
+    /// Node name.
+    pub node: String,
+    /// `running` while the loop runs, `stopped` after a clean exit.
+    pub running: bool,
+    /// The agent's process id.
+    pub pid: u32,
+    /// edgeprio version.
+    pub version: String,
+    /// When the agent started (Unix ms).
+    pub started_ms: i64,
+    /// When the agent last finished a cycle (Unix ms).
+    pub heartbeat_ms: i64,
+    /// The configured interval, so readers can tell "late" from "dead".
+    pub interval_ms: i64,
+}
+
+/// Where each sensor's history left off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SensorHistory {
+    /// The highest seq logged.
+    pub last_seq: u64,
+    /// The values of that reading.
+    pub last: Sample,
+}
+
+/// An open log.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (and for a writer, creates and migrates) the log at `path`.
+    pub fn open(path: &Path, access: Access) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = match access {
+            Access::Writer => {
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    return Err(StoreError::MissingDir {
+                        path: path.to_path_buf(),
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+            }
+            Access::ReadOnly => {
+                if !path.exists() {
+                    return Err(StoreError::Missing {
+                        path: path.to_path_buf(),
+                    });
+                }
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+            }
+        };
+        let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| classify(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        // The first real read tells a damaged or non-SQLite file apart.
+        let (version, app_id) = store.identity()?;
+        match access {
+            Access::Writer => store.prepare_writer(version, app_id)?,
+            Access::ReadOnly => store.check_reader(version, app_id)?,
+        }
+        Ok(store)
+    }
+
+    /// The file this store is on.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn identity(&self) -> Result<(i64, i32), StoreError> {
+        let version = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+            .map_err(|e| classify(&self.path, e))?;
+        let app_id = self
+            .conn
+            .pragma_query_value(None, "application_id", |r| r.get::<_, i32>(0))
+            .map_err(|e| classify(&self.path, e))?;
+        Ok((version, app_id))
+    }
+
+    fn tables(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .map_err(|e| classify(&self.path, e))?;
+        let names = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(Iterator::collect)
+            .map_err(|e| classify(&self.path, e))?;
+        Ok(names)
+    }
+
+    fn check_ours(&self, version: i64, app_id: i32) -> Result<(), StoreError> {
+        let empty = version == 0 && app_id == 0 && self.tables()?.is_empty();
+        if app_id == APPLICATION_ID || empty {
+            if version > SCHEMA_VERSION {
+                return Err(StoreError::TooNew {
+                    path: self.path.clone(),
+                    found: version,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            return Ok(());
+        }
+        let tables = self.tables()?;
+        Err(StoreError::Foreign {
+            path: self.path.clone(),
+            application_id: app_id,
+            tables: if tables.is_empty() {
+                "none".into()
+            } else {
+                tables.join(", ")
+            },
+        })
+    }
+
+    fn prepare_writer(&self, version: i64, app_id: i32) -> Result<(), StoreError> {
+        self.check_ours(version, app_id)?;
+        let c = &self.conn;
+        let mode: String = c
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| classify(&self.path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NotWritable {
+                path: self.path.clone(),
+                reason: format!("SQLite kept journal_mode={mode} instead of WAL"),
+            });
+        }
+        // One commit per interval: durability costs nothing here.
+        c.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| classify(&self.path, e))?;
+        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let to = from + 1;
+            let batch = format!(
+                "BEGIN IMMEDIATE; {sql}; PRAGMA application_id = {APPLICATION_ID}; \
+                 PRAGMA user_version = {to}; COMMIT;"
+            );
+            if let Err(e) = c.execute_batch(&batch) {
+                let _ = c.execute_batch("ROLLBACK");
+                return Err(classify(&self.path, e));
+            }
+            tracing::info!(db = %self.path.display(), from, to, "migrated the log schema");
+        }
+        Ok(())
+    }
+
+    fn check_reader(&self, version: i64, app_id: i32) -> Result<(), StoreError> {
+        self.check_ours(version, app_id)?;
+        if version == 0 {
+            // An empty file: nothing to read yet, but nothing wrong either.
+            return Err(StoreError::Missing {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        classify(&self.path, source)
+    }
+
+    /// Where each sensor of `node` left off: highest seq and its values.
+    pub fn history(
+        &self,
+        node: &str,
+    ) -> Result<std::collections::HashMap<String, SensorHistory>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.sensor, r.seq, r.temperature_c, r.humidity_pct
+                 FROM readings r
+                 JOIN (SELECT sensor, max(seq) AS seq FROM readings WHERE node = ?1 GROUP BY sensor) m
+                   ON r.sensor = m.sensor AND r.seq = m.seq
+                 WHERE r.node = ?1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([node], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    SensorHistory {
+                        last_seq: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                        last: Sample::new(r.get(2)?, r.get(3)?),
+                    },
+                ))
+            })
+            .and_then(Iterator::collect)
+            .map_err(|e| self.sqlite(e))?;
+        Ok(rows)
+    }
+
+    /// Commits one cycle: its readings, its sensor errors and the heartbeat,
+    /// in one transaction. Returns the node's outbox depth afterwards.
+    pub fn commit_cycle(
+        &mut self,
+        readings: &[Reading],
+        errors: &[SensorError],
+        status: &AgentStatus,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        insert_readings(&tx, readings).map_err(|e| classify(&path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO sensor_errors (ts_ms, node, sensor, kind, detail)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| classify(&path, e))?;
+            for e in errors {
+                stmt.execute(params![
+                    e.ts_ms,
+                    status.node,
+                    e.sensor,
+                    e.kind.as_str(),
+                    e.detail
+                ])
+                .map_err(|e| classify(&path, e))?;
+            }
+        }
+        let depth = write_status(&tx, status).map_err(|e| classify(&path, e))?;
+        tx.commit().map_err(|e| classify(&path, e))?;
+        Ok(depth)
+    }
+
+    /// Inserts readings in one transaction (bulk loads and benchmarks).
+    pub fn insert_readings(&mut self, readings: &[Reading]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        insert_readings(&tx, readings).map_err(|e| classify(&path, e))?;
+        tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    /// Records that the agent of `status.node` stopped cleanly.
+    pub fn mark_stopped(&mut self, status: &AgentStatus) -> Result<(), StoreError> {
+        let stopped = AgentStatus {
+            running: false,
+            ..status.clone()
+        };
+        write_status(&self.conn, &stopped)
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The status row of `node`, if the agent ever ran against this log.
+    pub fn status(&self, node: &str) -> Result<Option<AgentStatus>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT node, state, pid, version, started_ms, heartbeat_ms, interval_ms
+                 FROM agent_status WHERE node = ?1",
+                [node],
+                |r| {
+                    Ok(AgentStatus {
+                        node: r.get(0)?,
+                        running: r.get::<_, String>(1)? == "running",
+                        pid: r.get(2)?,
+                        version: r.get(3)?,
+                        started_ms: r.get(4)?,
+                        heartbeat_ms: r.get(5)?,
+                        interval_ms: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Readings matching `filter`, oldest first.
+    pub fn readings(&self, filter: &ReadingFilter) -> Result<Vec<StoredReading>, StoreError> {
+        // The newest `limit` rows, then put back in chronological order.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT * FROM (
+                   SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
+                          weight_temperature, weight_humidity, priority, route, published_ms
+                   FROM readings
+                   WHERE (?1 IS NULL OR sensor = ?1)
+                     AND (?2 IS NULL OR ts_ms >= ?2)
+                     AND (?3 IS NULL OR ts_ms < ?3)
+                     AND (?4 IS NULL OR route = ?4)
+                     AND id > ?5
+                   ORDER BY id DESC
+                   LIMIT ?6
+                 ) ORDER BY id",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let args: [&dyn ToSql; 6] = [
+            &filter.sensor,
+            &filter.since_ms,
+            &filter.until_ms,
+            &filter.route.map(Route::as_str),
+            &filter.after_id.unwrap_or(0),
+            &limit,
+        ];
+        let rows = stmt
+            .query_map(args.as_slice(), row_to_reading)
+            .and_then(Iterator::collect)
+            .map_err(|e| self.sqlite(e))?;
+        Ok(rows)
+    }
+
+    /// Sensor errors since `since_ms`, oldest first.
+    pub fn sensor_errors(&self, since_ms: i64) -> Result<Vec<SensorError>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT ts_ms, sensor, kind, detail FROM sensor_errors
+                 WHERE ts_ms >= ?1 ORDER BY id",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let rows = stmt
+            .query_map([since_ms], |r| {
+                let kind: String = r.get(2)?;
+                Ok(SensorError {
+                    ts_ms: r.get(0)?,
+                    sensor: r.get(1)?,
+                    kind: crate::domain::ErrorKind::parse(&kind)
+                        .ok_or_else(|| bad_text(2, &kind))?,
+                    detail: r.get(3)?,
+                })
+            })
+            .and_then(Iterator::collect)
+            .map_err(|e| self.sqlite(e))?;
+        Ok(rows)
+    }
+
+    /// How many readings of `node` wait for the broker's acknowledgement.
+    pub fn outbox_depth(&self, node: &str) -> Result<u64, StoreError> {
+        outbox_depth(&self.conn, node).map_err(|e| self.sqlite(e))
+    }
+}
+
+fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
+                               weight_temperature, weight_humidity, priority, route)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for r in readings {
+        stmt.execute(params![
+            r.node,
+            r.sensor,
+            i64::try_from(r.seq).unwrap_or(i64::MAX),
+            r.ts_ms,
+            r.sample.temperature,
+            r.sample.humidity,
+            r.weights.temperature,
+            r.weights.humidity,
+            r.priority,
+            r.route.as_str(),
+        ])?;
+    }
+    Ok(())
+}
+
+fn outbox_depth(conn: &Connection, node: &str) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM readings WHERE published_ms IS NULL AND node = ?1",
+        [node],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n.try_into().unwrap_or(0))
+}
+
+fn write_status(conn: &Connection, s: &AgentStatus) -> rusqlite::Result<u64> {
+    let depth = outbox_depth(conn, &s.node)?;
+    conn.prepare_cached(
+        "INSERT INTO agent_status
+            (node, state, pid, version, started_ms, heartbeat_ms, interval_ms, outbox_depth)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (node) DO UPDATE SET
+            state = excluded.state, pid = excluded.pid, version = excluded.version,
+            started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms,
+            interval_ms = excluded.interval_ms, outbox_depth = excluded.outbox_depth",
+    )?
+    .execute(params![
+        s.node,
+        if s.running { "running" } else { "stopped" },
+        s.pid,
+        s.version,
+        s.started_ms,
+        s.heartbeat_ms,
+        s.interval_ms,
+        i64::try_from(depth).unwrap_or(i64::MAX),
+    ])?;
+    Ok(depth)
+}
+
+fn bad_text(col: usize, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        col,
+        rusqlite::types::Type::Text,
+        format!("unexpected value {value:?}").into(),
+    )
+}
+
+fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
+    let route: String = r.get(10)?;
+    Ok(StoredReading {
+        id: r.get(0)?,
+        reading: Reading {
+            node: r.get(1)?,
+            sensor: r.get(2)?,
+            seq: r.get::<_, i64>(3)?.try_into().unwrap_or(0),
+            ts_ms: r.get(4)?,
+            sample: Sample::new(r.get(5)?, r.get(6)?),
+            weights: PerChannel {
+                temperature: r.get(7)?,
+                humidity: r.get(8)?,
+            },
+            priority: r.get(9)?,
+            route: Route::parse(&route).ok_or_else(|| bad_text(10, &route))?,
+        },
+        published_ms: r.get(11)?,
+    })
+}
+
+/// Turns SQLite's error codes into errors that say what to do.
+fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    let code = e.sqlite_error_code();
+    match code {
+        Some(NotADatabase | DatabaseCorrupt) => StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        Some(ReadOnly | CannotOpen | PermissionDenied) => StoreError::NotWritable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        _ => StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(sensor: &str, seq: u64, t: f64, route: Route) -> Reading {
+        Reading {
+            node: "pi".into(),
+            sensor: sensor.into(),
+            seq,
+            ts_ms: 1_000 * seq as i64,
+            sample: Sample::new(t, 50.0),
+            weights: PerChannel {
+                temperature: 0,
+                humidity: 0,
+            },
+            priority: 0,
+            route,
+        }
+    }
+
+    fn status() -> AgentStatus {
+        AgentStatus {
+            node: "pi".into(),
+            running: true,
+            pid: 1,
+            version: "test".into(),
+            started_ms: 0,
+            heartbeat_ms: 5,
+            interval_ms: 15_000,
+        }
+    }
+
+    #[test]
+    fn new_log_gets_the_schema_and_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let s = Store::open(&path, Access::Writer).unwrap();
+        assert_eq!(s.identity().unwrap(), (SCHEMA_VERSION, APPLICATION_ID));
+        let mode: String = s
+            .conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = s
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        drop(s);
+        // Reopening migrates nothing and keeps data.
+        Store::open(&path, Access::Writer).unwrap();
+    }
+
+    #[test]
+    fn history_restores_last_seq_and_values_per_sensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let rows = [
+            reading("a", 0, 20.0, Route::Batch),
+            reading("a", 1, 21.0, Route::Batch),
+            reading("b", 0, 30.0, Route::Realtime),
+        ];
+        assert_eq!(s.commit_cycle(&rows, &[], &status()).unwrap(), 3);
+        let h = s.history("pi").unwrap();
+        assert_eq!(
+            h["a"],
+            SensorHistory {
+                last_seq: 1,
+                last: Sample::new(21.0, 50.0)
+            }
+        );
+        assert_eq!(h["b"].last_seq, 0);
+        assert!(s.history("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn duplicate_seq_is_refused_and_nothing_of_the_cycle_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        s.commit_cycle(&[reading("a", 0, 20.0, Route::Batch)], &[], &status())
+            .unwrap();
+        let again = [
+            reading("a", 1, 20.0, Route::Batch),
+            reading("a", 0, 20.0, Route::Batch),
+        ];
+        assert!(s.commit_cycle(&again, &[], &status()).is_err());
+        assert_eq!(s.readings(&ReadingFilter::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn nan_never_reaches_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let bad = reading("a", 0, f64::NAN, Route::Batch);
+        assert!(s.insert_readings(&[bad]).is_err());
+        let bad = reading("a", 0, 85.0, Route::Batch);
+        assert!(s.insert_readings(&[bad]).is_err());
+    }
+
+    #[test]
+    fn filters_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let rows: Vec<_> = (0..10)
+            .map(|i| {
+                reading(
+                    if i % 2 == 0 { "a" } else { "b" },
+                    i / 2,
+                    20.0,
+                    if i == 4 {
+                        Route::Realtime
+                    } else {
+                        Route::Batch
+                    },
+                )
+            })
+            .collect();
+        s.insert_readings(&rows).unwrap();
+        let f = |f: ReadingFilter| {
+            s.readings(&f)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            f(ReadingFilter {
+                sensor: Some("a".into()),
+                ..Default::default()
+            }),
+            vec![1, 3, 5, 7, 9]
+        );
+        assert_eq!(
+            f(ReadingFilter {
+                route: Some(Route::Realtime),
+                ..Default::default()
+            }),
+            vec![5]
+        );
+        assert_eq!(
+            f(ReadingFilter {
+                limit: Some(3),
+                ..Default::default()
+            }),
+            vec![8, 9, 10]
+        );
+        assert_eq!(
+            f(ReadingFilter {
+                after_id: Some(8),
+                ..Default::default()
+            }),
+            vec![9, 10]
+        );
+        // ts_ms = 1000 * seq: seqs 1..=2 of both sensors.
+        assert_eq!(
+            f(ReadingFilter {
+                since_ms: Some(1000),
+                until_ms: Some(3000),
+                ..Default::default()
+            }),
+            vec![3, 4, 5, 6]
+        );
+    }
+
+    #[test]
+    fn foreign_and_broken_files_are_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = dir.path().join("other.db");
+        Connection::open(&foreign)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let e = Store::open(&foreign, Access::Writer).unwrap_err();
+        assert!(matches!(e, StoreError::Foreign { .. }), "{e}");
+        assert!(e.to_string().contains("tables: t"), "{e}");
+        let n: i64 = Connection::open(&foreign)
+            .unwrap()
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+
+        let junk = dir.path().join("junk.db");
+        std::fs::write(
+            &junk,
+            b"this is not a database, just some text that is long enough to matter....",
+        )
+        .unwrap();
+        let e = Store::open(&junk, Access::Writer).unwrap_err();
+        assert!(matches!(e, StoreError::NotADatabase { .. }), "{e}");
+        let e = Store::open(&junk, Access::ReadOnly).unwrap_err();
+        assert!(matches!(e, StoreError::NotADatabase { .. }), "{e}");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        drop(Store::open(&path, Access::Writer).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let e = Store::open(&path, Access::Writer).unwrap_err();
+        assert!(matches!(e, StoreError::TooNew { found: 99, .. }), "{e}");
+    }
+
+    #[test]
+    fn missing_directory_and_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Store::open(&dir.path().join("nope/e.db"), Access::Writer).unwrap_err();
+        assert!(matches!(e, StoreError::MissingDir { .. }), "{e}");
+        let e = Store::open(&dir.path().join("e.db"), Access::ReadOnly).unwrap_err();
+        assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+    }
+
+    #[test]
+    fn status_round_trips_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        s.commit_cycle(&[], &[], &status()).unwrap();
+        assert_eq!(s.status("pi").unwrap(), Some(status()));
+        s.mark_stopped(&status()).unwrap();
+        assert!(!s.status("pi").unwrap().unwrap().running);
+    }
+}
