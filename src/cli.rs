@@ -2,6 +2,7 @@
 //! runners behind each subcommand. Every option has an environment variable;
 //! doc comments are the `--help` text.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,13 +17,13 @@ use crate::domain::{Route, WireReading, check_range, rfc3339_ms};
 use crate::sensor::{self, Resume};
 use crate::store::{Access, ReadingFilter, Store, StoredReading};
 
-/// Exit status for an invalid configuration (sysexits' EX_CONFIG), so a
+/// Exit status for an invalid configuration (sysexits' `EX_CONFIG`), so a
 /// service manager can tell "fix the file" from "try again".
 pub const EXIT_CONFIG: u8 = 78;
 
 /// edgeprio: DHT22 sensors on a Raspberry Pi, scored by the paper's
 /// change-based weight priority, routed to a real-time or a batch path, and
-/// logged to SQLite.
+/// logged to `SQLite`.
 #[derive(Debug, Parser)]
 #[command(name = "edgeprio", version, propagate_version = true)]
 pub struct Cli {
@@ -37,6 +38,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "EDGEPRIO_LOG", value_name = "FILTER")]
     pub log: Option<String>,
 
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,7 +61,7 @@ pub enum Command {
 /// Options of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// SQLite log to write, instead of the config's `db`
+    /// `SQLite` log to write, instead of the config's `db`
     #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE")]
     pub db: Option<PathBuf>,
 }
@@ -67,7 +69,7 @@ pub struct RunArgs {
 /// Options of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// SQLite log to write
+    /// `SQLite` log to write
     #[arg(
         long,
         env = "EDGEPRIO_DB",
@@ -113,7 +115,7 @@ pub enum RouteArg {
 /// Options of `query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// SQLite log to read, instead of the config's `db`
+    /// `SQLite` log to read, instead of the config's `db`
     #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE")]
     pub db: Option<PathBuf>,
 
@@ -217,10 +219,14 @@ fn init_logging(filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .with_target(false);
     // Under systemd, journald stamps every line itself.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
+        builder.without_time().init();
     } else {
         builder.init();
     }
@@ -254,7 +260,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             query(&db, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ReadOnce => read_once(&Config::load(&config_path())?),
+        Command::ReadOnce => Ok(read_once(&Config::load(&config_path())?)),
         Command::CheckConfig => {
             let path = config_path();
             let config = Config::load(&path)?;
@@ -330,7 +336,7 @@ fn describe_config(c: &Config) -> String {
                 SimProfile::Trace(p) => format!("sim, trace {}", p.display()),
             },
         };
-        out.push_str(&format!("  sensor    {} ({what})\n", s.id));
+        let _ = writeln!(out, "  sensor    {} ({what})", s.id);
     }
     out
 }
@@ -360,7 +366,9 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         "edgeprio demo: node {:?}, {} simulated sensors, one cycle every {} ({} at speed x{}), log {}",
         config.node,
         config.sensors.len(),
-        humantime::format_duration(Duration::from_millis(opts.period.as_millis() as u64)),
+        humantime::format_duration(Duration::from_millis(
+            u64::try_from(opts.period.as_millis()).unwrap_or(u64::MAX)
+        )),
         humantime::format_duration(config.interval),
         args.speed,
         config.db.display()
@@ -405,8 +413,9 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
 pub fn demo_lines(report: &CycleReport) -> String {
     let mut s = String::new();
     for r in &report.readings {
-        s.push_str(&format!(
-            "{}  {:<12} seq {:<6} {:>6.1} °C {:>6.1} %RH   weights {:>2}/{:<2} priority {:>2}  -> {}\n",
+        let _ = writeln!(
+            s,
+            "{}  {:<12} seq {:<6} {:>6.1} °C {:>6.1} %RH   weights {:>2}/{:<2} priority {:>2}  -> {}",
             clock(r.ts_ms),
             r.sensor,
             r.seq,
@@ -416,19 +425,20 @@ pub fn demo_lines(report: &CycleReport) -> String {
             r.weights.humidity,
             r.priority,
             r.route
-        ));
+        );
     }
     for e in &report.errors {
-        s.push_str(&format!(
-            "{}  {:<12} read failed ({}): {}\n",
+        let _ = writeln!(
+            s,
+            "{}  {:<12} read failed ({}): {}",
             clock(e.ts_ms),
             e.sensor,
             e.kind,
             e.detail
-        ));
+        );
     }
     if let Some(e) = &report.commit_error {
-        s.push_str(&format!("commit failed, readings kept in memory: {e}\n"));
+        let _ = writeln!(s, "commit failed, readings kept in memory: {e}");
     }
     s
 }
@@ -438,7 +448,7 @@ fn clock(ts_ms: i64) -> String {
     rfc3339_ms(ts_ms)[11..23].to_string()
 }
 
-fn read_once(config: &Config) -> anyhow::Result<ExitCode> {
+fn read_once(config: &Config) -> ExitCode {
     let mut failed = 0;
     for sc in &config.sensors {
         let mut sensor = match sensor::open(sc, Resume::default()) {
@@ -469,11 +479,11 @@ fn read_once(config: &Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 {
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
 
 /// How often `query --follow` looks for new rows.
@@ -643,7 +653,7 @@ mod tests {
 
     #[test]
     fn when_parses_durations_and_timestamps() {
-        assert_eq!(parse_when("2h"), Ok(When::Ago(Duration::from_secs(7200))));
+        assert_eq!(parse_when("2h"), Ok(When::Ago(Duration::from_hours(2))));
         let at = parse_when("2026-11-25T08:00:00Z").unwrap();
         assert_eq!(at.to_ms(0), 1_795_593_600_000);
         assert!(parse_when("yesterday").is_err());

@@ -14,7 +14,7 @@ use crate::domain::{Combine, PerChannel, Plausibility, PriorityParams};
 
 /// Where the config file lives unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/edgeprio/edgeprio.toml";
-/// Where the log lives unless `db` says otherwise (systemd's StateDirectory).
+/// Where the log lives unless `db` says otherwise (systemd's `StateDirectory`).
 pub const DEFAULT_DB: &str = "/var/lib/edgeprio/edgeprio.db";
 /// The DHT22 needs this long between two reads of the same sensor.
 pub const DHT22_MIN_INTERVAL: Duration = Duration::from_secs(2);
@@ -31,7 +31,7 @@ pub struct Config {
     pub node: String,
     /// Time between two read cycles.
     pub interval: Duration,
-    /// The SQLite log.
+    /// The `SQLite` log.
     pub db: PathBuf,
     /// Weight-priority parameters.
     pub priority: PriorityParams,
@@ -265,11 +265,18 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
     let line_of = |span: Option<std::ops::Range<usize>>| {
         span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
     };
-    let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
-        file: file.to_string(),
-        key: None,
-        line: line_of(e.span()),
-        message: format!("not valid TOML: {}", e.message()),
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let line = line_of(e.span());
+        let source = line.and_then(|n| text.lines().nth(n - 1)).map(str::trim);
+        ConfigError {
+            file: file.to_string(),
+            key: line.and_then(|n| key_on_line(text, n)),
+            line,
+            message: match source {
+                Some(src) => format!("not valid TOML: {} in `{src}`", e.message().trim_end()),
+                None => format!("not valid TOML: {}", e.message().trim_end()),
+            },
+        }
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -282,6 +289,26 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
             line: line_of(inner.span()),
             message,
         }
+    })
+}
+
+/// The dotted key written on 1-based line `n`, e.g. `mqtt.url` for `url = ...`
+/// under `[mqtt]`: a syntax error still names the key it broke.
+fn key_on_line(text: &str, n: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let key = lines.get(n - 1)?.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = lines[..n - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
     })
 }
 
@@ -531,56 +558,58 @@ impl Validator<'_> {
                     name: s.name,
                 }
             }
-            RawKind::Sim => {
-                let profile = match (s.profile, s.trace) {
-                    (Some(RawProfile::Trace) | None, Some(trace)) => {
-                        SimProfile::Trace(base.join(trace))
-                    }
-                    (Some(RawProfile::Trace), None) => {
-                        return Err(self.err(
-                            key("trace"),
-                            "profile = \"trace\" needs `trace`, the path of a CSV file \
-                             with temperature_c and humidity_pct columns",
-                        ));
-                    }
-                    (Some(p), Some(_)) => {
-                        let name = if p == RawProfile::Heater {
-                            "heater"
-                        } else {
-                            "random"
-                        };
-                        return Err(self.err(
-                            key("trace"),
-                            format!("`trace` only applies to profile = \"trace\", this sensor has profile = \"{name}\""),
-                        ));
-                    }
-                    (Some(RawProfile::Heater), None) => SimProfile::Heater,
-                    (Some(RawProfile::Random) | None, None) => SimProfile::Random,
-                };
-                let failure_rate = match s.failure_rate {
-                    None => 0.0,
-                    Some(r) if (0.0..=1.0).contains(&r) => r,
-                    Some(r) => {
-                        return Err(self.err(
-                            key("failure_rate"),
-                            format!("failure_rate = {r}: must be between 0 and 1 (0.05 = 5 % of reads fail)"),
-                        ));
-                    }
-                };
-                if failure_rate > 0.0 && profile != SimProfile::Random {
-                    return Err(self.err(
-                        key("failure_rate"),
-                        "failure_rate only applies to profile = \"random\"",
-                    ));
-                }
-                SensorKind::Sim(SimConfig {
-                    profile,
-                    seed: s.seed.unwrap_or(i as u64),
-                    failure_rate,
-                })
-            }
+            RawKind::Sim => SensorKind::Sim(self.sim(i, &s, base)?),
         };
         Ok(SensorConfig { id: s.id, kind })
+    }
+    fn sim(&self, i: usize, s: &RawSensor, base: &Path) -> Result<SimConfig, ConfigError> {
+        let key = |k: &str| format!("sensor[{i}].{k}");
+        let profile = match (s.profile, s.trace.clone()) {
+            (Some(RawProfile::Trace) | None, Some(trace)) => SimProfile::Trace(base.join(trace)),
+            (Some(RawProfile::Trace), None) => {
+                return Err(self.err(
+                    key("trace"),
+                    "profile = \"trace\" needs `trace`, the path of a CSV file \
+                     with temperature_c and humidity_pct columns",
+                ));
+            }
+            (Some(p), Some(_)) => {
+                let name = if p == RawProfile::Heater {
+                    "heater"
+                } else {
+                    "random"
+                };
+                return Err(self.err(
+                    key("trace"),
+                    format!("`trace` only applies to profile = \"trace\", this sensor has profile = \"{name}\""),
+                ));
+            }
+            (Some(RawProfile::Heater), None) => SimProfile::Heater,
+            (Some(RawProfile::Random) | None, None) => SimProfile::Random,
+        };
+        let failure_rate = match s.failure_rate {
+            None => 0.0,
+            Some(r) if (0.0..=1.0).contains(&r) => r,
+            Some(r) => {
+                return Err(self.err(
+                    key("failure_rate"),
+                    format!(
+                        "failure_rate = {r}: must be between 0 and 1 (0.05 = 5 % of reads fail)"
+                    ),
+                ));
+            }
+        };
+        if failure_rate > 0.0 && profile != SimProfile::Random {
+            return Err(self.err(
+                key("failure_rate"),
+                "failure_rate only applies to profile = \"random\"",
+            ));
+        }
+        Ok(SimConfig {
+            profile,
+            seed: s.seed.unwrap_or(i as u64),
+            failure_rate,
+        })
     }
 }
 
@@ -754,7 +783,14 @@ mod tests {
     #[test]
     fn syntax_error_has_a_line() {
         let e = err("node = \"pi\n");
-        assert!(e.line.is_some() && e.message.contains("TOML"), "{e}");
+        assert_eq!(e.line, Some(1));
+        assert_eq!(e.key.as_deref(), Some("node"));
+        assert!(
+            e.message.contains("TOML") && e.message.contains("node = \"pi"),
+            "{e}"
+        );
+        let e = err("[[sensor]]\nid = \"a\"\nkind = sim\n");
+        assert_eq!(e.key.as_deref(), Some("sensor.kind"), "{e}");
     }
 
     #[test]

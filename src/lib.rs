@@ -11,13 +11,13 @@
 //!   algorithm, routing, payload shapes). No I/O, no clock.
 //! - [`sensor`]: sensor backends behind the [`sensor::Sensor`] trait
 //!   (simulated now; GPIO and kernel-driver DHT22s plug in here).
-//! - [`store`]: the SQLite log, which is also the MQTT outbox. Owns the schema.
+//! - [`store`]: the `SQLite` log, which is also the MQTT outbox. Owns the schema.
 //! - [`agent`]: the read cycle and the timer loop that drives it, with
 //!   shutdown passed in.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`cli`]: the `edgeprio` command line; `main.rs` only calls it.
 //!
-//! Data flows sensor -> validate -> score -> route -> commit to SQLite ->
+//! Data flows sensor -> validate -> score -> route -> commit to `SQLite` ->
 //! publish; see DESIGN.md for the contracts.
 
 pub mod agent;

@@ -1,4 +1,4 @@
-//! The SQLite log: the one place that owns the schema (DESIGN.md, "SQLite
+//! The `SQLite` log: the one place that owns the schema (DESIGN.md, "`SQLite`
 //! log"). The agent writes it, `query` and the dashboard read it, and later
 //! the publisher drains it: the log is also the MQTT outbox.
 //!
@@ -7,7 +7,7 @@
 //!
 //! # Troubleshooting
 //!
-//! - "is not a SQLite database": `db` points at some other file; move it
+//! - "is not a `SQLite` database": `db` points at some other file; move it
 //!   away or point `db` elsewhere. edgeprio never overwrites it.
 //! - "database is locked": another process holds a write transaction longer
 //!   than the busy timeout (5 s); usually a `sqlite3` shell left inside
@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::domain::{PerChannel, Reading, Route, Sample, SensorError};
 
 /// `PRAGMA application_id` of an edgeprio log ("EDPR"): tells our files
-/// from other SQLite files.
+/// from other `SQLite` files.
 const APPLICATION_ID: i32 = 0x4544_5052;
 
 /// Forward migrations; `MIGRATIONS[i]` takes `user_version` from i to i+1.
@@ -44,7 +44,7 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (node, sensor, seq)
     );
     CREATE INDEX readings_ts ON readings (ts_ms);
-    CREATE INDEX readings_outbox ON readings (id) WHERE published_ms IS NULL;
+    CREATE INDEX readings_outbox ON readings (node, id) WHERE published_ms IS NULL;
     CREATE TABLE sensor_errors (
         id     INTEGER PRIMARY KEY,
         ts_ms  INTEGER NOT NULL,
@@ -67,6 +67,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
+#[expect(clippy::cast_possible_wrap, reason = "a handful of migrations")]
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a statement waits for another connection's lock.
@@ -94,8 +95,20 @@ pub enum StoreError {
     NotWritable {
         /// The database file.
         path: PathBuf,
-        /// What SQLite said.
+        /// What `SQLite` said.
         reason: String,
+    },
+    /// Another agent is writing this log.
+    #[error(
+        "another edgeprio agent is already writing {path} (it holds {lock}); two writers \
+         would hand out the same seq numbers: stop the other agent (systemctl stop edgeprio) \
+         or give this one another --db"
+    )]
+    Busy {
+        /// The database file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
     },
     /// A reader was pointed at a file that does not exist.
     #[error(
@@ -106,7 +119,7 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
-    /// The file is not SQLite at all, or is damaged.
+    /// The file is not `SQLite` at all, or is damaged.
     #[error(
         "{path} is not a usable SQLite database ({reason}); edgeprio will not touch it: \
          move it away, or point `db` / --db at another file"
@@ -114,10 +127,10 @@ pub enum StoreError {
     NotADatabase {
         /// The database file.
         path: PathBuf,
-        /// What SQLite said.
+        /// What `SQLite` said.
         reason: String,
     },
-    /// A SQLite database that belongs to something else.
+    /// A `SQLite` database that belongs to something else.
     #[error(
         "{path} is a SQLite database of another program (application_id {application_id:#x}, \
          tables: {tables}); edgeprio will not touch it: point `db` / --db at another file"
@@ -143,7 +156,7 @@ pub enum StoreError {
         /// The newest version this build knows.
         known: i64,
     },
-    /// Any other SQLite failure.
+    /// Any other `SQLite` failure.
     #[error("SQLite error on {path}: {source}")]
     Sqlite {
         /// The database file.
@@ -223,11 +236,16 @@ pub struct SensorHistory {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// The writer's exclusive lock on `<db>.lock`, held for the store's
+    /// lifetime (declared after `conn` so it is released last).
+    writer_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -264,15 +282,21 @@ impl Store {
         let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| classify(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
-        let store = Store {
+        let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            writer_lock: None,
         };
         // The first real read tells a damaged or non-SQLite file apart.
         let (version, app_id) = store.identity()?;
+        store.check_ours(version, app_id)?;
         match access {
-            Access::Writer => store.prepare_writer(version, app_id)?,
-            Access::ReadOnly => store.check_reader(version, app_id)?,
+            Access::Writer => {
+                // Only a file known to be ours gets a lock file beside it.
+                store.writer_lock = Some(lock_writer(path)?);
+                store.prepare_writer(version)?;
+            }
+            Access::ReadOnly => store.check_reader(version)?,
         }
         Ok(store)
     }
@@ -330,8 +354,7 @@ impl Store {
         })
     }
 
-    fn prepare_writer(&self, version: i64, app_id: i32) -> Result<(), StoreError> {
-        self.check_ours(version, app_id)?;
+    fn prepare_writer(&self, version: i64) -> Result<(), StoreError> {
         let c = &self.conn;
         let mode: String = c
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -345,7 +368,11 @@ impl Store {
         // One commit per interval: durability costs nothing here.
         c.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| classify(&self.path, e))?;
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        for (from, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(usize::MAX))
+        {
             let to = from + 1;
             let batch = format!(
                 "BEGIN IMMEDIATE; {sql}; PRAGMA application_id = {APPLICATION_ID}; \
@@ -360,8 +387,7 @@ impl Store {
         Ok(())
     }
 
-    fn check_reader(&self, version: i64, app_id: i32) -> Result<(), StoreError> {
-        self.check_ours(version, app_id)?;
+    fn check_reader(&self, version: i64) -> Result<(), StoreError> {
         if version == 0 {
             // An empty file: nothing to read yet, but nothing wrong either.
             return Err(StoreError::Missing {
@@ -550,6 +576,39 @@ impl Store {
     }
 }
 
+/// The lock file beside a log.
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive writer lock of `db` (an advisory `flock`, released by
+/// the kernel when the process dies, so a crash never leaves it stale).
+fn lock_writer(db: &Path) -> Result<std::fs::File, StoreError> {
+    let lock = lock_path(db);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|e| StoreError::NotWritable {
+            path: db.to_path_buf(),
+            reason: format!("cannot create the lock file {}: {e}", lock.display()),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
+            path: db.to_path_buf(),
+            lock,
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::NotWritable {
+            path: db.to_path_buf(),
+            reason: format!("cannot lock {}: {e}", lock.display()),
+        }),
+    }
+}
+
 fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
@@ -635,9 +694,11 @@ fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
     })
 }
 
-/// Turns SQLite's error codes into errors that say what to do.
+/// Turns `SQLite`'s error codes into errors that say what to do.
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode::*;
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseCorrupt, NotADatabase, PermissionDenied, ReadOnly,
+    };
     let code = e.sqlite_error_code();
     match code {
         Some(NotADatabase | DatabaseCorrupt) => StoreError::NotADatabase {
@@ -664,7 +725,7 @@ mod tests {
             node: "pi".into(),
             sensor: sensor.into(),
             seq,
-            ts_ms: 1_000 * seq as i64,
+            ts_ms: 1_000 * i64::try_from(seq).unwrap(),
             sample: Sample::new(t, 50.0),
             weights: PerChannel {
                 temperature: 0,
@@ -868,6 +929,19 @@ mod tests {
         assert!(matches!(e, StoreError::MissingDir { .. }), "{e}");
         let e = Store::open(&dir.path().join("e.db"), Access::ReadOnly).unwrap_err();
         assert!(matches!(e, StoreError::Missing { .. }), "{e}");
+    }
+
+    #[test]
+    fn only_one_writer_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let first = Store::open(&path, Access::Writer).unwrap();
+        let e = Store::open(&path, Access::Writer).unwrap_err();
+        assert!(matches!(e, StoreError::Busy { .. }), "{e}");
+        // Readers are never locked out.
+        Store::open(&path, Access::ReadOnly).unwrap();
+        drop(first);
+        Store::open(&path, Access::Writer).unwrap();
     }
 
     #[test]

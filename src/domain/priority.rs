@@ -67,9 +67,8 @@ pub fn channel_weight(
 ) -> u32 {
     let Some(prev) = prev else { return 0 };
     let d = (x - prev).abs();
-    // `!(d >= deadband)` rather than `d < deadband` so a NaN change weighs
-    // nothing instead of slipping through to the loop.
-    if !(d >= deadband) {
+    // A NaN change weighs nothing instead of slipping through to the loop.
+    if d.is_nan() || d < deadband {
         return 0;
     }
     let fin = d / prev.abs().max(floor);
@@ -265,7 +264,7 @@ mod tests {
             threshold in 0.0f64..1.0,
             step in -1.0f64..1.0,
         ) {
-            let p = PriorityParams { max_weight, threshold, step, ..defaults() };
+            let p = PriorityParams { threshold, step, max_weight, ..defaults() };
             let w = channel_weight(Some(prev), prev + 1e9, 0.5, 1.0, &p);
             // A change of 1e9 passes every threshold below 1: the loop stops at max_weight.
             prop_assert_eq!(w, max_weight);

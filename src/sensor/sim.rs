@@ -133,7 +133,7 @@ enum Source {
         samples: Vec<Sample>,
         next: usize,
     },
-    Random(RandomWalk),
+    Random(Box<RandomWalk>),
 }
 
 impl SimSensor {
@@ -155,7 +155,7 @@ impl SimSensor {
             SimProfile::Trace(path) => {
                 replay(format!("sim trace {}", path.display()), load_trace(path)?)
             }
-            SimProfile::Random => Source::Random(RandomWalk::new(cfg, resume)),
+            SimProfile::Random => Source::Random(Box::new(RandomWalk::new(cfg, resume))),
         };
         Ok(Self { source })
     }
@@ -276,7 +276,7 @@ fn round1(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Route, Scorer, check_range};
+    use crate::domain::{PriorityParams, Route, Scorer, check_range};
 
     fn sim(profile: SimProfile, seed: u64, failure_rate: f64) -> SimConfig {
         SimConfig {
@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(trace[7], Sample::new(25.0, 56.0));
         assert_eq!(trace[8], Sample::new(28.0, 48.0));
         // Scored from the start, only the paper's record 9 is an event.
-        let mut scorer = Scorer::new(Default::default(), None);
+        let mut scorer = Scorer::new(PriorityParams::default(), None);
         let realtime: Vec<usize> = trace
             .iter()
             .enumerate()
@@ -323,7 +323,7 @@ mod tests {
         let cfg = sim(SimProfile::Random, 7, 0.0);
         let mut a = SimSensor::open(&cfg, Resume::default()).unwrap();
         let mut b = SimSensor::open(&cfg, Resume::default()).unwrap();
-        let mut scorer = Scorer::new(Default::default(), None);
+        let mut scorer = Scorer::new(PriorityParams::default(), None);
         let mut events = 0;
         for _ in 0..2000 {
             let x = a.read().unwrap();
@@ -352,7 +352,7 @@ mod tests {
                     if last
                         .is_some_and(|l: Sample| (x.temperature - l.temperature).abs() > 15.0) =>
                 {
-                    spikes += 1
+                    spikes += 1;
                 }
                 Ok(x) => {
                     ok += 1;
