@@ -201,7 +201,9 @@ pub fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: a closed or full stderr must not turn an error
+            // into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)
             } else {
@@ -362,7 +364,8 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         period: Duration::from_secs_f64(config.interval.as_secs_f64() / args.speed),
         count: args.count,
     };
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "edgeprio demo: node {:?}, {} simulated sensors, one cycle every {} ({} at speed x{}), log {}",
         config.node,
         config.sensors.len(),
@@ -396,7 +399,8 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         )
         .await
     })?;
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "demo stopped after {} cycles: {} readings ({} realtime, {} batch), {} read errors; \
          inspect the log with: edgeprio query --db {}",
         summary.cycles,

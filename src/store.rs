@@ -98,6 +98,29 @@ pub enum StoreError {
         /// What `SQLite` said.
         reason: String,
     },
+    /// The disk (or the file's size limit) is full.
+    #[error(
+        "the disk holding {path} is full ({reason}); free some space: the agent keeps the \
+         readings it cannot write in memory and writes them once it can"
+    )]
+    Full {
+        /// The database file.
+        path: PathBuf,
+        /// What `SQLite` said.
+        reason: String,
+    },
+    /// The operating system failed a read or write of the file.
+    #[error(
+        "cannot write {path}: {reason}: the disk may be full or failing (check `df` and \
+         `dmesg`); the agent keeps the readings it cannot write in memory and writes them \
+         once it can"
+    )]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// What `SQLite` said.
+        reason: String,
+    },
     /// Another agent is writing this log.
     #[error(
         "another edgeprio agent is already writing {path} (it holds {lock}); two writers \
@@ -165,6 +188,18 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+}
+
+impl StoreError {
+    /// Whether a write clashed with rows already in the log (the same
+    /// (node, sensor, seq) written by someone else).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sqlite { source, .. }
+                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
+        )
+    }
 }
 
 /// How a process uses the log.
@@ -570,6 +605,15 @@ impl Store {
         Ok(rows)
     }
 
+    /// Caps the file at `pages` pages for this connection: how tests make
+    /// the disk "full" without filling one.
+    #[cfg(test)]
+    pub(crate) fn set_max_pages(&self, pages: i64) {
+        self.conn
+            .pragma_update(None, "max_page_count", pages)
+            .expect("max_page_count is settable");
+    }
+
     /// How many readings of `node` wait for the broker's acknowledgement.
     pub fn outbox_depth(&self, node: &str) -> Result<u64, StoreError> {
         outbox_depth(&self.conn, node).map_err(|e| self.sqlite(e))
@@ -697,11 +741,20 @@ fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
 /// Turns `SQLite`'s error codes into errors that say what to do.
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{
-        CannotOpen, DatabaseCorrupt, NotADatabase, PermissionDenied, ReadOnly,
+        CannotOpen, DatabaseCorrupt, DiskFull, NotADatabase, PermissionDenied, ReadOnly,
+        SystemIoFailure,
     };
     let code = e.sqlite_error_code();
     match code {
         Some(NotADatabase | DatabaseCorrupt) => StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        Some(DiskFull) => StoreError::Full {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        Some(SystemIoFailure) => StoreError::Io {
             path: path.to_path_buf(),
             reason: e.to_string(),
         },

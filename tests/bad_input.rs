@@ -978,3 +978,48 @@ fn second_agent_on_the_same_log_loses_nothing() {
         problems.join("\n")
     );
 }
+
+/// A full disk, made real with a file-size limit (`ulimit -f`, SIGXFSZ
+/// ignored so writes fail with EFBIG like ENOSPC would): the agent keeps
+/// reading and scoring, says what to check, never corrupts the file, and
+/// keeps what it had committed.
+#[test]
+fn full_disk_keeps_the_agent_running_and_the_file_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("e.db");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -f 100; trap "" XFSZ; exec "$0" demo --db "$1" --speed 1000 --count 300"#)
+        .arg(common::BIN)
+        .arg(&db)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_no_panic(&stderr);
+    // Every cycle still ran: the last sensor reached seq 299.
+    assert!(stdout.contains("seq 299"), "{stdout}");
+    assert!(
+        stdout.contains("commit failed, readings kept in memory")
+            && stdout.contains("the disk may be full or failing"),
+        "{stdout}"
+    );
+    // At the stop the readings that never reached the disk are reported lost.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("could not be written to the log"),
+        "{stderr}"
+    );
+    let conn = Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let seqs = common::seqs_by_sensor(&common::readings(&db));
+    assert!(!seqs.is_empty(), "the first cycles were committed");
+    for (sensor, seqs) in seqs {
+        let expected: Vec<i64> = (0..i64::try_from(seqs.len()).unwrap()).collect();
+        assert_eq!(seqs, expected, "{sensor}: committed rows are gapless");
+    }
+}

@@ -134,10 +134,16 @@ impl Station {
         self.status.heartbeat_ms = now_ms;
         self.pending.0.extend(report.readings.iter().cloned());
         self.pending.1.extend(report.errors.iter().cloned());
-        match self
+        let mut result = self
             .store
-            .commit_cycle(&self.pending.0, &self.pending.1, &self.status)
-        {
+            .commit_cycle(&self.pending.0, &self.pending.1, &self.status);
+        if result.as_ref().is_err_and(StoreError::is_conflict) {
+            self.renumber_after_conflict();
+            result = self
+                .store
+                .commit_cycle(&self.pending.0, &self.pending.1, &self.status);
+        }
+        match result {
             Ok(depth) => {
                 self.pending.0.clear();
                 self.pending.1.clear();
@@ -155,6 +161,38 @@ impl Station {
             }
         }
         report
+    }
+
+    /// Someone else wrote rows with the seqs we handed out (the writer lock
+    /// keeps other agents out, but not a hand-run `INSERT`). Our readings
+    /// are different readings, so they get the next free seqs instead of
+    /// being retried as they are forever.
+    fn renumber_after_conflict(&mut self) {
+        let history = match self.store.history(&self.node) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!("cannot re-read the log after a seq conflict: {e}");
+                return;
+            }
+        };
+        let mut renumbered = 0;
+        for slot in &mut self.slots {
+            let mut next = history.get(&slot.id).map_or(0, |h| h.last_seq + 1);
+            for r in self.pending.0.iter_mut().filter(|r| r.sensor == slot.id) {
+                if r.seq != next {
+                    r.seq = next;
+                    renumbered += 1;
+                }
+                next += 1;
+            }
+            slot.next_seq = next;
+        }
+        tracing::error!(
+            db = %self.store.path().display(),
+            renumbered,
+            "rows with our seq numbers appeared in the log from another writer; \
+             renumbered the pending readings to follow them"
+        );
     }
 
     fn shed_overflow(&mut self) {
@@ -175,8 +213,16 @@ impl Station {
     pub fn stop(&mut self, now_ms: i64) -> Result<(), StoreError> {
         self.status.heartbeat_ms = now_ms;
         if !self.pending.0.is_empty() || !self.pending.1.is_empty() {
-            self.store
-                .commit_cycle(&self.pending.0, &self.pending.1, &self.status)?;
+            if let Err(e) = self
+                .store
+                .commit_cycle(&self.pending.0, &self.pending.1, &self.status)
+            {
+                tracing::error!(
+                    lost = self.pending.0.len(),
+                    "stopping with readings that could not be written to the log: they are lost"
+                );
+                return Err(e);
+            }
             self.pending.0.clear();
             self.pending.1.clear();
         }
@@ -360,5 +406,95 @@ mod tests {
             run(None, vec![Ok(Sample::new(45.6, 50.0))]).0,
             Some(Sample::new(45.6, 50.0))
         );
+    }
+
+    fn station(dir: &std::path::Path) -> Station {
+        let text = format!(
+            "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\nprofile = \"heater\"\n",
+            dir.join("e.db").display().to_string()
+        );
+        Station::open(&Config::parse(&text, None).unwrap(), 0).unwrap()
+    }
+
+    fn logged_seqs(dir: &std::path::Path) -> Vec<u64> {
+        let store = Store::open(&dir.join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap()
+            .iter()
+            .map(|r| r.reading.seq)
+            .collect()
+    }
+
+    #[test]
+    fn full_disk_keeps_readings_in_memory_and_writes_them_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = station(dir.path());
+        assert!(st.cycle(1, None).commit_error.is_none());
+        // Fill the file up: every page in use is all it may have.
+        let pages: i64 = rusqlite::Connection::open(dir.path().join("e.db"))
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        st.store.set_max_pages(pages);
+        let mut failed = 0;
+        for t in 2..200 {
+            let report = st.cycle(t, None);
+            if let Some(e) = report.commit_error {
+                assert!(e.contains("is full"), "{e}");
+                failed += 1;
+            }
+        }
+        assert!(failed > 0, "the cap never bit");
+        assert!(!st.pending.0.is_empty());
+        // Space comes back: the next cycle writes everything, in order.
+        st.store.set_max_pages(1 << 30);
+        let report = st.cycle(200, None);
+        assert!(report.commit_error.is_none());
+        assert!(st.pending.0.is_empty());
+        assert_eq!(logged_seqs(dir.path()), (0..200).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn seq_conflict_renumbers_instead_of_wedging() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = station(dir.path());
+        st.cycle(1, None);
+        // Someone inserts seq 1 and 2 behind the agent's back.
+        rusqlite::Connection::open(dir.path().join("e.db"))
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
+                   weight_temperature, weight_humidity, priority, route)
+                 VALUES ('t', 'lab', 1, 5, 20, 50, 0, 0, 0, 'batch'),
+                        ('t', 'lab', 2, 5, 20, 50, 0, 0, 0, 'batch');",
+            )
+            .unwrap();
+        let report = st.cycle(2, None);
+        assert!(report.commit_error.is_none(), "{:?}", report.commit_error);
+        assert!(st.cycle(3, None).commit_error.is_none());
+        assert_eq!(logged_seqs(dir.path()), vec![0, 1, 2, 3, 4]);
+    }
+
+    proptest::proptest! {
+        /// Whatever a sensor reports, NaN and infinities included, what the
+        /// cycle accepts is finite and inside the DHT22's range.
+        #[test]
+        fn no_nan_or_out_of_range_value_is_ever_accepted(
+            prev in proptest::option::of((-40.0f64..80.0, 0.0f64..100.0)),
+            frames in proptest::collection::vec(
+                proptest::option::of((proptest::num::f64::ANY, proptest::num::f64::ANY)),
+                2,
+            ),
+        ) {
+            let script = frames
+                .iter()
+                .map(|f| f.map(|(t, h)| Sample::new(t, h)).ok_or(ReadError::Timeout("t".into())))
+                .collect();
+            let (sample, _, _) = run(prev.map(|(t, h)| Sample::new(t, h)), script);
+            if let Some(s) = sample {
+                proptest::prop_assert!(check_range(s).is_ok(), "{s:?}");
+            }
+        }
     }
 }
