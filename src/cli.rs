@@ -56,6 +56,17 @@ pub enum Command {
     ReadOnce,
     /// Validate the configuration file; exit 0, or 78 naming the bad key
     CheckConfig,
+    /// Diagnose the board, GPIO access, each sensor (with pulse timing) and
+    /// the log; one line per problem with its fix
+    Doctor(DoctorArgs),
+}
+
+/// Options of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Test reads per sensor (2 s apart for a DHT22)
+    #[arg(long, env = "EDGEPRIO_READS", value_name = "N", default_value_t = 5)]
+    pub reads: u32,
 }
 
 /// Options of `run`.
@@ -263,6 +274,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ReadOnce => Ok(read_once(&Config::load(&config_path())?)),
+        Command::Doctor(args) => {
+            let path = config_path();
+            println!("edgeprio doctor: {}", path.display());
+            let findings = crate::doctor::run(&path, args.reads, |f| {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(f.render().as_bytes());
+                let _ = out.flush();
+            });
+            let failed = findings
+                .iter()
+                .filter(|f| f.level == crate::doctor::Level::Fail)
+                .count();
+            if failed == 0 {
+                println!("no problems found");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("{failed} problem(s) found");
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Command::CheckConfig => {
             let path = config_path();
             let config = Config::load(&path)?;
@@ -454,8 +485,10 @@ fn clock(ts_ms: i64) -> String {
 
 fn read_once(config: &Config) -> ExitCode {
     let mut failed = 0;
+    let clock: std::sync::Arc<dyn crate::clock::Clock> =
+        std::sync::Arc::new(crate::clock::SystemClock::new());
     for sc in &config.sensors {
-        let mut sensor = match sensor::open(sc, Resume::default()) {
+        let mut sensor = match sensor::open(sc, Resume::default(), &clock) {
             Ok(s) => s,
             Err(e) => {
                 println!("{:<12} cannot open: {e}", sc.id);

@@ -14,7 +14,9 @@
 //! - [`store`]: the `SQLite` log, which is also the MQTT outbox. Owns the schema.
 //! - [`agent`]: the read cycle and the timer loop that drives it, with
 //!   shutdown passed in.
+//! - [`clock`]: monotonic time, wall time and sleeping, real or virtual.
 //! - [`config`]: the TOML configuration and its validation.
+//! - [`doctor`]: diagnoses of the board, GPIO access, sensors and the log.
 //! - [`cli`]: the `edgeprio` command line; `main.rs` only calls it.
 //!
 //! Data flows sensor -> validate -> score -> route -> commit to `SQLite` ->
@@ -22,7 +24,9 @@
 
 pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod domain;
 pub mod sensor;
 pub mod store;

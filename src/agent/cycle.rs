@@ -2,12 +2,18 @@
 //! and commit the lot in one transaction. Blocking: it runs on a blocking
 //! thread, owned by the async loop in [`super`].
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::{Config, SensorConfig};
 use crate::domain::{
     ErrorKind, Plausibility, Reading, Sample, Scorer, SensorError, SpikeVerdict, check_range,
     resolve_spike,
 };
-use crate::sensor::{self, Resume, Sensor};
+use crate::sensor::{self, OpenError, Resume, Sensor};
 use crate::store::{AgentStatus, Store, StoreError};
 
 /// How many committed-but-failed readings are kept in memory for the next
@@ -15,11 +21,21 @@ use crate::store::{AgentStatus, Store, StoreError};
 /// a locked file must not lose readings, but memory is finite too.
 const MAX_PENDING: usize = 100_000;
 
+/// Most attempts at one sensor in one cycle, whatever the time budget: a
+/// simulated sensor has no 2 s spacing to pace its retries.
+const MAX_ATTEMPTS: u32 = 5;
+
+/// Time a DHT22 read takes at worst (start pulse, frame, slack): a retry is
+/// only started if it can finish inside the budget.
+const READ_TIME: Duration = Duration::from_millis(50);
+
 /// A configured sensor and where its history stands.
 pub(crate) struct Slot {
     /// Sensor id.
     pub id: String,
     sensor: Box<dyn Sensor>,
+    /// When the last read of this sensor started (monotonic).
+    last_attempt: Option<Duration>,
     scorer: Scorer,
     /// The seq the next accepted reading gets.
     next_seq: u64,
@@ -41,10 +57,14 @@ pub struct CycleReport {
 }
 
 /// The blocking half of the agent: sensors, scorers and the log.
-pub(crate) struct Station {
+pub struct Station {
     node: String,
+    clock: Arc<dyn Clock>,
+    /// How long a cycle may spend retrying failed reads.
+    budget: Duration,
     plausibility: Plausibility,
-    pub slots: Vec<Slot>,
+    /// The sensors, in config order.
+    pub(crate) slots: Vec<Slot>,
     store: Store,
     status: AgentStatus,
     /// Readings and errors whose commit failed, oldest first.
@@ -53,9 +73,27 @@ pub(crate) struct Station {
 
 impl Station {
     /// Opens the log, restores each sensor's seq and priority history, and
-    /// opens the sensors.
-    pub fn open(config: &Config, now_ms: i64) -> anyhow::Result<Station> {
-        use anyhow::Context as _;
+    /// opens the sensors. Each cycle may spend 80 % of `period` retrying.
+    pub fn open(
+        config: &Config,
+        period: Duration,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Station> {
+        let sensor_clock = clock.clone();
+        Self::open_with(config, period, clock, |sc, resume| {
+            sensor::open(sc, resume, &sensor_clock)
+        })
+    }
+
+    /// [`Station::open`] with the sensors built by `opener`: how tests put
+    /// a simulated wire under the real cycle.
+    pub fn open_with(
+        config: &Config,
+        period: Duration,
+        clock: Arc<dyn Clock>,
+        mut opener: impl FnMut(&SensorConfig, Resume) -> Result<Box<dyn Sensor>, OpenError>,
+    ) -> anyhow::Result<Station> {
+        let now_ms = clock.wall_ms();
         let store = Store::open(&config.db, crate::store::Access::Writer)?;
         let history = store.history(&config.node)?;
         let mut slots = Vec::with_capacity(config.sensors.len());
@@ -65,8 +103,8 @@ impl Station {
                 next_seq: h.map_or(0, |h| h.last_seq + 1),
                 last: h.map(|h| h.last),
             };
-            let sensor = sensor::open(sc, resume)
-                .with_context(|| format!("cannot open sensor {:?}", sc.id))?;
+            let sensor =
+                opener(sc, resume).with_context(|| format!("cannot open sensor {:?}", sc.id))?;
             tracing::info!(
                 sensor = %sc.id,
                 backend = %sensor.describe(),
@@ -76,6 +114,7 @@ impl Station {
             slots.push(Slot {
                 id: sc.id.clone(),
                 sensor,
+                last_attempt: None,
                 scorer: Scorer::new(config.priority, resume.last),
                 next_seq: resume.next_seq,
                 produced: 0,
@@ -83,6 +122,8 @@ impl Station {
         }
         Ok(Station {
             node: config.node.clone(),
+            clock,
+            budget: period.mul_f64(0.8),
             plausibility: config.plausibility,
             slots,
             store,
@@ -99,23 +140,42 @@ impl Station {
         })
     }
 
-    /// Runs one cycle at `now_ms`; sensors with `produced >= limit` are
-    /// skipped.
-    pub fn cycle(&mut self, now_ms: i64, limit: Option<u64>) -> CycleReport {
+    /// Runs one cycle: reads every sensor (skipping those with `produced >=
+    /// limit`), retrying failed reads in rounds while the budget allows and
+    /// each sensor's spacing permits, then commits. Readings and errors are
+    /// stamped with the wall-clock time of their read.
+    pub fn cycle(&mut self, limit: Option<u64>) -> CycleReport {
         let mut report = CycleReport::default();
-        for slot in &mut self.slots {
-            if limit.is_some_and(|l| slot.produced >= l) {
-                continue;
-            }
-            let (sample, errors) = read_validated(
-                slot.sensor.as_mut(),
-                slot.scorer.prev(),
-                &self.plausibility,
-                &slot.id,
-                now_ms,
-            );
-            report.errors.extend(errors);
-            if let Some(sample) = sample {
+        let start = self.clock.monotonic();
+        let deadline = start + self.budget;
+        let mut todo: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| limit.is_none_or(|l| self.slots[i].produced < l))
+            .collect();
+        for attempt in 0..MAX_ATTEMPTS {
+            let mut failed = Vec::new();
+            for &i in &todo {
+                let slot = &mut self.slots[i];
+                let ready = slot
+                    .last_attempt
+                    .map_or(Duration::ZERO, |t| t + slot.sensor.min_interval());
+                if attempt > 0 && ready.max(self.clock.monotonic()) + READ_TIME > deadline {
+                    continue;
+                }
+                self.clock.sleep_until(ready);
+                slot.last_attempt = Some(self.clock.monotonic());
+                let now_ms = self.clock.wall_ms();
+                let (sample, errors) = read_validated(
+                    slot.sensor.as_mut(),
+                    slot.scorer.prev(),
+                    &self.plausibility,
+                    &slot.id,
+                    now_ms,
+                );
+                report.errors.extend(errors);
+                let Some(sample) = sample else {
+                    failed.push(i);
+                    continue;
+                };
                 let score = slot.scorer.score(sample);
                 report.readings.push(Reading {
                     node: self.node.clone(),
@@ -130,7 +190,12 @@ impl Station {
                 slot.next_seq += 1;
                 slot.produced += 1;
             }
+            todo = failed;
+            if todo.is_empty() {
+                break;
+            }
         }
+        let now_ms = self.clock.wall_ms();
         self.status.heartbeat_ms = now_ms;
         self.pending.0.extend(report.readings.iter().cloned());
         self.pending.1.extend(report.errors.iter().cloned());
@@ -210,8 +275,8 @@ impl Station {
 
     /// Records a clean stop; readings that could not be committed are
     /// tried once more first.
-    pub fn stop(&mut self, now_ms: i64) -> Result<(), StoreError> {
-        self.status.heartbeat_ms = now_ms;
+    pub fn stop(&mut self) -> Result<(), StoreError> {
+        self.status.heartbeat_ms = self.clock.wall_ms();
         if !self.pending.0.is_empty() || !self.pending.1.is_empty() {
             if let Err(e) = self
                 .store
@@ -413,7 +478,13 @@ mod tests {
             "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\nprofile = \"heater\"\n",
             dir.join("e.db").display().to_string()
         );
-        Station::open(&Config::parse(&text, None).unwrap(), 0).unwrap()
+        let config = Config::parse(&text, None).unwrap();
+        Station::open(
+            &config,
+            config.interval,
+            Arc::new(crate::clock::SystemClock::new()),
+        )
+        .unwrap()
     }
 
     fn logged_seqs(dir: &std::path::Path) -> Vec<u64> {
@@ -430,7 +501,7 @@ mod tests {
     fn full_disk_keeps_readings_in_memory_and_writes_them_later() {
         let dir = tempfile::tempdir().unwrap();
         let mut st = station(dir.path());
-        assert!(st.cycle(1, None).commit_error.is_none());
+        assert!(st.cycle(None).commit_error.is_none());
         // Fill the file up: every page in use is all it may have.
         let pages: i64 = rusqlite::Connection::open(dir.path().join("e.db"))
             .unwrap()
@@ -438,8 +509,8 @@ mod tests {
             .unwrap();
         st.store.set_max_pages(pages);
         let mut failed = 0;
-        for t in 2..200 {
-            let report = st.cycle(t, None);
+        for _ in 2..200 {
+            let report = st.cycle(None);
             if let Some(e) = report.commit_error {
                 assert!(e.contains("is full"), "{e}");
                 failed += 1;
@@ -449,7 +520,7 @@ mod tests {
         assert!(!st.pending.0.is_empty());
         // Space comes back: the next cycle writes everything, in order.
         st.store.set_max_pages(1 << 30);
-        let report = st.cycle(200, None);
+        let report = st.cycle(None);
         assert!(report.commit_error.is_none());
         assert!(st.pending.0.is_empty());
         assert_eq!(logged_seqs(dir.path()), (0..200).collect::<Vec<_>>());
@@ -459,7 +530,7 @@ mod tests {
     fn seq_conflict_renumbers_instead_of_wedging() {
         let dir = tempfile::tempdir().unwrap();
         let mut st = station(dir.path());
-        st.cycle(1, None);
+        st.cycle(None);
         // Someone inserts seq 1 and 2 behind the agent's back.
         rusqlite::Connection::open(dir.path().join("e.db"))
             .unwrap()
@@ -470,9 +541,9 @@ mod tests {
                         ('t', 'lab', 2, 5, 20, 50, 0, 0, 0, 'batch');",
             )
             .unwrap();
-        let report = st.cycle(2, None);
+        let report = st.cycle(None);
         assert!(report.commit_error.is_none(), "{:?}", report.commit_error);
-        assert!(st.cycle(3, None).commit_error.is_none());
+        assert!(st.cycle(None).commit_error.is_none());
         assert_eq!(logged_seqs(dir.path()), vec![0, 1, 2, 3, 4]);
     }
 

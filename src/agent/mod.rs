@@ -2,18 +2,22 @@
 //! shutdown passed in (SIGINT/SIGTERM in `run`, a test's future in tests).
 
 mod cycle;
+#[cfg(test)]
+mod wire_tests;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use tokio::time::MissedTickBehavior;
 
-pub use cycle::{CycleReport, read_validated};
+pub use cycle::{CycleReport, Station, read_validated};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::Reading;
-use cycle::Station;
 
 /// Hands committed readings to the network. The MQTT implementation
 /// drains the log's outbox; until one is configured, readings simply stay in
@@ -81,7 +85,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunSummary> {
     let cfg = config.clone();
-    let mut station = tokio::task::spawn_blocking(move || Station::open(&cfg, now_ms()))
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    let period = opts.period;
+    let mut station = tokio::task::spawn_blocking(move || Station::open(&cfg, period, clock))
         .await
         .context("the start-up thread panicked")??;
     tracing::info!(
@@ -109,7 +115,7 @@ pub async fn run(
         }
         let count = opts.count;
         let (back, report) = tokio::task::spawn_blocking(move || {
-            let report = station.cycle(now_ms(), count);
+            let report = station.cycle(count);
             (station, report)
         })
         .await
@@ -128,7 +134,7 @@ pub async fn run(
             break;
         }
     }
-    tokio::task::spawn_blocking(move || station.stop(now_ms()))
+    tokio::task::spawn_blocking(move || station.stop())
         .await
         .context("the sensor thread panicked")?
         .context("cannot record the clean stop in the log")?;

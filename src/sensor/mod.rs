@@ -5,12 +5,20 @@
 //!   a user's trace); also what the demo and the tests use.
 //! - `dht22` (GPIO) and `iio` (kernel driver): the hardware backends.
 
+pub mod dht22;
+pub mod iio;
+mod rpi;
 mod sim;
+pub mod wire_sim;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 
 pub use sim::{SimSensor, TraceError, heater_trace, load_trace};
 
+use crate::clock::Clock;
 use crate::config::{SensorConfig, SensorKind};
 use crate::domain::{ErrorKind, Sample};
 
@@ -25,6 +33,12 @@ pub trait Sensor: Send {
 
     /// A short description for logs and `read-once`, e.g. `sim heater replay`.
     fn describe(&self) -> String;
+
+    /// The least time between the starts of two reads (2 s for a DHT22).
+    /// The agent waits this long before a retry.
+    fn min_interval(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// A read that produced no sample.
@@ -65,16 +79,22 @@ pub enum OpenError {
     /// The simulated sensor's trace file is unusable.
     #[error(transparent)]
     Trace(#[from] TraceError),
-    /// The backend is not part of this build yet.
-    #[error(
-        "sensor {id:?}: kind = \"{kind}\" needs the hardware backend, which this build of \
-         edgeprio does not have yet; use kind = \"sim\" to run without hardware"
-    )]
-    Unsupported {
+    /// The GPIO line of a DHT22 could not be opened.
+    #[error("sensor {id:?}: {reason}")]
+    Gpio {
         /// The sensor id.
         id: String,
-        /// The configured kind.
-        kind: &'static str,
+        /// What went wrong and how to fix it.
+        reason: String,
+    },
+    /// The kernel driver's device could not be found.
+    #[error("sensor {id:?}: {source}")]
+    Iio {
+        /// The sensor id.
+        id: String,
+        /// What went wrong and how to fix it.
+        #[source]
+        source: iio::IioError,
     },
 }
 
@@ -87,13 +107,45 @@ pub struct Resume {
     pub last: Option<Sample>,
 }
 
-/// Opens the backend for `cfg`.
-pub fn open(cfg: &SensorConfig, resume: Resume) -> Result<Box<dyn Sensor>, OpenError> {
+/// Opens the backend for `cfg`; `clock` paces DHT22 reads.
+pub fn open(
+    cfg: &SensorConfig,
+    resume: Resume,
+    clock: &Arc<dyn Clock>,
+) -> Result<Box<dyn Sensor>, OpenError> {
     match &cfg.kind {
         SensorKind::Sim(sim) => Ok(Box::new(SimSensor::open(sim, resume)?)),
-        kind @ (SensorKind::Dht22 { .. } | SensorKind::Iio { .. }) => Err(OpenError::Unsupported {
-            id: cfg.id.clone(),
-            kind: kind.name(),
-        }),
+        SensorKind::Dht22 { pin } => Ok(Box::new(open_dht22(&cfg.id, *pin, clock)?)),
+        SensorKind::Iio { device, name } => iio::open(device.as_deref(), name.as_deref())
+            .map(|s| Box::new(s) as Box<dyn Sensor>)
+            .map_err(|source| OpenError::Iio {
+                id: cfg.id.clone(),
+                source,
+            }),
     }
+}
+
+/// A DHT22 on GPIO BCM `pin` of this Raspberry Pi, read with `SCHED_FIFO`
+/// when permitted.
+pub fn open_dht22(
+    id: &str,
+    pin: u8,
+    clock: &Arc<dyn Clock>,
+) -> Result<dht22::Dht22<rpi::RppalLine, rpi::SpinDelay>, OpenError> {
+    let line = rpi::open_line(pin).map_err(|reason| OpenError::Gpio {
+        id: id.to_string(),
+        reason,
+    })?;
+    Ok(dht22::Dht22::new(
+        format!("GPIO BCM {pin}"),
+        line,
+        rpi::SpinDelay,
+        clock.clone(),
+        Box::new(dht22::FifoWhileReading::default()),
+    ))
+}
+
+/// The board as the GPIO library sees it (for `doctor`).
+pub fn board() -> Result<String, String> {
+    rpi::board()
 }

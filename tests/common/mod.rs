@@ -16,6 +16,28 @@ use rusqlite::{Connection, OpenFlags};
 /// The binary under test, as built by cargo for this integration test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_edgeprio");
 
+/// The variable naming the program that runs `BIN` when this machine cannot
+/// exec it itself: `scripts/cross-test` sets it to
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu` for the aarch64 build (cargo's
+/// runner only runs the test binaries; the binaries they spawn need it too).
+/// Words are split on whitespace; unset or blank means `BIN` runs directly.
+pub const RUNNER_VAR: &str = "EDGEPRIO_TEST_RUNNER";
+
+/// The words that launch the binary under test: the runner's words (if
+/// `EDGEPRIO_TEST_RUNNER` is set) followed by `BIN`. The first word is the
+/// program to exec. With qemu-user the runner's process is the emulated
+/// process (same pid, it gets the signals), so spawned children can be
+/// signalled and waited for as if they were `BIN` itself.
+pub fn bin_argv() -> Vec<String> {
+    let mut argv: Vec<String> = std::env::var(RUNNER_VAR)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    argv.push(BIN.to_owned());
+    argv
+}
+
 /// Upper bound for any single invocation of the binary.
 pub const TIMEOUT: Duration = Duration::from_mins(1);
 
@@ -36,11 +58,14 @@ pub fn fixture(rel: &str) -> PathBuf {
     fixtures().join(rel)
 }
 
-/// A `std::process::Command` for the binary, run in `dir`, with every
-/// `EDGEPRIO_*` variable of the test's own environment removed so that
-/// nothing but the arguments decides what it does.
+/// A `std::process::Command` for the binary (through the runner, if any:
+/// see [`bin_argv`]), run in `dir`, with every `EDGEPRIO_*` variable of the
+/// test's own environment removed so that nothing but the arguments decides
+/// what it does.
 pub fn std_cmd(dir: &Path) -> std::process::Command {
-    let mut cmd = std::process::Command::new(BIN);
+    let argv = bin_argv();
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     cmd.current_dir(dir);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("EDGEPRIO_") {

@@ -1,0 +1,438 @@
+//! `edgeprio doctor`: one line per problem, each with its fix. It runs on
+//! any machine; off a Raspberry Pi it says so instead of failing obscurely.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use embedded_hal::delay::DelayNs;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, SensorConfig, SensorKind};
+use crate::domain::check_range;
+use crate::sensor::dht22::{Dht22, LinePin};
+use crate::sensor::{self, ReadError, Resume, Sensor};
+use crate::store::{Access, Store};
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Works.
+    Ok,
+    /// Worth knowing, nothing to fix.
+    Info,
+    /// Works, but not well.
+    Warn,
+    /// Does not work.
+    Fail,
+}
+
+/// One diagnosis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Severity.
+    pub level: Level,
+    /// What was checked: `config`, `board`, `sensor lab`, ...
+    pub subject: String,
+    /// What was found, in one line.
+    pub message: String,
+    /// What to do about it, when something is to be done.
+    pub fix: Option<String>,
+    /// Extra lines (the pulse-width histogram).
+    pub details: Vec<String>,
+}
+
+impl Finding {
+    fn new(level: Level, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            level,
+            subject: subject.into(),
+            message: message.into(),
+            fix: None,
+            details: Vec::new(),
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+
+    /// The finding as printed: a tagged line, then the fix and details.
+    pub fn render(&self) -> String {
+        let tag = match self.level {
+            Level::Ok => "ok  ",
+            Level::Info => "info",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        let mut s = format!("{tag}  {:<14} {}\n", self.subject, self.message);
+        if let Some(fix) = &self.fix {
+            let _ = writeln!(s, "      {:<14} fix: {fix}", "");
+        }
+        for d in &self.details {
+            let _ = writeln!(s, "      {:<14} {d}", "");
+        }
+        s
+    }
+}
+
+/// Runs every check for the config at `path`, handing each finding to
+/// `report` as soon as it is known (sensor checks take seconds).
+pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Finding> {
+    let mut all = Vec::new();
+    let mut emit = |f: Finding| {
+        report(&f);
+        all.push(f);
+    };
+    let config = match Config::load(path) {
+        Ok(c) => {
+            emit(Finding::new(
+                Level::Ok,
+                "config",
+                format!(
+                    "{} is valid (node {}, {} sensors, interval {})",
+                    path.display(),
+                    c.node,
+                    c.sensors.len(),
+                    humantime::format_duration(c.interval)
+                ),
+            ));
+            c
+        }
+        Err(e) => {
+            emit(
+                Finding::new(Level::Fail, "config", e.to_string())
+                    .fix("correct the file; `edgeprio --config FILE check-config` re-checks it"),
+            );
+            return all;
+        }
+    };
+    let gpio_sensors: Vec<&SensorConfig> = config
+        .sensors
+        .iter()
+        .filter(|s| matches!(s.kind, SensorKind::Dht22 { .. }))
+        .collect();
+    let on_pi = match sensor::board() {
+        Ok(model) => {
+            emit(Finding::new(Level::Ok, "board", model));
+            true
+        }
+        Err(why) if gpio_sensors.is_empty() => {
+            emit(Finding::new(
+                Level::Info,
+                "board",
+                format!("not a Raspberry Pi ({why}); fine: no dht22 sensor is configured"),
+            ));
+            false
+        }
+        Err(why) => {
+            emit(
+                Finding::new(
+                    Level::Fail,
+                    "board",
+                    format!(
+                        "not a Raspberry Pi ({why}): the dht22 sensors ({}) can only be read on one",
+                        gpio_sensors.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .fix("run edgeprio on the Pi; to try the pipeline here, use kind = \"sim\" sensors"),
+            );
+            false
+        }
+    };
+    if on_pi && !gpio_sensors.is_empty() {
+        emit(gpio_access());
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    for sc in &config.sensors {
+        let subject = format!("sensor {}", sc.id);
+        match &sc.kind {
+            SensorKind::Dht22 { pin } if on_pi => match sensor::open_dht22(&sc.id, *pin, &clock) {
+                Ok(mut dht) => emit(check_dht22(&subject, *pin, &mut dht, reads)),
+                Err(e) => emit(Finding::new(Level::Fail, subject, e.to_string())),
+            },
+            SensorKind::Dht22 { pin } => emit(Finding::new(
+                Level::Info,
+                subject,
+                format!("dht22 on BCM {pin}: not tested (not a Raspberry Pi)"),
+            )),
+            _ => match sensor::open(sc, Resume::default(), &clock) {
+                Ok(mut s) => emit(check_reads(&subject, s.as_mut(), reads)),
+                // The backends' errors already say what to do.
+                Err(e) => emit(Finding::new(Level::Fail, subject, e.to_string())),
+            },
+        }
+    }
+    emit(database(&config));
+    all
+}
+
+fn gpio_access() -> Finding {
+    let candidates = ["/dev/gpiomem0", "/dev/gpiomem", "/dev/gpiochip0"];
+    let Some(dev) = candidates.iter().find(|p| Path::new(p).exists()) else {
+        return Finding::new(
+            Level::Fail,
+            "gpio",
+            "no /dev/gpiomem or /dev/gpiochipN device",
+        )
+        .fix("use Raspberry Pi OS (or a kernel with the bcm2835-gpiomem driver)");
+    };
+    match std::fs::OpenOptions::new().read(true).write(true).open(dev) {
+        Ok(_) => Finding::new(Level::Ok, "gpio", format!("{dev} is readable and writable")),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Finding::new(Level::Fail, "gpio", format!("no access to {dev} ({e})")).fix(
+                "add the user to group gpio: sudo usermod -aG gpio $USER, then log in again \
+                 (the systemd service already runs in that group)",
+            )
+        }
+        Err(e) => Finding::new(Level::Fail, "gpio", format!("cannot open {dev}: {e}")),
+    }
+}
+
+/// Success rate over `reads` reads of any sensor.
+fn check_reads(subject: &str, sensor: &mut dyn Sensor, reads: u32) -> Finding {
+    let clock = SystemClock::new();
+    let mut ok = 0;
+    let mut last_err = None;
+    for i in 0..reads {
+        if i > 0 {
+            clock.sleep(sensor.min_interval());
+        }
+        match sensor
+            .read()
+            .map_err(|e| e.to_string())
+            .and_then(|s| check_range(s).map_err(|r| r.to_string()))
+        {
+            Ok(_) => ok += 1,
+            Err(e) => last_err = Some(e),
+        }
+    }
+    rate_finding(subject, &sensor.describe(), ok, reads, last_err)
+}
+
+fn rate_finding(
+    subject: &str,
+    what: &str,
+    ok: u32,
+    reads: u32,
+    last_err: Option<String>,
+) -> Finding {
+    let rate = format!("{ok}/{reads} reads succeeded");
+    match (ok, last_err) {
+        (_, None) => Finding::new(Level::Ok, subject, format!("{what}: {rate}")),
+        (0, Some(e)) => Finding::new(Level::Fail, subject, format!("{what}: {rate}; last: {e}")),
+        (_, Some(e)) => Finding::new(Level::Warn, subject, format!("{what}: {rate}; last: {e}")),
+    }
+}
+
+/// Test reads of a DHT22 with pulse timing: never answers, flaky, or fine.
+pub fn check_dht22<L: LinePin, D: DelayNs + Send>(
+    subject: &str,
+    pin: u8,
+    dht: &mut Dht22<L, D>,
+    reads: u32,
+) -> Finding {
+    let mut ok = 0;
+    let mut timeouts = 0;
+    let mut last_err = None;
+    for _ in 0..reads {
+        match dht.read() {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                if matches!(e, ReadError::Timeout(_)) {
+                    timeouts += 1;
+                }
+                last_err = Some(e.to_string());
+            }
+        }
+    }
+    // Pulse widths from raw captures: each costs one 2 s slot, three give
+    // 120 data bits, plenty for a histogram.
+    let pulses: Vec<Duration> = (0..reads.min(3))
+        .flat_map(|_| dht.capture().high_pulses())
+        .collect();
+    let mut f = rate_finding(subject, &format!("dht22 on BCM {pin}"), ok, reads, last_err);
+    if ok == 0 && timeouts == reads {
+        f.message = format!("dht22 on BCM {pin} never answered ({reads} reads)");
+        f = f.fix(format!(
+            "check the wiring: VCC to 3.3 V, data to BCM {pin} (BCM numbering, not the physical \
+             pin), ground to ground, and a 10 kOhm pull-up between data and 3.3 V"
+        ));
+    } else if ok < reads {
+        f = f.fix(
+            "a flaky read: shorten the cable, check the pull-up, move the agent off a busy core, \
+             grant CAP_SYS_NICE for real-time reads, or use the kernel driver (kind = \"iio\")",
+        );
+    }
+    if !pulses.is_empty() {
+        f.details = histogram(&pulses);
+    }
+    f
+}
+
+/// Data-bit high pulses binned against the DHT22's targets: 26-28 us for a
+/// "0", 70 us for a "1". Anything else is a bit the reader mis-timed.
+pub fn histogram(pulses: &[Duration]) -> Vec<String> {
+    const BINS: [(&str, u128, u128); 5] = [
+        ("   < 20 us", 0, 20),
+        ("20 - 35 us  (\"0\": 26-28)", 20, 35),
+        ("35 - 55 us", 35, 55),
+        ("55 - 85 us  (\"1\": 70)", 55, 85),
+        ("  >= 85 us", 85, u128::MAX),
+    ];
+    let mut lines = vec![format!(
+        "high pulse widths over {} data bits:",
+        pulses.len()
+    )];
+    let max = BINS
+        .iter()
+        .map(|(_, lo, hi)| count(pulses, *lo, *hi))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    for (label, lo, hi) in BINS {
+        let n = count(pulses, lo, hi);
+        let bar = "#".repeat((n * 30).div_ceil(max));
+        lines.push(format!("{label:<26} {n:>5} {bar}"));
+    }
+    lines
+}
+
+fn count(pulses: &[Duration], lo: u128, hi: u128) -> usize {
+    pulses
+        .iter()
+        .filter(|p| (lo..hi).contains(&p.as_micros()))
+        .count()
+}
+
+fn database(config: &Config) -> Finding {
+    let db = &config.db;
+    let dir = match db.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Finding::new(
+            Level::Fail,
+            "database",
+            format!(
+                "directory {} of {} does not exist",
+                dir.display(),
+                db.display()
+            ),
+        )
+        .fix(format!(
+            "mkdir -p {} (the systemd unit's StateDirectory does it)",
+            dir.display()
+        ));
+    }
+    let probe = dir.join(format!(".edgeprio-doctor-{}", std::process::id()));
+    if let Err(e) = std::fs::write(&probe, b"") {
+        return Finding::new(
+            Level::Fail,
+            "database",
+            format!("cannot write in {} ({e})", dir.display()),
+        )
+        .fix("give the agent's user write access to the directory (SQLite adds -wal/-shm files)");
+    }
+    let _ = std::fs::remove_file(&probe);
+    if !db.exists() {
+        return Finding::new(
+            Level::Ok,
+            "database",
+            format!("{} will be created on the first run", db.display()),
+        );
+    }
+    match Store::open(db, Access::ReadOnly).and_then(|s| {
+        let depth = s.outbox_depth(&config.node)?;
+        Ok((s.status(&config.node)?, depth))
+    }) {
+        Ok((status, depth)) => {
+            let agent = status.map_or_else(
+                || "no agent has run for this node yet".to_string(),
+                |s| {
+                    format!(
+                        "agent {} (pid {}, heartbeat {} ms ago)",
+                        if s.running { "running" } else { "stopped" },
+                        s.pid,
+                        crate::agent::now_ms() - s.heartbeat_ms
+                    )
+                },
+            );
+            Finding::new(
+                Level::Ok,
+                "database",
+                format!("{} is writable; {agent}; outbox {depth}", db.display()),
+            )
+        }
+        Err(e) => Finding::new(Level::Fail, "database", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Sample;
+    use crate::sensor::dht22::NoRealtime;
+    use crate::sensor::wire_sim::{WireConfig, WireSim};
+
+    fn dht(
+        sim: &WireSim,
+    ) -> Dht22<crate::sensor::wire_sim::SimLine, crate::sensor::wire_sim::SimDelay> {
+        Dht22::new(
+            "sim",
+            sim.line(),
+            sim.delay(),
+            sim.clock(),
+            Box::new(NoRealtime),
+        )
+    }
+
+    #[test]
+    fn a_healthy_sensor_has_pulses_on_target() {
+        let sim = WireSim::new(WireConfig::linux(9), Sample::new(21.7, 55.5));
+        let f = check_dht22("sensor a", 4, &mut dht(&sim), 10);
+        assert_eq!(f.level, Level::Ok, "{}", f.render());
+        assert!(f.message.contains("10/10"), "{}", f.render());
+        // Three raw captures: 120 data bits, every one in the "0" or the "1" bin.
+        let rows = &f.details;
+        assert!(rows[0].contains("120 data bits"), "{rows:?}");
+        // The count column follows the 26-character label.
+        let n = |bin: &str| -> usize {
+            let row = rows.iter().find(|r| r.contains(bin)).unwrap();
+            row[26..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert_eq!(n("\"0\"") + n("\"1\""), 120, "{}", f.render());
+        assert!(n("\"0\"") > 20 && n("\"1\"") > 20, "{}", f.render());
+    }
+
+    #[test]
+    fn a_sensor_that_never_answers_points_at_the_wiring() {
+        let sim = WireSim::new(WireConfig::linux(9), Sample::new(21.7, 55.5));
+        sim.set_faults(1.0, 0.0);
+        let f = check_dht22("sensor a", 17, &mut dht(&sim), 3);
+        assert_eq!(f.level, Level::Fail);
+        assert!(f.message.contains("never answered"), "{}", f.render());
+        let fix = f.fix.unwrap();
+        assert!(fix.contains("pull-up") && fix.contains("BCM 17"), "{fix}");
+    }
+
+    #[test]
+    fn a_flaky_sensor_reports_its_rate_and_pulses() {
+        let mut cfg = WireConfig::linux(11);
+        cfg.preempt_per_s = 150.0;
+        let sim = WireSim::new(cfg, Sample::new(21.7, 55.5));
+        let f = check_dht22("sensor a", 4, &mut dht(&sim), 20);
+        assert_eq!(f.level, Level::Warn, "{}", f.render());
+        assert!(f.message.contains("/20 reads succeeded"), "{}", f.render());
+        assert!(f.fix.as_deref().unwrap().contains("flaky"));
+        assert!(f.details.len() == 6, "{}", f.render());
+    }
+}

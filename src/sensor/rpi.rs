@@ -1,0 +1,98 @@
+//! Every rppal call lives here: rppal is no longer maintained upstream, so
+//! replacing it (with a gpio-cdev backend, say) touches this file only.
+//!
+//! # Troubleshooting
+//!
+//! - "Permission denied" opening `/dev/gpiomem`: the user is not in group
+//!   `gpio` (`sudo usermod -aG gpio $USER`, then log in again). The systemd
+//!   unit runs the agent in that group.
+//! - "not a Raspberry Pi": rppal identifies the board from
+//!   `/proc/device-tree/compatible` and `/proc/cpuinfo`; on other machines
+//!   use `kind = "sim"`, or the kernel driver where one exists.
+
+use std::time::{Duration, Instant};
+
+use embedded_hal::delay::DelayNs;
+use rppal::gpio::{Bias, Gpio, IoPin, Mode};
+
+use super::dht22::LinePin;
+
+/// A GPIO line driven as open drain: output-low to pull, input with the
+/// pull-up to release.
+pub struct RppalLine {
+    pin: IoPin,
+}
+
+impl LinePin for RppalLine {
+    fn drive_low(&mut self) {
+        // Latch low first, then switch to output: no glitch high.
+        self.pin.set_low();
+        self.pin.set_mode(Mode::Output);
+    }
+
+    fn release(&mut self) {
+        self.pin.set_mode(Mode::Input);
+    }
+
+    fn is_high(&mut self) -> bool {
+        self.pin.is_high()
+    }
+}
+
+/// Why a GPIO line could not be opened, phrased with the fix.
+pub fn describe_gpio_error(pin: u8, e: &rppal::gpio::Error) -> String {
+    use rppal::gpio::Error;
+    match e {
+        Error::UnknownModel => format!(
+            "this machine is not a Raspberry Pi that rppal recognises, so GPIO BCM {pin} cannot \
+             be opened: run on the Pi, or use kind = \"sim\" (or \"iio\" with the kernel driver)"
+        ),
+        Error::PermissionDenied(path) => format!(
+            "permission denied opening {path}: add the user to group gpio \
+             (sudo usermod -aG gpio $USER, then log in again) or run as the edgeprio service"
+        ),
+        Error::PinNotAvailable(p) => format!(
+            "GPIO BCM {p} does not exist on this board: use a BCM number from the header \
+             (BCM 4 is physical pin 7)"
+        ),
+        Error::PinUsed(p) => format!("GPIO BCM {p} is already in use by this process"),
+        other => format!("cannot open GPIO BCM {pin}: {other}"),
+    }
+}
+
+/// Opens BCM `pin` as an open-drain line with the internal pull-up on (the
+/// external 10 kOhm one still matters: the internal ~50 kOhm is weak).
+pub fn open_line(pin: u8) -> Result<RppalLine, String> {
+    let gpio = Gpio::new().map_err(|e| describe_gpio_error(pin, &e))?;
+    let pin_handle = gpio.get(pin).map_err(|e| describe_gpio_error(pin, &e))?;
+    let mut io = pin_handle.into_io(Mode::Input);
+    io.set_bias(Bias::PullUp);
+    Ok(RppalLine { pin: io })
+}
+
+/// The board as rppal sees it, e.g. `Raspberry Pi 4 B`.
+pub fn board() -> Result<String, String> {
+    rppal::system::DeviceInfo::new()
+        .map(|info| info.model().to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Microsecond delays for bit-banging: `thread::sleep` overshoots by tens
+/// of microseconds, so short delays spin on the monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpinDelay;
+
+impl DelayNs for SpinDelay {
+    fn delay_ns(&mut self, ns: u32) {
+        let until = Instant::now() + Duration::from_nanos(u64::from(ns));
+        if ns >= 500_000 {
+            // Long enough to give the core away; a little late is fine for
+            // the start pulse (>= 1 ms is what the sensor wants).
+            std::thread::sleep(Duration::from_nanos(u64::from(ns)));
+            return;
+        }
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
