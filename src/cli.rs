@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::agent::{self, CycleReport, RunOptions, Unpublished};
+use crate::agent::{self, CycleReport, RunOptions};
 use crate::config::{self, Config, ConfigError, SensorKind, SimProfile};
 use crate::domain::{Route, WireReading, check_range, rfc3339_ms};
+use crate::publish::AnyPublisher;
 use crate::sensor::{self, Resume};
 use crate::store::{Access, ReadingFilter, Store, StoredReading};
 
@@ -101,6 +102,11 @@ pub struct DemoArgs {
     /// only mode: the dashboard is not built yet)
     #[arg(long, env = "EDGEPRIO_NO_DASHBOARD")]
     pub no_dashboard: bool,
+
+    /// Publish to this broker (mqtt://host:port or mqtts://...) instead of
+    /// an embedded one on a free loopback port
+    #[arg(long, env = "EDGEPRIO_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
 }
 
 /// Output formats of `query`.
@@ -204,9 +210,11 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 /// status. Errors are one paragraph on stderr, never a backtrace.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // rumqttd reports every client that hangs up as an error; the embedded
+    // broker's own health shows in the agent's broker state instead.
     let default_log = match cli.command {
-        Command::Demo(_) => "warn",
-        _ => "info",
+        Command::Demo(_) => "warn,rumqttd=off",
+        _ => "info,rumqttd=off",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_log));
     match dispatch(cli) {
@@ -258,9 +266,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 config.db = db;
             }
             let opts = RunOptions::from_config(&config);
+            warn_world_readable_secrets(&config);
+            if let Some(b) = &config.broker {
+                crate::broker::start(b.listen).map_err(anyhow::Error::msg)?;
+                tracing::info!(listen = %b.listen, "embedded MQTT broker running");
+            }
             runtime()?.block_on(async {
                 let shutdown = shutdown_signal()?;
-                agent::run(&config, opts, Unpublished, |_| {}, shutdown).await
+                let publisher = AnyPublisher::for_config(&config);
+                agent::run(&config, opts, publisher, |_| {}, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -301,6 +315,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", describe_config(&config));
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Says loudly when a file holding the broker password or TLS key can be
+/// read by every user on the machine.
+fn warn_world_readable_secrets(config: &Config) {
+    for path in config::world_readable_secrets(config) {
+        tracing::warn!(
+            file = %path.display(),
+            "this file holds a secret (MQTT password or TLS key) and is readable by every user: \
+             chmod 640 it (and chgrp it to the agent's group)"
+        );
     }
 }
 
@@ -391,6 +417,28 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     config.db = args.db;
+    let watch = match (&args.broker, &config.mqtt) {
+        (Some(url), _) => {
+            config.mqtt = Some(config::mqtt_from_url(url, &config.node, config.interval)?);
+            url.clone()
+        }
+        (None, Some(m)) => m.url.clone(),
+        (None, None) => {
+            let addr = crate::broker::free_loopback_addr().map_err(anyhow::Error::msg)?;
+            crate::broker::start(addr).map_err(anyhow::Error::msg)?;
+            config.mqtt = Some(config::MqttConfig::local(
+                addr,
+                &config.node,
+                config.interval,
+            ));
+            format!("embedded broker on {addr}")
+        }
+    };
+    let mqtt = config.mqtt.as_ref().expect("set just above");
+    let sub = format!(
+        "mosquitto_sub -h {} -p {} -t '{}/#' -v",
+        mqtt.host, mqtt.port, mqtt.topic_prefix
+    );
     let opts = RunOptions {
         period: Duration::from_secs_f64(config.interval.as_secs_f64() / args.speed),
         count: args.count,
@@ -407,13 +455,15 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.speed,
         config.db.display()
     );
+    let _ = writeln!(std::io::stderr(), "MQTT: {watch}; watch it with: {sub}");
     let mut totals = (0u64, 0u64);
     let summary = runtime()?.block_on(async {
         let shutdown = shutdown_signal()?;
+        let publisher = AnyPublisher::for_config(&config);
         agent::run(
             &config,
             opts,
-            Unpublished,
+            publisher,
             |report| {
                 for r in &report.readings {
                     match r.route {
@@ -430,9 +480,19 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         )
         .await
     })?;
+    let published = Store::open(&config.db, Access::ReadOnly)
+        .and_then(|s| s.broker(&config.node))
+        .ok()
+        .flatten()
+        .map_or_else(String::new, |b| {
+            format!(
+                "; broker acknowledged {} realtime and {} batch readings ({} late), {} still in the outbox",
+                b.published_realtime, b.published_batch, b.published_late, b.outbox_depth
+            )
+        });
     let _ = writeln!(
         std::io::stderr(),
-        "demo stopped after {} cycles: {} readings ({} realtime, {} batch), {} read errors; \
+        "demo stopped after {} cycles: {} readings ({} realtime, {} batch), {} read errors{published}; \
          inspect the log with: edgeprio query --db {}",
         summary.cycles,
         summary.readings,

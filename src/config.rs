@@ -39,6 +39,90 @@ pub struct Config {
     pub plausibility: Plausibility,
     /// The sensors, in config order.
     pub sensors: Vec<SensorConfig>,
+    /// Where readings are published; `None` keeps them in the outbox.
+    pub mqtt: Option<MqttConfig>,
+    /// The embedded broker, when this node is its own gateway.
+    pub broker: Option<BrokerConfig>,
+}
+
+/// A secret that never shows up in logs, `Debug` output or the config echo.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Where the broker's password comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// No password.
+    None,
+    /// Written in the config file itself (discouraged: warned about when
+    /// the file is readable by others).
+    Inline(Secret),
+    /// Read from this file when connecting.
+    File(PathBuf),
+}
+
+/// Environment variable that supplies the broker password; it wins over the
+/// config file.
+pub const PASSWORD_ENV: &str = "EDGEPRIO_MQTT_PASSWORD";
+
+/// `[mqtt]`: the broker to publish to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// The URL as written, for messages (`mqtt://host:1883`).
+    pub url: String,
+    /// Whether the URL is `mqtts://` (TLS).
+    pub tls: bool,
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port (default 1883, 8883 for `mqtts://`).
+    pub port: u16,
+    /// MQTT client id (default `edgeprio-<node>`).
+    pub client_id: String,
+    /// User name, if the broker wants one.
+    pub username: Option<String>,
+    /// Where the password comes from.
+    pub password: PasswordSource,
+    /// CA certificate (PEM) to verify the broker with, instead of the
+    /// system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), for brokers that want one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// First topic level (default `edgeprio`).
+    pub topic_prefix: String,
+    /// Longest a batch reading waits before it is sent.
+    pub batch_interval: Duration,
+    /// Most readings in one batch message.
+    pub batch_max: usize,
+    /// A real-time reading older than this when it finally goes out is sent
+    /// on the batch topic, marked late (default 2 x interval).
+    pub realtime_max_age: Duration,
+    /// Announce the sensors to Home Assistant (MQTT discovery).
+    pub ha_discovery: bool,
+}
+
+/// `[broker]`: the embedded MQTT broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    /// Address the broker listens on.
+    pub listen: std::net::SocketAddr,
 }
 
 /// One `[[sensor]]` entry.
@@ -167,6 +251,33 @@ struct RawConfig {
     priority: RawPriority,
     #[serde(default, rename = "sensor")]
     sensors: Vec<RawSensor>,
+    mqtt: Option<RawMqtt>,
+    broker: Option<RawBroker>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMqtt {
+    url: Option<String>,
+    client_id: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    topic_prefix: Option<String>,
+    batch_interval: Option<Dur>,
+    batch_max: Option<i64>,
+    realtime_max_age: Option<Dur>,
+    ha_discovery: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    enabled: Option<bool>,
+    listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -407,6 +518,17 @@ impl Validator<'_> {
             Some(db) => base.join(db),
             None => PathBuf::from(DEFAULT_DB),
         };
+        let broker = match raw.broker {
+            Some(b) if b.enabled.unwrap_or(true) => Some(self.broker(&b)?),
+            _ => None,
+        };
+        let mqtt = match raw.mqtt {
+            Some(m) => Some(self.mqtt(m, &node, interval, base)?),
+            // A node that is its own gateway publishes to its own broker.
+            None => broker
+                .as_ref()
+                .map(|b| MqttConfig::local(b.listen, &node, interval)),
+        };
         Ok(Config {
             source: source.map(Path::to_path_buf),
             node,
@@ -415,6 +537,167 @@ impl Validator<'_> {
             priority,
             plausibility,
             sensors,
+            mqtt,
+            broker,
+        })
+    }
+
+    fn broker(&self, raw: &RawBroker) -> Result<BrokerConfig, ConfigError> {
+        let listen = raw.listen.as_deref().unwrap_or("127.0.0.1:1883");
+        let listen = listen.parse().map_err(|_| {
+            self.err(
+                "broker.listen",
+                format!(
+                    "listen = {listen:?} is not an address:port; write e.g. \"127.0.0.1:1883\" \
+                     (this machine only) or \"0.0.0.0:1883\" (the whole network)"
+                ),
+            )
+        })?;
+        Ok(BrokerConfig { listen })
+    }
+
+    /// Splits `mqtt://host:port` / `mqtts://[v6]:port` into its parts.
+    fn broker_url(&self, url: &str) -> Result<(bool, String, u16), ConfigError> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(self.err(
+                "mqtt.url",
+                format!("url = {url:?} must start with mqtt:// or mqtts:// (TLS)"),
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        // `[v6::addr]:port`, `host:port`, or a bare host.
+        let (host, port) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            },
+        };
+        let port = match port {
+            None => {
+                if tls {
+                    8883
+                } else {
+                    1883
+                }
+            }
+            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                self.err(
+                    "mqtt.url",
+                    format!("url = {url:?}: port {p:?} is not a number from 1 to 65535"),
+                )
+            })?,
+        };
+        let host = host.to_string();
+        if host.is_empty() || host.contains('/') {
+            return Err(self.err(
+                "mqtt.url",
+                format!("url = {url:?} has no usable host; write mqtt://HOST:PORT"),
+            ));
+        }
+        Ok((tls, host, port))
+    }
+
+    fn mqtt(
+        &self,
+        m: RawMqtt,
+        node: &str,
+        interval: Duration,
+        base: &Path,
+    ) -> Result<MqttConfig, ConfigError> {
+        let url = m.url.ok_or_else(|| {
+            self.err(
+                "mqtt.url",
+                "[mqtt] needs `url`, e.g. url = \"mqtt://192.168.1.10:1883\" \
+                 (or mqtts:// for TLS)",
+            )
+        })?;
+        let (tls, host, port) = self.broker_url(&url)?;
+        let password = match (m.password, m.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "mqtt.password_file",
+                    "give either `password_file` or `password`, not both (prefer password_file)",
+                ));
+            }
+            (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
+            (None, Some(f)) => PasswordSource::File(base.join(f)),
+            (None, None) => PasswordSource::None,
+        };
+        if m.ca_file.is_some() && !tls {
+            return Err(self.err(
+                "mqtt.ca_file",
+                format!("ca_file is for TLS, but url = {url:?} is plain mqtt://; use mqtts://"),
+            ));
+        }
+        let client_cert = match (m.client_cert, m.client_key) {
+            (Some(c), Some(k)) if tls => Some((base.join(c), base.join(k))),
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "mqtt.client_cert",
+                    format!("client certificates are for TLS, but url = {url:?} is plain mqtt://"),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(self.err("mqtt.client_key", "client_cert needs client_key too"));
+            }
+            (None, Some(_)) => {
+                return Err(self.err("mqtt.client_cert", "client_key needs client_cert too"));
+            }
+            (None, None) => None,
+        };
+        let topic_prefix = m.topic_prefix.unwrap_or_else(|| "edgeprio".into());
+        if topic_prefix.is_empty()
+            || topic_prefix.starts_with('/')
+            || topic_prefix.ends_with('/')
+            || topic_prefix.contains(['+', '#'])
+            || topic_prefix.split('/').any(str::is_empty)
+        {
+            return Err(self.err(
+                "mqtt.topic_prefix",
+                format!(
+                    "topic_prefix = {topic_prefix:?}: use one or more non-empty topic levels \
+                     without '+' or '#', e.g. \"edgeprio\" or \"site/edgeprio\""
+                ),
+            ));
+        }
+        let batch_max = match m.batch_max {
+            None => 20,
+            Some(n @ 1..=10_000) => usize::try_from(n).unwrap_or(20),
+            Some(n) => {
+                return Err(self.err(
+                    "mqtt.batch_max",
+                    format!("batch_max = {n}: must be between 1 and 10000 (default 20)"),
+                ));
+            }
+        };
+        let positive = |key: &str, d: Option<Dur>, default: Duration| match d {
+            None => Ok(default),
+            Some(Dur(d)) if !d.is_zero() => Ok(d),
+            Some(_) => Err(self.err(
+                format!("mqtt.{key}"),
+                format!("{key} = \"0s\": must be longer than 0"),
+            )),
+        };
+        Ok(MqttConfig {
+            url,
+            tls,
+            host,
+            port,
+            client_id: m.client_id.unwrap_or_else(|| format!("edgeprio-{node}")),
+            username: m.username,
+            password,
+            ca_file: m.ca_file.map(|f| base.join(f)),
+            client_cert,
+            topic_prefix,
+            batch_interval: positive("batch_interval", m.batch_interval, Duration::from_mins(1))?,
+            batch_max,
+            realtime_max_age: positive("realtime_max_age", m.realtime_max_age, interval * 2)?,
+            ha_discovery: m.ha_discovery.unwrap_or(false),
         })
     }
 
@@ -613,6 +896,100 @@ impl Validator<'_> {
     }
 }
 
+/// An `[mqtt]` section with only `url` set, for `demo --broker URL`.
+pub fn mqtt_from_url(url: &str, node: &str, interval: Duration) -> Result<MqttConfig, ConfigError> {
+    let v = Validator { file: "--broker" };
+    let raw = RawMqtt {
+        url: Some(url.to_string()),
+        client_id: None,
+        username: None,
+        password: None,
+        password_file: None,
+        ca_file: None,
+        client_cert: None,
+        client_key: None,
+        topic_prefix: None,
+        batch_interval: None,
+        batch_max: None,
+        realtime_max_age: None,
+        ha_discovery: None,
+    };
+    v.mqtt(raw, node, interval, Path::new(""))
+}
+
+impl MqttConfig {
+    /// Publishing to the embedded broker at `listen`, with every default.
+    pub fn local(listen: std::net::SocketAddr, node: &str, interval: Duration) -> Self {
+        let host = if listen.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            listen.ip().to_string()
+        };
+        Self {
+            url: format!("mqtt://{host}:{}", listen.port()),
+            tls: false,
+            host,
+            port: listen.port(),
+            client_id: format!("edgeprio-{node}"),
+            username: None,
+            password: PasswordSource::None,
+            ca_file: None,
+            client_cert: None,
+            topic_prefix: "edgeprio".into(),
+            batch_interval: Duration::from_mins(1),
+            batch_max: 20,
+            realtime_max_age: interval * 2,
+            ha_discovery: false,
+        }
+    }
+
+    /// The broker password, from the environment, the file or the config.
+    pub fn password(&self) -> Result<Option<Secret>, String> {
+        if let Ok(p) = std::env::var(PASSWORD_ENV) {
+            return Ok(Some(Secret::new(p)));
+        }
+        match &self.password {
+            PasswordSource::None => Ok(None),
+            PasswordSource::Inline(s) => Ok(Some(s.clone())),
+            PasswordSource::File(path) => std::fs::read_to_string(path)
+                .map(|p| Some(Secret::new(p.trim_end_matches(['\r', '\n']))))
+                .map_err(|e| {
+                    format!(
+                        "cannot read the MQTT password file {} ({e}); it must be readable by \
+                         the agent's user",
+                        path.display()
+                    )
+                }),
+        }
+    }
+}
+
+/// Files that hold a secret and can be read by every user: each is worth a
+/// warning at start-up.
+pub fn world_readable_secrets(config: &Config) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let readable =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o004 != 0);
+    let mut out = Vec::new();
+    if let Some(m) = &config.mqtt {
+        match &m.password {
+            PasswordSource::Inline(_) => {
+                if let Some(src) = config.source.as_deref().filter(|p| readable(p)) {
+                    out.push(src.to_path_buf());
+                }
+            }
+            PasswordSource::File(f) if readable(f) => out.push(f.clone()),
+            _ => {}
+        }
+        if let Some((_, key)) = &m.client_cert
+            && readable(key)
+        {
+            out.push(key.clone());
+        }
+    }
+    out
+}
+
 /// Checks a node name or sensor id: both become MQTT topic levels and
 /// file-friendly names.
 fn check_name(name: &str, max: usize, strict: bool) -> Result<(), String> {
@@ -791,6 +1168,85 @@ mod tests {
         );
         let e = err("[[sensor]]\nid = \"a\"\nkind = sim\n");
         assert_eq!(e.key.as_deref(), Some("sensor.kind"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_section_parses_with_defaults() {
+        let c = parse(&format!("[mqtt]\nurl = \"mqtt://10.0.0.5\"\n{MINIMAL}")).unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!((m.host.as_str(), m.port, m.tls), ("10.0.0.5", 1883, false));
+        assert_eq!(m.topic_prefix, "edgeprio");
+        assert_eq!(m.batch_interval, Duration::from_mins(1));
+        assert_eq!(m.batch_max, 20);
+        assert_eq!(m.realtime_max_age, Duration::from_secs(30));
+        assert!(m.client_id.starts_with("edgeprio-"));
+        let c = parse(&format!(
+            "[mqtt]\nurl = \"mqtts://[::1]\"\nca_file = \"ca.pem\"\npassword_file = \"pw\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        let m = c.mqtt.unwrap();
+        assert_eq!((m.host.as_str(), m.port, m.tls), ("::1", 8883, true));
+        assert_eq!(m.ca_file, Some(PathBuf::from("/etc/edgeprio/ca.pem")));
+        assert_eq!(m.password, PasswordSource::File("/etc/edgeprio/pw".into()));
+    }
+
+    #[test]
+    fn embedded_broker_without_mqtt_publishes_locally() {
+        let c = parse(&format!("[broker]\nlisten = \"0.0.0.0:1884\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.broker.unwrap().listen.port(), 1884);
+        assert_eq!(c.mqtt.unwrap().url, "mqtt://127.0.0.1:1884");
+        let c = parse(&format!("[broker]\nenabled = false\n{MINIMAL}")).unwrap();
+        assert!(c.broker.is_none() && c.mqtt.is_none());
+    }
+
+    #[test]
+    fn bad_mqtt_values_name_key_and_value() {
+        let cases = [
+            ("url = \"http://x\"", "mqtt.url", "http://x"),
+            ("url = \"mqtt://x:0\"", "mqtt.url", "\"0\""),
+            (
+                "url = \"mqtt://x\"\nca_file = \"c\"",
+                "mqtt.ca_file",
+                "mqtts://",
+            ),
+            (
+                "url = \"mqtts://x\"\nclient_cert = \"c\"",
+                "mqtt.client_key",
+                "client_key",
+            ),
+            (
+                "url = \"mqtt://x\"\nbatch_max = 0",
+                "mqtt.batch_max",
+                "batch_max = 0",
+            ),
+            (
+                "url = \"mqtt://x\"\ntopic_prefix = \"a/#\"",
+                "mqtt.topic_prefix",
+                "a/#",
+            ),
+            (
+                "url = \"mqtt://x\"\npassword = \"p\"\npassword_file = \"f\"",
+                "mqtt.password_file",
+                "not both",
+            ),
+            ("username = \"u\"", "mqtt.url", "needs `url`"),
+        ];
+        for (body, key, value) in cases {
+            let e = err(&format!("[mqtt]\n{body}\n{MINIMAL}"));
+            assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+            assert!(e.message.contains(value), "{body}: {e}");
+        }
+        let e = err(&format!("[broker]\nlisten = \"localhost\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("broker.listen"));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = parse(&format!(
+            "[mqtt]\nurl = \"mqtt://x\"\npassword = \"hunter2\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`agent`]: the read cycle and the timer loop that drives it, with
 //!   shutdown passed in.
 //! - [`clock`]: monotonic time, wall time and sleeping, real or virtual.
+//! - [`publish`]: MQTT publishing from the log's outbox, acknowledged row by
+//!   row; [`broker`]: the embedded broker.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`doctor`]: diagnoses of the board, GPIO access, sensors and the log.
 //! - [`cli`]: the `edgeprio` command line; `main.rs` only calls it.
@@ -23,10 +25,12 @@
 //! publish; see DESIGN.md for the contracts.
 
 pub mod agent;
+pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod domain;
+pub mod publish;
 pub mod sensor;
 pub mod store;

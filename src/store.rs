@@ -64,6 +64,15 @@ const MIGRATIONS: &[&str] = &[
         interval_ms  INTEGER NOT NULL,
         outbox_depth INTEGER NOT NULL
     );",
+    // 2: the publisher's view of the broker, for the dashboard and doctor.
+    "ALTER TABLE agent_status ADD COLUMN broker_state TEXT NOT NULL DEFAULT 'disabled'
+        CHECK (broker_state IN ('disabled', 'connecting', 'connected', 'disconnected'));
+    ALTER TABLE agent_status ADD COLUMN broker_error TEXT;
+    ALTER TABLE agent_status ADD COLUMN broker_since_ms INTEGER;
+    ALTER TABLE agent_status ADD COLUMN last_ack_ms INTEGER;
+    ALTER TABLE agent_status ADD COLUMN published_realtime INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agent_status ADD COLUMN published_batch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agent_status ADD COLUMN published_late INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.
@@ -207,6 +216,10 @@ impl StoreError {
 pub enum Access {
     /// The agent: creates and migrates the file, `synchronous=FULL`.
     Writer,
+    /// The agent's publisher: a second connection inside the process that
+    /// holds the writer lock, marking rows published. Never creates or
+    /// migrates.
+    Outbox,
     /// `query` and the dashboard: never write, never block the writer.
     ReadOnly,
 }
@@ -258,6 +271,75 @@ pub struct AgentStatus {
     pub interval_ms: i64,
 }
 
+/// Rows that one acknowledged message carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    /// The route the message took (late real-time rows go as batch).
+    pub route: Route,
+    /// The row ids.
+    pub ids: Vec<i64>,
+    /// How many of them were real-time rows sent late, on the batch topic.
+    pub late: usize,
+}
+
+/// The publisher's connection state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerState {
+    /// No broker configured: readings stay in the outbox.
+    Disabled,
+    /// Trying to connect.
+    Connecting,
+    /// Connected; publishing.
+    Connected,
+    /// Lost or refused; retrying with backoff.
+    Disconnected,
+}
+
+impl BrokerState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrokerState::Disabled => "disabled",
+            BrokerState::Connecting => "connecting",
+            BrokerState::Connected => "connected",
+            BrokerState::Disconnected => "disconnected",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            BrokerState::Disabled,
+            BrokerState::Connecting,
+            BrokerState::Connected,
+            BrokerState::Disconnected,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
+    }
+}
+
+/// The broker columns of the status row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerStatus {
+    /// Connection state.
+    pub state: BrokerState,
+    /// The last connection error, if any.
+    pub error: Option<String>,
+    /// Since when the state holds (Unix ms).
+    pub since_ms: Option<i64>,
+    /// When the broker last acknowledged a reading (Unix ms).
+    pub last_ack_ms: Option<i64>,
+    /// Readings acknowledged on the real-time topic.
+    pub published_realtime: i64,
+    /// Readings acknowledged on the batch topic (late ones included).
+    pub published_batch: i64,
+    /// Real-time readings that went out late on the batch topic.
+    pub published_late: i64,
+    /// Readings still waiting for an acknowledgement.
+    pub outbox_depth: i64,
+}
+
 /// Where each sensor's history left off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SensorHistory {
@@ -305,6 +387,7 @@ impl Store {
                 }
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
             }
+            Access::Outbox => OpenFlags::SQLITE_OPEN_READ_WRITE,
             Access::ReadOnly => {
                 if !path.exists() {
                     return Err(StoreError::Missing {
@@ -332,6 +415,25 @@ impl Store {
                 store.prepare_writer(version)?;
             }
             Access::ReadOnly => store.check_reader(version)?,
+            Access::Outbox => {
+                if version < SCHEMA_VERSION {
+                    // The agent opens (and migrates) the log first.
+                    return Err(StoreError::Missing {
+                        path: path.to_path_buf(),
+                    });
+                }
+                if version > SCHEMA_VERSION {
+                    return Err(StoreError::TooNew {
+                        path: path.to_path_buf(),
+                        found: version,
+                        known: SCHEMA_VERSION,
+                    });
+                }
+                store
+                    .conn
+                    .pragma_update(None, "synchronous", "FULL")
+                    .map_err(|e| classify(path, e))?;
+            }
         }
         Ok(store)
     }
@@ -612,6 +714,119 @@ impl Store {
         self.conn
             .pragma_update(None, "max_page_count", pages)
             .expect("max_page_count is settable");
+    }
+
+    /// Unpublished readings of `node` after row `after_id`, oldest first.
+    pub fn outbox(
+        &self,
+        node: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
+                        weight_temperature, weight_humidity, priority, route, published_ms
+                 FROM readings
+                 WHERE node = ?1 AND published_ms IS NULL AND id > ?2
+                 ORDER BY id LIMIT ?3",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![node, after_id, limit], row_to_reading)
+            .and_then(Iterator::collect)
+            .map_err(|e| self.sqlite(e))?;
+        Ok(rows)
+    }
+
+    /// Marks rows acknowledged by the broker at `at_ms`, and counts them in
+    /// the status row per route taken.
+    pub fn mark_published(
+        &mut self,
+        node: &str,
+        acked: &[Acked],
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        {
+            let mut mark = tx
+                .prepare_cached(
+                    "UPDATE readings SET published_ms = ?1 WHERE id = ?2 AND published_ms IS NULL",
+                )
+                .map_err(|e| classify(&path, e))?;
+            let (mut realtime, mut batch, mut late) = (0i64, 0i64, 0i64);
+            for a in acked {
+                for id in &a.ids {
+                    mark.execute(params![at_ms, id])
+                        .map_err(|e| classify(&path, e))?;
+                }
+                let n = i64::try_from(a.ids.len()).unwrap_or(i64::MAX);
+                match a.route {
+                    Route::Realtime => realtime += n,
+                    Route::Batch => batch += n,
+                }
+                late += i64::try_from(a.late).unwrap_or(0);
+            }
+            tx.execute(
+                "UPDATE agent_status SET last_ack_ms = ?2,
+                    published_realtime = published_realtime + ?3,
+                    published_batch = published_batch + ?4,
+                    published_late = published_late + ?5,
+                    outbox_depth = (SELECT count(*) FROM readings
+                                    WHERE node = ?1 AND published_ms IS NULL)
+                 WHERE node = ?1",
+                params![node, at_ms, realtime, batch, late],
+            )
+            .map_err(|e| classify(&path, e))?;
+        }
+        tx.commit().map_err(|e| classify(&path, e))
+    }
+
+    /// Records the publisher's view of the broker.
+    pub fn set_broker(
+        &self,
+        node: &str,
+        state: BrokerState,
+        error: Option<&str>,
+        since_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE agent_status SET broker_state = ?2, broker_error = ?3, broker_since_ms = ?4
+                 WHERE node = ?1",
+                params![node, state.as_str(), error, since_ms],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The publisher's view of the broker for `node`, if the agent ran.
+    pub fn broker(&self, node: &str) -> Result<Option<BrokerStatus>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT broker_state, broker_error, broker_since_ms, last_ack_ms,
+                        published_realtime, published_batch, published_late, outbox_depth
+                 FROM agent_status WHERE node = ?1",
+                [node],
+                |r| {
+                    let state: String = r.get(0)?;
+                    Ok(BrokerStatus {
+                        state: BrokerState::parse(&state).ok_or_else(|| bad_text(0, &state))?,
+                        error: r.get(1)?,
+                        since_ms: r.get(2)?,
+                        last_ack_ms: r.get(3)?,
+                        published_realtime: r.get(4)?,
+                        published_batch: r.get(5)?,
+                        published_late: r.get(6)?,
+                        outbox_depth: r.get(7)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
     }
 
     /// How many readings of `node` wait for the broker's acknowledgement.
@@ -995,6 +1210,92 @@ mod tests {
         Store::open(&path, Access::ReadOnly).unwrap();
         drop(first);
         Store::open(&path, Access::Writer).unwrap();
+    }
+
+    #[test]
+    fn outbox_lists_unpublished_rows_and_acks_count_per_route() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let mut w = Store::open(&path, Access::Writer).unwrap();
+        let rows: Vec<_> = (0..5)
+            .map(|i| {
+                reading(
+                    "a",
+                    i,
+                    20.0,
+                    if i == 2 {
+                        Route::Realtime
+                    } else {
+                        Route::Batch
+                    },
+                )
+            })
+            .collect();
+        w.commit_cycle(&rows, &[], &status()).unwrap();
+        let mut o = Store::open(&path, Access::Outbox).unwrap();
+        assert_eq!(o.outbox("pi", 0, 100).unwrap().len(), 5);
+        assert_eq!(
+            o.outbox("pi", 3, 100)
+                .unwrap()
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+        o.set_broker("pi", BrokerState::Connected, None, 7).unwrap();
+        let acked = [
+            Acked {
+                route: Route::Realtime,
+                ids: vec![3],
+                late: 0,
+            },
+            Acked {
+                route: Route::Batch,
+                ids: vec![1, 2],
+                late: 0,
+            },
+        ];
+        o.mark_published("pi", &acked, 99).unwrap();
+        let left: Vec<i64> = o
+            .outbox("pi", 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, vec![4, 5]);
+        let b = o.broker("pi").unwrap().unwrap();
+        assert_eq!(b.state, BrokerState::Connected);
+        assert_eq!(
+            (b.published_realtime, b.published_batch, b.outbox_depth),
+            (1, 2, 2)
+        );
+        assert_eq!(b.last_ack_ms, Some(99));
+        // A later heartbeat does not clobber the publisher's columns.
+        w.commit_cycle(&[], &[], &status()).unwrap();
+        assert_eq!(o.broker("pi").unwrap().unwrap().published_batch, 2);
+    }
+
+    #[test]
+    fn version_one_logs_are_migrated_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+            c.execute_batch(
+                "INSERT INTO agent_status VALUES ('pi', 'stopped', 1, 'old', 0, 0, 15000, 0)",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path, Access::Writer).unwrap();
+        assert_eq!(s.identity().unwrap().0, SCHEMA_VERSION);
+        assert_eq!(
+            s.broker("pi").unwrap().unwrap().state,
+            BrokerState::Disabled
+        );
     }
 
     #[test]

@@ -83,8 +83,6 @@ fn readme_queries_run_against_a_real_log() {
     assert_eq!(latest.lines().count(), 4, "{latest}");
     assert!(latest.lines().all(|l| l.contains("|29|")), "{latest}");
     let outbox = run(&blocks[4]);
-    assert!(
-        outbox.starts_with("120|"),
-        "all 120 readings wait for a broker: {outbox}"
-    );
+    // The demo's embedded broker acknowledged all 120 readings.
+    assert!(outbox.starts_with("0|"), "{outbox}");
 }

@@ -23,9 +23,17 @@ use crate::domain::Reading;
 /// drains the log's outbox; until one is configured, readings simply stay in
 /// the outbox (`published_ms` NULL) and are sent once a publisher exists.
 pub trait Publisher: Send {
+    /// Called once the log exists and is migrated, before the first cycle:
+    /// from here on the publisher may read it.
+    fn ready(&mut self) {}
+
     /// Called after each successful commit with the cycle's readings. Must
     /// not block: the sensor loop never waits on the network.
     fn committed(&mut self, readings: &[Reading]);
+
+    /// Called once after the last commit: send what can be sent, say
+    /// `offline`, disconnect. Bounded in time.
+    fn close(self) -> impl Future<Output = ()> + Send;
 }
 
 /// The publisher of an agent without a broker: everything stays in the
@@ -35,6 +43,8 @@ pub struct Unpublished;
 
 impl Publisher for Unpublished {
     fn committed(&mut self, _readings: &[Reading]) {}
+
+    async fn close(self) {}
 }
 
 /// How the loop runs, beyond the config.
@@ -90,6 +100,7 @@ pub async fn run(
     let mut station = tokio::task::spawn_blocking(move || Station::open(&cfg, period, clock))
         .await
         .context("the start-up thread panicked")??;
+    publisher.ready();
     tracing::info!(
         node = %config.node,
         sensors = station.slots.len(),
@@ -134,10 +145,11 @@ pub async fn run(
             break;
         }
     }
-    tokio::task::spawn_blocking(move || station.stop())
+    let stopped = tokio::task::spawn_blocking(move || station.stop())
         .await
-        .context("the sensor thread panicked")?
-        .context("cannot record the clean stop in the log")?;
+        .context("the sensor thread panicked")?;
+    publisher.close().await;
+    stopped.context("cannot record the clean stop in the log")?;
     Ok(summary)
 }
 

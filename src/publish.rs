@@ -1,0 +1,735 @@
+//! MQTT publishing that never loses a reading (DESIGN.md, "Data flow").
+//!
+//! The `SQLite` log is the outbox: a row is committed before it is
+//! published, and gets `published_ms` only when the broker's PUBACK for the
+//! message that carried it arrives. rumqttc neither returns packet ids from
+//! `publish` nor keeps its pending queue across a clean-session reconnect,
+//! so this module does not rely on it:
+//!
+//! - one task owns the connection; every message it publishes is queued
+//!   with the rows it carries, and because rumqttc sends requests in order,
+//!   each `Outgoing::Publish(pkid)` event is matched to the front of that
+//!   queue; a `PubAck(pkid)` then marks exactly those rows;
+//! - every connection starts from a fresh client: after a reconnect (or a
+//!   restart) everything still unpublished is read from the log again and
+//!   sent oldest first, at most `WINDOW` rows in flight at a time;
+//! - a real-time row older than `realtime_max_age` when it finally goes out
+//!   is sent on the batch topic with `"late": true`: the real-time path
+//!   carries fresh events only.
+//!
+//! The sensor loop never waits on any of this: `committed` only nudges the
+//! task. Connection problems become the status row's broker state and a
+//! log line, and the task retries with capped exponential backoff.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agent::{Publisher, now_ms};
+use crate::config::{Config, MqttConfig};
+use crate::domain::{Route, Topics, WireReading, ha_discovery};
+use crate::store::{Access, Acked, BrokerState, Store, StoredReading};
+
+/// Most rows handed to the broker and not yet acknowledged (or waiting in
+/// the batch buffer). Bounds memory and the resend rate after an outage:
+/// new rows are read from the log as acknowledgements free the window.
+const WINDOW: usize = 4_000;
+
+/// Rows read from the log per query.
+const FETCH: usize = 1_000;
+
+/// Backoff between connection attempts: doubles from the first to the cap.
+const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_mins(1));
+
+/// How long a clean shutdown waits for outstanding acknowledgements.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// The topic Home Assistant announces its restarts on.
+const HA_STATUS: &str = "homeassistant/status";
+
+enum Cmd {
+    Committed,
+    Close(oneshot::Sender<()>),
+}
+
+/// The agent's publisher over MQTT; see the module docs.
+pub struct MqttPublisher {
+    tx: mpsc::UnboundedSender<Cmd>,
+    /// The task's context and inbox until `ready` starts it.
+    pending: Option<(Ctx, mpsc::UnboundedReceiver<Cmd>)>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MqttPublisher {
+    /// A publisher for `mqtt`; its task starts (on the current tokio
+    /// runtime) when the agent says the log is ready.
+    pub fn new(config: &Config, mqtt: &MqttConfig) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = Ctx {
+            node: config.node.clone(),
+            topics: Topics::new(&mqtt.topic_prefix, &config.node),
+            mqtt: mqtt.clone(),
+            db: config.db.clone(),
+            sensors: config.sensors.iter().map(|s| s.id.clone()).collect(),
+            expire_after_s: (config.interval * 3).as_secs().max(1),
+            store: Arc::new(Mutex::new(None)),
+        };
+        Self {
+            tx,
+            pending: Some((ctx, rx)),
+            task: None,
+        }
+    }
+}
+
+impl Publisher for MqttPublisher {
+    fn ready(&mut self) {
+        if let Some((ctx, rx)) = self.pending.take() {
+            self.task = Some(tokio::spawn(run(ctx, rx)));
+        }
+    }
+
+    fn committed(&mut self, _readings: &[crate::domain::Reading]) {
+        // The task reads the rows from the log itself: nothing to copy.
+        let _ = self.tx.send(Cmd::Committed);
+    }
+
+    async fn close(self) {
+        let Some(task) = self.task else { return };
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Cmd::Close(done)).is_ok() {
+            let _ = tokio::time::timeout(CLOSE_GRACE * 2, wait).await;
+        }
+        task.abort();
+    }
+}
+
+/// What the task knows, shared by its sessions.
+struct Ctx {
+    node: String,
+    topics: Topics,
+    mqtt: MqttConfig,
+    db: std::path::PathBuf,
+    sensors: Vec<String>,
+    expire_after_s: u64,
+    /// The outbox connection, opened on first use (the agent creates and
+    /// migrates the file before the first commit).
+    store: Arc<Mutex<Option<Store>>>,
+}
+
+impl Ctx {
+    /// Runs `f` on the outbox connection, off the async runtime.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        let store = self.store.clone();
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = store.lock().unwrap_or_else(PoisonError::into_inner);
+            if guard.is_none() {
+                *guard = Some(Store::open(&db, Access::Outbox).map_err(|e| e.to_string())?);
+            }
+            let s = guard.as_mut().expect("opened just above");
+            f(s).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("the database thread failed: {e}"))?
+    }
+
+    async fn set_state(&self, state: BrokerState, error: Option<String>) {
+        let node = self.node.clone();
+        let since = now_ms();
+        if let Err(e) = self
+            .with_store(move |s| s.set_broker(&node, state, error.as_deref(), since))
+            .await
+        {
+            tracing::warn!("cannot record the broker state in the log: {e}");
+        }
+    }
+}
+
+/// How a session ended.
+enum Ended {
+    /// The agent is shutting down.
+    Closed,
+    /// The connection failed or was lost.
+    Lost { error: String, was_connected: bool },
+}
+
+async fn run(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+    let mut backoff = BACKOFF.0;
+    loop {
+        ctx.set_state(BrokerState::Connecting, None).await;
+        match session(&ctx, &mut rx).await {
+            Ended::Closed => return,
+            Ended::Lost {
+                error,
+                was_connected,
+            } => {
+                if was_connected {
+                    backoff = BACKOFF.0;
+                }
+                tracing::warn!(
+                    broker = %ctx.mqtt.url,
+                    retry_in = %humantime::format_duration(backoff),
+                    "MQTT: {error}; readings stay in the local log and are sent once the broker is back"
+                );
+                ctx.set_state(BrokerState::Disconnected, Some(error)).await;
+            }
+        }
+        let pause = tokio::time::sleep(backoff);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => break,
+                cmd = rx.recv() => match cmd {
+                    Some(Cmd::Committed) => {}
+                    Some(Cmd::Close(done)) => {
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// The connection options; the password and certificates are read here,
+/// at every attempt, so a fixed file is picked up without a restart.
+fn options(ctx: &Ctx) -> Result<MqttOptions, String> {
+    let m = &ctx.mqtt;
+    let mut o = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_clean_session(true);
+    o.set_inflight(200);
+    o.set_max_packet_size(4 << 20, 4 << 20);
+    o.set_last_will(LastWill::new(
+        ctx.topics.status(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let password = m.password()?;
+    match (&m.username, password) {
+        (Some(user), p) => {
+            o.set_credentials(user.clone(), p.as_ref().map_or("", |p| p.expose()));
+        }
+        (None, Some(_)) => {
+            return Err("a password is configured but no username: set mqtt.username".into());
+        }
+        (None, None) => {}
+    }
+    if m.tls {
+        let tls = tls_config(m)?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
+    }
+    Ok(o)
+}
+
+/// TLS with the configured CA (or the system's roots) and, optionally, a
+/// client certificate; rustls on the `ring` provider.
+pub fn tls_config(m: &MqttConfig) -> Result<rustls::ClientConfig, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = &m.ca_file {
+        let certs = CertificateDer::pem_file_iter(ca)
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(format!("ca_file {} holds no PEM certificate", ca.display()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
+        }
+    } else {
+        let native = rustls_native_certs::load_native_certs();
+        for c in native.certs {
+            let _ = roots.add(c);
+        }
+        if roots.is_empty() {
+            return Err(
+                "no CA certificates found on this system (install ca-certificates) \
+                 and no mqtt.ca_file configured"
+                    .into(),
+            );
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_root_certificates(roots);
+    match &m.client_cert {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| format!("cannot read client_cert {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("cannot read client_key {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("client certificate: {e}"))
+        }
+    }
+}
+
+/// A connection error in words that say what to check.
+fn describe(e: &ConnectionError, m: &MqttConfig) -> String {
+    use rumqttc::ConnectReturnCode as Code;
+    match e {
+        ConnectionError::ConnectionRefused(Code::BadUserNamePassword) => format!(
+            "the broker at {} refused the user name or password; check mqtt.username and the \
+             password (password_file or {})",
+            m.url,
+            crate::config::PASSWORD_ENV
+        ),
+        ConnectionError::ConnectionRefused(Code::NotAuthorized) => format!(
+            "the broker at {} refused this client (not authorized); check the credentials and \
+             the broker's ACL",
+            m.url
+        ),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker at {} refused the connection: {code:?}", m.url)
+        }
+        ConnectionError::Io(io) => format!("cannot reach the broker at {}: {io}", m.url),
+        other => {
+            let text = other.to_string();
+            if text.contains("certificate") || text.contains("Tls") || text.contains("TLS") {
+                format!(
+                    "TLS with {} failed: {text}; check mqtt.ca_file (the CA that signed the \
+                     broker's certificate) and that the URL's host matches the certificate",
+                    m.url
+                )
+            } else {
+                format!("connection to {} failed: {text}", m.url)
+            }
+        }
+    }
+}
+
+/// Polls the event loop on its own task and forwards everything, so the
+/// session can await `publish` (which waits for channel space) without
+/// starving the loop that makes that space.
+fn drive(
+    mut eventloop: EventLoop,
+) -> (
+    mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    AbortOnDrop,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let ev = eventloop.poll().await;
+            let stop = ev.is_err();
+            if tx.send(ev).is_err() || stop {
+                break;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
+    let lost = |error: String, was_connected| Ended::Lost {
+        error,
+        was_connected,
+    };
+    let opts = match options(ctx) {
+        Ok(o) => o,
+        Err(e) => return lost(e, false),
+    };
+    let (client, eventloop) = AsyncClient::new(opts, 512);
+    let (mut events, _driver) = drive(eventloop);
+    // Wait for the CONNACK (or the failure), staying responsive to close.
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return lost(describe(&e, &ctx.mqtt), false),
+                None => return lost("the MQTT event loop stopped".into(), false),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Committed) => {}
+                Some(Cmd::Close(done)) => {
+                    let _ = done.send(());
+                    return Ended::Closed;
+                }
+                None => return Ended::Closed,
+            },
+        }
+    }
+    tracing::info!(broker = %ctx.mqtt.url, "MQTT connected");
+    ctx.set_state(BrokerState::Connected, None).await;
+    let mut s = Session::new(client);
+    let started = async {
+        s.control(&ctx.topics.status(), "online".into(), true)
+            .await?;
+        if ctx.mqtt.ha_discovery {
+            s.client
+                .subscribe(HA_STATUS, QoS::AtLeastOnce)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.announce(ctx).await?;
+        }
+        s.pump(ctx).await
+    };
+    if let Err(e) = started.await {
+        return lost(e, true);
+    }
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        let step: Result<(), String> = tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Ok(ev)) => s.on_event(ctx, ev).await,
+                Some(Err(e)) => Err(describe(&e, &ctx.mqtt)),
+                None => Err("the MQTT event loop stopped".into()),
+            },
+            cmd = rx.recv() => match cmd {
+                Some(Cmd::Committed) => s.pump(ctx).await,
+                Some(Cmd::Close(done)) => {
+                    s.close(ctx, &mut events).await;
+                    let _ = done.send(());
+                    return Ended::Closed;
+                }
+                None => return Ended::Closed,
+            },
+            _ = tick.tick() => async {
+                s.flush_acks(ctx).await;
+                s.flush_batch(ctx, false).await?;
+                s.pump(ctx).await
+            }.await,
+        };
+        if let Err(e) = step {
+            // Acknowledged rows are marked before the session is dropped;
+            // the rest are sent again by the next session.
+            s.flush_acks(ctx).await;
+            return lost(e, true);
+        }
+    }
+}
+
+/// What one published message carried.
+struct Msg {
+    /// The rows to mark when it is acknowledged; `None` for control
+    /// messages (status, state, discovery).
+    rows: Option<Acked>,
+}
+
+/// One connection's bookkeeping.
+struct Session {
+    client: AsyncClient,
+    /// Published, waiting for their `Outgoing::Publish(pkid)` event.
+    queued: VecDeque<Msg>,
+    /// Sent with a packet id, waiting for the PUBACK.
+    inflight: HashMap<u16, Msg>,
+    /// Acknowledged rows not yet marked in the log.
+    acks: Vec<Acked>,
+    /// The last row id read from the outbox in this session.
+    sent_upto: i64,
+    /// Rows in flight, queued or in the batch buffer (bounded by `WINDOW`).
+    window: usize,
+    /// Batch rows waiting for their flush, with their late flag.
+    batch: Vec<(StoredReading, bool)>,
+}
+
+impl Session {
+    fn new(client: AsyncClient) -> Self {
+        Self {
+            client,
+            queued: VecDeque::new(),
+            inflight: HashMap::new(),
+            acks: Vec::new(),
+            sent_upto: 0,
+            window: 0,
+            batch: Vec::new(),
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        topic: &str,
+        payload: Vec<u8>,
+        retain: bool,
+        msg: Msg,
+    ) -> Result<(), String> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .map_err(|e| format!("publish failed: {e}"))?;
+        self.queued.push_back(msg);
+        Ok(())
+    }
+
+    async fn control(&mut self, topic: &str, payload: String, retain: bool) -> Result<(), String> {
+        self.publish(topic, payload.into_bytes(), retain, Msg { rows: None })
+            .await
+    }
+
+    async fn announce(&mut self, ctx: &Ctx) -> Result<(), String> {
+        for sensor in &ctx.sensors {
+            let (topic, payload) = ha_discovery(
+                &ctx.topics,
+                &ctx.node,
+                sensor,
+                ctx.expire_after_s,
+                env!("CARGO_PKG_VERSION"),
+            );
+            self.control(&topic, payload.to_string(), true).await?;
+        }
+        tracing::info!(
+            sensors = ctx.sensors.len(),
+            "announced the sensors to Home Assistant"
+        );
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ctx: &Ctx, ev: Event) -> Result<(), String> {
+        match ev {
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                let msg = self
+                    .queued
+                    .pop_front()
+                    .ok_or("rumqttc sent a publish this session did not queue")?;
+                self.inflight.insert(pkid, msg);
+            }
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(Msg { rows: Some(rows) }) = self.inflight.remove(&ack.pkid) {
+                    self.window = self.window.saturating_sub(rows.ids.len());
+                    self.acks.push(rows);
+                    if self.acks.len() >= 256 {
+                        self.flush_acks(ctx).await;
+                    }
+                    self.pump(ctx).await?;
+                }
+            }
+            Event::Incoming(Packet::Publish(p))
+                if p.topic == HA_STATUS && p.payload.as_ref() == b"online" =>
+            {
+                self.announce(ctx).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Marks acknowledged rows in the log.
+    async fn flush_acks(&mut self, ctx: &Ctx) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks);
+        let node = ctx.node.clone();
+        if let Err(e) = ctx
+            .with_store(move |s| s.mark_published(&node, &acks, now_ms()))
+            .await
+        {
+            // The rows stay unpublished and are sent again: duplicates,
+            // never losses.
+            tracing::error!("cannot mark acknowledged readings in the log: {e}");
+        }
+    }
+
+    /// Reads unpublished rows from the log while the window has room and
+    /// routes each: fresh real-time rows at once, the rest into the batch.
+    async fn pump(&mut self, ctx: &Ctx) -> Result<(), String> {
+        while self.window < WINDOW {
+            let (node, after) = (ctx.node.clone(), self.sent_upto);
+            let limit = FETCH.min(WINDOW - self.window);
+            let rows = ctx
+                .with_store(move |s| s.outbox(&node, after, limit))
+                .await
+                .map_err(|e| format!("cannot read the outbox: {e}"))?;
+            let Some(last) = rows.last() else { break };
+            self.sent_upto = last.id;
+            let now = now_ms();
+            let max_age = i64::try_from(ctx.mqtt.realtime_max_age.as_millis()).unwrap_or(i64::MAX);
+            for row in rows {
+                self.window += 1;
+                let fresh = now - row.reading.ts_ms <= max_age;
+                if fresh {
+                    let state = serde_json::to_vec(&WireReading::from(&row.reading))
+                        .map_err(|e| e.to_string())?;
+                    self.publish(
+                        &ctx.topics.state(&row.reading.sensor),
+                        state,
+                        true,
+                        Msg { rows: None },
+                    )
+                    .await?;
+                }
+                match (row.reading.route, fresh) {
+                    (Route::Realtime, true) => {
+                        let payload = serde_json::to_vec(&WireReading::from(&row.reading))
+                            .map_err(|e| e.to_string())?;
+                        let rows = Acked {
+                            route: Route::Realtime,
+                            ids: vec![row.id],
+                            late: 0,
+                        };
+                        self.publish(
+                            &ctx.topics.realtime(),
+                            payload,
+                            false,
+                            Msg { rows: Some(rows) },
+                        )
+                        .await?;
+                    }
+                    (Route::Realtime, false) => self.batch.push((row, true)),
+                    (Route::Batch, _) => self.batch.push((row, false)),
+                }
+            }
+            self.flush_batch(ctx, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch buffer in messages of at most `batch_max` readings:
+    /// when it is full, when its oldest reading has waited `batch_interval`,
+    /// or always when `all`.
+    async fn flush_batch(&mut self, ctx: &Ctx, all: bool) -> Result<(), String> {
+        let max = ctx.mqtt.batch_max;
+        let wait = i64::try_from(ctx.mqtt.batch_interval.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let due = match self.batch.first() {
+                None => false,
+                Some((oldest, _)) => {
+                    all || self.batch.len() >= max || now_ms() - oldest.reading.ts_ms >= wait
+                }
+            };
+            if !due {
+                return Ok(());
+            }
+            let take = self.batch.len().min(max);
+            let chunk: Vec<(StoredReading, bool)> = self.batch.drain(..take).collect();
+            let wire: Vec<WireReading<'_>> = chunk
+                .iter()
+                .map(|(r, late)| WireReading {
+                    late: *late,
+                    ..WireReading::from(&r.reading)
+                })
+                .collect();
+            let payload = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
+            let rows = Acked {
+                route: Route::Batch,
+                ids: chunk.iter().map(|(r, _)| r.id).collect(),
+                late: chunk.iter().filter(|(_, late)| *late).count(),
+            };
+            self.publish(
+                &ctx.topics.batch(),
+                payload,
+                false,
+                Msg { rows: Some(rows) },
+            )
+            .await?;
+        }
+    }
+
+    /// A clean stop: send the batch buffer, wait (briefly) for the broker to
+    /// acknowledge what is in flight, mark it, then say `offline`.
+    async fn close(
+        &mut self,
+        ctx: &Ctx,
+        events: &mut mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    ) {
+        let _ = self.pump(ctx).await;
+        let _ = self.flush_batch(ctx, true).await;
+        let _ = self
+            .control(&ctx.topics.status(), "offline".into(), true)
+            .await;
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        while !(self.queued.is_empty() && self.inflight.is_empty()) {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(Ok(ev))) => {
+                    // No new rows during a stop: only bookkeeping.
+                    match ev {
+                        Event::Outgoing(Outgoing::Publish(pkid)) => {
+                            if let Some(msg) = self.queued.pop_front() {
+                                self.inflight.insert(pkid, msg);
+                            }
+                        }
+                        Event::Incoming(Packet::PubAck(ack)) => {
+                            if let Some(Msg { rows: Some(rows) }) = self.inflight.remove(&ack.pkid)
+                            {
+                                self.acks.push(rows);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.flush_acks(ctx).await;
+        let _ = self.client.disconnect().await;
+        // Let the DISCONNECT reach the wire before the driver is dropped.
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+        ctx.set_state(BrokerState::Disconnected, Some("agent stopped".into()))
+            .await;
+    }
+}
+
+/// The publisher a config asks for: MQTT when `[mqtt]` (or `[broker]`) is
+/// set, otherwise none (rows stay in the outbox).
+pub enum AnyPublisher {
+    /// Publishing over MQTT.
+    Mqtt(Box<MqttPublisher>),
+    /// No broker configured.
+    Unpublished(crate::agent::Unpublished),
+}
+
+impl AnyPublisher {
+    /// Starts the publisher `config` asks for (on the current runtime).
+    pub fn for_config(config: &Config) -> Self {
+        match &config.mqtt {
+            Some(m) => AnyPublisher::Mqtt(Box::new(MqttPublisher::new(config, m))),
+            None => AnyPublisher::Unpublished(crate::agent::Unpublished),
+        }
+    }
+}
+
+impl Publisher for AnyPublisher {
+    fn ready(&mut self) {
+        match self {
+            AnyPublisher::Mqtt(p) => p.ready(),
+            AnyPublisher::Unpublished(p) => p.ready(),
+        }
+    }
+
+    fn committed(&mut self, readings: &[crate::domain::Reading]) {
+        match self {
+            AnyPublisher::Mqtt(p) => p.committed(readings),
+            AnyPublisher::Unpublished(p) => p.committed(readings),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            AnyPublisher::Mqtt(p) => (*p).close().await,
+            AnyPublisher::Unpublished(p) => p.close().await,
+        }
+    }
+}
