@@ -517,7 +517,11 @@ impl Session {
                 self.inflight.insert(pkid, msg);
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Msg { rows: Some(rows) }) = self.inflight.remove(&ack.pkid) {
+                if let Some(Msg {
+                    rows: Some(mut rows),
+                }) = self.inflight.remove(&ack.pkid)
+                {
+                    rows.at_ms = now_ms();
                     self.window = self.window.saturating_sub(rows.ids.len());
                     self.acks.push(rows);
                     if self.acks.len() >= 256 {
@@ -544,7 +548,7 @@ impl Session {
         let acks = std::mem::take(&mut self.acks);
         let node = ctx.node.clone();
         if let Err(e) = ctx
-            .with_store(move |s| s.mark_published(&node, &acks, now_ms()))
+            .with_store(move |s| s.mark_published(&node, &acks))
             .await
         {
             // The rows stay unpublished and are sent again: duplicates,
@@ -589,6 +593,7 @@ impl Session {
                             route: Route::Realtime,
                             ids: vec![row.id],
                             late: 0,
+                            at_ms: 0,
                         };
                         self.publish(
                             &ctx.topics.realtime(),
@@ -637,6 +642,7 @@ impl Session {
                 route: Route::Batch,
                 ids: chunk.iter().map(|(r, _)| r.id).collect(),
                 late: chunk.iter().filter(|(_, late)| *late).count(),
+                at_ms: 0,
             };
             self.publish(
                 &ctx.topics.batch(),
@@ -672,8 +678,11 @@ impl Session {
                             }
                         }
                         Event::Incoming(Packet::PubAck(ack)) => {
-                            if let Some(Msg { rows: Some(rows) }) = self.inflight.remove(&ack.pkid)
+                            if let Some(Msg {
+                                rows: Some(mut rows),
+                            }) = self.inflight.remove(&ack.pkid)
                             {
+                                rows.at_ms = now_ms();
                                 self.acks.push(rows);
                             }
                         }

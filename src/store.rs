@@ -280,6 +280,8 @@ pub struct Acked {
     pub ids: Vec<i64>,
     /// How many of them were real-time rows sent late, on the batch topic.
     pub late: usize,
+    /// When the PUBACK arrived (Unix ms): becomes their `published_ms`.
+    pub at_ms: i64,
 }
 
 /// The publisher's connection state.
@@ -741,14 +743,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// Marks rows acknowledged by the broker at `at_ms`, and counts them in
-    /// the status row per route taken.
-    pub fn mark_published(
-        &mut self,
-        node: &str,
-        acked: &[Acked],
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
+    /// Marks acknowledged rows with the time their PUBACK arrived, and
+    /// counts them in the status row per route taken.
+    pub fn mark_published(&mut self, node: &str, acked: &[Acked]) -> Result<(), StoreError> {
+        let at_ms = acked.iter().map(|a| a.at_ms).max().unwrap_or(0);
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
         {
@@ -760,7 +758,7 @@ impl Store {
             let (mut realtime, mut batch, mut late) = (0i64, 0i64, 0i64);
             for a in acked {
                 for id in &a.ids {
-                    mark.execute(params![at_ms, id])
+                    mark.execute(params![a.at_ms, id])
                         .map_err(|e| classify(&path, e))?;
                 }
                 let n = i64::try_from(a.ids.len()).unwrap_or(i64::MAX);
@@ -771,7 +769,7 @@ impl Store {
                 late += i64::try_from(a.late).unwrap_or(0);
             }
             tx.execute(
-                "UPDATE agent_status SET last_ack_ms = ?2,
+                "UPDATE agent_status SET last_ack_ms = max(coalesce(last_ack_ms, 0), ?2),
                     published_realtime = published_realtime + ?3,
                     published_batch = published_batch + ?4,
                     published_late = published_late + ?5,
@@ -1248,14 +1246,16 @@ mod tests {
                 route: Route::Realtime,
                 ids: vec![3],
                 late: 0,
+                at_ms: 98,
             },
             Acked {
                 route: Route::Batch,
                 ids: vec![1, 2],
                 late: 0,
+                at_ms: 99,
             },
         ];
-        o.mark_published("pi", &acked, 99).unwrap();
+        o.mark_published("pi", &acked).unwrap();
         let left: Vec<i64> = o
             .outbox("pi", 0, 100)
             .unwrap()
