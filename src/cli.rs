@@ -397,6 +397,41 @@ fn describe_config(c: &Config) -> String {
         };
         let _ = writeln!(out, "  sensor    {} ({what})", s.id);
     }
+    if let Some(m) = &c.mqtt {
+        // The password itself is never printed: only where it comes from.
+        let password = match &m.password {
+            config::PasswordSource::None => "none".to_string(),
+            config::PasswordSource::Inline(_) => "set in this file (hidden)".to_string(),
+            config::PasswordSource::File(f) => format!("from {}", f.display()),
+        };
+        let _ = writeln!(
+            out,
+            "  mqtt      {} as {:?}, user {}, password {password}{}, topics {}/{}/..., \
+             batch every {} or {} readings{}",
+            m.url,
+            m.client_id,
+            m.username.as_deref().unwrap_or("(none)"),
+            if std::env::var_os(config::PASSWORD_ENV).is_some() {
+                format!(" (overridden by {})", config::PASSWORD_ENV)
+            } else {
+                String::new()
+            },
+            m.topic_prefix,
+            c.node,
+            humantime::format_duration(m.batch_interval),
+            m.batch_max,
+            if m.ha_discovery {
+                ", Home Assistant discovery"
+            } else {
+                ""
+            },
+        );
+    } else {
+        let _ = writeln!(out, "  mqtt      none: readings stay in the outbox");
+    }
+    if let Some(b) = &c.broker {
+        let _ = writeln!(out, "  broker    embedded, listening on {}", b.listen);
+    }
     out
 }
 

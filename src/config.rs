@@ -1241,6 +1241,45 @@ mod tests {
     }
 
     #[test]
+    fn world_readable_secrets_are_found() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.toml");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "s3cret\n").unwrap();
+        let body = format!(
+            "[mqtt]\nurl = \"mqtt://x\"\nusername = \"u\"\npassword_file = \"pw\"\n{MINIMAL}"
+        );
+        std::fs::write(&path, &body).unwrap();
+        let mode =
+            |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(&pw, 0o644);
+        let c = Config::load(&path).unwrap();
+        assert_eq!(world_readable_secrets(&c), vec![pw.clone()]);
+        assert_eq!(
+            c.mqtt
+                .as_ref()
+                .unwrap()
+                .password()
+                .unwrap()
+                .unwrap()
+                .expose(),
+            "s3cret"
+        );
+        mode(&pw, 0o640);
+        assert!(world_readable_secrets(&c).is_empty());
+        // A password inline in a world-readable config file.
+        std::fs::write(
+            &path,
+            body.replace("password_file = \"pw\"", "password = \"p\""),
+        )
+        .unwrap();
+        mode(&path, 0o644);
+        let c = Config::load(&path).unwrap();
+        assert_eq!(world_readable_secrets(&c), vec![path.clone()]);
+    }
+
+    #[test]
     fn secrets_never_show_in_debug_output() {
         let c = parse(&format!(
             "[mqtt]\nurl = \"mqtt://x\"\npassword = \"hunter2\"\n{MINIMAL}"
