@@ -911,6 +911,19 @@ fn second_agent_on_the_same_log_loses_nothing() {
         db.exists() && max_seq(&db, "lab").is_some_and(|s| s >= 2)
     });
     let mut second = spawn("second.err");
+    // Let it get past its start-up (it refuses, or says it runs) before the
+    // ten cycles are counted: under an emulator (scripts/cross-test) starting
+    // takes longer than ten 50 ms cycles.
+    let second_err_path = dir.path().join("second.err");
+    common::wait_for(
+        Duration::from_secs(30),
+        "the second agent to start or refuse",
+        || {
+            second.child.try_wait().unwrap().is_some()
+                || std::fs::read_to_string(&second_err_path)
+                    .is_ok_and(|e| e.contains("agent running"))
+        },
+    );
     let from = max_seq(&db, "lab").unwrap();
     // Ten more cycles of the log, or the second agent gives up.
     common::wait_for(Duration::from_secs(30), "10 more cycles", || {
