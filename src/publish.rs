@@ -77,7 +77,13 @@ impl MqttPublisher {
             mqtt: mqtt.clone(),
             db: config.db.clone(),
             sensors: config.sensors.iter().map(|s| s.id.clone()).collect(),
-            expire_after_s: (config.interval * 3).as_secs().max(1),
+            // Three intervals, rounded up to whole seconds.
+            expire_after_s: (config.interval * 3)
+                .as_millis()
+                .div_ceil(1000)
+                .try_into()
+                .unwrap_or(u64::MAX)
+                .max(1),
             store: Arc::new(Mutex::new(None)),
         };
         Self {
@@ -298,10 +304,18 @@ fn describe(e: &ConnectionError, m: &MqttConfig) -> String {
             m.url,
             crate::config::PASSWORD_ENV
         ),
+        // Mosquitto answers a wrong user name or password with "not
+        // authorized" (code 5), not code 4.
+        ConnectionError::ConnectionRefused(Code::NotAuthorized) if m.username.is_some() => format!(
+            "the broker at {} refused the login (not authorized): check mqtt.username and the \
+             password (password_file or {}), and the broker's ACL for this client",
+            m.url,
+            crate::config::PASSWORD_ENV
+        ),
         ConnectionError::ConnectionRefused(Code::NotAuthorized) => format!(
-            "the broker at {} refused this client (not authorized); check the credentials and \
-             the broker's ACL",
-            m.url
+            "the broker at {} refused this client (not authorized): it may require a user name \
+             and password (mqtt.username, password_file), or its ACL denies {:?}",
+            m.url, m.client_id
         ),
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker at {} refused the connection: {code:?}", m.url)
@@ -309,10 +323,12 @@ fn describe(e: &ConnectionError, m: &MqttConfig) -> String {
         ConnectionError::Io(io) => format!("cannot reach the broker at {}: {io}", m.url),
         other => {
             let text = other.to_string();
-            if text.contains("certificate") || text.contains("Tls") || text.contains("TLS") {
+            let lower = text.to_lowercase();
+            if lower.contains("certificate") || lower.contains("tls") {
                 format!(
                     "TLS with {} failed: {text}; check mqtt.ca_file (the CA that signed the \
-                     broker's certificate) and that the URL's host matches the certificate",
+                     broker's certificate), that the URL's host matches the certificate, and \
+                     client_cert/client_key if the broker requires a client certificate",
                     m.url
                 )
             } else {
@@ -427,7 +443,11 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
             // Acknowledged rows are marked before the session is dropped;
             // the rest are sent again by the next session.
             s.flush_acks(ctx).await;
-            return lost(e, true);
+            // A send fails because the event loop died: its error says why.
+            let cause = std::iter::from_fn(|| events.try_recv().ok())
+                .find_map(Result::err)
+                .map_or(e, |err| describe(&err, &ctx.mqtt));
+            return lost(cause, true);
         }
     }
 }

@@ -120,7 +120,7 @@ impl Station {
                 produced: 0,
             });
         }
-        Ok(Station {
+        let mut station = Station {
             node: config.node.clone(),
             clock,
             budget: period.mul_f64(0.8),
@@ -137,7 +137,15 @@ impl Station {
                 interval_ms: i64::try_from(config.interval.as_millis()).unwrap_or(i64::MAX),
             },
             pending: (Vec::new(), Vec::new()),
-        })
+        };
+        // The status row exists from the start, so the publisher (started
+        // next) has a row to record the broker state in, and a reader sees
+        // the agent running before its first cycle ends.
+        station
+            .store
+            .commit_cycle(&[], &[], &station.status)
+            .context("cannot write the agent's status row")?;
+        Ok(station)
     }
 
     /// Runs one cycle: reads every sensor (skipping those with `produced >=
