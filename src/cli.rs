@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -60,6 +62,22 @@ pub enum Command {
     /// Diagnose the board, GPIO access, each sensor (with pulse timing) and
     /// the log; one line per problem with its fix
     Doctor(DoctorArgs),
+    /// Live terminal dashboard of a running agent, read from its log (works
+    /// over SSH; q quits, ? shows the keys)
+    Dashboard(DashboardArgs),
+}
+
+/// Options of `dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// `SQLite` log to watch, instead of the config's `db`
+    #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+
+    /// Node to show when the log holds several [default: the one with the
+    /// newest heartbeat]
+    #[arg(long, env = "EDGEPRIO_NODE", value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 /// Options of `doctor`.
@@ -98,8 +116,8 @@ pub struct DemoArgs {
     #[arg(long, env = "EDGEPRIO_COUNT", value_name = "N")]
     pub count: Option<u64>,
 
-    /// Print one line per reading instead of the dashboard (currently the
-    /// only mode: the dashboard is not built yet)
+    /// Print one line per reading instead of the dashboard (the default
+    /// when stdout is not a terminal)
     #[arg(long, env = "EDGEPRIO_NO_DASHBOARD")]
     pub no_dashboard: bool,
 
@@ -288,6 +306,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ReadOnce => Ok(read_once(&Config::load(&config_path())?)),
+        Command::Dashboard(args) => {
+            let db = match args.db {
+                Some(db) => db,
+                None => Config::load(&config_path())?.db,
+            };
+            let stop = stop_flag()?;
+            crate::dashboard::run(&db, args.node.as_deref(), || stop.load(Ordering::Relaxed))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor(args) => {
             let path = config_path();
             println!("edgeprio doctor: {}", path.display());
@@ -328,6 +355,41 @@ fn warn_world_readable_secrets(config: &Config) {
              chmod 640 it (and chgrp it to the agent's group)"
         );
     }
+}
+
+/// A flag raised by SIGTERM, SIGHUP (an SSH session that drops) or SIGINT,
+/// for the blocking dashboard loop. The handlers are installed before this
+/// returns.
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let flag = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal thread")?;
+    let (mut term, mut hup, mut int) = {
+        let _ctx = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+            signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        )
+    };
+    let raised = flag.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = hup.recv() => {}
+                    _ = int.recv() => {}
+                }
+            });
+            raised.store(true, Ordering::Relaxed);
+        })
+        .context("cannot start the signal thread")?;
+    Ok(flag)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -452,28 +514,7 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     config.db = args.db;
-    let watch = match (&args.broker, &config.mqtt) {
-        (Some(url), _) => {
-            config.mqtt = Some(config::mqtt_from_url(url, &config.node, config.interval)?);
-            url.clone()
-        }
-        (None, Some(m)) => m.url.clone(),
-        (None, None) => {
-            let addr = crate::broker::free_loopback_addr().map_err(anyhow::Error::msg)?;
-            crate::broker::start(addr).map_err(anyhow::Error::msg)?;
-            config.mqtt = Some(config::MqttConfig::local(
-                addr,
-                &config.node,
-                config.interval,
-            ));
-            format!("embedded broker on {addr}")
-        }
-    };
-    let mqtt = config.mqtt.as_ref().expect("set just above");
-    let sub = format!(
-        "mosquitto_sub -h {} -p {} -t '{}/#' -v",
-        mqtt.host, mqtt.port, mqtt.topic_prefix
-    );
+    let (watch, sub) = demo_mqtt(&mut config, args.broker.as_deref())?;
     let opts = RunOptions {
         period: Duration::from_secs_f64(config.interval.as_secs_f64() / args.speed),
         count: args.count,
@@ -492,29 +533,34 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     let _ = writeln!(std::io::stderr(), "MQTT: {watch}; watch it with: {sub}");
     let mut totals = (0u64, 0u64);
-    let summary = runtime()?.block_on(async {
-        let shutdown = shutdown_signal()?;
-        let publisher = AnyPublisher::for_config(&config);
-        agent::run(
-            &config,
-            opts,
-            publisher,
-            |report| {
-                for r in &report.readings {
-                    match r.route {
-                        Route::Realtime => totals.0 += 1,
-                        Route::Batch => totals.1 += 1,
+    let with_dashboard = !args.no_dashboard && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let summary = if with_dashboard {
+        demo_with_dashboard(&config, opts)?
+    } else {
+        runtime()?.block_on(async {
+            let shutdown = shutdown_signal()?;
+            let publisher = AnyPublisher::for_config(&config);
+            agent::run(
+                &config,
+                opts,
+                publisher,
+                |report| {
+                    for r in &report.readings {
+                        match r.route {
+                            Route::Realtime => totals.0 += 1,
+                            Route::Batch => totals.1 += 1,
+                        }
                     }
-                }
-                // A closed stdout (`| head`) must not stop the agent.
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(demo_lines(report).as_bytes());
-                let _ = out.flush();
-            },
-            shutdown,
-        )
-        .await
-    })?;
+                    // A closed stdout (`| head`) must not stop the agent.
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(demo_lines(report).as_bytes());
+                    let _ = out.flush();
+                },
+                shutdown,
+            )
+            .await
+        })?
+    };
     let published = Store::open(&config.db, Access::ReadOnly)
         .and_then(|s| s.broker(&config.node))
         .ok()
@@ -527,16 +573,91 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         });
     let _ = writeln!(
         std::io::stderr(),
-        "demo stopped after {} cycles: {} readings ({} realtime, {} batch), {} read errors{published}; \
+        "demo stopped after {} cycles: {} readings{}, {} read errors{published}; \
          inspect the log with: edgeprio query --db {}",
         summary.cycles,
         summary.readings,
-        totals.0,
-        totals.1,
+        if with_dashboard {
+            String::new()
+        } else {
+            format!(" ({} realtime, {} batch)", totals.0, totals.1)
+        },
         summary.errors,
         config.db.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the demo publishes: `--broker URL`, the config's `[mqtt]`, or an
+/// embedded broker on a free loopback port. Returns what to tell the user
+/// and the `mosquitto_sub` line to watch it with.
+fn demo_mqtt(config: &mut Config, broker: Option<&str>) -> anyhow::Result<(String, String)> {
+    let watch = match (broker, &config.mqtt) {
+        (Some(url), _) => {
+            config.mqtt = Some(config::mqtt_from_url(url, &config.node, config.interval)?);
+            url.to_string()
+        }
+        (None, Some(m)) => m.url.clone(),
+        (None, None) => {
+            let addr = crate::broker::free_loopback_addr().map_err(anyhow::Error::msg)?;
+            crate::broker::start(addr).map_err(anyhow::Error::msg)?;
+            config.mqtt = Some(config::MqttConfig::local(
+                addr,
+                &config.node,
+                config.interval,
+            ));
+            format!("embedded broker on {addr}")
+        }
+    };
+    let mqtt = config.mqtt.as_ref().expect("set just above");
+    let sub = format!(
+        "mosquitto_sub -h {} -p {} -t '{}/#' -v",
+        mqtt.host, mqtt.port, mqtt.topic_prefix
+    );
+    Ok((watch, sub))
+}
+
+/// The demo in one process: the agent on its own runtime thread, the
+/// dashboard on this one; quitting the dashboard (or SIGTERM/SIGHUP) stops
+/// the agent cleanly.
+fn demo_with_dashboard(config: &Config, opts: RunOptions) -> anyhow::Result<agent::RunSummary> {
+    let rt = runtime()?;
+    let (stop_agent, stopped) = tokio::sync::oneshot::channel::<()>();
+    let cfg = config.clone();
+    let agent = std::thread::Builder::new()
+        .name("demo-agent".into())
+        .spawn(move || {
+            rt.block_on(async {
+                let publisher = AnyPublisher::for_config(&cfg);
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                agent::run(&cfg, opts, publisher, |_| {}, shutdown).await
+            })
+        })
+        .context("cannot start the agent thread")?;
+    // The agent creates the log; the dashboard opens it read-only.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Store::open(&config.db, Access::ReadOnly).is_err()
+        && !agent.is_finished()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stop = stop_flag()?;
+    let shown = if agent.is_finished() {
+        Ok(())
+    } else {
+        crate::dashboard::run(&config.db, Some(&config.node), || {
+            stop.load(Ordering::Relaxed)
+        })
+    };
+    let _ = stop_agent.send(());
+    let summary = agent
+        .join()
+        .map_err(|_| anyhow::anyhow!("the agent thread panicked"))??;
+    shown?;
+    Ok(summary)
 }
 
 /// The demo's output for one cycle: one line per reading or failed read.

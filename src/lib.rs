@@ -18,6 +18,8 @@
 //! - [`publish`]: MQTT publishing from the log's outbox, acknowledged row by
 //!   row; [`broker`]: the embedded broker.
 //! - [`config`]: the TOML configuration and its validation.
+//! - [`dashboard`]: the ratatui dashboard: a query layer building `State`
+//!   from the log, rendering that takes `&State`, keys mapped to actions.
 //! - [`doctor`]: diagnoses of the board, GPIO access, sensors and the log.
 //! - [`cli`]: the `edgeprio` command line; `main.rs` only calls it.
 //!
@@ -29,6 +31,7 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod dashboard;
 pub mod doctor;
 pub mod domain;
 pub mod publish;

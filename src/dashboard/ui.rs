@@ -1,0 +1,729 @@
+//! Drawing: [`render`] takes a [`State`] and a `Frame` and nothing else (no
+//! queries, no clock, no locks). Below 100 columns or 32 rows the layout
+//! condenses: shorter sensor panels, and the errors pane folds into the
+//! panels' last-error line.
+
+use ratatui::Frame;
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::symbols::{self, Marker};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{
+    Axis, Block, Cell, Chart, Clear, Dataset, GraphType, LineGauge, Paragraph, Row, Table, Widget,
+};
+
+use super::keys::HELP;
+use super::state::{AgentState, Point, SensorPanel, Split, State, Theme};
+use crate::domain::Route;
+use crate::store::BrokerState;
+
+/// Below this width the layout condenses.
+const WIDE: u16 = 100;
+/// Secondary text: faint, not a color, so it follows `NO_COLOR` too.
+const DIM: Style = Style::new().add_modifier(Modifier::DIM);
+/// Below this height the layout condenses.
+const TALL: u16 = 32;
+
+impl Theme {
+    fn fg(self, color: Color) -> Style {
+        if self.color {
+            Style::new().fg(color)
+        } else {
+            Style::new()
+        }
+    }
+
+    /// Healthy: running, connected, a read that succeeded.
+    fn good(self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    /// Needs a look: stale, connecting.
+    fn warn(self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    }
+
+    /// Broken: stopped, disconnected, an error. Bold so it stands out
+    /// without color too.
+    fn bad(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+
+    /// Titles and labels.
+    fn title(self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+
+    fn route(self, route: Route) -> Style {
+        match route {
+            Route::Realtime => self.fg(Color::Magenta).add_modifier(Modifier::BOLD),
+            Route::Batch => self.fg(Color::Blue),
+        }
+    }
+
+    fn temperature(self) -> Style {
+        self.fg(Color::Red)
+    }
+
+    fn humidity(self) -> Style {
+        self.fg(Color::Blue)
+    }
+}
+
+/// A duration in its largest unit: `42s`, `5m`, `3h`, `2d`.
+pub fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// The UTC time of day of a Unix ms timestamp, `HH:MM:SS`.
+pub fn time_of_day(ts_ms: i64) -> String {
+    let s = ts_ms.div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn percent(ratio: f64) -> String {
+    format!("{:.0}%", ratio * 100.0)
+}
+
+/// Draws the whole dashboard.
+pub fn render(frame: &mut Frame, state: &State) {
+    let area = frame.area();
+    let wide = area.width >= WIDE && area.height >= TALL;
+    let panel_height = if wide { 7 } else { 5 };
+    let table_height = if wide { 14 } else { 7 };
+    let [header, sensors, middle, bottom] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(panel_height),
+        Constraint::Min(6),
+        Constraint::Length(table_height),
+    ])
+    .areas(area);
+    render_header(frame.buffer_mut(), header, state);
+    render_sensors(frame.buffer_mut(), sensors, state, wide);
+    let [chart, routing] = Layout::horizontal([
+        Constraint::Fill(1),
+        Constraint::Length(if wide { 44 } else { 34 }),
+    ])
+    .areas(middle);
+    render_chart(frame, chart, state);
+    RoutingSplit(state).render(routing, frame.buffer_mut());
+    if wide {
+        let [table, errors] =
+            Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).areas(bottom);
+        render_table(frame.buffer_mut(), table, state);
+        render_errors(frame.buffer_mut(), errors, state);
+    } else {
+        render_table(frame.buffer_mut(), bottom, state);
+    }
+    if state.view.help {
+        render_help(frame.buffer_mut(), area, state.view.theme);
+    }
+}
+
+fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
+    let t = state.view.theme;
+    let h = &state.header;
+    let agent_style = match h.agent {
+        AgentState::Running => t.good(),
+        AgentState::Stale | AgentState::Unknown => t.warn(),
+        AgentState::Stopped => t.bad(),
+    };
+    let mut first = vec![
+        Span::styled("edgeprio ", t.title()),
+        Span::raw(if h.node.is_empty() { "-" } else { &h.node }),
+        Span::raw("  agent "),
+        Span::styled(h.agent.as_str(), agent_style),
+    ];
+    if let Some(hb) = h.heartbeat_age_ms {
+        first.push(Span::raw(format!(" (beat {} ago)", age(hb))));
+    }
+    if let Some(i) = h.interval_ms {
+        first.push(Span::raw(format!("  every {}", age(i))));
+    }
+    if let Some(up) = h.uptime_ms {
+        first.push(Span::raw(format!("  up {}", age(up))));
+    }
+    let mut second = vec![Span::raw("broker ")];
+    match h.broker {
+        Some(b) => {
+            let style = match b {
+                BrokerState::Connected => t.good(),
+                BrokerState::Connecting => t.warn(),
+                BrokerState::Disconnected => t.bad(),
+                BrokerState::Disabled => Style::new(),
+            };
+            second.push(Span::styled(b.as_str(), style));
+            if let Some(f) = h.broker_for_ms {
+                second.push(Span::raw(format!(" {}", age(f))));
+            }
+            if let Some(e) = &h.broker_error {
+                second.push(Span::styled(format!(" ({e})"), t.bad()));
+            }
+            if h.agent != AgentState::Running {
+                // Nobody updates it while the agent is down.
+                second.push(Span::styled(" (last known)", DIM));
+            }
+        }
+        None => second.push(Span::raw("-")),
+    }
+    second.push(Span::raw("  outbox "));
+    let outbox_style = if h.outbox > 0 && h.broker != Some(BrokerState::Connected) {
+        t.warn()
+    } else {
+        Style::new()
+    };
+    second.push(Span::styled(h.outbox.to_string(), outbox_style));
+    second.push(Span::raw(format!("  window {}", state.view.window.label())));
+    if state.view.paused {
+        second.push(Span::styled("  PAUSED", t.warn()));
+    }
+    if let Some(e) = &state.error {
+        second.push(Span::styled(format!("  {e}"), t.bad()));
+    }
+    second.push(Span::styled("  ? help", DIM));
+    Paragraph::new(vec![Line::from(first), Line::from(second)]).render(area, buf);
+}
+
+fn render_sensors(buf: &mut Buffer, area: Rect, state: &State, wide: bool) {
+    if state.sensors.is_empty() {
+        let text = "No readings in this log yet: is the agent running against this file?";
+        Paragraph::new(text)
+            .block(Block::bordered().title(Span::styled(" sensors ", state.view.theme.title())))
+            .render(area, buf);
+        return;
+    }
+    let n = u32::try_from(state.sensors.len()).unwrap_or(u32::MAX);
+    let areas = Layout::horizontal((0..n).map(|_| Constraint::Ratio(1, n))).split(area);
+    for (i, (sensor, rect)) in state.sensors.iter().zip(areas.iter()).enumerate() {
+        SensorWidget {
+            panel: sensor,
+            selected: i == state.selected,
+            theme: state.view.theme,
+            wide,
+        }
+        .render(*rect, buf);
+    }
+}
+
+/// One sensor's panel: latest values and age, weights, priority, route,
+/// success rate and last error.
+pub struct SensorWidget<'a> {
+    /// The sensor.
+    pub panel: &'a SensorPanel,
+    /// Whether it is the one the chart shows.
+    pub selected: bool,
+    /// Colors.
+    pub theme: Theme,
+    /// Five lines (last error on two) rather than three.
+    pub wide: bool,
+}
+
+impl Widget for SensorWidget<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let t = self.theme;
+        let p = self.panel;
+        let title_style = if self.selected {
+            t.title().add_modifier(Modifier::REVERSED)
+        } else {
+            t.title()
+        };
+        let marker = if self.selected { "▶" } else { " " };
+        let block =
+            Block::bordered().title(Span::styled(format!("{marker}{} ", p.sensor), title_style));
+        let mut lines = Vec::new();
+        if let Some(l) = &p.latest {
+            lines.push(Line::from(vec![
+                Span::styled(format!("{:.1}°C", l.temperature), t.temperature()),
+                Span::raw(" "),
+                Span::styled(format!("{:.1}%", l.humidity), t.humidity()),
+                Span::styled(format!(" {}", age(l.age_ms)), DIM),
+            ]));
+            lines.push(Line::from(vec![
+                Span::raw(format!(
+                    "w {}/{} p{} ",
+                    l.weights.0, l.weights.1, l.priority
+                )),
+                Span::styled(l.route.as_str(), t.route(l.route)),
+            ]));
+        } else {
+            lines.push(Line::styled("no reading", t.bad()));
+            lines.push(Line::raw(""));
+        }
+        let rate = match p.success_rate() {
+            Some(r) if r < 0.95 => Span::styled(format!("ok {}", percent(r)), t.bad()),
+            Some(r) => Span::styled(format!("ok {}", percent(r)), t.good()),
+            None => Span::raw("ok -"),
+        };
+        let mut third = vec![rate];
+        if p.errors > 0 {
+            third.push(Span::raw(format!(" {} err", p.errors)));
+        }
+        match &p.last_error {
+            Some(e) if self.wide => {
+                lines.push(Line::from(third));
+                lines.push(Line::from(vec![
+                    Span::styled(e.kind.clone(), t.bad()),
+                    Span::raw(format!(" {} ago", age(e.age_ms))),
+                ]));
+                lines.push(Line::styled(e.detail.clone(), DIM));
+            }
+            Some(e) => {
+                third.push(Span::styled(format!(" {}", e.kind), t.bad()));
+                lines.push(Line::from(third));
+            }
+            None => {
+                lines.push(Line::from(third));
+                if self.wide {
+                    lines.push(Line::styled("no errors", DIM));
+                }
+            }
+        }
+        Paragraph::new(lines).block(block).render(area, buf);
+    }
+}
+
+fn render_chart(frame: &mut Frame, area: Rect, state: &State) {
+    let t = state.view.theme;
+    let window = state.view.window;
+    let name = state
+        .selected_sensor()
+        .map_or("-", |s| s.sensor.as_str())
+        .to_owned();
+    let block = Block::bordered().title(Line::from(vec![
+        Span::styled(format!(" {name} "), t.title()),
+        Span::styled("°C", t.temperature()),
+        Span::raw(" "),
+        Span::styled("%RH", t.humidity()),
+        Span::raw(format!(" over {}, ", window.label())),
+        Span::styled("●", t.route(Route::Realtime)),
+        Span::raw(" real-time "),
+    ]));
+    if state.history.is_empty() {
+        let text = format!("no readings in the last {}", window.label());
+        frame.render_widget(Paragraph::new(text).block(block), area);
+        return;
+    }
+    let secs = |ms: i64| ms as f64 / 1000.0;
+    let temperature: Vec<(f64, f64)> = state
+        .history
+        .iter()
+        .map(|p| (secs(p.offset_ms), p.temperature))
+        .collect();
+    let humidity: Vec<(f64, f64)> = state
+        .history
+        .iter()
+        .map(|p| (secs(p.offset_ms), p.humidity))
+        .collect();
+    // Temperature and humidity differ in scale: one chart each, stacked,
+    // sharing the time axis drawn under the lower one.
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [upper, lower] = Layout::vertical([Constraint::Fill(1), Constraint::Fill(1)]).areas(inner);
+    let rt = |f: fn(&Point) -> f64| -> Vec<(f64, f64)> {
+        state
+            .history
+            .iter()
+            .filter(|p| p.realtime)
+            .map(|p| (secs(p.offset_ms), f(p)))
+            .collect()
+    };
+    let rt_temperature = rt(|p| p.temperature);
+    let rt_humidity = rt(|p| p.humidity);
+    let x_lo = -secs(window.millis());
+    let x_labels = [Line::raw(format!("-{}", window.label())), Line::raw("now")];
+    frame.render_widget(
+        series_chart(
+            &temperature,
+            &rt_temperature,
+            t.temperature(),
+            t,
+            x_lo,
+            None,
+        ),
+        upper,
+    );
+    frame.render_widget(
+        series_chart(
+            &humidity,
+            &rt_humidity,
+            t.humidity(),
+            t,
+            x_lo,
+            Some(x_labels),
+        ),
+        lower,
+    );
+}
+
+/// One channel's line, its real-time readings as dots on it, and a y axis
+/// fitted to its values.
+fn series_chart<'a>(
+    line: &'a [(f64, f64)],
+    realtime: &'a [(f64, f64)],
+    style: Style,
+    t: Theme,
+    x_lo: f64,
+    x_labels: Option<[Line<'a>; 2]>,
+) -> Chart<'a> {
+    let (lo, hi) = line.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &(_, y)| {
+        (lo.min(y), hi.max(y))
+    });
+    let (lo, hi) = ((lo - 0.5).floor(), (hi + 0.5).ceil());
+    let datasets = vec![
+        Dataset::default()
+            .marker(Marker::Braille)
+            .graph_type(GraphType::Line)
+            .style(style)
+            .data(line),
+        Dataset::default()
+            .marker(Marker::Dot)
+            .graph_type(GraphType::Scatter)
+            .style(t.route(Route::Realtime))
+            .data(realtime),
+    ];
+    let mut x_axis = Axis::default().bounds([x_lo, 0.0]);
+    if let Some(labels) = x_labels {
+        x_axis = x_axis.labels(labels);
+    }
+    Chart::new(datasets)
+        .x_axis(x_axis)
+        .y_axis(Axis::default().bounds([lo, hi]).labels([
+            Line::raw(format!("{lo:>4.0}")),
+            Line::raw(format!("{hi:>4.0}")),
+        ]))
+}
+
+/// The routing split over the window: real-time share per sensor and in
+/// total, and published against still in the outbox.
+pub struct RoutingSplit<'a>(pub &'a State);
+
+fn split_gauge(buf: &mut Buffer, area: Rect, name: &str, split: Split, t: Theme) {
+    let label = format!(
+        "{name:<7.7}{:>5}/{:<6}{:>4}",
+        split.realtime,
+        split.total(),
+        percent(split.realtime_ratio())
+    );
+    LineGauge::default()
+        .ratio(split.realtime_ratio().clamp(0.0, 1.0))
+        .label(label)
+        .filled_symbol(symbols::line::THICK_HORIZONTAL)
+        .unfilled_symbol(symbols::line::HORIZONTAL)
+        .filled_style(t.route(Route::Realtime))
+        .unfilled_style(DIM)
+        .render(area, buf);
+}
+
+impl Widget for RoutingSplit<'_> {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let state = self.0;
+        let t = state.view.theme;
+        let block = Block::bordered().title(Span::styled(
+            format!(" real-time/all {} ", state.view.window.label()),
+            t.title(),
+        ));
+        let inner = block.inner(area);
+        block.render(area, buf);
+        // The last two rows are kept for the total and the outbox.
+        let all: Vec<Rect> = inner.rows().collect();
+        let shown = state.sensors.len().min(all.len().saturating_sub(2));
+        for (s, r) in state.sensors.iter().zip(&all[..shown]) {
+            split_gauge(buf, *r, &s.sensor, s.split, t);
+        }
+        let mut rows = all[shown..].iter().copied();
+        if let Some(r) = rows.next() {
+            split_gauge(buf, r, "total", state.total, t);
+        }
+        if let Some(r) = rows.next() {
+            let total = state.total.total();
+            let ratio = match total {
+                0 => 0.0,
+                n => state.total.published() as f64 / n as f64,
+            };
+            let style = if state.total.unpublished > 0 {
+                t.warn()
+            } else {
+                t.good()
+            };
+            LineGauge::default()
+                .ratio(ratio.clamp(0.0, 1.0))
+                .label(format!(
+                    "sent {:>5} outbox {:>5}",
+                    state.total.published(),
+                    state.total.unpublished
+                ))
+                .filled_symbol(symbols::line::THICK_HORIZONTAL)
+                .unfilled_symbol(symbols::line::HORIZONTAL)
+                .filled_style(style)
+                .unfilled_style(DIM)
+                .render(r, buf);
+        }
+    }
+}
+
+fn render_table(buf: &mut Buffer, area: Rect, state: &State) {
+    let t = state.view.theme;
+    let header =
+        Row::new(["time", "sensor", "°C", "%RH", "w", "p", "route", "sent"]).style(t.title());
+    let visible = usize::from(area.height.saturating_sub(3));
+    let rows = state.recent.iter().take(visible).map(|r| {
+        Row::new([
+            Cell::from(time_of_day(r.ts_ms)),
+            Cell::from(r.sensor.clone()),
+            Cell::from(format!("{:5.1}", r.temperature)),
+            Cell::from(format!("{:5.1}", r.humidity)),
+            Cell::from(format!("{}/{}", r.weights.0, r.weights.1)),
+            Cell::from(r.priority.to_string()),
+            Cell::from(Span::styled(r.route.as_str(), t.route(r.route))),
+            Cell::from(if r.published { "yes" } else { "no" }),
+        ])
+    });
+    let widths = [
+        Constraint::Length(8),
+        Constraint::Length(10),
+        Constraint::Length(5),
+        Constraint::Length(5),
+        Constraint::Length(3),
+        Constraint::Length(2),
+        Constraint::Length(8),
+        Constraint::Length(4),
+    ];
+    let title = Span::styled(" recent readings ", t.title());
+    Widget::render(
+        Table::new(rows, widths)
+            .header(header)
+            .block(Block::bordered().title(title)),
+        area,
+        buf,
+    );
+}
+
+fn render_errors(buf: &mut Buffer, area: Rect, state: &State) {
+    let t = state.view.theme;
+    let title = Span::styled(
+        format!(" sensor errors {} ", state.view.window.label()),
+        t.title(),
+    );
+    let lines: Vec<Line> = if state.errors.is_empty() {
+        vec![Line::styled("none", t.good())]
+    } else {
+        state
+            .errors
+            .iter()
+            .take(usize::from(area.height))
+            .map(|e| {
+                Line::from(vec![
+                    Span::raw(format!("{} {} ", time_of_day(e.ts_ms), e.sensor)),
+                    Span::styled(e.kind.clone(), t.bad()),
+                    Span::styled(format!(" {}", e.detail), DIM),
+                ])
+            })
+            .collect()
+    };
+    Paragraph::new(lines)
+        .block(Block::bordered().title(title))
+        .render(area, buf);
+}
+
+fn render_help(buf: &mut Buffer, area: Rect, t: Theme) {
+    let height = u16::try_from(HELP.len()).unwrap_or(u16::MAX) + 2;
+    let popup = area.centered(Constraint::Length(40), Constraint::Length(height));
+    Clear.render(popup, buf);
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {k:<13}"), t.title()),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    Paragraph::new(lines)
+        .block(Block::bordered().title(Span::styled(" keys ", t.title())))
+        .render(popup, buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use rusqlite::{Connection, OpenFlags};
+
+    use super::*;
+    use crate::dashboard::fixtures::{NOW, Scenario, build};
+    use crate::dashboard::state::{LastError, Latest, View, load};
+
+    fn state_of(scenario: Scenario, selected: usize) -> State {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build(dir.path(), scenario);
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("read-only open");
+        let view = View {
+            selected,
+            ..View::default()
+        };
+        load(&conn, None, NOW, view).expect("state loads")
+    }
+
+    fn screen(state: &State, width: u16, height: u16) -> Terminal<TestBackend> {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+        terminal.draw(|frame| render(frame, state)).expect("draws");
+        terminal
+    }
+
+    fn snapshots(name: &str, state: &State) {
+        for (w, h) in [(80, 24), (120, 40)] {
+            insta::assert_snapshot!(format!("{name}_{w}x{h}"), screen(state, w, h).backend());
+        }
+    }
+
+    #[test]
+    fn live_agent() {
+        snapshots("live", &state_of(Scenario::Live, 2));
+    }
+
+    #[test]
+    fn stale_agent() {
+        snapshots("stale", &state_of(Scenario::Stale, 2));
+    }
+
+    #[test]
+    fn broker_outage() {
+        snapshots("outage", &state_of(Scenario::Outage, 2));
+    }
+
+    #[test]
+    fn sensor_with_errors() {
+        snapshots("errors", &state_of(Scenario::Errors, 0));
+    }
+
+    #[test]
+    fn empty_database() {
+        snapshots("empty", &state_of(Scenario::Empty, 0));
+    }
+
+    #[test]
+    fn help_overlay() {
+        let mut state = state_of(Scenario::Live, 2);
+        state.view.help = true;
+        insta::assert_snapshot!("help_80x24", screen(&state, 80, 24).backend());
+    }
+
+    #[test]
+    fn tiny_terminal_does_not_panic() {
+        let state = state_of(Scenario::Live, 2);
+        for (w, h) in [(1, 1), (20, 5), (40, 12), (80, 10)] {
+            screen(&state, w, h);
+        }
+    }
+
+    /// The text of each row of `buf`.
+    fn text(buf: &Buffer) -> Vec<String> {
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol())
+                    .collect::<String>()
+            })
+            .collect()
+    }
+
+    fn panel() -> SensorPanel {
+        SensorPanel {
+            sensor: "lab".to_owned(),
+            latest: Some(Latest {
+                temperature: 28.0,
+                humidity: 48.0,
+                age_ms: 12_000,
+                weights: (2, 2),
+                priority: 2,
+                route: Route::Realtime,
+            }),
+            split: Split {
+                realtime: 9,
+                batch: 1,
+                unpublished: 0,
+            },
+            errors: 10,
+            last_error: Some(LastError {
+                kind: "timeout".to_owned(),
+                detail: "no answer".to_owned(),
+                age_ms: 125_000,
+            }),
+        }
+    }
+
+    #[test]
+    fn sensor_panel_widget() {
+        let p = panel();
+        let mut buf = Buffer::empty(Rect::new(0, 0, 22, 7));
+        SensorWidget {
+            panel: &p,
+            selected: true,
+            theme: Theme { color: false },
+            wide: true,
+        }
+        .render(buf.area, &mut buf);
+        assert_eq!(
+            text(&buf),
+            [
+                "┌▶lab ───────────────┐",
+                "│28.0°C 48.0% 12s    │",
+                "│w 2/2 p2 realtime   │",
+                "│ok 50% 10 err       │",
+                "│timeout 2m ago      │",
+                "│no answer           │",
+                "└────────────────────┘",
+            ]
+        );
+        let mut buf = Buffer::empty(Rect::new(0, 0, 22, 5));
+        SensorWidget {
+            panel: &p,
+            selected: false,
+            theme: Theme { color: false },
+            wide: false,
+        }
+        .render(buf.area, &mut buf);
+        assert_eq!(text(&buf)[3], "│ok 50% 10 err timeou│");
+    }
+
+    #[test]
+    fn routing_split_widget() {
+        let mut state = state_of(Scenario::Empty, 0);
+        state.sensors = vec![panel()];
+        state.total = Split {
+            realtime: 9,
+            batch: 1,
+            unpublished: 4,
+        };
+        let mut buf = Buffer::empty(Rect::new(0, 0, 44, 5));
+        RoutingSplit(&state).render(buf.area, &mut buf);
+        assert_eq!(
+            text(&buf),
+            [
+                "┌ real-time/all 1h ────────────────────────┐",
+                "│lab        9/10     90% ━━━━━━━━━━━━━━━━──│",
+                "│total      9/10     90% ━━━━━━━━━━━━━━━━──│",
+                "│sent     6 outbox     4 ━━━━━━━━━━────────│",
+                "└──────────────────────────────────────────┘",
+            ]
+        );
+    }
+
+    #[test]
+    fn ages_and_times() {
+        assert_eq!(age(-5), "0s");
+        assert_eq!(age(59_999), "59s");
+        assert_eq!(age(60_000), "1m");
+        assert_eq!(age(7_200_000), "2h");
+        assert_eq!(age(3 * 86_400_000), "3d");
+        assert_eq!(time_of_day(NOW), "01:26:40");
+    }
+}
