@@ -368,6 +368,60 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Waits for the CONNACK. `Ok` carries a stop request that arrived
+/// meanwhile (the session then drains and closes); `Err` is how the session
+/// ends without a connection.
+async fn connack(
+    ctx: &Ctx,
+    events: &mut mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
+    rx: &mut mpsc::UnboundedReceiver<Cmd>,
+) -> Result<Option<oneshot::Sender<()>>, Ended> {
+    // Wait for the CONNACK (or the failure). A stop that arrives meanwhile
+    // still gets its chance to drain the outbox: it waits (bounded) for the
+    // connection, then closes as usual.
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    let give_up = tokio::time::sleep(CLOSE_GRACE);
+    tokio::pin!(give_up);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => return Ok(closing),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    if let Some(done) = closing.take() {
+                        let _ = done.send(());
+                        return Err(Ended::Closed);
+                    }
+                    return Err(Ended::Lost {
+                        error: describe(&e, &ctx.mqtt),
+                        was_connected: false,
+                    });
+                }
+                None => {
+                    return Err(Ended::Lost {
+                        error: "the MQTT event loop stopped".into(),
+                        was_connected: false,
+                    });
+                }
+            },
+            cmd = rx.recv(), if closing.is_none() => match cmd {
+                Some(Cmd::Committed) => {}
+                Some(Cmd::Close(done)) => {
+                    closing = Some(done);
+                    give_up.as_mut().reset(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                None => return Err(Ended::Closed),
+            },
+            () = &mut give_up, if closing.is_some() => {
+                if let Some(done) = closing.take() {
+                    let _ = done.send(());
+                }
+                return Err(Ended::Closed);
+            }
+        }
+    }
+}
+
 async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
     let lost = |error: String, was_connected| Ended::Lost {
         error,
@@ -379,25 +433,10 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
     };
     let (client, eventloop) = AsyncClient::new(opts, 512);
     let (mut events, _driver) = drive(eventloop);
-    // Wait for the CONNACK (or the failure), staying responsive to close.
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return lost(describe(&e, &ctx.mqtt), false),
-                None => return lost("the MQTT event loop stopped".into(), false),
-            },
-            cmd = rx.recv() => match cmd {
-                Some(Cmd::Committed) => {}
-                Some(Cmd::Close(done)) => {
-                    let _ = done.send(());
-                    return Ended::Closed;
-                }
-                None => return Ended::Closed,
-            },
-        }
-    }
+    let mut closing = match connack(ctx, &mut events, rx).await {
+        Ok(closing) => closing,
+        Err(ended) => return ended,
+    };
     tracing::info!(broker = %ctx.mqtt.url, "MQTT connected");
     ctx.set_state(BrokerState::Connected, None).await;
     let mut s = Session::new(client);
@@ -414,7 +453,16 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
         s.pump(ctx).await
     };
     if let Err(e) = started.await {
+        if let Some(done) = closing.take() {
+            let _ = done.send(());
+            return Ended::Closed;
+        }
         return lost(e, true);
+    }
+    if let Some(done) = closing.take() {
+        s.close(ctx, &mut events).await;
+        let _ = done.send(());
+        return Ended::Closed;
     }
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
