@@ -552,6 +552,32 @@ impl Session {
         Ok(())
     }
 
+    /// Publishes readings on `route`'s topic; their rows are marked when
+    /// the broker acknowledges the message.
+    async fn send_rows(
+        &mut self,
+        ctx: &Ctx,
+        route: Route,
+        payload: Vec<u8>,
+        ids: Vec<i64>,
+        late: usize,
+    ) -> Result<(), String> {
+        let rows = Acked {
+            route,
+            ids,
+            late,
+            // Set when the PUBACK arrives.
+            at_ms: 0,
+        };
+        self.publish(
+            &ctx.topics.route(route),
+            payload,
+            false,
+            Msg { rows: Some(rows) },
+        )
+        .await
+    }
+
     async fn control(&mut self, topic: &str, payload: String, retain: bool) -> Result<(), String> {
         self.publish(topic, payload.into_bytes(), retain, Msg { rows: None })
             .await
@@ -657,19 +683,8 @@ impl Session {
                     (Route::Realtime, true) => {
                         let payload = serde_json::to_vec(&WireReading::from(&row.reading))
                             .map_err(|e| e.to_string())?;
-                        let rows = Acked {
-                            route: Route::Realtime,
-                            ids: vec![row.id],
-                            late: 0,
-                            at_ms: 0,
-                        };
-                        self.publish(
-                            &ctx.topics.realtime(),
-                            payload,
-                            false,
-                            Msg { rows: Some(rows) },
-                        )
-                        .await?;
+                        self.send_rows(ctx, Route::Realtime, payload, vec![row.id], 0)
+                            .await?;
                     }
                     (Route::Realtime, false) => self.batch.push((row, true)),
                     (Route::Batch, _) => self.batch.push((row, false)),
@@ -706,19 +721,10 @@ impl Session {
                 })
                 .collect();
             let payload = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
-            let rows = Acked {
-                route: Route::Batch,
-                ids: chunk.iter().map(|(r, _)| r.id).collect(),
-                late: chunk.iter().filter(|(_, late)| *late).count(),
-                at_ms: 0,
-            };
-            self.publish(
-                &ctx.topics.batch(),
-                payload,
-                false,
-                Msg { rows: Some(rows) },
-            )
-            .await?;
+            let ids = chunk.iter().map(|(r, _)| r.id).collect();
+            let late = chunk.iter().filter(|(_, late)| *late).count();
+            self.send_rows(ctx, Route::Batch, payload, ids, late)
+                .await?;
         }
     }
 

@@ -528,11 +528,11 @@ pub fn load_with(
     })
 }
 
-fn empty(view: View) -> State {
-    State {
-        view,
-        header: Header {
-            node: String::new(),
+impl Header {
+    /// A header for `node` before anything is known of its agent.
+    fn unknown(node: String, outbox: u64) -> Self {
+        Self {
+            node,
             agent: AgentState::Unknown,
             heartbeat_age_ms: None,
             interval_ms: None,
@@ -540,8 +540,15 @@ fn empty(view: View) -> State {
             broker: None,
             broker_error: None,
             broker_for_ms: None,
-            outbox: 0,
-        },
+            outbox,
+        }
+    }
+}
+
+fn empty(view: View) -> State {
+    State {
+        view,
+        header: Header::unknown(String::new(), 0),
         sensors: Vec::new(),
         selected: 0,
         history: Vec::new(),
@@ -575,17 +582,7 @@ fn header(conn: &Connection, node: &str, now_ms: i64) -> rusqlite::Result<Header
             ))
         })
         .optional()?;
-    let mut h = Header {
-        node: node.to_owned(),
-        agent: AgentState::Unknown,
-        heartbeat_age_ms: None,
-        interval_ms: None,
-        uptime_ms: None,
-        broker: None,
-        broker_error: None,
-        broker_for_ms: None,
-        outbox: to_u64(outbox),
-    };
+    let mut h = Header::unknown(node.to_owned(), to_u64(outbox));
     if let Some((state, started, heartbeat, interval, broker, error, since)) = row {
         let age = now_ms - heartbeat;
         h.agent = if state != "running" {
