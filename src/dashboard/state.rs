@@ -85,6 +85,8 @@ pub struct View {
     pub paused: bool,
     /// Whether the help overlay is shown.
     pub help: bool,
+    /// Rows scrolled down from the newest in the readings table.
+    pub scroll: usize,
     /// Colors.
     pub theme: Theme,
 }
@@ -96,6 +98,7 @@ impl Default for View {
             selected: 0,
             paused: false,
             help: false,
+            scroll: 0,
             theme: Theme { color: true },
         }
     }
