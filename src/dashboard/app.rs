@@ -18,11 +18,12 @@ use crossterm::terminal::{
 use crossterm::{cursor, execute};
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
+use ratatui::layout::Rect;
 use rusqlite::{Connection, OpenFlags};
 
-use super::keys::{Action, action};
+use super::keys::{Action, Scroll, action};
 use super::state::{Counts, State, Theme, View, load_with};
-use super::ui::render;
+use super::ui::{render, table_rows};
 use crate::store::{Access, Store};
 
 /// How long to wait for a key before looking at `stop` and the clock.
@@ -98,10 +99,53 @@ pub fn open(db: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-/// The view after `action`; `None` to quit.
-pub fn apply(view: View, action: Action, sensors: usize) -> Option<View> {
+/// What [`apply`] needs to know of what is shown: how far a selection
+/// wraps and a scroll goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// Sensors to choose from.
+    pub sensors: usize,
+    /// Rows the readings table holds.
+    pub rows: usize,
+    /// Rows the readings table shows at once: a page, and how far from the
+    /// end scrolling stops, so the last page is a full one.
+    pub page: usize,
+}
+
+impl Extent {
+    /// The extent of `state` drawn on a terminal of `area`.
+    pub fn of(state: &State, area: Rect) -> Extent {
+        Extent {
+            sensors: state.sensors.len(),
+            rows: state.recent.len(),
+            page: table_rows(area),
+        }
+    }
+}
+
+/// The readings table's offset after `scroll`, kept within the rows.
+fn scrolled(offset: usize, scroll: Scroll, extent: Extent) -> usize {
+    let page = extent.page.max(1);
+    let last = extent.rows.saturating_sub(page);
+    // From where the table is drawn: a longer page or fewer rows since the
+    // last key may have left `offset` past the end.
+    let offset = offset.min(last);
+    let next = match scroll {
+        Scroll::Down => offset + 1,
+        Scroll::Up => offset.saturating_sub(1),
+        Scroll::PageDown => offset + page,
+        Scroll::PageUp => offset.saturating_sub(page),
+        Scroll::Newest => 0,
+        Scroll::Oldest => last,
+    };
+    next.min(last)
+}
+
+/// The view after `action`; `None` to quit. The selection wraps around
+/// `extent`'s sensors and the scroll offset stays within its rows.
+pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
     let mut v = view;
-    let n = sensors.max(1);
+    let n = extent.sensors.max(1);
     match action {
         Action::Quit => return None,
         Action::NextSensor => v.selected = (v.selected % n + 1) % n,
@@ -109,6 +153,7 @@ pub fn apply(view: View, action: Action, sensors: usize) -> Option<View> {
         Action::Window(w) => v.window = w,
         Action::TogglePause => v.paused = !v.paused,
         Action::ToggleHelp => v.help = !v.help,
+        Action::Scroll(s) => v.scroll = scrolled(v.scroll, s, extent),
         Action::None => {}
     }
     Some(v)
@@ -132,22 +177,26 @@ pub fn run(db: &Path, node: Option<&str>, stop: impl Fn() -> bool) -> anyhow::Re
     let mut guard = Guard::enter()?;
     let mut loaded = Instant::now();
     while !stop() {
-        guard
+        let area = guard
             .terminal
             .draw(|frame| render(frame, &state))
-            .context("cannot draw")?;
-        let mut changed = false;
+            .context("cannot draw")?
+            .area;
+        let mut requery = false;
         if event::poll(POLL).context("cannot read the terminal")?
             && let Event::Key(key) = event::read().context("cannot read the terminal")?
         {
-            let Some(next) = apply(view, action(key), state.sensors.len()) else {
+            let Some(next) = apply(view, action(key), Extent::of(&state, area)) else {
                 break;
             };
-            changed = next != view;
+            // Scrolling, help and pause only change how the state is
+            // drawn; another sensor or window needs the log.
+            requery = next.selected != view.selected || next.window != view.window;
             view = next;
+            state.view = view;
         }
         let due = !view.paused && loaded.elapsed() >= REFRESH;
-        if due || changed {
+        if due || requery {
             // Paused, the clock stands still: a new window or sensor is
             // shown as of the moment of the pause.
             if !view.paused {
@@ -177,25 +226,101 @@ mod tests {
     use super::*;
     use crate::dashboard::state::Window;
 
+    fn sensors(n: usize) -> Extent {
+        Extent {
+            sensors: n,
+            ..Extent::default()
+        }
+    }
+
     #[test]
     fn selection_wraps_both_ways() {
         let v = View::default();
-        let v = apply(v, Action::PrevSensor, 3).expect("not quit");
+        let v = apply(v, Action::PrevSensor, sensors(3)).expect("not quit");
         assert_eq!(v.selected, 2);
-        let v = apply(v, Action::NextSensor, 3).expect("not quit");
+        let v = apply(v, Action::NextSensor, sensors(3)).expect("not quit");
         assert_eq!(v.selected, 0);
-        let v = apply(v, Action::NextSensor, 0).expect("not quit");
+        let v = apply(v, Action::NextSensor, sensors(0)).expect("not quit");
         assert_eq!(v.selected, 0);
     }
 
     #[test]
     fn actions_change_the_view() {
         let v = View::default();
-        assert_eq!(apply(v, Action::Quit, 1), None);
-        let w = apply(v, Action::Window(Window::Hour24), 1).expect("not quit");
+        let one = sensors(1);
+        assert_eq!(apply(v, Action::Quit, one), None);
+        let w = apply(v, Action::Window(Window::Hour24), one).expect("not quit");
         assert_eq!(w.window, Window::Hour24);
-        assert!(apply(v, Action::TogglePause, 1).expect("not quit").paused);
-        assert!(apply(v, Action::ToggleHelp, 1).expect("not quit").help);
-        assert_eq!(apply(v, Action::None, 1), Some(v));
+        assert!(apply(v, Action::TogglePause, one).expect("not quit").paused);
+        assert!(apply(v, Action::ToggleHelp, one).expect("not quit").help);
+        assert_eq!(apply(v, Action::None, one), Some(v));
+    }
+
+    /// The offsets `keys` lead to from the top of a table of `rows` shown
+    /// `page` at a time.
+    fn scroll_through(rows: usize, page: usize, keys: &[Scroll]) -> Vec<usize> {
+        let extent = Extent {
+            sensors: 3,
+            rows,
+            page,
+        };
+        let mut v = View::default();
+        keys.iter()
+            .map(|&s| {
+                v = apply(v, Action::Scroll(s), extent).expect("not quit");
+                v.scroll
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scrolling_moves_by_rows_and_pages() {
+        use Scroll::{Down, Newest, Oldest, PageDown, PageUp, Up};
+        assert_eq!(
+            scroll_through(
+                200,
+                20,
+                &[Down, Down, Up, PageDown, PageDown, PageUp, Newest]
+            ),
+            [1, 2, 1, 21, 41, 21, 0]
+        );
+        // The last page is a full one: rows 181-200 of 200.
+        assert_eq!(scroll_through(200, 20, &[Oldest]), [180]);
+    }
+
+    #[test]
+    fn scrolling_stops_at_both_ends() {
+        use Scroll::{Down, Oldest, PageDown, PageUp, Up};
+        assert_eq!(scroll_through(200, 20, &[Up, PageUp]), [0, 0]);
+        assert_eq!(
+            scroll_through(200, 20, &[Oldest, Down, PageDown]),
+            [180, 180, 180]
+        );
+        assert_eq!(
+            scroll_through(45, 20, &[PageDown, PageDown, PageDown]),
+            [20, 25, 25]
+        );
+        // Fewer rows than a page, or none: nothing to scroll.
+        assert_eq!(scroll_through(7, 20, &[Down, PageDown, Oldest]), [0, 0, 0]);
+        assert_eq!(scroll_through(0, 20, &[Down, Oldest]), [0, 0]);
+        // Before the first frame the page is unknown: one row at a time.
+        assert_eq!(scroll_through(3, 0, &[PageDown, Oldest]), [1, 2]);
+    }
+
+    #[test]
+    fn scrolling_starts_from_where_the_table_is_drawn() {
+        // Scrolled to the end of a 4-row page, then the terminal grew to a
+        // 20-row page: the table shows rows 181-200, so one row up is 180.
+        let view = View {
+            scroll: 196,
+            ..View::default()
+        };
+        let extent = Extent {
+            sensors: 3,
+            rows: 200,
+            page: 20,
+        };
+        let up = apply(view, Action::Scroll(Scroll::Up), extent).expect("not quit");
+        assert_eq!(up.scroll, 179);
     }
 }

@@ -19,8 +19,27 @@ pub enum Action {
     TogglePause,
     /// Show or hide the key list.
     ToggleHelp,
+    /// Move through the readings table.
+    Scroll(Scroll),
     /// Nothing: an unbound key.
     None,
+}
+
+/// A move through the readings table, newest row at the top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scroll {
+    /// One row towards older readings.
+    Down,
+    /// One row towards newer readings.
+    Up,
+    /// One screenful towards older readings.
+    PageDown,
+    /// One screenful towards newer readings.
+    PageUp,
+    /// Back to the newest reading, where new ones show up.
+    Newest,
+    /// To the oldest reading the table holds.
+    Oldest,
 }
 
 /// The keys and what they do, for the help overlay.
@@ -29,6 +48,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("Tab → ↓", "next sensor"),
     ("S-Tab ← ↑", "previous sensor"),
     ("1 2 3 4", "window 15m 1h 6h 24h"),
+    ("j k", "table row down / up"),
+    ("PgDn PgUp", "table page down / up"),
+    ("g Home", "table top (newest)"),
+    ("G End", "table end (oldest)"),
     ("p", "pause / resume"),
     ("?", "this help"),
 ];
@@ -48,6 +71,12 @@ pub fn action(key: KeyEvent) -> Action {
         KeyCode::Char('2') => Action::Window(Window::Hour1),
         KeyCode::Char('3') => Action::Window(Window::Hour6),
         KeyCode::Char('4') => Action::Window(Window::Hour24),
+        KeyCode::Char('j') => Action::Scroll(Scroll::Down),
+        KeyCode::Char('k') => Action::Scroll(Scroll::Up),
+        KeyCode::PageDown => Action::Scroll(Scroll::PageDown),
+        KeyCode::PageUp => Action::Scroll(Scroll::PageUp),
+        KeyCode::Char('g') | KeyCode::Home => Action::Scroll(Scroll::Newest),
+        KeyCode::Char('G') | KeyCode::End => Action::Scroll(Scroll::Oldest),
         KeyCode::Char('p') => Action::TogglePause,
         KeyCode::Char('?') => Action::ToggleHelp,
         _ => Action::None,
@@ -100,6 +129,39 @@ mod tests {
             assert_eq!(action(key(KeyCode::Char(c))), Action::Window(w));
         }
         assert_eq!(action(key(KeyCode::Char('5'))), Action::None);
+    }
+
+    #[test]
+    fn scroll_keys() {
+        let expected = [
+            (KeyCode::Char('j'), Scroll::Down),
+            (KeyCode::Char('k'), Scroll::Up),
+            (KeyCode::PageDown, Scroll::PageDown),
+            (KeyCode::PageUp, Scroll::PageUp),
+            (KeyCode::Char('g'), Scroll::Newest),
+            (KeyCode::Home, Scroll::Newest),
+            (KeyCode::Char('G'), Scroll::Oldest),
+            (KeyCode::End, Scroll::Oldest),
+        ];
+        for (code, scroll) in expected {
+            assert_eq!(action(key(code)), Action::Scroll(scroll), "{code:?}");
+        }
+        // Terminals report `G` with SHIFT set.
+        assert_eq!(
+            action(KeyEvent::new(KeyCode::Char('G'), KeyModifiers::SHIFT)),
+            Action::Scroll(Scroll::Oldest)
+        );
+        // The arrows stay with the sensors.
+        assert_eq!(action(key(KeyCode::Down)), Action::NextSensor);
+        assert_eq!(action(key(KeyCode::Up)), Action::PrevSensor);
+    }
+
+    #[test]
+    fn help_lists_every_scroll_key() {
+        let keys: Vec<&str> = HELP.iter().flat_map(|(k, _)| k.split(' ')).collect();
+        for k in ["j", "k", "PgDn", "PgUp", "g", "G", "Home", "End"] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Drawing: [`render`] takes a [`State`] and a `Frame` and nothing else (no
 //! queries, no clock, no locks). Below 100 columns or 32 rows the layout
-//! condenses: shorter sensor panels, and the errors pane folds into the
-//! panels' last-error line.
+//! condenses: shorter sensor panels (the last error's kind only) and a
+//! shorter readings table. The errors pane always sits beside the table,
+//! which keeps its natural width; on taller terminals the table grows.
 
 use ratatui::Frame;
 use ratatui::buffer::Buffer;
@@ -10,7 +11,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::{self, Marker};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{
-    Axis, Block, Cell, Chart, Clear, Dataset, GraphType, LineGauge, Paragraph, Row, Table, Widget,
+    Axis, Block, Cell, Chart, Clear, Dataset, GraphType, LineGauge, Paragraph, Row, Scrollbar,
+    ScrollbarOrientation, ScrollbarState, StatefulWidget, Table, Widget,
 };
 
 use super::keys::HELP;
@@ -24,6 +26,26 @@ const WIDE: u16 = 100;
 const DIM: Style = Style::new().add_modifier(Modifier::DIM);
 /// Below this height the layout condenses.
 const TALL: u16 = 32;
+/// The readings table's columns: time, sensor, °C, %RH, weights, priority,
+/// route, sent.
+const COLUMNS: [u16; 8] = [8, 10, 5, 5, 3, 2, 8, 4];
+/// The readings table's width: its columns, a space between each, borders.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "eight columns: the count fits a u16"
+)]
+const TABLE_WIDTH: u16 = {
+    let mut w = 2 + (COLUMNS.len() as u16 - 1);
+    let mut i = 0;
+    while i < COLUMNS.len() {
+        w += COLUMNS[i];
+        i += 1;
+    }
+    w
+};
+/// The errors pane is never narrower than this, so the newest error's
+/// time, sensor and kind fit on its first line.
+const ERRORS_MIN: u16 = 24;
 
 impl Theme {
     fn fg(self, color: Color) -> Style {
@@ -92,36 +114,81 @@ fn percent(ratio: f64) -> String {
     format!("{:.0}%", ratio * 100.0)
 }
 
+/// Where each pane goes.
+struct Panes {
+    /// Whether the terminal is large enough for the full layout.
+    wide: bool,
+    header: Rect,
+    sensors: Rect,
+    chart: Rect,
+    routing: Rect,
+    table: Rect,
+    errors: Rect,
+}
+
+impl Panes {
+    /// The layout for a terminal of `area`: the one place that decides it,
+    /// for drawing and for [`table_rows`] alike.
+    fn of(area: Rect) -> Panes {
+        let wide = area.width >= WIDE && area.height >= TALL;
+        let header_height = 2;
+        let panel_height = if wide { 7 } else { 5 };
+        // The chart takes what the table leaves: on a tall terminal the
+        // table grows too, so a page of it is worth paging through.
+        let table_height = if wide {
+            let rest = area.height.saturating_sub(header_height + panel_height);
+            (rest * 2 / 5).max(14)
+        } else {
+            7
+        };
+        let [header, sensors, middle, bottom] = Layout::vertical([
+            Constraint::Length(header_height),
+            Constraint::Length(panel_height),
+            Constraint::Min(6),
+            Constraint::Length(table_height),
+        ])
+        .areas(area);
+        let [chart, routing] = Layout::horizontal([
+            Constraint::Fill(1),
+            Constraint::Length(if wide { 44 } else { 34 }),
+        ])
+        .areas(middle);
+        let [table, errors] =
+            Layout::horizontal([Constraint::Max(TABLE_WIDTH), Constraint::Min(ERRORS_MIN)])
+                .areas(bottom);
+        Panes {
+            wide,
+            header,
+            sensors,
+            chart,
+            routing,
+            table,
+            errors,
+        }
+    }
+}
+
+/// How many readings the table shows on a terminal of `area`: a page.
+pub fn table_rows(area: Rect) -> usize {
+    table_body(Panes::of(area).table)
+}
+
+/// Rows of a table drawn in `area` left for readings: not the borders,
+/// not the column titles.
+fn table_body(area: Rect) -> usize {
+    usize::from(area.height.saturating_sub(3))
+}
+
 /// Draws the whole dashboard.
 pub fn render(frame: &mut Frame, state: &State) {
     let area = frame.area();
-    let wide = area.width >= WIDE && area.height >= TALL;
-    let panel_height = if wide { 7 } else { 5 };
-    let table_height = if wide { 14 } else { 7 };
-    let [header, sensors, middle, bottom] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Length(panel_height),
-        Constraint::Min(6),
-        Constraint::Length(table_height),
-    ])
-    .areas(area);
-    render_header(frame.buffer_mut(), header, state);
-    render_sensors(frame.buffer_mut(), sensors, state, wide);
-    let [chart, routing] = Layout::horizontal([
-        Constraint::Fill(1),
-        Constraint::Length(if wide { 44 } else { 34 }),
-    ])
-    .areas(middle);
-    render_chart(frame, chart, state);
-    RoutingSplit(state).render(routing, frame.buffer_mut());
-    if wide {
-        let [table, errors] =
-            Layout::horizontal([Constraint::Fill(3), Constraint::Fill(2)]).areas(bottom);
-        render_table(frame.buffer_mut(), table, state);
-        render_errors(frame.buffer_mut(), errors, state);
-    } else {
-        render_table(frame.buffer_mut(), bottom, state);
-    }
+    let panes = Panes::of(area);
+    render_header(frame.buffer_mut(), panes.header, state);
+    render_sensors(frame.buffer_mut(), panes.sensors, state, panes.wide);
+    render_chart(frame, panes.chart, state);
+    RoutingSplit(state).render(panes.routing, frame.buffer_mut());
+    render_table(frame.buffer_mut(), panes.table, state);
+    render_errors(frame.buffer_mut(), panes.errors, state);
     if state.view.help {
         render_help(frame.buffer_mut(), area, state.view.theme);
     }
@@ -472,8 +539,12 @@ fn render_table(buf: &mut Buffer, area: Rect, state: &State) {
     let t = state.view.theme;
     let header =
         Row::new(["time", "sensor", "°C", "%RH", "w", "p", "route", "sent"]).style(t.title());
-    let visible = usize::from(area.height.saturating_sub(3));
-    let rows = state.recent.iter().take(visible).map(|r| {
+    let visible = table_body(area);
+    let total = state.recent.len();
+    // The offset counts from the newest row; the last page is a full one.
+    let start = state.view.scroll.min(total.saturating_sub(visible));
+    let shown = &state.recent[start..total.min(start + visible)];
+    let rows = shown.iter().map(|r| {
         Row::new([
             Cell::from(time_of_day(r.ts_ms)),
             Cell::from(r.sensor.clone()),
@@ -485,51 +556,104 @@ fn render_table(buf: &mut Buffer, area: Rect, state: &State) {
             Cell::from(if r.published { "yes" } else { "no" }),
         ])
     });
-    let widths = [
-        Constraint::Length(8),
-        Constraint::Length(10),
-        Constraint::Length(5),
-        Constraint::Length(5),
-        Constraint::Length(3),
-        Constraint::Length(2),
-        Constraint::Length(8),
-        Constraint::Length(4),
-    ];
-    let title = Span::styled(" recent readings ", t.title());
+    let title = if shown.is_empty() {
+        " recent readings ".to_owned()
+    } else {
+        format!(
+            " recent readings {}-{} of {total} ",
+            start + 1,
+            start + shown.len()
+        )
+    };
     Widget::render(
-        Table::new(rows, widths)
+        Table::new(rows, COLUMNS.map(Constraint::Length))
             .header(header)
-            .block(Block::bordered().title(title)),
+            .block(Block::bordered().title(Span::styled(title, t.title()))),
         area,
         buf,
     );
+    if total > visible && visible > 0 {
+        // On the right border, beside the readings.
+        let track = Rect {
+            x: area.right().saturating_sub(1),
+            y: area.y + 2,
+            width: 1,
+            height: area.height.saturating_sub(3),
+        };
+        // Positions run over the offsets, 0..=total - visible.
+        let mut position = ScrollbarState::new(total - visible + 1)
+            .position(start)
+            .viewport_content_length(visible);
+        Scrollbar::new(ScrollbarOrientation::VerticalRight)
+            .begin_symbol(None)
+            .end_symbol(None)
+            .track_symbol(Some(symbols::line::VERTICAL))
+            .thumb_symbol(symbols::line::THICK_VERTICAL)
+            .thumb_style(t.title())
+            .render(track, buf, &mut position);
+    }
+}
+
+/// `text` broken at spaces into lines at most `width` columns wide (a
+/// longer word gets a line of its own, cut where it is drawn).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && Line::raw(format!("{line} {word}")).width() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
 }
 
 fn render_errors(buf: &mut Buffer, area: Rect, state: &State) {
     let t = state.view.theme;
-    let title = Span::styled(
+    let block = Block::bordered().title(Span::styled(
         format!(" sensor errors {} ", state.view.window.label()),
         t.title(),
-    );
-    let lines: Vec<Line> = if state.errors.is_empty() {
-        vec![Line::styled("none", t.good())]
-    } else {
-        state
-            .errors
-            .iter()
-            .take(usize::from(area.height))
-            .map(|e| {
-                Line::from(vec![
-                    Span::raw(format!("{} {} ", time_of_day(e.ts_ms), e.sensor)),
-                    Span::styled(e.kind.clone(), t.bad()),
-                    Span::styled(format!(" {}", e.detail), DIM),
-                ])
-            })
-            .collect()
-    };
-    Paragraph::new(lines)
-        .block(Block::bordered().title(title))
-        .render(area, buf);
+    ));
+    let inner = block.inner(area);
+    block.render(area, buf);
+    let width = usize::from(inner.width);
+    let height = usize::from(inner.height);
+    let mut lines: Vec<Line> = Vec::new();
+    if state.errors.is_empty() {
+        lines.push(Line::styled("none", t.good()));
+    }
+    for (i, e) in state.errors.iter().enumerate() {
+        if lines.len() >= height {
+            break;
+        }
+        let mut line = Line::from(vec![
+            Span::raw(format!("{} {} ", time_of_day(e.ts_ms), e.sensor)),
+            Span::styled(e.kind.clone(), t.bad()),
+        ]);
+        let detail = Span::styled(format!(" {}", e.detail), DIM);
+        if line.width() + detail.width() <= width {
+            line.push_span(detail);
+            lines.push(line);
+        } else if i == 0 {
+            // The newest error whole, its detail on lines of its own;
+            // older ones go without: a cut detail misleads more than none.
+            lines.push(line);
+            lines.extend(
+                wrap(&e.detail, width)
+                    .into_iter()
+                    .map(|l| Line::styled(l, DIM)),
+            );
+        } else {
+            lines.push(line);
+        }
+    }
+    Paragraph::new(lines).render(inner, buf);
 }
 
 fn render_help(buf: &mut Buffer, area: Rect, t: Theme) {
@@ -614,6 +738,101 @@ mod tests {
         let mut state = state_of(Scenario::Live, 2);
         state.view.help = true;
         insta::assert_snapshot!("help_80x24", screen(&state, 80, 24).backend());
+    }
+
+    #[test]
+    fn scrolled_table() {
+        let mut state = state_of(Scenario::Errors, 0);
+        state.view.scroll = 20;
+        insta::assert_snapshot!("scrolled_120x40", screen(&state, 120, 40).backend());
+    }
+
+    #[test]
+    fn scroll_indicator_shows_the_rows_in_view() {
+        let mut state = state_of(Scenario::Live, 2);
+        state.view.theme = Theme { color: false };
+        // 14 rows tall: borders and column titles leave 11 readings.
+        let area = Rect::new(0, 0, TABLE_WIDTH, 14);
+        let top_border = |state: &State| {
+            let mut buf = Buffer::empty(area);
+            render_table(&mut buf, area, state);
+            text(&buf)[0].trim_end_matches(['─', '┐']).to_owned()
+        };
+        assert_eq!(top_border(&state), "┌ recent readings 1-11 of 200 ");
+        state.view.scroll = 20;
+        assert_eq!(top_border(&state), "┌ recent readings 21-31 of 200 ");
+        // Past the end: the last page, full.
+        state.view.scroll = 500;
+        assert_eq!(top_border(&state), "┌ recent readings 190-200 of 200 ");
+        state.recent.truncate(5);
+        assert_eq!(top_border(&state), "┌ recent readings 1-5 of 5 ");
+        state.recent.clear();
+        assert_eq!(top_border(&state), "┌ recent readings ");
+    }
+
+    #[test]
+    fn scrolled_table_starts_at_the_offset() {
+        let mut state = state_of(Scenario::Live, 2);
+        state.view.scroll = 20;
+        let area = Rect::new(0, 0, TABLE_WIDTH, 7);
+        let mut buf = Buffer::empty(area);
+        render_table(&mut buf, area, &state);
+        let rows = text(&buf);
+        assert!(
+            rows[2].starts_with(&format!("│{} ", time_of_day(state.recent[20].ts_ms))),
+            "{rows:#?}"
+        );
+        // The thumb sits on the right border, a tenth of the way down.
+        let bar: String = rows[2..6]
+            .iter()
+            .map(|r| r.chars().last().expect("a border"))
+            .collect();
+        assert_eq!(bar, "┃│││");
+        state.view.scroll = 196;
+        let mut buf = Buffer::empty(area);
+        render_table(&mut buf, area, &state);
+        let bar: String = text(&buf)[2..6]
+            .iter()
+            .map(|r| r.chars().last().expect("a border"))
+            .collect();
+        assert_eq!(bar, "│││┃");
+    }
+
+    #[test]
+    fn page_is_the_rows_the_table_shows() {
+        assert_eq!(table_rows(Rect::new(0, 0, 80, 24)), 4);
+        assert_eq!(table_rows(Rect::new(0, 0, 120, 40)), 11);
+        assert!(table_rows(Rect::new(0, 0, 160, 60)) > 11, "grows when tall");
+    }
+
+    #[test]
+    fn newest_error_is_shown_whole_in_a_narrow_pane() {
+        let state = state_of(Scenario::Errors, 0);
+        let area = Rect::new(0, 0, ERRORS_MIN + 2, 7);
+        let mut buf = Buffer::empty(area);
+        render_errors(&mut buf, area, &state);
+        assert_eq!(
+            text(&buf),
+            [
+                "┌ sensor errors 1h ──────┐",
+                "│01:26:05 attic checksum │",
+                "│checksum 0x3c, expected │",
+                "│0x3d                    │",
+                "│01:25:20 attic timeout  │",
+                "│01:24:35 attic checksum │",
+                "└────────────────────────┘",
+            ]
+        );
+    }
+
+    #[test]
+    fn words_wrap_at_spaces() {
+        assert_eq!(
+            wrap("no answer from the sensor on BCM 17", 16),
+            ["no answer from", "the sensor on", "BCM 17"]
+        );
+        assert_eq!(wrap("unbreakable-word x", 5), ["unbreakable-word", "x"]);
+        assert!(wrap("", 5).is_empty());
     }
 
     #[test]
