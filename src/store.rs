@@ -13,6 +13,7 @@
 //!   than the busy timeout (5 s); usually a `sqlite3` shell left inside
 //!   `BEGIN`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use thiserror::Error;
 
 use crate::domain::{PerChannel, Reading, Route, Sample, SensorError};
+
+mod window;
+
+pub use window::{Bucket, RouteCounts, Snapshot, StoredError};
 
 /// `PRAGMA application_id` of an edgeprio log ("EDPR"): tells our files
 /// from other `SQLite` files.
@@ -73,6 +78,40 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE agent_status ADD COLUMN published_realtime INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE agent_status ADD COLUMN published_batch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE agent_status ADD COLUMN published_late INTEGER NOT NULL DEFAULT 0;",
+    // 3: per-minute totals of each sensor, so a window's routing split and
+    // a long chart read a few thousand small rows instead of every reading
+    // (see `window`). `insert_readings` adds to them in the readings'
+    // transaction (one upsert per minute of a batch: a trigger's upsert per
+    // row halved bulk inserts); a trigger takes a deleted reading back out,
+    // and a minute left empty goes. `max_priority` and `last_ts_ms` are not
+    // lowered by a delete: deletes take whole old minutes (retention).
+    "CREATE TABLE readings_minute (
+        node            TEXT    NOT NULL,
+        sensor          TEXT    NOT NULL,
+        minute          INTEGER NOT NULL,
+        realtime        INTEGER NOT NULL,
+        batch           INTEGER NOT NULL,
+        sum_temperature REAL    NOT NULL,
+        sum_humidity    REAL    NOT NULL,
+        max_priority    INTEGER NOT NULL,
+        last_ts_ms      INTEGER NOT NULL,
+        PRIMARY KEY (node, sensor, minute)
+    ) WITHOUT ROWID;
+    INSERT INTO readings_minute
+        SELECT node, sensor, ts_ms / 60000, sum(route = 'realtime'), sum(route = 'batch'),
+               sum(temperature_c), sum(humidity_pct), max(priority), max(ts_ms)
+        FROM readings GROUP BY node, sensor, ts_ms / 60000;
+    CREATE TRIGGER readings_minute_delete AFTER DELETE ON readings BEGIN
+        UPDATE readings_minute SET
+            realtime = realtime - (OLD.route = 'realtime'),
+            batch = batch - (OLD.route = 'batch'),
+            sum_temperature = sum_temperature - OLD.temperature_c,
+            sum_humidity = sum_humidity - OLD.humidity_pct
+        WHERE node = OLD.node AND sensor = OLD.sensor AND minute = OLD.ts_ms / 60000;
+        DELETE FROM readings_minute
+        WHERE node = OLD.node AND sensor = OLD.sensor AND minute = OLD.ts_ms / 60000
+          AND realtime + batch = 0;
+    END;",
 ];
 
 /// The schema version this build writes.
@@ -161,6 +200,20 @@ pub enum StoreError {
         path: PathBuf,
         /// What `SQLite` said.
         reason: String,
+    },
+    /// A reader met a log of an older schema, which only the agent migrates.
+    #[error(
+        "{path} has schema version {found}, written by an older edgeprio; this one reads \
+         version {needed}: start this edgeprio's agent on it once (it migrates the log as it \
+         opens it), then try again"
+    )]
+    TooOld {
+        /// The database file.
+        path: PathBuf,
+        /// The file's schema version.
+        found: i64,
+        /// The version this build reads.
+        needed: i64,
     },
     /// A `SQLite` database that belongs to something else.
     #[error(
@@ -623,27 +676,14 @@ impl Store {
             .map_err(|e| self.sqlite(e))
     }
 
+    /// How long a query waits for a lock before failing with "busy".
+    pub fn set_busy_timeout(&self, wait: Duration) -> Result<(), StoreError> {
+        self.conn.busy_timeout(wait).map_err(|e| self.sqlite(e))
+    }
+
     /// The status row of `node`, if the agent ever ran against this log.
     pub fn status(&self, node: &str) -> Result<Option<AgentStatus>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT node, state, pid, version, started_ms, heartbeat_ms, interval_ms
-                 FROM agent_status WHERE node = ?1",
-                [node],
-                |r| {
-                    Ok(AgentStatus {
-                        node: r.get(0)?,
-                        running: r.get::<_, String>(1)? == "running",
-                        pid: r.get(2)?,
-                        version: r.get(3)?,
-                        started_ms: r.get(4)?,
-                        heartbeat_ms: r.get(5)?,
-                        interval_ms: r.get(6)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.sqlite(e))
+        status_row(&self.conn, node).map_err(|e| self.sqlite(e))
     }
 
     /// Readings matching `filter`, oldest first.
@@ -803,28 +843,7 @@ impl Store {
 
     /// The publisher's view of the broker for `node`, if the agent ran.
     pub fn broker(&self, node: &str) -> Result<Option<BrokerStatus>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT broker_state, broker_error, broker_since_ms, last_ack_ms,
-                        published_realtime, published_batch, published_late, outbox_depth
-                 FROM agent_status WHERE node = ?1",
-                [node],
-                |r| {
-                    let state: String = r.get(0)?;
-                    Ok(BrokerStatus {
-                        state: BrokerState::parse(&state).ok_or_else(|| bad_text(0, &state))?,
-                        error: r.get(1)?,
-                        since_ms: r.get(2)?,
-                        last_ack_ms: r.get(3)?,
-                        published_realtime: r.get(4)?,
-                        published_batch: r.get(5)?,
-                        published_late: r.get(6)?,
-                        outbox_depth: r.get(7)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| self.sqlite(e))
+        broker_row(&self.conn, node).map_err(|e| self.sqlite(e))
     }
 
     /// How many readings of `node` wait for the broker's acknowledgement.
@@ -866,12 +885,28 @@ fn lock_writer(db: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
+/// A sensor's readings within one minute, summed for `readings_minute`.
+#[derive(Debug, Default)]
+struct MinuteTotals {
+    realtime: i64,
+    batch: i64,
+    sum_temperature: f64,
+    sum_humidity: f64,
+    max_priority: u32,
+    last_ts_ms: i64,
+}
+
+/// The span of a `readings_minute` row: its `minute` is `ts_ms / MINUTE_MS`,
+/// in Rust and in `SQLite` alike (both truncate).
+pub(crate) const MINUTE_MS: i64 = 60_000;
+
 fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
                                weight_temperature, weight_humidity, priority, route)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
+    let mut minutes: BTreeMap<(&str, &str, i64), MinuteTotals> = BTreeMap::new();
     for r in readings {
         stmt.execute(params![
             r.node,
@@ -884,6 +919,43 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
             r.weights.humidity,
             r.priority,
             r.route.as_str(),
+        ])?;
+        let m = minutes
+            .entry((&r.node, &r.sensor, r.ts_ms / MINUTE_MS))
+            .or_insert_with(|| MinuteTotals {
+                last_ts_ms: r.ts_ms,
+                ..MinuteTotals::default()
+            });
+        match r.route {
+            Route::Realtime => m.realtime += 1,
+            Route::Batch => m.batch += 1,
+        }
+        m.sum_temperature += r.sample.temperature;
+        m.sum_humidity += r.sample.humidity;
+        m.max_priority = m.max_priority.max(r.priority);
+        m.last_ts_ms = m.last_ts_ms.max(r.ts_ms);
+    }
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO readings_minute VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (node, sensor, minute) DO UPDATE SET
+             realtime = realtime + excluded.realtime,
+             batch = batch + excluded.batch,
+             sum_temperature = sum_temperature + excluded.sum_temperature,
+             sum_humidity = sum_humidity + excluded.sum_humidity,
+             max_priority = max(max_priority, excluded.max_priority),
+             last_ts_ms = max(last_ts_ms, excluded.last_ts_ms)",
+    )?;
+    for ((node, sensor, minute), m) in minutes {
+        upsert.execute(params![
+            node,
+            sensor,
+            minute,
+            m.realtime,
+            m.batch,
+            m.sum_temperature,
+            m.sum_humidity,
+            m.max_priority,
+            m.last_ts_ms,
         ])?;
     }
     Ok(())
@@ -920,6 +992,47 @@ fn write_status(conn: &Connection, s: &AgentStatus) -> rusqlite::Result<u64> {
         i64::try_from(depth).unwrap_or(i64::MAX),
     ])?;
     Ok(depth)
+}
+
+fn status_row(conn: &Connection, node: &str) -> rusqlite::Result<Option<AgentStatus>> {
+    conn.prepare_cached(
+        "SELECT node, state, pid, version, started_ms, heartbeat_ms, interval_ms
+         FROM agent_status WHERE node = ?1",
+    )?
+    .query_row([node], |r| {
+        Ok(AgentStatus {
+            node: r.get(0)?,
+            running: r.get::<_, String>(1)? == "running",
+            pid: r.get(2)?,
+            version: r.get(3)?,
+            started_ms: r.get(4)?,
+            heartbeat_ms: r.get(5)?,
+            interval_ms: r.get(6)?,
+        })
+    })
+    .optional()
+}
+
+fn broker_row(conn: &Connection, node: &str) -> rusqlite::Result<Option<BrokerStatus>> {
+    conn.prepare_cached(
+        "SELECT broker_state, broker_error, broker_since_ms, last_ack_ms,
+                published_realtime, published_batch, published_late, outbox_depth
+         FROM agent_status WHERE node = ?1",
+    )?
+    .query_row([node], |r| {
+        let state: String = r.get(0)?;
+        Ok(BrokerStatus {
+            state: BrokerState::parse(&state).ok_or_else(|| bad_text(0, &state))?,
+            error: r.get(1)?,
+            since_ms: r.get(2)?,
+            last_ack_ms: r.get(3)?,
+            published_realtime: r.get(4)?,
+            published_batch: r.get(5)?,
+            published_late: r.get(6)?,
+            outbox_depth: r.get(7)?,
+        })
+    })
+    .optional()
 }
 
 fn bad_text(col: usize, value: &str) -> rusqlite::Error {
@@ -1296,6 +1409,73 @@ mod tests {
             s.broker("pi").unwrap().unwrap().state,
             BrokerState::Disabled
         );
+    }
+
+    #[test]
+    fn minute_totals_are_backfilled_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        {
+            // A version 2 log with readings in two minutes.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute_batch(
+                "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
+                   weight_temperature, weight_humidity, priority, route) VALUES
+                 ('pi', 'a', 0, 60000, 20, 50, 0, 0, 0, 'batch'),
+                 ('pi', 'a', 1, 75000, 22, 52, 1, 0, 1, 'realtime'),
+                 ('pi', 'a', 2, 120000, 21, 51, 0, 0, 0, 'batch')",
+            )
+            .unwrap();
+        }
+        // Readers cannot migrate: they say who can.
+        let old = Store::open(&path, Access::ReadOnly).unwrap();
+        let err = old.snapshot().err().unwrap();
+        assert!(matches!(err, StoreError::TooOld { found: 2, .. }), "{err}");
+        assert!(err.to_string().contains("start this edgeprio's agent"));
+        drop(old);
+        let mut s = Store::open(&path, Access::Writer).unwrap();
+        s.insert_readings(&[reading("a", 3, 23.0, Route::Batch)])
+            .unwrap();
+        let ts = reading("a", 3, 23.0, Route::Batch).ts_ms;
+        let totals = |s: &Store| -> Vec<(i64, i64, i64, f64, i64, i64)> {
+            s.conn
+                .prepare(
+                    "SELECT minute, realtime, batch, sum_temperature, max_priority, last_ts_ms
+                     FROM readings_minute ORDER BY minute",
+                )
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        let mut want = vec![
+            (ts / MINUTE_MS, 0, 1, 23.0, 0, ts),
+            (1, 1, 1, 42.0, 1, 75_000),
+            (2, 0, 1, 21.0, 0, 120_000),
+        ];
+        assert_eq!(totals(&s), want);
+        // A deleted reading is taken back out; an emptied minute goes.
+        s.conn
+            .execute("DELETE FROM readings WHERE seq IN (1, 2)", [])
+            .unwrap();
+        want[1] = (1, 0, 1, 20.0, 1, 75_000);
+        want.remove(2);
+        assert_eq!(totals(&s), want);
     }
 
     #[test]

@@ -19,10 +19,9 @@ use crossterm::{cursor, execute};
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use ratatui::layout::Rect;
-use rusqlite::{Connection, OpenFlags};
 
 use super::keys::{Action, Scroll, action};
-use super::state::{Counts, State, Theme, View, load_with};
+use super::state::{State, Theme, View, load};
 use super::ui::{render, table_rows};
 use crate::store::{Access, Store};
 
@@ -85,18 +84,13 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Opens the log read-only: validated by [`Store`] (ours, a known schema),
-/// then a plain read-only connection for the dashboard's queries.
-pub fn open(db: &Path) -> anyhow::Result<Connection> {
-    Store::open(db, Access::ReadOnly)
+/// Opens the log read-only (ours, a known schema), waiting at most
+/// [`BUSY`] for a lock.
+pub fn open(db: &Path) -> anyhow::Result<Store> {
+    let store = Store::open(db, Access::ReadOnly)
         .with_context(|| format!("cannot open the log {}", db.display()))?;
-    let conn = Connection::open_with_flags(
-        db,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("cannot open the log {} read-only", db.display()))?;
-    conn.busy_timeout(BUSY)?;
-    Ok(conn)
+    store.set_busy_timeout(BUSY)?;
+    Ok(store)
 }
 
 /// What [`apply`] needs to know of what is shown: how far a selection
@@ -164,16 +158,14 @@ pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
 /// Blocking: call it from a plain thread (or the main thread), never from
 /// a tokio worker. Colors follow `NO_COLOR`.
 pub fn run(db: &Path, node: Option<&str>, stop: impl Fn() -> bool) -> anyhow::Result<()> {
-    let conn = open(db)?;
+    let store = open(db)?;
     let theme = Theme::from_no_color(std::env::var_os("NO_COLOR").as_deref());
     let mut view = View {
         theme,
         ..View::default()
     };
     let mut at = now_ms();
-    let mut counts = Counts::default();
-    let mut state: State =
-        load_with(&conn, node, at, view, &mut counts).context("cannot read the log")?;
+    let mut state: State = load(&store, node, at, view).context("cannot read the log")?;
     let mut guard = Guard::enter()?;
     let mut loaded = Instant::now();
     while !stop() {
@@ -202,17 +194,13 @@ pub fn run(db: &Path, node: Option<&str>, stop: impl Fn() -> bool) -> anyhow::Re
             if !view.paused {
                 at = now_ms();
             }
-            state = match load_with(&conn, node, at, view, &mut counts) {
+            state = match load(&store, node, at, view) {
                 Ok(s) => s,
-                Err(e) => {
-                    // Whatever the counts held may be half-updated.
-                    counts = Counts::default();
-                    State {
-                        view,
-                        error: Some(format!("reload failed: {e}")),
-                        ..state
-                    }
-                }
+                Err(e) => State {
+                    view,
+                    error: Some(format!("reload failed: {e}")),
+                    ..state
+                },
             };
             loaded = Instant::now();
         }

@@ -21,5 +21,5 @@ mod fixtures;
 
 pub use app::run;
 pub use keys::{Action, action};
-pub use state::{Counts, State, Theme, View, Window, load, load_with};
+pub use state::{State, Theme, View, Window, load};
 pub use ui::render;

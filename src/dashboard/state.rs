@@ -1,22 +1,16 @@
-//! The query layer: builds a [`State`] from the log with a handful of
-//! aggregate queries. `now` is an argument, so the same database gives the
-//! same state in tests; everything held is bounded (history downsampled to
-//! [`MAX_POINTS`], tables capped at [`MAX_ROWS`]).
-//!
-//! These queries read the schema that `store` owns; they live here until
-//! they move into `store`.
-
-use std::collections::BTreeMap;
-
-use rusqlite::{Connection, OptionalExtension, params};
+//! The query layer: builds a [`State`] from one [`Snapshot`] of the log
+//! (the queries themselves live with the schema, in `store`). `now` is an
+//! argument, so the same database gives the same state in tests; everything
+//! held is bounded (history downsampled to [`MAX_POINTS`], tables capped at
+//! [`MAX_ROWS`]).
 
 use crate::domain::Route;
-use crate::store::BrokerState;
+use crate::store::{BrokerState, Snapshot, Store, StoreError, StoredReading};
 
 /// The most history points the chart keeps, whatever the window.
-pub const MAX_POINTS: i64 = 600;
+pub const MAX_POINTS: usize = 600;
 /// The most rows the readings table and the errors pane keep.
-pub const MAX_ROWS: i64 = 200;
+pub const MAX_ROWS: usize = 200;
 /// A heartbeat older than this many intervals means the agent is stale.
 pub const STALE_INTERVALS: i64 = 3;
 
@@ -319,192 +313,40 @@ impl State {
     }
 }
 
-/// The window's routing counts per sensor, carried between reloads.
-///
-/// Invariant: `by` counts the rows with `id <= last_id` and
-/// `ts_ms >= since`. A reload adds the rows inserted since (a rowid range)
-/// and takes away those that slid out of the window (a `readings_ts`
-/// range), so it never recounts the window. Rows are never deleted from the
-/// log; if retention ever deletes some, reset with `Counts::default()`.
-#[derive(Debug, Default, Clone)]
-pub struct Counts {
-    /// The node counted; another node starts over.
-    node: String,
-    /// The window's start at the last update.
-    since: i64,
-    /// The newest row counted.
-    last_id: i64,
-    /// Real-time and batch counts per sensor: two numbers per sensor, so
-    /// bounded.
-    by: BTreeMap<String, (u64, u64)>,
-    /// Whether `by` holds anything valid.
-    valid: bool,
-}
-
-impl Counts {
-    fn apply(&mut self, rows: &[(String, String, i64)], add: bool) {
-        for (sensor, r, n) in rows {
-            let entry = self.by.entry(sensor.clone()).or_default();
-            let slot = match route(r) {
-                Route::Realtime => &mut entry.0,
-                Route::Batch => &mut entry.1,
-            };
-            *slot = if add {
-                *slot + to_u64(*n)
-            } else {
-                slot.saturating_sub(to_u64(*n))
-            };
-        }
-    }
-
-    /// Brings the counts to the window starting at `since`, and returns
-    /// the split per sensor (with the window's unpublished rows, counted
-    /// through the outbox index).
-    fn update(
-        &mut self,
-        conn: &Connection,
-        node: &str,
-        since: i64,
-    ) -> rusqlite::Result<BTreeMap<String, Split>> {
-        let group = |sql: &str,
-                     args: &[&dyn rusqlite::ToSql]|
-         -> rusqlite::Result<Vec<(String, String, i64)>> {
-            conn.prepare_cached(sql)?
-                .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect()
-        };
-        let last_id: i64 = conn
-            .prepare_cached("SELECT coalesce(max(id), 0) FROM readings")?
-            .query_row([], |r| r.get(0))?;
-        if !self.valid || self.node != node || since < self.since {
-            // `+node`: without statistics SQLite would walk every row of
-            // the node through UNIQUE(node, sensor, seq) instead of the
-            // window's rows through readings_ts.
-            let rows = group(
-                "SELECT sensor, route, count(*) FROM readings
-                 WHERE ts_ms >= ?2 AND +node = ?1 AND +id <= ?3 GROUP BY sensor, route",
-                &[&node, &since, &last_id],
-            )?;
-            self.by.clear();
-            self.apply(&rows, true);
-            node.clone_into(&mut self.node);
-            self.valid = true;
-        } else {
-            let entered = group(
-                "SELECT sensor, route, count(*) FROM readings
-                 WHERE id > ?3 AND id <= ?4 AND +ts_ms >= ?2 AND +node = ?1
-                 GROUP BY sensor, route",
-                &[&node, &since, &self.last_id, &last_id],
-            )?;
-            let left = group(
-                "SELECT sensor, route, count(*) FROM readings
-                 WHERE ts_ms >= ?2 AND ts_ms < ?3 AND +id <= ?4 AND +node = ?1
-                 GROUP BY sensor, route",
-                &[&node, &self.since, &since, &self.last_id],
-            )?;
-            self.apply(&entered, true);
-            self.apply(&left, false);
-        }
-        self.since = since;
-        self.last_id = last_id;
-        // The outbox is small unless the broker is away; its partial index
-        // holds only unpublished rows.
-        let unpublished = group(
-            "SELECT sensor, '', count(*) FROM readings
-             WHERE node = ?1 AND published_ms IS NULL AND +ts_ms >= ?2 AND id <= ?3
-             GROUP BY sensor",
-            &[&node, &since, &last_id],
-        )?;
-        let mut splits: BTreeMap<String, Split> = self
-            .by
-            .iter()
-            .map(|(s, &(realtime, batch))| {
-                (
-                    s.clone(),
-                    Split {
-                        realtime,
-                        batch,
-                        unpublished: 0,
-                    },
-                )
-            })
-            .collect();
-        for (sensor, _, n) in unpublished {
-            splits.entry(sensor).or_default().unpublished = to_u64(n);
-        }
-        Ok(splits)
+fn row(s: StoredReading) -> Row {
+    let r = s.reading;
+    Row {
+        ts_ms: r.ts_ms,
+        sensor: r.sensor,
+        temperature: r.sample.temperature,
+        humidity: r.sample.humidity,
+        weights: (r.weights.temperature, r.weights.humidity),
+        priority: r.priority,
+        route: r.route,
+        published: s.published_ms.is_some(),
     }
 }
 
-fn to_u32(v: i64) -> u32 {
-    u32::try_from(v).unwrap_or(0)
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn route(s: &str) -> Route {
-    Route::parse(s).unwrap_or(Route::Batch)
-}
-
-/// The node to show: `node` if given, else the agent with the newest
-/// heartbeat, else the node of the newest reading.
-fn pick_node(conn: &Connection, node: Option<&str>) -> rusqlite::Result<Option<String>> {
-    if let Some(n) = node {
-        return Ok(Some(n.to_owned()));
-    }
-    let agent = conn
-        .query_row(
-            "SELECT node FROM agent_status ORDER BY heartbeat_ms DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if agent.is_some() {
-        return Ok(agent);
-    }
-    conn.query_row(
-        "SELECT node FROM readings ORDER BY id DESC LIMIT 1",
-        [],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-/// Builds the state of `node` (or the most recent node) at `now_ms`,
-/// counting the whole window afresh. See [`load_with`] for repeated loads.
+/// Builds the state of `node` (or the node whose agent beat last) at
+/// `now_ms`, from one snapshot of the log. Its cost does not grow with the
+/// log: the window's counts and long charts come from per-minute totals.
 pub fn load(
-    conn: &Connection,
+    store: &Store,
     node: Option<&str>,
     now_ms: i64,
     view: View,
-) -> rusqlite::Result<State> {
-    load_with(conn, node, now_ms, view, &mut Counts::default())
-}
-
-/// [`load`] for one reload of many: `counts` carries the window's routing
-/// counts from the previous call, so only rows that entered or left the
-/// window since then are counted (milliseconds, whatever the window holds).
-pub fn load_with(
-    conn: &Connection,
-    node: Option<&str>,
-    now_ms: i64,
-    view: View,
-    counts: &mut Counts,
-) -> rusqlite::Result<State> {
-    // One read transaction: every query sees the same snapshot of the log,
-    // and in WAL mode it never blocks the writer.
-    let tx = conn.unchecked_transaction()?;
-    let conn: &Connection = &tx;
+) -> Result<State, StoreError> {
+    let snap = store.snapshot()?;
     let since = now_ms - view.window.millis();
-    let Some(node) = pick_node(conn, node)? else {
-        return Ok(empty(view));
+    let node = match node {
+        Some(n) => n.to_owned(),
+        None => match snap.latest_node()? {
+            Some(n) => n,
+            None => return Ok(empty(view)),
+        },
     };
-    let header = header(conn, &node, now_ms)?;
-    let splits = counts.update(conn, &node, since)?;
-    let mut sensors = sensor_panels(conn, &node, now_ms, since, &splits)?;
-    sensors.sort_by(|a, b| a.sensor.cmp(&b.sensor));
+    let header = header(&snap, &node, now_ms)?;
+    let sensors = sensor_panels(&snap, &node, now_ms, since)?;
     let selected = match sensors.len() {
         0 => 0,
         n => view.selected % n,
@@ -515,17 +357,38 @@ pub fn load_with(
         unpublished: acc.unpublished + s.split.unpublished,
     });
     let history = match sensors.get(selected) {
-        Some(s) => history(conn, &node, &s.sensor, now_ms, since)?,
+        Some(s) => snap
+            .history(&node, &s.sensor, since, now_ms, MAX_POINTS)?
+            .into_iter()
+            .map(|b| Point {
+                offset_ms: b.last_ts_ms - now_ms,
+                temperature: b.temperature,
+                humidity: b.humidity,
+                priority: b.priority,
+                realtime: b.realtime,
+            })
+            .collect(),
         None => Vec::new(),
     };
+    let recent = snap.recent(&node, MAX_ROWS)?.into_iter().map(row).collect();
+    let errors = snap
+        .errors(&node, None, since, MAX_ROWS)?
+        .into_iter()
+        .map(|e| ErrorRow {
+            ts_ms: e.error.ts_ms,
+            sensor: e.error.sensor,
+            kind: e.error.kind.as_str().to_owned(),
+            detail: e.error.detail,
+        })
+        .collect();
     Ok(State {
         view,
         header,
         selected,
         history,
         total,
-        recent: recent(conn, &node)?,
-        errors: errors(conn, &node, since)?,
+        recent,
+        errors,
         sensors,
         error: None,
     })
@@ -562,205 +425,85 @@ fn empty(view: View) -> State {
     }
 }
 
-fn header(conn: &Connection, node: &str, now_ms: i64) -> rusqlite::Result<Header> {
-    // The partial index readings_outbox makes this a count over the outbox only.
-    let outbox: i64 = conn
-        .prepare_cached("SELECT count(*) FROM readings WHERE node = ?1 AND published_ms IS NULL")?
-        .query_row([node], |r| r.get(0))?;
-    let row = conn
-        .prepare_cached(
-            "SELECT state, started_ms, heartbeat_ms, interval_ms,
-                    broker_state, broker_error, broker_since_ms
-             FROM agent_status WHERE node = ?1",
-        )?
-        .query_row([node], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
-        })
-        .optional()?;
-    let mut h = Header::unknown(node.to_owned(), to_u64(outbox));
-    if let Some((state, started, heartbeat, interval, broker, error, since)) = row {
-        let age = now_ms - heartbeat;
-        h.agent = if state != "running" {
+fn header(snap: &Snapshot<'_>, node: &str, now_ms: i64) -> Result<Header, StoreError> {
+    let mut h = Header::unknown(node.to_owned(), snap.outbox_depth(node)?);
+    if let Some((agent, broker)) = snap.status(node)? {
+        let age = now_ms - agent.heartbeat_ms;
+        h.agent = if !agent.running {
             AgentState::Stopped
-        } else if age > STALE_INTERVALS * interval.max(1) {
+        } else if age > STALE_INTERVALS * agent.interval_ms.max(1) {
             AgentState::Stale
         } else {
             AgentState::Running
         };
         h.heartbeat_age_ms = Some(age);
-        h.interval_ms = Some(interval);
-        h.uptime_ms = (h.agent == AgentState::Running).then_some(now_ms - started);
-        h.broker = BrokerState::parse(&broker);
-        h.broker_error = error;
-        h.broker_for_ms = since.map(|s| now_ms - s);
+        h.interval_ms = Some(agent.interval_ms);
+        h.uptime_ms = (h.agent == AgentState::Running).then_some(now_ms - agent.started_ms);
+        h.broker = Some(broker.state);
+        h.broker_error = broker.error;
+        h.broker_for_ms = broker.since_ms.map(|s| now_ms - s);
     }
     Ok(h)
 }
 
 fn sensor_panels(
-    conn: &Connection,
+    snap: &Snapshot<'_>,
     node: &str,
     now_ms: i64,
     since: i64,
-    splits: &BTreeMap<String, Split>,
-) -> rusqlite::Result<Vec<SensorPanel>> {
-    // Distinct sensors by skip-scan of UNIQUE(node, sensor, seq): one index
-    // seek per sensor instead of a scan of every reading.
-    let mut names: Vec<String> = conn
-        .prepare_cached(
-            "WITH RECURSIVE s(sensor) AS (
-               SELECT (SELECT min(sensor) FROM readings WHERE node = ?1)
-               UNION ALL
-               SELECT (SELECT min(sensor) FROM readings WHERE node = ?1 AND sensor > s.sensor)
-               FROM s WHERE s.sensor IS NOT NULL)
-             SELECT sensor FROM s WHERE sensor IS NOT NULL",
-        )?
-        .query_map([node], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+) -> Result<Vec<SensorPanel>, StoreError> {
+    let mut names = snap.sensors(node)?;
     // Sensors that only failed within the window still get a panel.
-    let failing: Vec<(String, i64)> = conn
-        .prepare_cached(
-            "SELECT sensor, count(*) FROM sensor_errors
-             WHERE ts_ms >= ?2 AND node = ?1 GROUP BY sensor",
-        )?
-        .query_map(params![node, since], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+    let failing = snap.error_counts(node, since)?;
     for (s, _) in &failing {
         if !names.contains(s) {
             names.push(s.clone());
         }
     }
-    let mut latest = conn.prepare_cached(
-        "SELECT ts_ms, temperature_c, humidity_pct, weight_temperature, weight_humidity,
-                priority, route
-         FROM readings WHERE node = ?1 AND sensor = ?2 ORDER BY seq DESC LIMIT 1",
-    )?;
-    let mut last_error = conn.prepare_cached(
-        "SELECT kind, detail, ts_ms FROM sensor_errors
-         WHERE ts_ms >= ?3 AND node = ?1 AND sensor = ?2 ORDER BY ts_ms DESC, id DESC LIMIT 1",
-    )?;
+    names.sort();
+    let unpublished = snap.unpublished_since(node, since)?;
+    let count_of = |list: &[(String, u64)], sensor: &str| {
+        list.iter()
+            .find(|(s, _)| s == sensor)
+            .map_or(0, |(_, n)| *n)
+    };
     let mut panels = Vec::with_capacity(names.len());
     for sensor in names {
-        let latest = latest
-            .query_row(params![node, sensor], |r| {
-                Ok(Latest {
-                    age_ms: now_ms - r.get::<_, i64>(0)?,
-                    temperature: r.get(1)?,
-                    humidity: r.get(2)?,
-                    weights: (to_u32(r.get(3)?), to_u32(r.get(4)?)),
-                    priority: to_u32(r.get(5)?),
-                    route: route(&r.get::<_, String>(6)?),
-                })
-            })
-            .optional()?;
-        let last_error = last_error
-            .query_row(params![node, sensor, since], |r| {
-                Ok(LastError {
-                    kind: r.get(0)?,
-                    detail: r.get(1)?,
-                    age_ms: now_ms - r.get::<_, i64>(2)?,
-                })
-            })
-            .optional()?;
-        let split = splits.get(&sensor).copied().unwrap_or_default();
-        let errors = failing
-            .iter()
-            .find(|(s, _)| *s == sensor)
-            .map_or(0, |(_, n)| to_u64(*n));
+        let latest = snap.latest(node, &sensor)?.map(|s| {
+            let r = s.reading;
+            Latest {
+                temperature: r.sample.temperature,
+                humidity: r.sample.humidity,
+                age_ms: now_ms - r.ts_ms,
+                weights: (r.weights.temperature, r.weights.humidity),
+                priority: r.priority,
+                route: r.route,
+            }
+        });
+        let last_error = snap
+            .errors(node, Some(&sensor), since, 1)?
+            .into_iter()
+            .next()
+            .map(|e| LastError {
+                kind: e.error.kind.as_str().to_owned(),
+                detail: e.error.detail,
+                age_ms: now_ms - e.error.ts_ms,
+            });
+        let counts = snap.route_counts(node, &sensor, since)?;
+        let split = Split {
+            realtime: counts.realtime,
+            batch: counts.batch,
+            unpublished: count_of(&unpublished, &sensor),
+        };
         panels.push(SensorPanel {
+            errors: count_of(&failing, &sensor),
             sensor,
             latest,
             split,
-            errors,
             last_error,
         });
     }
     Ok(panels)
-}
-
-fn history(
-    conn: &Connection,
-    node: &str,
-    sensor: &str,
-    now_ms: i64,
-    since: i64,
-) -> rusqlite::Result<Vec<Point>> {
-    // The sensor's first seq in the window, found through readings_ts (a
-    // few rows in: sensors interleave); from there UNIQUE(node, sensor, seq)
-    // walks this sensor's rows only, as seq grows with time.
-    let first: Option<i64> = conn
-        .prepare_cached(
-            "SELECT seq FROM readings WHERE ts_ms >= ?3 AND +node = ?1 AND +sensor = ?2
-             ORDER BY ts_ms LIMIT 1",
-        )?
-        .query_row(params![node, sensor, since], |r| r.get(0))
-        .optional()?;
-    let Some(first) = first else {
-        return Ok(Vec::new());
-    };
-    // Averaged per bucket in SQL: never more than MAX_POINTS rows come back.
-    let bucket = ((now_ms - since) / MAX_POINTS).max(1);
-    conn.prepare_cached(
-        "SELECT (ts_ms - ?3) / ?4 AS b, avg(temperature_c), avg(humidity_pct), max(priority),
-                max(route = 'realtime'), max(ts_ms)
-         FROM readings WHERE node = ?1 AND sensor = ?2 AND seq >= ?5 AND ts_ms >= ?3
-         GROUP BY b ORDER BY b",
-    )?
-    .query_map(params![node, sensor, since, bucket, first], |r| {
-        Ok(Point {
-            offset_ms: r.get::<_, i64>(5)? - now_ms,
-            temperature: r.get(1)?,
-            humidity: r.get(2)?,
-            priority: to_u32(r.get(3)?),
-            realtime: r.get::<_, i64>(4)? != 0,
-        })
-    })?
-    .collect()
-}
-
-fn recent(conn: &Connection, node: &str) -> rusqlite::Result<Vec<Row>> {
-    conn.prepare_cached(
-        "SELECT ts_ms, sensor, temperature_c, humidity_pct, weight_temperature,
-                weight_humidity, priority, route, published_ms IS NOT NULL
-         FROM readings WHERE +node = ?1 ORDER BY id DESC LIMIT ?2",
-    )?
-    .query_map(params![node, MAX_ROWS], |r| {
-        Ok(Row {
-            ts_ms: r.get(0)?,
-            sensor: r.get(1)?,
-            temperature: r.get(2)?,
-            humidity: r.get(3)?,
-            weights: (to_u32(r.get(4)?), to_u32(r.get(5)?)),
-            priority: to_u32(r.get(6)?),
-            route: route(&r.get::<_, String>(7)?),
-            published: r.get(8)?,
-        })
-    })?
-    .collect()
-}
-
-fn errors(conn: &Connection, node: &str, since: i64) -> rusqlite::Result<Vec<ErrorRow>> {
-    conn.prepare_cached(
-        "SELECT ts_ms, sensor, kind, detail FROM sensor_errors
-         WHERE ts_ms >= ?2 AND node = ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?3",
-    )?
-    .query_map(params![node, since, MAX_ROWS], |r| {
-        Ok(ErrorRow {
-            ts_ms: r.get(0)?,
-            sensor: r.get(1)?,
-            kind: r.get(2)?,
-            detail: r.get(3)?,
-        })
-    })?
-    .collect()
 }
 
 #[cfg(test)]
@@ -771,9 +514,7 @@ mod tests {
     fn state_of(scenario: Scenario, view: View) -> State {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = build(dir.path(), scenario);
-        let conn = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("read-only open");
-        load(&conn, None, NOW, view).expect("state loads")
+        load(&reader(&path), None, NOW, view).expect("state loads")
     }
 
     #[test]
@@ -795,7 +536,7 @@ mod tests {
         assert_eq!(latest.age_ms, 5_000);
         assert_eq!(lab.success_rate(), Some(1.0));
         assert!(lab.split.realtime > 0, "the heater jump went real-time");
-        assert_eq!(s.recent.len(), usize::try_from(MAX_ROWS).expect("small"));
+        assert_eq!(s.recent.len(), MAX_ROWS);
         assert!(s.recent[0].ts_ms >= s.recent[1].ts_ms, "newest first");
     }
 
@@ -849,8 +590,7 @@ mod tests {
         let status = store.status(NODE).expect("status").expect("row");
         store.mark_stopped(&status).expect("stop");
         drop(store);
-        let conn = Connection::open(&path).expect("open");
-        let s = load(&conn, None, NOW, View::default()).expect("state");
+        let s = load(&reader(&path), None, NOW, View::default()).expect("state");
         assert_eq!(s.header.agent, AgentState::Stopped);
     }
 
@@ -880,7 +620,7 @@ mod tests {
                 ..View::default()
             },
         );
-        assert!(day.history.len() <= usize::try_from(MAX_POINTS).expect("small"));
+        assert!(day.history.len() <= MAX_POINTS);
     }
 
     #[test]
@@ -906,57 +646,63 @@ mod tests {
             })
             .collect();
         store.insert_readings(&readings).expect("insert");
-        let s = load(&store_conn(&path), None, NOW, View::default()).expect("state");
+        let s = load(&reader(&path), None, NOW, View::default()).expect("state");
         assert_eq!(s.history.len(), 600);
         assert_eq!(s.header.agent, AgentState::Unknown);
         assert_eq!(s.header.node, NODE, "node taken from the readings");
     }
 
+    /// The window's counts, from the per-minute totals plus the partial
+    /// first minute, equal a plain count of the readings, wherever the
+    /// window starts within a minute and after readings are deleted.
     #[test]
-    fn incremental_counts_match_a_fresh_count() {
+    fn window_counts_match_a_plain_count() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = build(dir.path(), Scenario::Live);
-        let view = View {
-            window: Window::Min15,
-            ..View::default()
+        let plain = |since: i64| -> (u64, u64) {
+            let c = rusqlite::Connection::open(&path).expect("open");
+            let (rt, b): (i64, i64) = c
+                .query_row(
+                    "SELECT sum(route = 'realtime'), sum(route = 'batch') FROM readings
+                     WHERE ts_ms >= ?1",
+                    [since],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("count");
+            (rt.try_into().expect("count"), b.try_into().expect("count"))
         };
-        let mut counts = Counts::default();
-        let conn = store_conn(&path);
-        let first = load_with(&conn, None, NOW - 30 * 60_000, view, &mut counts).expect("state");
-        assert_eq!(
-            first,
-            load(&conn, None, NOW - 30 * 60_000, view).expect("state")
-        );
-        // More rows arrive while the window slides on.
-        let mut store =
-            crate::store::Store::open(&path, crate::store::Access::Writer).expect("writer");
-        let more: Vec<crate::domain::Reading> = (0..40)
-            .map(|i| crate::domain::Reading {
-                node: NODE.to_owned(),
-                sensor: "lab".to_owned(),
-                seq: 1000 + i,
-                ts_ms: NOW + i64::try_from(i).expect("small") * 1000,
-                sample: crate::domain::Sample::new(30.0, 40.0),
-                weights: crate::domain::PerChannel {
-                    temperature: 1,
-                    humidity: 0,
-                },
-                priority: 1,
-                route: Route::Realtime,
-            })
-            .collect();
-        store.insert_readings(&more).expect("insert");
-        for later in [NOW - 20 * 60_000, NOW, NOW + 60_000] {
-            let carried = load_with(&conn, None, later, view, &mut counts).expect("state");
-            let fresh = load(&conn, None, later, view).expect("state");
-            assert_eq!(carried.sensors, fresh.sensors, "at {later}");
-            assert_eq!(carried.total, fresh.total);
+        let check = |now: i64| {
+            let s = load(&reader(&path), None, now, View::default()).expect("state");
+            let want = plain(now - Window::Hour1.millis());
+            assert_eq!((s.total.realtime, s.total.batch), want, "at {now}");
+        };
+        for offset in [0, 1, 7_499, 15_000, 29_999, 59_999, 60_000, 61_234] {
+            check(NOW - offset);
         }
+        // Retention-like deletes: the per-minute totals follow.
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .execute(
+                "DELETE FROM readings WHERE ts_ms < ?1 OR (sensor = 'lab' AND seq % 3 = 0)",
+                [NOW - 40 * 60_000],
+            )
+            .expect("delete");
+        for offset in [0, 12_345, 45_000] {
+            check(NOW - offset);
+        }
+        let minutes: i64 = rusqlite::Connection::open(&path)
+            .expect("open")
+            .query_row(
+                "SELECT count(*) FROM readings_minute WHERE minute < ?1",
+                [(NOW - 40 * 60_000) / 60_000],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(minutes, 0, "emptied minutes go");
     }
 
-    fn store_conn(path: &std::path::Path) -> Connection {
-        Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("read-only open")
+    fn reader(path: &std::path::Path) -> Store {
+        Store::open(path, crate::store::Access::ReadOnly).expect("read-only open")
     }
 
     #[test]

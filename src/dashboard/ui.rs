@@ -678,7 +678,6 @@ fn render_help(buf: &mut Buffer, area: Rect, t: Theme) {
 mod tests {
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
-    use rusqlite::{Connection, OpenFlags};
 
     use super::*;
     use crate::dashboard::fixtures::{NOW, Scenario, build};
@@ -687,13 +686,13 @@ mod tests {
     fn state_of(scenario: Scenario, selected: usize) -> State {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = build(dir.path(), scenario);
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        let store = crate::store::Store::open(&path, crate::store::Access::ReadOnly)
             .expect("read-only open");
         let view = View {
             selected,
             ..View::default()
         };
-        load(&conn, None, NOW, view).expect("state loads")
+        load(&store, None, NOW, view).expect("state loads")
     }
 
     fn screen(state: &State, width: u16, height: u16) -> Terminal<TestBackend> {
