@@ -78,6 +78,10 @@ pub struct DashboardArgs {
     /// newest heartbeat]
     #[arg(long, env = "EDGEPRIO_NODE", value_name = "NODE")]
     pub node: Option<String>,
+
+    /// How often to re-read the log (at least 10ms)
+    #[arg(long, env = "EDGEPRIO_REFRESH", value_name = "DURATION", default_value = "1s", value_parser = parse_refresh)]
+    pub refresh: Duration,
 }
 
 /// Options of `doctor`.
@@ -215,6 +219,14 @@ fn parse_when(s: &str) -> Result<When, String> {
     })
 }
 
+fn parse_refresh(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(_) => Err(format!("{s:?} is too short; give at least 10ms, e.g. 1s or 250ms")),
+        Err(e) => Err(format!("{s:?} is not a duration ({e}); give e.g. 1s or 250ms")),
+    }
+}
+
 fn parse_speed(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
@@ -312,7 +324,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => Config::load(&config_path())?.db,
             };
             let stop = stop_flag()?;
-            crate::dashboard::run(&db, args.node.as_deref(), || stop.load(Ordering::Relaxed))?;
+            crate::dashboard::run(&db, args.node.as_deref(), args.refresh, || {
+                stop.load(Ordering::Relaxed)
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Doctor(args) => {
@@ -648,9 +662,12 @@ fn demo_with_dashboard(config: &Config, opts: RunOptions) -> anyhow::Result<agen
     let shown = if agent.is_finished() {
         Ok(())
     } else {
-        crate::dashboard::run(&config.db, Some(&config.node), || {
-            stop.load(Ordering::Relaxed)
-        })
+        crate::dashboard::run(
+            &config.db,
+            Some(&config.node),
+            crate::dashboard::app::REFRESH,
+            || stop.load(Ordering::Relaxed),
+        )
     };
     let _ = stop_agent.send(());
     let summary = agent

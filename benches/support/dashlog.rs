@@ -2,6 +2,9 @@
 //! full run) from four sensors, written through `Store` in batches, all
 //! published but the newest 100, with a live agent's status row.
 
+// Each bench uses its part.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 use edgeprio::domain::{PerChannel, Reading, Route, Sample};

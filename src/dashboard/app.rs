@@ -1,8 +1,8 @@
 //! The terminal loop: raw mode and the alternate screen behind a guard that
 //! restores the terminal on return, on error and on panic; keys polled with
 //! a 250 ms timeout so a `stop` flag (wired by the caller to SIGTERM/SIGHUP)
-//! is seen promptly; the state reloaded from the log once per second unless
-//! paused. Nothing grows: each reload replaces the bounded [`State`].
+//! is seen promptly; the state reloaded from the log every `refresh`
+//! ([`REFRESH`] by default) unless paused. Nothing grows: each reload replaces the bounded [`State`].
 
 use std::io::{Stdout, stdout};
 use std::path::Path;
@@ -27,8 +27,8 @@ use crate::store::{Access, Store};
 
 /// How long to wait for a key before looking at `stop` and the clock.
 const POLL: Duration = Duration::from_millis(250);
-/// How often the state is reloaded from the log.
-const REFRESH: Duration = Duration::from_secs(1);
+/// How often the state is reloaded from the log, unless told otherwise.
+pub const REFRESH: Duration = Duration::from_secs(1);
 /// How long a reload waits for the writer's lock (never long: WAL readers
 /// rarely wait at all, and a frame must not freeze).
 const BUSY: Duration = Duration::from_millis(200);
@@ -154,10 +154,15 @@ pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
 }
 
 /// Runs the dashboard on the log `db` for `node` (default: the agent with
-/// the newest heartbeat) until the user quits or `stop()` returns true.
-/// Blocking: call it from a plain thread (or the main thread), never from
+/// the newest heartbeat), reloading every `refresh`, until the user quits
+/// or `stop()` returns true. Blocking: call it from a plain thread (or the main thread), never from
 /// a tokio worker. Colors follow `NO_COLOR`.
-pub fn run(db: &Path, node: Option<&str>, stop: impl Fn() -> bool) -> anyhow::Result<()> {
+pub fn run(
+    db: &Path,
+    node: Option<&str>,
+    refresh: Duration,
+    stop: impl Fn() -> bool,
+) -> anyhow::Result<()> {
     let store = open(db)?;
     let theme = Theme::from_no_color(std::env::var_os("NO_COLOR").as_deref());
     let mut view = View {
@@ -175,7 +180,9 @@ pub fn run(db: &Path, node: Option<&str>, stop: impl Fn() -> bool) -> anyhow::Re
             .context("cannot draw")?
             .area;
         let mut requery = false;
-        if event::poll(POLL).context("cannot read the terminal")?
+        // Wake for a key, for `stop`, or when the next reload is due.
+        let wait = POLL.min(refresh.saturating_sub(loaded.elapsed()));
+        if event::poll(wait).context("cannot read the terminal")?
             && let Event::Key(key) = event::read().context("cannot read the terminal")?
         {
             let Some(next) = apply(view, action(key), Extent::of(&state, area)) else {
@@ -187,7 +194,7 @@ pub fn run(db: &Path, node: Option<&str>, stop: impl Fn() -> bool) -> anyhow::Re
             view = next;
             state.view = view;
         }
-        let due = !view.paused && loaded.elapsed() >= REFRESH;
+        let due = !view.paused && loaded.elapsed() >= refresh;
         if due || requery {
             // Paused, the clock stands still: a new window or sensor is
             // shown as of the moment of the pause.
