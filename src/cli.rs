@@ -222,8 +222,12 @@ fn parse_when(s: &str) -> Result<When, String> {
 fn parse_refresh(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d >= Duration::from_millis(10) => Ok(d),
-        Ok(_) => Err(format!("{s:?} is too short; give at least 10ms, e.g. 1s or 250ms")),
-        Err(e) => Err(format!("{s:?} is not a duration ({e}); give e.g. 1s or 250ms")),
+        Ok(_) => Err(format!(
+            "{s:?} is too short; give at least 10ms, e.g. 1s or 250ms"
+        )),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration ({e}); give e.g. 1s or 250ms"
+        )),
     }
 }
 
@@ -291,21 +295,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Run(args) => {
-            let mut config = Config::load(&config_path())?;
-            if let Some(db) = args.db {
-                config.db = db;
-            }
-            let opts = RunOptions::from_config(&config);
+            let path = config_path();
+            let load = || -> Result<Config, ConfigError> {
+                let mut config = Config::load(&path)?;
+                if let Some(db) = &args.db {
+                    config.db.clone_from(db);
+                }
+                Ok(config)
+            };
+            let config = load()?;
             warn_world_readable_secrets(&config);
             if let Some(b) = &config.broker {
                 crate::broker::start(b.listen).map_err(anyhow::Error::msg)?;
                 tracing::info!(listen = %b.listen, "embedded MQTT broker running");
             }
-            runtime()?.block_on(async {
-                let shutdown = shutdown_signal()?;
-                let publisher = AnyPublisher::for_config(&config);
-                agent::run(&config, opts, publisher, |_| {}, shutdown).await
-            })?;
+            runtime()?.block_on(run_agent(config, load))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo(cli.config.as_deref(), args),
@@ -418,6 +422,75 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed before this
 /// returns, so a signal that arrives while a cycle is in flight is not lost.
+/// Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the
+/// configuration through `load`: a valid file stops the agent cleanly (the
+/// cycle in flight committed, the broker told `offline`) and starts it
+/// again with the new one; an invalid file is logged and the agent carries
+/// on with the old one.
+async fn run_agent(
+    mut config: Config,
+    load: impl Fn() -> Result<Config, ConfigError>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    loop {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let mut stop_tx = Some(stop_tx);
+        let mut stop = move || {
+            if let Some(tx) = stop_tx.take() {
+                let _ = tx.send(());
+            }
+        };
+        let mut next = None;
+        {
+            let publisher = AnyPublisher::for_config(&config);
+            let agent = agent::run(
+                &config,
+                RunOptions::from_config(&config),
+                publisher,
+                |_| {},
+                async {
+                    let _ = stop_rx.await;
+                },
+            );
+            tokio::pin!(agent);
+            loop {
+                tokio::select! {
+                    done = &mut agent => {
+                        done?;
+                        break;
+                    }
+                    _ = term.recv() => stop(),
+                    _ = int.recv() => stop(),
+                    _ = hup.recv() => match load() {
+                        Ok(new) => {
+                            tracing::info!("SIGHUP: configuration valid; restarting the agent with it");
+                            if new.broker != config.broker {
+                                tracing::warn!(
+                                    "the embedded broker ([broker]) keeps its old settings until \
+                                     the agent restarts"
+                                );
+                            }
+                            crate::service::reloading();
+                            next = Some(new);
+                            stop();
+                        }
+                        Err(e) => tracing::error!(
+                            "SIGHUP: {e}; keeping the configuration in use"
+                        ),
+                    },
+                }
+            }
+        }
+        match next {
+            Some(new) => config = new,
+            None => return Ok(()),
+        }
+    }
+}
+
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;

@@ -9,18 +9,21 @@
 //!
 //! - [`domain`]: the pure core (readings, validation, the weight-priority
 //!   algorithm, routing, payload shapes). No I/O, no clock.
-//! - [`sensor`]: sensor backends behind the [`sensor::Sensor`] trait
-//!   (simulated now; GPIO and kernel-driver DHT22s plug in here).
+//! - [`sensor`]: sensor backends behind the [`sensor::Sensor`] trait: DHT22
+//!   over GPIO (rppal), the kernel's IIO driver, and simulations.
 //! - [`store`]: the `SQLite` log, which is also the MQTT outbox. Owns the schema.
 //! - [`agent`]: the read cycle and the timer loop that drives it, with
 //!   shutdown passed in.
 //! - [`clock`]: monotonic time, wall time and sleeping, real or virtual.
 //! - [`publish`]: MQTT publishing from the log's outbox, acknowledged row by
 //!   row; [`broker`]: the embedded broker.
+//! - [`metrics`]: the optional Prometheus endpoint (`GET /metrics`).
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`dashboard`]: the ratatui dashboard: a query layer building `State`
 //!   from the log, rendering that takes `&State`, keys mapped to actions.
 //! - [`doctor`]: diagnoses of the board, GPIO access, sensors and the log.
+//! - [`service`]: systemd notify: READY, STATUS, STOPPING and a watchdog fed
+//!   only while read cycles complete.
 //! - [`cli`]: the `edgeprio` command line; `main.rs` only calls it.
 //!
 //! Data flows sensor -> validate -> score -> route -> commit to `SQLite` ->
@@ -36,4 +39,5 @@ pub mod doctor;
 pub mod domain;
 pub mod publish;
 pub mod sensor;
+pub mod service;
 pub mod store;

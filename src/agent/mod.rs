@@ -18,6 +18,7 @@ pub use cycle::{CycleReport, Station, read_validated};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::domain::Reading;
+use crate::service::{self, Progress, Watchdog};
 
 /// Hands committed readings to the network. The MQTT implementation
 /// drains the log's outbox; until one is configured, readings simply stay in
@@ -77,6 +78,15 @@ pub struct RunSummary {
     pub errors: u64,
 }
 
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Unix time in milliseconds: the only place the agent reads the clock.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -108,6 +118,15 @@ pub async fn run(
         period = %humantime::format_duration(opts.period),
         "agent running"
     );
+    service::ready(&format!(
+        "running: {} sensors every {}",
+        station.slots.len(),
+        humantime::format_duration(opts.period)
+    ));
+    let progress = Arc::new(Progress::default());
+    // Dropped (aborted) when `run` returns, however it returns.
+    let _watchdog = Watchdog::from_env(opts.period)
+        .map(|dog| AbortOnDrop(tokio::spawn(dog.run(progress.clone()))));
 
     let mut ticker = tokio::time::interval(opts.period);
     // After a slow cycle (a sensor retrying), keep the spacing rather than
@@ -120,6 +139,7 @@ pub async fn run(
             biased;
             () = &mut shutdown => {
                 tracing::info!("shutdown requested");
+                service::stopping();
                 break;
             }
             _ = ticker.tick() => {}
@@ -132,12 +152,24 @@ pub async fn run(
         .await
         .context("the sensor thread panicked")?;
         station = back;
+        progress.cycle_done();
         summary.cycles += 1;
         summary.errors += report.errors.len() as u64;
         if report.commit_error.is_none() {
             summary.readings += report.readings.len() as u64;
             publisher.committed(&report.readings);
         }
+        service::status(&format!(
+            "cycle {}: {} readings, {} failed reads{}",
+            summary.cycles,
+            report.readings.len(),
+            report.errors.len(),
+            if report.commit_error.is_some() {
+                ", commit failed (readings kept in memory)"
+            } else {
+                ""
+            }
+        ));
         on_cycle(&report);
         if let Some(limit) = opts.count
             && station.slots.iter().all(|s| s.produced >= limit)
