@@ -263,7 +263,8 @@ pub fn check_dht22<L: LinePin, D: DelayNs + Send>(
     } else if ok < reads {
         f = f.fix(
             "a flaky read: shorten the cable, check the pull-up, move the agent off a busy core, \
-             grant CAP_SYS_NICE for real-time reads, or use the kernel driver (kind = \"iio\")",
+             allow real-time reads (LimitRTPRIO=10, as the systemd unit sets), or use the kernel \
+             driver (kind = \"iio\")",
         );
     }
     if !pulses.is_empty() {

@@ -183,8 +183,8 @@ impl Realtime for NoRealtime {
 }
 
 /// `SCHED_FIFO` while a frame is read, when the process is permitted
-/// (root, or `CAP_SYS_NICE`, as the systemd unit grants); says once in the
-/// log when it is not.
+/// (root, `CAP_SYS_NICE`, or an `RLIMIT_RTPRIO` of at least 10, which the
+/// systemd unit sets); says once in the log when it is not.
 #[derive(Debug, Default)]
 pub struct FifoWhileReading {
     warned: AtomicBool,
@@ -215,8 +215,9 @@ impl Realtime for FifoWhileReading {
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     tracing::info!(
                         "reading DHT22 frames without real-time scheduling (not permitted: {e:?}); \
-                         reads may fail more often on a busy system: grant CAP_SYS_NICE \
-                         (the systemd unit does) or use the kernel driver (kind = \"iio\")"
+                         reads may fail more often on a busy system: allow real-time priority 10 \
+                         (LimitRTPRIO=10, as the systemd unit sets) or use the kernel driver \
+                         (kind = \"iio\")"
                     );
                 }
                 RealtimeGuard(None)
