@@ -560,22 +560,32 @@ impl Store {
         // One commit per interval: durability costs nothing here.
         c.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| classify(&self.path, e))?;
-        for (from, sql) in MIGRATIONS
+        // Every pending migration in one transaction: a reader (the demo's
+        // dashboard, a `query` started with the agent) sees the old schema
+        // or the newest, never one in between.
+        let pending: Vec<&str> = MIGRATIONS
             .iter()
-            .enumerate()
             .skip(usize::try_from(version).unwrap_or(usize::MAX))
-        {
-            let to = from + 1;
-            let batch = format!(
-                "BEGIN IMMEDIATE; {sql}; PRAGMA application_id = {APPLICATION_ID}; \
-                 PRAGMA user_version = {to}; COMMIT;"
-            );
-            if let Err(e) = c.execute_batch(&batch) {
-                let _ = c.execute_batch("ROLLBACK");
-                return Err(classify(&self.path, e));
-            }
-            tracing::info!(db = %self.path.display(), from, to, "migrated the log schema");
+            .copied()
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
         }
+        let batch = format!(
+            "BEGIN IMMEDIATE; {}; PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;",
+            pending.join(";\n")
+        );
+        if let Err(e) = c.execute_batch(&batch) {
+            let _ = c.execute_batch("ROLLBACK");
+            return Err(classify(&self.path, e));
+        }
+        tracing::info!(
+            db = %self.path.display(),
+            from = version,
+            to = SCHEMA_VERSION,
+            "migrated the log schema"
+        );
         Ok(())
     }
 

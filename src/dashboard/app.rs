@@ -5,13 +5,15 @@
 //! ([`REFRESH`] by default) unless paused. Nothing grows: each reload replaces the bounded [`State`].
 
 use std::io::{Stdout, stdout};
+use std::mem::ManuallyDrop;
 use std::path::Path;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use crossterm::event::{self, Event};
+use crossterm::event::{self, Event, KeyEvent};
 use crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
@@ -50,7 +52,11 @@ fn restore() {
 /// Owns the terminal's raw mode and alternate screen; restores both when
 /// dropped, however `run` ends.
 struct Guard {
-    terminal: Terminal<CrosstermBackend<Stdout>>,
+    /// Never dropped: ratatui's `Drop` shows the cursor and, when that
+    /// fails (the tty is gone: a dropped SSH session), `eprintln!`s, which
+    /// panics on the same dead tty and would kill the demo's agent before
+    /// its clean stop. [`restore`] shows the cursor, ignoring errors.
+    terminal: ManuallyDrop<Terminal<CrosstermBackend<Stdout>>>,
 }
 
 impl Guard {
@@ -68,7 +74,9 @@ impl Guard {
             .context("cannot switch to the alternate screen")?;
         let terminal =
             Terminal::new(CrosstermBackend::new(stdout())).context("cannot set up the terminal")?;
-        Ok(Guard { terminal })
+        Ok(Guard {
+            terminal: ManuallyDrop::new(terminal),
+        })
     }
 }
 
@@ -135,6 +143,34 @@ fn scrolled(offset: usize, scroll: Scroll, extent: Extent) -> usize {
     next.min(last)
 }
 
+/// Reads the terminal's keys on their own thread. On a terminal that has
+/// gone away (a dropped SSH session) crossterm's `poll` can spin without
+/// honouring its timeout; the loop then still sees `stop` (SIGHUP) on time
+/// and returns, and the process exits with the reader still spinning. The
+/// channel closes when reading fails.
+fn key_reader() -> Receiver<KeyEvent> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("dashboard-keys".into())
+        .spawn(move || {
+            loop {
+                match event::read() {
+                    Ok(Event::Key(key)) => {
+                        if tx.send(key).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the key reader: {e}");
+    }
+    rx
+}
+
 /// The view after `action`; `None` to quit. The selection wraps around
 /// `extent`'s sensors and the scroll offset stays within its rows.
 pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
@@ -172,6 +208,7 @@ pub fn run(
     let mut at = now_ms();
     let mut state: State = load(&store, node, at, view).context("cannot read the log")?;
     let mut guard = Guard::enter()?;
+    let keys = key_reader();
     let mut loaded = Instant::now();
     while !stop() {
         let area = guard
@@ -182,9 +219,13 @@ pub fn run(
         let mut requery = false;
         // Wake for a key, for `stop`, or when the next reload is due.
         let wait = POLL.min(refresh.saturating_sub(loaded.elapsed()));
-        if event::poll(wait).context("cannot read the terminal")?
-            && let Event::Key(key) = event::read().context("cannot read the terminal")?
-        {
+        let key = match keys.recv_timeout(wait) {
+            Ok(key) => Some(key),
+            Err(RecvTimeoutError::Timeout) => None,
+            // The reader met an error: the terminal is gone.
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(key) = key {
             let Some(next) = apply(view, action(key), Extent::of(&state, area)) else {
                 break;
             };
