@@ -445,12 +445,18 @@ async fn run_agent(
         };
         let mut next = None;
         {
-            let publisher = AnyPublisher::for_config(&config);
+            // Per configuration: its sensors label the series.
+            let metrics = crate::metrics::Metrics::new(&config);
+            let _endpoint = match &config.metrics {
+                Some(m) => Some(crate::metrics::Endpoint::start(m.listen, metrics.clone()).await?),
+                None => None,
+            };
+            let publisher = AnyPublisher::for_config(&config).with_metrics(&metrics);
             let agent = agent::run(
                 &config,
                 RunOptions::from_config(&config),
                 publisher,
-                |_| {},
+                |r| metrics.record_cycle(r),
                 async {
                     let _ = stop_rx.await;
                 },

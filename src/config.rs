@@ -43,6 +43,11 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// The embedded broker, when this node is its own gateway.
     pub broker: Option<BrokerConfig>,
+    /// The Prometheus endpoint; `None` serves none.
+    pub metrics: Option<MetricsConfig>,
+    /// How long the log keeps what it has published, and the disk space
+    /// it leaves free.
+    pub store: StoreConfig,
 }
 
 /// A secret that never shows up in logs, `Debug` output or the config echo.
@@ -123,6 +128,38 @@ pub struct MqttConfig {
 pub struct BrokerConfig {
     /// Address the broker listens on.
     pub listen: std::net::SocketAddr,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Address `GET /metrics` is served on.
+    pub listen: std::net::SocketAddr,
+}
+
+/// Where the metrics endpoint listens unless `[metrics] listen` says
+/// otherwise: this machine only, since the endpoint has no authentication.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9184";
+
+/// `[store]`: retention and the disk-space guard of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Published readings and sensor errors older than this are deleted,
+    /// once an hour; unpublished readings are kept however old.
+    pub retention: Duration,
+    /// Free disk space (plus free pages inside the log) below which the
+    /// agent logs an error every hour and deletes the oldest published
+    /// readings early; 0 turns the guard off.
+    pub min_free: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_hours(24 * 30),
+            min_free: 64 << 20,
+        }
+    }
 }
 
 /// One `[[sensor]]` entry.
@@ -253,6 +290,8 @@ struct RawConfig {
     sensors: Vec<RawSensor>,
     mqtt: Option<RawMqtt>,
     broker: Option<RawBroker>,
+    metrics: Option<RawMetrics>,
+    store: Option<RawStore>,
 }
 
 #[derive(Deserialize)]
@@ -278,6 +317,73 @@ struct RawMqtt {
 struct RawBroker {
     enabled: Option<bool>,
     listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    retention: Option<Dur>,
+    min_free: Option<Size>,
+}
+
+/// A size in bytes written like `"64MiB"`, `"1GB"` or `"0"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a size string such as "64MiB", "500MB" or "1GiB""#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                parse_size(v).map(Size).ok_or_else(|| {
+                    E::custom(format!(
+                        r#"invalid size "{v}": write a number and a unit, like "64MiB", "500MB" or "1GiB" (B, kB, KiB, MB, MiB, GB, GiB, TB, TiB)"#
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// Parses `"64MiB"`, `"1.5 GB"` or `"0"`: a number, then one of B, kB, KiB,
+/// MB, MiB, GB, GiB, TB, TiB (k, m, g and t in any case).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let unit: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "kib" => 1024.0,
+        "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tb" => 1e12,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = (number * unit).round();
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "finite, non-negative and below 2^64, checked just above"
+    )]
+    (bytes.is_finite() && bytes < 1.8e19).then_some(bytes as u64)
 }
 
 #[derive(Deserialize, Default)]
@@ -529,6 +635,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|b| MqttConfig::local(b.listen, &node, interval)),
         };
+        let metrics = self.metrics(raw.metrics.as_ref(), broker.as_ref())?;
         Ok(Config {
             source: source.map(Path::to_path_buf),
             node,
@@ -539,6 +646,30 @@ impl Validator<'_> {
             sensors,
             mqtt,
             broker,
+            metrics,
+            store: self.store(raw.store.as_ref())?,
+        })
+    }
+
+    fn store(&self, raw: Option<&RawStore>) -> Result<StoreConfig, ConfigError> {
+        let d = StoreConfig::default();
+        let retention = match raw.and_then(|r| r.retention) {
+            None => d.retention,
+            Some(Dur(r)) if r >= Duration::from_hours(1) => r,
+            Some(Dur(r)) => {
+                return Err(self.err(
+                    "store.retention",
+                    format!(
+                        "retention = {:?} is too short: it must be at least \"1h\" (old rows \
+                         are deleted once an hour); write it like \"30d\" (the default) or \"12h\"",
+                        humantime::format_duration(r).to_string()
+                    ),
+                ));
+            }
+        };
+        Ok(StoreConfig {
+            retention,
+            min_free: raw.and_then(|r| r.min_free).map_or(d.min_free, |s| s.0),
         })
     }
 
@@ -554,6 +685,42 @@ impl Validator<'_> {
             )
         })?;
         Ok(BrokerConfig { listen })
+    }
+
+    /// `[metrics]`, when the section is there.
+    fn metrics(
+        &self,
+        raw: Option<&RawMetrics>,
+        broker: Option<&BrokerConfig>,
+    ) -> Result<Option<MetricsConfig>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let written = raw.listen.as_deref().unwrap_or(DEFAULT_METRICS_LISTEN);
+        let bad = |why: &str| {
+            self.err(
+                "metrics.listen",
+                format!(
+                    "listen = {written:?} {why}; write e.g. \"127.0.0.1:9184\" (this machine \
+                     only) or \"0.0.0.0:9184\" (the whole network)"
+                ),
+            )
+        };
+        let listen: std::net::SocketAddr =
+            written.parse().map_err(|_| bad("is not an address:port"))?;
+        if listen.port() == 0 {
+            return Err(bad("has port 0, a random port no scraper could find"));
+        }
+        if let Some(b) = broker
+            && b.listen.port() == listen.port()
+            && (b.listen.ip() == listen.ip()
+                || b.listen.ip().is_unspecified()
+                || listen.ip().is_unspecified())
+        {
+            return Err(bad(&format!(
+                "is taken by the embedded broker (broker.listen = \"{}\")",
+                b.listen
+            )));
+        }
+        Ok(Some(MetricsConfig { listen }))
     }
 
     /// Splits `mqtt://host:port` / `mqtts://[v6]:port` into its parts.
@@ -1200,6 +1367,50 @@ mod tests {
     }
 
     #[test]
+    fn store_section_parses_with_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.store.retention, Duration::from_hours(720));
+        assert_eq!(c.store.min_free, 64 * 1024 * 1024);
+        let c = parse(&format!(
+            "[store]\nretention = \"90d\"\nmin_free = \"1.5 GB\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.store.retention, Duration::from_hours(90 * 24));
+        assert_eq!(c.store.min_free, 1_500_000_000);
+        let c = parse(&format!("[store]\nmin_free = \"0\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.store.min_free, 0);
+        assert_eq!(parse_size("512KiB"), Some(512 * 1024));
+        assert_eq!(parse_size("2gib"), Some(2 << 30));
+    }
+
+    #[test]
+    fn bad_store_values_name_key_and_value() {
+        let cases = [
+            ("retention = \"0s\"", "\"0s\""),
+            ("retention = \"10m\"", "\"10m\""),
+            ("retention = \"a month\"", "\"a month\""),
+            ("retention = 30", "30"),
+            ("min_free = \"64 potatoes\"", "\"64 potatoes\""),
+            ("min_free = \"-1MB\"", "\"-1MB\""),
+            ("min_free = 64", "64"),
+        ];
+        for (body, value) in cases {
+            let e = err(&format!("[store]\n{body}\n{MINIMAL}"));
+            let key = body.split(' ').next().unwrap();
+            assert_eq!(
+                e.key.as_deref(),
+                Some(format!("store.{key}").as_str()),
+                "{body}: {e}"
+            );
+            assert!(e.message.contains(value), "{body}: {e}");
+        }
+        let e = err(&format!("[store]\nretention = \"10m\"\n{MINIMAL}"));
+        assert!(e.message.contains("at least \"1h\""), "{e}");
+        let e = err(&format!("[store]\nretain = \"30d\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("store.retain"), "{e}");
+    }
+
+    #[test]
     fn bad_mqtt_values_name_key_and_value() {
         let cases = [
             ("url = \"http://x\"", "mqtt.url", "http://x"),
@@ -1238,6 +1449,54 @@ mod tests {
         }
         let e = err(&format!("[broker]\nlisten = \"localhost\"\n{MINIMAL}"));
         assert_eq!(e.key.as_deref(), Some("broker.listen"));
+    }
+
+    #[test]
+    fn metrics_endpoint_is_off_unless_its_section_is_there() {
+        assert_eq!(parse(MINIMAL).unwrap().metrics, None);
+        let c = parse(&format!("[metrics]\n{MINIMAL}")).unwrap();
+        assert_eq!(
+            c.metrics.unwrap().listen,
+            DEFAULT_METRICS_LISTEN.parse().unwrap()
+        );
+        let c = parse(&format!("[metrics]\nlisten = \"0.0.0.0:9100\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.metrics.unwrap().listen, "0.0.0.0:9100".parse().unwrap());
+        let c = parse(&format!("[metrics]\nlisten = \"[::1]:9184\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.metrics.unwrap().listen, "[::1]:9184".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_metrics_values_name_key_and_value() {
+        let cases = [
+            (
+                "listen = \"localhost:9184\"",
+                "metrics.listen",
+                "\"localhost:9184\"",
+            ),
+            ("listen = \"9184\"", "metrics.listen", "not an address:port"),
+            ("listen = \"127.0.0.1:0\"", "metrics.listen", "port 0"),
+            ("listen = 9184", "metrics.listen", "9184"),
+            ("port = 9184", "metrics.port", "expected"),
+        ];
+        for (body, key, value) in cases {
+            let e = err(&format!("[metrics]\n{body}\n{MINIMAL}"));
+            assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+            assert!(e.to_string().contains(value), "{body}: {e}");
+        }
+        // The embedded broker's port, on the same or every address.
+        for broker in ["127.0.0.1:1883", "0.0.0.0:1883"] {
+            let e = err(&format!(
+                "[broker]\nlisten = \"{broker}\"\n[metrics]\nlisten = \"127.0.0.1:1883\"\n{MINIMAL}"
+            ));
+            assert_eq!(e.key.as_deref(), Some("metrics.listen"), "{e}");
+            assert!(e.message.contains("embedded broker"), "{e}");
+        }
+        assert!(
+            parse(&format!(
+                "[broker]\nlisten = \"127.0.0.1:1883\"\n[metrics]\nlisten = \"127.0.0.2:1883\"\n{MINIMAL}"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod config;
 pub mod dashboard;
 pub mod doctor;
 pub mod domain;
+pub mod metrics;
 pub mod publish;
 pub mod sensor;
 pub mod service;

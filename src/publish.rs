@@ -67,6 +67,15 @@ pub struct MqttPublisher {
 }
 
 impl MqttPublisher {
+    /// Also exports the broker state to `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        if let Some((ctx, _)) = &mut self.pending {
+            ctx.metrics = Some(metrics.clone());
+        }
+        self
+    }
+
     /// A publisher for `mqtt`; its task starts (on the current tokio
     /// runtime) when the agent says the log is ready.
     pub fn new(config: &Config, mqtt: &MqttConfig) -> Self {
@@ -85,6 +94,7 @@ impl MqttPublisher {
                 .unwrap_or(u64::MAX)
                 .max(1),
             store: Arc::new(Mutex::new(None)),
+            metrics: None,
         };
         Self {
             tx,
@@ -127,6 +137,8 @@ struct Ctx {
     /// The outbox connection, opened on first use (the agent creates and
     /// migrates the file before the first commit).
     store: Arc<Mutex<Option<Store>>>,
+    /// Where the broker state is exported, if metrics are on.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -150,6 +162,9 @@ impl Ctx {
     }
 
     async fn set_state(&self, state: BrokerState, error: Option<String>) {
+        if let Some(m) = &self.metrics {
+            m.set_broker(state);
+        }
         let node = self.node.clone();
         let since = now_ms();
         if let Err(e) = self
@@ -790,6 +805,15 @@ impl AnyPublisher {
         match &config.mqtt {
             Some(m) => AnyPublisher::Mqtt(Box::new(MqttPublisher::new(config, m))),
             None => AnyPublisher::Unpublished(crate::agent::Unpublished),
+        }
+    }
+
+    /// Also exports the broker state to `metrics`.
+    #[must_use]
+    pub fn with_metrics(self, metrics: &crate::metrics::Metrics) -> Self {
+        match self {
+            AnyPublisher::Mqtt(p) => AnyPublisher::Mqtt(Box::new(p.with_metrics(metrics))),
+            other @ AnyPublisher::Unpublished(_) => other,
         }
     }
 }

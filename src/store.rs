@@ -22,8 +22,10 @@ use thiserror::Error;
 
 use crate::domain::{PerChannel, Reading, Route, Sample, SensorError};
 
+mod retention;
 mod window;
 
+pub use retention::{Housekeeping, PassReport, Retention, Space};
 pub use window::{Bucket, RouteCounts, Snapshot, StoredError};
 
 /// `PRAGMA application_id` of an edgeprio log ("EDPR"): tells our files
@@ -112,6 +114,15 @@ const MIGRATIONS: &[&str] = &[
         WHERE node = OLD.node AND sensor = OLD.sensor AND minute = OLD.ts_ms / 60000
           AND realtime + batch = 0;
     END;",
+    // 4: retention and disk space (see `retention`): what the log takes on
+    // disk and what is left, written with each heartbeat, and what
+    // retention deleted, counted in the deletes' own transactions.
+    "ALTER TABLE agent_status ADD COLUMN db_bytes INTEGER;
+    ALTER TABLE agent_status ADD COLUMN db_free_bytes INTEGER;
+    ALTER TABLE agent_status ADD COLUMN disk_free_bytes INTEGER;
+    ALTER TABLE agent_status ADD COLUMN last_prune_ms INTEGER;
+    ALTER TABLE agent_status ADD COLUMN pruned_readings INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE agent_status ADD COLUMN shed_readings INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.
@@ -120,6 +131,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the WAL file is cut back to after a checkpoint: a burst (a long
+/// outage's backlog, a vacuum) must not leave a large file behind.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 /// Why the log could not be opened or used.
 #[derive(Debug, Error)]
@@ -548,6 +563,13 @@ impl Store {
 
     fn prepare_writer(&self, version: i64) -> Result<(), StoreError> {
         let c = &self.conn;
+        if version == 0 {
+            // Only an empty file can still choose: with the first table
+            // the choice is fixed, and setting WAL first fixes it too.
+            // Freed pages can then go back to the file system (`retention`).
+            c.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .map_err(|e| classify(&self.path, e))?;
+        }
         let mode: String = c
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(|e| classify(&self.path, e))?;
@@ -559,6 +581,8 @@ impl Store {
         }
         // One commit per interval: durability costs nothing here.
         c.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| classify(&self.path, e))?;
+        c.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(|e| classify(&self.path, e))?;
         // Every pending migration in one transaction: a reader (the demo's
         // dashboard, a `query` started with the agent) sees the old schema
@@ -641,6 +665,8 @@ impl Store {
         errors: &[SensorError],
         status: &AgentStatus,
     ) -> Result<u64, StoreError> {
+        // Best effort: a failed measurement must not cost the readings.
+        let space = self.space().ok();
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
         insert_readings(&tx, readings).map_err(|e| classify(&path, e))?;
@@ -662,7 +688,7 @@ impl Store {
                 .map_err(|e| classify(&path, e))?;
             }
         }
-        let depth = write_status(&tx, status).map_err(|e| classify(&path, e))?;
+        let depth = write_status(&tx, status, space.as_ref()).map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))?;
         Ok(depth)
     }
@@ -681,7 +707,8 @@ impl Store {
             running: false,
             ..status.clone()
         };
-        write_status(&self.conn, &stopped)
+        let space = self.space().ok();
+        write_status(&self.conn, &stopped, space.as_ref())
             .map(|_| ())
             .map_err(|e| self.sqlite(e))
     }
@@ -980,16 +1007,26 @@ fn outbox_depth(conn: &Connection, node: &str) -> rusqlite::Result<u64> {
     .map(|n| n.try_into().unwrap_or(0))
 }
 
-fn write_status(conn: &Connection, s: &AgentStatus) -> rusqlite::Result<u64> {
+/// Writes the heartbeat: the agent's status, the outbox depth and the
+/// space the log takes and has left (NULL when it could not be measured).
+fn write_status(
+    conn: &Connection,
+    s: &AgentStatus,
+    space: Option<&Space>,
+) -> rusqlite::Result<u64> {
     let depth = outbox_depth(conn, &s.node)?;
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "INSERT INTO agent_status
-            (node, state, pid, version, started_ms, heartbeat_ms, interval_ms, outbox_depth)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            (node, state, pid, version, started_ms, heartbeat_ms, interval_ms, outbox_depth,
+             db_bytes, db_free_bytes, disk_free_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (node) DO UPDATE SET
             state = excluded.state, pid = excluded.pid, version = excluded.version,
             started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms,
-            interval_ms = excluded.interval_ms, outbox_depth = excluded.outbox_depth",
+            interval_ms = excluded.interval_ms, outbox_depth = excluded.outbox_depth,
+            db_bytes = excluded.db_bytes, db_free_bytes = excluded.db_free_bytes,
+            disk_free_bytes = excluded.disk_free_bytes",
     )?
     .execute(params![
         s.node,
@@ -999,7 +1036,10 @@ fn write_status(conn: &Connection, s: &AgentStatus) -> rusqlite::Result<u64> {
         s.started_ms,
         s.heartbeat_ms,
         s.interval_ms,
-        i64::try_from(depth).unwrap_or(i64::MAX),
+        int(depth),
+        space.map(|s| int(s.db_bytes)),
+        space.map(|s| int(s.db_free_bytes)),
+        space.and_then(|s| s.disk_free_bytes).map(int),
     ])?;
     Ok(depth)
 }
@@ -1153,6 +1193,11 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
+        let vacuum: i64 = s
+            .conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap();
+        assert_eq!(vacuum, 2, "auto_vacuum=INCREMENTAL");
         drop(s);
         // Reopening migrates nothing and keeps data.
         Store::open(&path, Access::Writer).unwrap();
@@ -1496,5 +1541,74 @@ mod tests {
         assert_eq!(s.status("pi").unwrap(), Some(status()));
         s.mark_stopped(&status()).unwrap();
         assert!(!s.status("pi").unwrap().unwrap().running);
+    }
+
+    #[test]
+    fn heartbeat_records_the_space_the_log_takes_and_has_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        s.commit_cycle(&[], &[], &status()).unwrap();
+        let rows: Vec<_> = (0..2_000)
+            .map(|i| reading("a", i, 20.0, Route::Batch))
+            .collect();
+        s.commit_cycle(&rows, &[], &status()).unwrap();
+        // The space is measured before the commit: this heartbeat sees the
+        // rows above.
+        s.commit_cycle(&[], &[], &status()).unwrap();
+        let h = s.housekeeping("pi").unwrap().unwrap();
+        let space = h.space.unwrap();
+        let on_disk = std::fs::metadata(s.path()).unwrap().len()
+            + std::fs::metadata(dir.path().join("e.db-wal")).map_or(0, |m| m.len());
+        assert!(space.db_bytes > 50_000, "{space:?}");
+        assert!(space.db_bytes <= on_disk, "{space:?} vs {on_disk}");
+        assert!(space.disk_free_bytes.is_some_and(|f| f > 0), "{space:?}");
+        assert_eq!(space.db_free_bytes, 0);
+        assert_eq!((h.pruned_readings, h.shed_readings), (0, 0));
+        assert_eq!(h.last_prune_ms, None);
+        // The outbox depth sits beside them.
+        assert_eq!(s.broker("pi").unwrap().unwrap().outbox_depth, 2_000);
+        // Readers see the same.
+        let r = Store::open(s.path(), Access::ReadOnly).unwrap();
+        assert_eq!(r.housekeeping("pi").unwrap(), Some(h));
+        assert_eq!(r.housekeeping("other").unwrap(), None);
+    }
+
+    #[test]
+    fn version_three_logs_get_the_space_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..3] {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            c.pragma_update(None, "user_version", 3).unwrap();
+            c.execute_batch(
+                "INSERT INTO agent_status (node, state, pid, version, started_ms, heartbeat_ms,
+                   interval_ms, outbox_depth, published_batch)
+                 VALUES ('pi', 'stopped', 1, 'old', 0, 0, 15000, 0, 7)",
+            )
+            .unwrap();
+        }
+        // Before the agent migrates it, readers just find nothing recorded.
+        let old = Store::open(&path, Access::ReadOnly).unwrap();
+        assert_eq!(old.housekeeping("pi").unwrap(), None);
+        drop(old);
+        let mut s = Store::open(&path, Access::Writer).unwrap();
+        assert_eq!(s.identity().unwrap().0, 4);
+        let h = s.housekeeping("pi").unwrap().unwrap();
+        assert_eq!(h.space, None);
+        assert_eq!((h.pruned_readings, h.shed_readings), (0, 0));
+        s.commit_cycle(&[], &[], &status()).unwrap();
+        assert!(s.housekeeping("pi").unwrap().unwrap().space.is_some());
+        // The old columns are kept; the file keeps the auto-vacuum it had.
+        assert_eq!(s.broker("pi").unwrap().unwrap().published_batch, 7);
+        let vacuum: i64 = s
+            .conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .unwrap();
+        assert_eq!(vacuum, 0);
     }
 }

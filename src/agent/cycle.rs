@@ -14,7 +14,7 @@ use crate::domain::{
     resolve_spike,
 };
 use crate::sensor::{self, OpenError, Resume, Sensor};
-use crate::store::{AgentStatus, Store, StoreError};
+use crate::store::{AgentStatus, PassReport, Retention, Store, StoreError};
 
 /// How many committed-but-failed readings are kept in memory for the next
 /// commit attempt (about four days of four sensors at 15 s): a full disk or
@@ -28,6 +28,11 @@ const MAX_ATTEMPTS: u32 = 5;
 /// Time a DHT22 read takes at worst (start pulse, frame, slack): a retry is
 /// only started if it can finish inside the budget.
 const READ_TIME: Duration = Duration::from_millis(50);
+
+/// Longest a cycle spends on retention after its commit (at least one
+/// batch): a big backlog is worked off over many cycles instead of
+/// delaying the next read.
+const RETENTION_BUDGET: Duration = Duration::from_millis(20);
 
 /// A configured sensor and where its history stands.
 pub(crate) struct Slot {
@@ -54,6 +59,8 @@ pub struct CycleReport {
     pub outbox_depth: Option<u64>,
     /// Why the commit failed; the readings are kept and retried.
     pub commit_error: Option<String>,
+    /// The retention pass that finished this cycle, if one did.
+    pub retention: Option<PassReport>,
 }
 
 /// The blocking half of the agent: sensors, scorers and the log.
@@ -69,6 +76,8 @@ pub struct Station {
     status: AgentStatus,
     /// Readings and errors whose commit failed, oldest first.
     pending: (Vec<Reading>, Vec<SensorError>),
+    /// Deletes what `[store]` says the log no longer keeps.
+    retention: Retention,
 }
 
 impl Station {
@@ -137,6 +146,7 @@ impl Station {
                 interval_ms: i64::try_from(config.interval.as_millis()).unwrap_or(i64::MAX),
             },
             pending: (Vec::new(), Vec::new()),
+            retention: Retention::new(config.store.retention, config.store.min_free),
         };
         // The status row exists from the start, so the publisher (started
         // next) has a row to record the broker state in, and a reader sees
@@ -233,7 +243,27 @@ impl Station {
                 report.commit_error = Some(e.to_string());
             }
         }
+        // After the commit, whether or not it succeeded: a full disk is
+        // when shedding old rows matters most.
+        report.retention = self.retain(now_ms);
         report
+    }
+
+    /// Works on retention for at most [`RETENTION_BUDGET`].
+    fn retain(&mut self, now_ms: i64) -> Option<PassReport> {
+        let clock = &self.clock;
+        let deadline = clock.monotonic() + RETENTION_BUDGET;
+        self.retention
+            .run(&mut self.store, &self.node, now_ms, || {
+                clock.monotonic() < deadline
+            })
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    db = %self.store.path().display(),
+                    "retention stopped, it tries again in an hour: {e}"
+                );
+                None
+            })
     }
 
     /// Someone else wrote rows with the seqs we handed out (the writer lock
@@ -482,8 +512,14 @@ mod tests {
     }
 
     fn station(dir: &std::path::Path) -> Station {
+        station_with(dir, "")
+    }
+
+    /// A station on `dir/e.db` with one simulated sensor; `extra` is TOML
+    /// appended to the config.
+    fn station_with(dir: &std::path::Path, extra: &str) -> Station {
         let text = format!(
-            "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\nprofile = \"heater\"\n",
+            "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\nprofile = \"heater\"\n{extra}",
             dir.join("e.db").display().to_string()
         );
         let config = Config::parse(&text, None).unwrap();
@@ -503,6 +539,43 @@ mod tests {
             .iter()
             .map(|r| r.reading.seq)
             .collect()
+    }
+
+    #[test]
+    fn cycles_delete_published_rows_past_the_retention_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut st = station_with(dir.path(), "[store]\nretention = \"2d\"\n");
+        // Three days ago: a reading the broker acknowledged, one it never
+        // got, and a failed read.
+        let old = st.clock.wall_ms() - 3 * 86_400_000;
+        rusqlite::Connection::open(dir.path().join("e.db"))
+            .unwrap()
+            .execute_batch(&format!(
+                "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
+                   weight_temperature, weight_humidity, priority, route, published_ms)
+                 VALUES ('t', 'old', 0, {old}, 20, 50, 0, 0, 0, 'batch', {old}),
+                        ('t', 'old', 1, {old}, 20, 50, 0, 0, 0, 'batch', NULL);
+                 INSERT INTO sensor_errors (ts_ms, node, sensor, kind, detail)
+                 VALUES ({old}, 't', 'old', 'timeout', 'no answer');"
+            ))
+            .unwrap();
+        let report = st.cycle(None);
+        let pass = report.retention.expect("the first cycle runs a pass");
+        assert_eq!((pass.expired, pass.errors, pass.shed), (1, 1, 0));
+        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        let left: Vec<(String, u64)> = store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.reading.sensor, r.reading.seq))
+            .collect();
+        assert_eq!(left, vec![("old".into(), 1), ("lab".into(), 0)]);
+        assert!(store.sensor_errors(0).unwrap().is_empty());
+        let h = store.housekeeping("t").unwrap().unwrap();
+        assert_eq!(h.pruned_readings, 1);
+        assert!(h.last_prune_ms.is_some() && h.space.is_some());
+        // The next pass is an hour away.
+        assert!(st.cycle(None).retention.is_none());
     }
 
     #[test]

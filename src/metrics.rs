@@ -1,0 +1,1042 @@
+//! The Prometheus endpoint (`[metrics] listen = "127.0.0.1:9184"`): what the
+//! agent is doing, for a Prometheus (or anything that reads its text
+//! formats) to scrape from `GET /metrics`.
+//!
+//! The agent only bumps atomic counters ([`Metrics::record_cycle`],
+//! [`Metrics::set_broker`]); the exposition is built when a scrape arrives,
+//! on the endpoint's own task, so a slow or hostile client never holds up a
+//! read cycle. `prometheus-client` writes the text formats; HTTP is hyper's
+//! (already compiled in for the embedded broker's console).
+//!
+//! # Series
+//!
+//! Every series carries `node`. Labels only come from the configured
+//! sensors and fixed enums, so the number of series is fixed at start-up.
+//!
+//! | series | type | labels |
+//! | --- | --- | --- |
+//! | `edgeprio_readings_total` | counter | `sensor`, `route` |
+//! | `edgeprio_read_failures_total` | counter | `sensor`, `kind` |
+//! | `edgeprio_last_reading_age_seconds` | gauge, computed at scrape time | `sensor` |
+//! | `edgeprio_outbox_depth` | gauge | |
+//! | `edgeprio_broker_connected` | gauge, 0 or 1; absent without a broker | |
+//! | `edgeprio_build_info` | info | `version`, `arch`, `os` |
+//!
+//! A sensor that has produced no reading since start has no age series,
+//! and the outbox depth appears after the first commit.
+//!
+//! # Troubleshooting
+//!
+//! - "address in use": another program (often a second agent) listens on
+//!   that port; `ss -ltnp 'sport = :9184'` names it.
+//! - Prometheus on another machine gets "connection refused": the example
+//!   listens on 127.0.0.1, this machine only; use `0.0.0.0:9184` to serve
+//!   the network (the endpoint has no authentication).
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::{Method, Request, Response, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::agent::CycleReport;
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::domain::{ErrorKind, Route};
+use crate::store::BrokerState;
+
+/// The routes, in the order their series are listed.
+const ROUTES: [Route; 2] = [Route::Realtime, Route::Batch];
+
+/// Longest a scrape connection may stay open, request and answer included:
+/// a scrape takes milliseconds, and a client that trickles bytes must not
+/// hold a connection slot for ever.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest the request head may take to arrive.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest request head read (hyper's minimum buffer): a scrape request is a
+/// few hundred bytes; anything larger is answered 431 and dropped.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// Scrape connections served at once; further clients wait in the listen
+/// backlog, so memory stays bounded whoever connects.
+const MAX_CONNECTIONS: usize = 8;
+
+/// Pause after a failed `accept` (out of file descriptors, say), so the
+/// loop does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// `Content-Type` of the `OpenMetrics` text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `edgeprio_broker_connected` has no series: no broker is configured.
+const BROKER_DISABLED: u8 = 0;
+/// The broker is configured but not connected.
+const BROKER_DOWN: u8 = 1;
+/// The broker is connected.
+const BROKER_UP: u8 = 2;
+
+/// The agent's counters, shared by the agent (which records) and the
+/// endpoint (which reads). Cheap to clone; recording is a few relaxed
+/// atomic operations and never blocks.
+#[derive(Clone)]
+pub struct Metrics {
+    /// The counters, shared by every clone.
+    state: Arc<State>,
+    /// Wall time for the reading ages; a fixed clock in tests.
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    /// The `node` label of every series.
+    node: String,
+    /// One entry per configured sensor, in config order: the only sensor
+    /// labels there will ever be.
+    sensors: Vec<SensorCounters>,
+    /// Readings waiting for the broker; `u64::MAX` until a commit reports it.
+    outbox_depth: AtomicU64,
+    /// One of the `BROKER_*` values.
+    broker: AtomicU8,
+}
+
+#[derive(Debug)]
+struct SensorCounters {
+    /// The sensor's id from the config: its `sensor` label.
+    id: String,
+    /// Readings per route, indexed like [`ROUTES`].
+    readings: [AtomicU64; ROUTES.len()],
+    /// Failed reads per kind, indexed like [`ErrorKind::ALL`].
+    failures: [AtomicU64; ErrorKind::ALL.len()],
+    /// Unix ms of the newest reading; `i64::MIN` until the first.
+    last_ts_ms: AtomicI64,
+}
+
+impl Metrics {
+    /// Counters for `config`'s node and sensors, all at zero. The broker
+    /// series starts at 0 when `[mqtt]` (or `[broker]`) is configured and is
+    /// absent otherwise.
+    pub fn new(config: &Config) -> Self {
+        Self::with_clock(config, Arc::new(SystemClock::new()))
+    }
+
+    /// [`Metrics::new`] with reading ages measured against `clock`.
+    pub fn with_clock(config: &Config, clock: Arc<dyn Clock>) -> Self {
+        let sensors = config
+            .sensors
+            .iter()
+            .map(|s| SensorCounters {
+                id: s.id.clone(),
+                readings: Default::default(),
+                failures: Default::default(),
+                last_ts_ms: AtomicI64::new(i64::MIN),
+            })
+            .collect();
+        let broker = if config.mqtt.is_some() {
+            BROKER_DOWN
+        } else {
+            BROKER_DISABLED
+        };
+        Self {
+            state: Arc::new(State {
+                node: config.node.clone(),
+                sensors,
+                outbox_depth: AtomicU64::new(u64::MAX),
+                broker: AtomicU8::new(broker),
+            }),
+            clock,
+        }
+    }
+
+    /// Counts a cycle's readings and failed reads, and takes its outbox
+    /// depth. Readings count when they are taken, whether or not their
+    /// commit has succeeded yet (a failed commit keeps them for the next).
+    pub fn record_cycle(&self, report: &CycleReport) {
+        for r in &report.readings {
+            self.reading(&r.sensor, r.route, r.ts_ms);
+        }
+        for e in &report.errors {
+            self.read_failure(&e.sensor, e.kind);
+        }
+        if let Some(depth) = report.outbox_depth {
+            self.set_outbox_depth(depth);
+        }
+    }
+
+    /// Counts one reading of `sensor`, taken at `ts_ms` (Unix ms), sent on
+    /// `route`. Unknown sensors are ignored: labels come from the config.
+    pub fn reading(&self, sensor: &str, route: Route, ts_ms: i64) {
+        if let Some(s) = self.sensor(sensor) {
+            let i = match route {
+                Route::Realtime => 0,
+                Route::Batch => 1,
+            };
+            s.readings[i].fetch_add(1, Relaxed);
+            s.last_ts_ms.fetch_max(ts_ms, Relaxed);
+        }
+    }
+
+    /// Counts one failed or rejected read of `sensor`.
+    pub fn read_failure(&self, sensor: &str, kind: ErrorKind) {
+        if let Some(s) = self.sensor(sensor) {
+            let i = ErrorKind::ALL
+                .iter()
+                .position(|k| *k == kind)
+                .expect("ErrorKind::ALL lists every kind");
+            s.failures[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Sets the number of readings waiting for the broker.
+    pub fn set_outbox_depth(&self, depth: u64) {
+        // u64::MAX means "not known yet"; no outbox gets that deep.
+        self.state
+            .outbox_depth
+            .store(depth.min(u64::MAX - 1), Relaxed);
+    }
+
+    /// Sets the broker connection state; `Disabled` removes the series.
+    pub fn set_broker(&self, state: BrokerState) {
+        let v = match state {
+            BrokerState::Disabled => BROKER_DISABLED,
+            BrokerState::Connecting | BrokerState::Disconnected => BROKER_DOWN,
+            BrokerState::Connected => BROKER_UP,
+        };
+        self.state.broker.store(v, Relaxed);
+    }
+
+    /// The exposition in `format`, with reading ages as of `now_ms` (Unix
+    /// ms).
+    pub fn encode(&self, now_ms: i64, format: Format) -> String {
+        let node = (Cow::Borrowed("node"), Cow::Owned(self.state.node.clone()));
+        let mut registry = Registry::with_prefix_and_labels("edgeprio", std::iter::once(node));
+        registry.register_collector(Box::new(Scrape {
+            state: self.state.clone(),
+            now_ms,
+        }));
+        let mut out = String::with_capacity(4096);
+        match format {
+            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+            Format::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            }
+        }
+        .expect("writing to a String cannot fail");
+        out
+    }
+
+    fn sensor(&self, id: &str) -> Option<&SensorCounters> {
+        self.state.sensors.iter().find(|s| s.id == id)
+    }
+}
+
+/// A text exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `OpenMetrics` 1.0 text, what Prometheus asks for.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for everything else (curl, older
+    /// scrapers).
+    Prometheus,
+}
+
+impl Format {
+    /// The format a request's `Accept` header asks for.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|a| {
+            a.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next().unwrap_or_default();
+                let q = parts
+                    .find_map(|p| p.strip_prefix("q="))
+                    .map_or(1.0, |q| q.parse::<f32>().unwrap_or(0.0));
+                media.eq_ignore_ascii_case("application/openmetrics-text") && q > 0.0
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
+    }
+
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Format::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
+/// One scrape's view of the counters, with the time the ages are taken at.
+#[derive(Debug)]
+struct Scrape {
+    /// The counters to read.
+    state: Arc<State>,
+    /// Unix ms the reading ages are measured at.
+    now_ms: i64,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let s = &self.state;
+        {
+            let mut family = encoder.encode_descriptor(
+                "readings",
+                "Readings taken, by the path their priority chose.",
+                None,
+                MetricType::Counter,
+            )?;
+            for sensor in &s.sensors {
+                for (route, n) in ROUTES.iter().zip(&sensor.readings) {
+                    let labels = [("sensor", sensor.id.as_str()), ("route", route.as_str())];
+                    ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "read_failures",
+                "Reads that produced no reading, by cause.",
+                None,
+                MetricType::Counter,
+            )?;
+            for sensor in &s.sensors {
+                for (kind, n) in ErrorKind::ALL.iter().zip(&sensor.failures) {
+                    let labels = [("sensor", sensor.id.as_str()), ("kind", kind.as_str())];
+                    ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "last_reading_age",
+                "Time since the sensor's newest reading was taken.",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?;
+            for sensor in &s.sensors {
+                let ts = sensor.last_ts_ms.load(Relaxed);
+                if ts != i64::MIN {
+                    let age = self.now_ms.saturating_sub(ts) as f64 / 1000.0;
+                    let labels = [("sensor", sensor.id.as_str())];
+                    ConstGauge::new(age).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let depth = s.outbox_depth.load(Relaxed);
+        if depth != u64::MAX {
+            let gauge = encoder.encode_descriptor(
+                "outbox_depth",
+                "Readings in the log not yet acknowledged by the broker.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX)).encode(gauge)?;
+        }
+        let broker = s.broker.load(Relaxed);
+        if broker != BROKER_DISABLED {
+            let gauge = encoder.encode_descriptor(
+                "broker_connected",
+                "Whether the MQTT broker is connected (1) or not (0).",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(broker == BROKER_UP)).encode(gauge)?;
+        }
+        let info = Info::new([
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("arch", std::env::consts::ARCH),
+            ("os", std::env::consts::OS),
+        ]);
+        info.encode(encoder.encode_descriptor(
+            "build",
+            "The running edgeprio.",
+            None,
+            MetricType::Info,
+        )?)
+    }
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    /// Another program already listens on the address.
+    #[error(
+        "cannot serve metrics on metrics.listen = \"{listen}\": the address is already in use; \
+         stop the program using it (`ss -ltnp 'sport = :{}'` names it) or pick another port",
+        listen.port()
+    )]
+    AddrInUse {
+        /// The configured address.
+        listen: SocketAddr,
+    },
+    /// The port is privileged.
+    #[error(
+        "cannot serve metrics on metrics.listen = \"{listen}\": permission denied; ports below \
+         1024 need root or CAP_NET_BIND_SERVICE, use a port such as 9184"
+    )]
+    PermissionDenied {
+        /// The configured address.
+        listen: SocketAddr,
+    },
+    /// The address belongs to no interface of this machine.
+    #[error(
+        "cannot serve metrics on metrics.listen = \"{listen}\": {} is not an address of this \
+         machine; use 127.0.0.1 (this machine only) or 0.0.0.0 (the whole network)",
+        listen.ip()
+    )]
+    AddrNotAvailable {
+        /// The configured address.
+        listen: SocketAddr,
+    },
+    /// Any other failure to listen.
+    #[error("cannot serve metrics on metrics.listen = \"{listen}\": {reason}")]
+    Listen {
+        /// The configured address.
+        listen: SocketAddr,
+        /// What the operating system said.
+        reason: String,
+    },
+}
+
+/// Listens on `listen`, with the errors phrased for whoever wrote it in the
+/// config.
+pub async fn bind(listen: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(listen).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => MetricsError::AddrInUse { listen },
+        std::io::ErrorKind::PermissionDenied => MetricsError::PermissionDenied { listen },
+        std::io::ErrorKind::AddrNotAvailable => MetricsError::AddrNotAvailable { listen },
+        _ => MetricsError::Listen {
+            listen,
+            reason: e.to_string(),
+        },
+    })
+}
+
+/// A running endpoint; dropping it stops the endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// What was bound, for the log line and for tests that bind port 0.
+    local_addr: SocketAddr,
+    /// The serving task, aborted on drop.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Endpoint {
+    /// Binds `listen` and serves `metrics` from a task on the current
+    /// runtime until the endpoint is dropped.
+    pub async fn start(listen: SocketAddr, metrics: Metrics) -> Result<Endpoint, MetricsError> {
+        let listener = bind(listen).await?;
+        let local_addr = listener.local_addr().map_err(|e| MetricsError::Listen {
+            listen,
+            reason: e.to_string(),
+        })?;
+        tracing::info!(%local_addr, "metrics endpoint listening on /metrics");
+        let task = tokio::spawn(serve(listener, metrics, std::future::pending()));
+        Ok(Endpoint { local_addr, task })
+    }
+
+    /// The address actually bound (the port, when `listen` asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves; scrapes
+/// in flight then are dropped.
+pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Future<Output = ()>) {
+    // Dropping the set when the loop ends aborts the scrapes in flight.
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let room = connections.len() < MAX_CONNECTIONS;
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next() => {}
+            accepted = listener.accept(), if room => match accepted {
+                Ok((stream, _)) => {
+                    let scrape = connection(stream, metrics.clone());
+                    connections.spawn(async move {
+                        // Running out of time only ends a stuck client's connection.
+                        let _ = tokio::time::timeout(CONNECTION_TIMEOUT, scrape).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("metrics endpoint: cannot accept a connection: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+}
+
+/// Answers the one request of a connection.
+async fn connection(stream: TcpStream, metrics: Metrics) {
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let response = respond(req.method(), req.uri().path(), accept, &metrics);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_REQUEST)
+        // One request per connection: a scraper reconnects every interval
+        // anyway, and no idle connection holds a slot.
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!("metrics endpoint: a scrape failed: {e}");
+    }
+}
+
+/// The answer to `method path`: the exposition, 404 or 405.
+fn respond(
+    method: &Method,
+    path: &str,
+    accept: Option<&str>,
+    metrics: &Metrics,
+) -> Response<Full<Bytes>> {
+    let plain = |status: StatusCode, body: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    };
+    if path != "/metrics" {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "not found: the metrics are at /metrics\n",
+        );
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: use GET\n",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let format = Format::negotiate(accept);
+    let body = metrics.encode(metrics.clock.wall_ms(), format);
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(format.content_type()),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+    use crate::domain::{PerChannel, Reading, Sample, SensorError};
+
+    /// 2023-11-14T22:13:20Z: the first cycle of the tests.
+    const T0: i64 = 1_700_000_000_000;
+
+    /// Wall time that only moves when a test says so.
+    struct FixedClock(AtomicI64);
+
+    impl Clock for FixedClock {
+        fn monotonic(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn wall_ms(&self) -> i64 {
+            self.0.load(Relaxed)
+        }
+        fn sleep(&self, _: Duration) {}
+    }
+
+    /// Node `pi` with sensors `lab` and `hall`, and `extra` TOML tables.
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!(
+                "node = \"pi\"\n{extra}\n\
+                 [[sensor]]\nid = \"lab\"\nkind = \"sim\"\n\
+                 [[sensor]]\nid = \"hall\"\nkind = \"sim\"\n"
+            ),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn reading(sensor: &str, route: Route, ts_ms: i64) -> Reading {
+        Reading {
+            node: "pi".into(),
+            sensor: sensor.into(),
+            seq: 0,
+            ts_ms,
+            sample: Sample::new(21.5, 40.0),
+            weights: PerChannel {
+                temperature: 0,
+                humidity: 0,
+            },
+            priority: 0,
+            route,
+        }
+    }
+
+    fn failure(sensor: &str, kind: ErrorKind, ts_ms: i64) -> SensorError {
+        SensorError {
+            ts_ms,
+            sensor: sensor.into(),
+            kind,
+            detail: String::new(),
+        }
+    }
+
+    /// Three cycles, 15 s apart from `T0`: `lab` reads real-time every
+    /// time, `hall` once on the batch path and then fails its checksum.
+    fn three_cycles(m: &Metrics) {
+        let cycles = [
+            (
+                vec![
+                    reading("lab", Route::Realtime, T0),
+                    reading("hall", Route::Batch, T0),
+                ],
+                vec![],
+                2,
+            ),
+            (
+                vec![reading("lab", Route::Realtime, T0 + 15_000)],
+                vec![failure("hall", ErrorKind::Checksum, T0 + 15_000)],
+                3,
+            ),
+            (
+                vec![reading("lab", Route::Realtime, T0 + 30_000)],
+                vec![failure("hall", ErrorKind::Checksum, T0 + 30_000)],
+                5,
+            ),
+        ];
+        for (readings, errors, depth) in cycles {
+            m.record_cycle(&CycleReport {
+                readings,
+                errors,
+                outbox_depth: Some(depth),
+                ..CycleReport::default()
+            });
+        }
+    }
+
+    fn build_info() -> String {
+        format!(
+            "edgeprio_build_info{{node=\"pi\",version=\"{}\",arch=\"{}\",os=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::ARCH,
+            std::env::consts::OS
+        )
+    }
+
+    /// What a scrape at `T0 + 32.5 s` after [`three_cycles`] shows, with
+    /// the broker connected.
+    fn expected_openmetrics() -> String {
+        let series = r#"# HELP edgeprio_readings Readings taken, by the path their priority chose.
+# TYPE edgeprio_readings counter
+edgeprio_readings_total{node="pi",sensor="lab",route="realtime"} 3
+edgeprio_readings_total{node="pi",sensor="lab",route="batch"} 0
+edgeprio_readings_total{node="pi",sensor="hall",route="realtime"} 0
+edgeprio_readings_total{node="pi",sensor="hall",route="batch"} 1
+# HELP edgeprio_read_failures Reads that produced no reading, by cause.
+# TYPE edgeprio_read_failures counter
+edgeprio_read_failures_total{node="pi",sensor="lab",kind="timeout"} 0
+edgeprio_read_failures_total{node="pi",sensor="lab",kind="checksum"} 0
+edgeprio_read_failures_total{node="pi",sensor="lab",kind="range"} 0
+edgeprio_read_failures_total{node="pi",sensor="lab",kind="spike"} 0
+edgeprio_read_failures_total{node="pi",sensor="lab",kind="io"} 0
+edgeprio_read_failures_total{node="pi",sensor="hall",kind="timeout"} 0
+edgeprio_read_failures_total{node="pi",sensor="hall",kind="checksum"} 2
+edgeprio_read_failures_total{node="pi",sensor="hall",kind="range"} 0
+edgeprio_read_failures_total{node="pi",sensor="hall",kind="spike"} 0
+edgeprio_read_failures_total{node="pi",sensor="hall",kind="io"} 0
+# HELP edgeprio_last_reading_age_seconds Time since the sensor's newest reading was taken.
+# TYPE edgeprio_last_reading_age_seconds gauge
+# UNIT edgeprio_last_reading_age_seconds seconds
+edgeprio_last_reading_age_seconds{node="pi",sensor="lab"} 2.5
+edgeprio_last_reading_age_seconds{node="pi",sensor="hall"} 32.5
+# HELP edgeprio_outbox_depth Readings in the log not yet acknowledged by the broker.
+# TYPE edgeprio_outbox_depth gauge
+edgeprio_outbox_depth{node="pi"} 5
+# HELP edgeprio_broker_connected Whether the MQTT broker is connected (1) or not (0).
+# TYPE edgeprio_broker_connected gauge
+edgeprio_broker_connected{node="pi"} 1
+# HELP edgeprio_build The running edgeprio.
+# TYPE edgeprio_build info
+"#;
+        format!("{series}{}# EOF\n", build_info())
+    }
+
+    fn recorded() -> Metrics {
+        let m = Metrics::new(&config("[mqtt]\nurl = \"mqtt://127.0.0.1\""));
+        three_cycles(&m);
+        m.set_broker(BrokerState::Connected);
+        m
+    }
+
+    #[test]
+    fn openmetrics_exposition_lists_every_series() {
+        let text = recorded().encode(T0 + 32_500, Format::OpenMetrics);
+        assert_eq!(text, expected_openmetrics());
+    }
+
+    #[test]
+    fn prometheus_text_exposition_has_the_same_samples() {
+        let text = recorded().encode(T0 + 32_500, Format::Prometheus);
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&expected_openmetrics()));
+        assert!(
+            text.contains("# TYPE edgeprio_readings_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE edgeprio_build_info gauge\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn reading_age_is_taken_at_scrape_time() {
+        let m = recorded();
+        let age = |now_ms| {
+            m.encode(now_ms, Format::OpenMetrics)
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("edgeprio_last_reading_age_seconds{node=\"pi\",sensor=\"lab\"} ")
+                })
+                .expect("lab has an age")
+                .to_string()
+        };
+        assert_eq!(age(T0 + 30_000), "0.0");
+        assert_eq!(age(T0 + 32_500), "2.5");
+        assert_eq!(age(T0 + 90_000), "60.0");
+    }
+
+    #[test]
+    fn sensors_without_readings_and_unknown_depth_have_no_series() {
+        let m = Metrics::new(&config(""));
+        let text = m.encode(T0, Format::OpenMetrics);
+        assert!(
+            !text.contains("edgeprio_last_reading_age_seconds{"),
+            "{text}"
+        );
+        assert!(!text.contains("edgeprio_outbox_depth{"), "{text}");
+        // No broker configured: no broker series to alert on.
+        assert!(!text.contains("edgeprio_broker_connected{"), "{text}");
+        assert!(
+            text.contains(
+                "edgeprio_readings_total{node=\"pi\",sensor=\"hall\",route=\"batch\"} 0\n"
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_sensors_add_no_series() {
+        let m = recorded();
+        let before = m.encode(T0 + 32_500, Format::OpenMetrics);
+        m.reading("ghost", Route::Realtime, T0);
+        m.read_failure("ghost", ErrorKind::Io);
+        assert_eq!(m.encode(T0 + 32_500, Format::OpenMetrics), before);
+    }
+
+    #[test]
+    fn broker_series_follows_the_publisher() {
+        let m = Metrics::new(&config("[mqtt]\nurl = \"mqtt://127.0.0.1\""));
+        let connected = |m: &Metrics| {
+            m.encode(T0, Format::OpenMetrics)
+                .lines()
+                .find_map(|l| l.strip_prefix("edgeprio_broker_connected{node=\"pi\"} "))
+                .map(str::to_string)
+        };
+        assert_eq!(connected(&m).as_deref(), Some("0"));
+        m.set_broker(BrokerState::Connected);
+        assert_eq!(connected(&m).as_deref(), Some("1"));
+        m.set_broker(BrokerState::Disconnected);
+        assert_eq!(connected(&m).as_deref(), Some("0"));
+        m.set_broker(BrokerState::Disabled);
+        assert_eq!(connected(&m), None);
+    }
+
+    #[test]
+    fn format_follows_the_accept_header() {
+        // What Prometheus 2.x and 3.x send.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(Format::negotiate(Some("*/*")), Format::Prometheus);
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; q=0, text/plain")),
+            Format::Prometheus
+        );
+    }
+
+    /// An HTTP answer, as a scraper sees it.
+    #[derive(Debug)]
+    struct Answer {
+        status: u16,
+        head: String,
+        body: String,
+    }
+
+    impl Answer {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim())
+            })
+        }
+    }
+
+    /// Sends `request` to `addr` over a real TCP connection and reads the
+    /// answer until the server closes.
+    async fn http(addr: SocketAddr, request: String) -> std::io::Result<Answer> {
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(request.as_bytes())?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw)?;
+            let raw = String::from_utf8(raw).expect("the answer is text");
+            let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+            let status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("no status line in {raw:?}"));
+            Ok(Answer {
+                status,
+                head: head.to_string(),
+                body: body.to_string(),
+            })
+        })
+        .await
+        .unwrap()
+    }
+
+    fn get(path: &str, accept: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: pi\r\nAccept: {accept}\r\n\r\n")
+    }
+
+    /// A server on `127.0.0.1:0` for `metrics`, stopped by the sender.
+    async fn start(
+        metrics: Metrics,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, metrics, async {
+            let _ = stopped.await;
+        }));
+        (addr, stop, task)
+    }
+
+    const PROMETHEUS_ACCEPT: &str =
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_endpoint_answers_with_the_expected_series() {
+        let clock = Arc::new(FixedClock(AtomicI64::new(T0 + 32_500)));
+        let m = Metrics::with_clock(&config("[mqtt]\nurl = \"mqtt://127.0.0.1\""), clock.clone());
+        three_cycles(&m);
+        m.set_broker(BrokerState::Connected);
+        let (addr, _stop, _task) = start(m).await;
+
+        let a = http(addr, get("/metrics", PROMETHEUS_ACCEPT))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.header("content-type"), Some(OPENMETRICS_CONTENT_TYPE));
+        assert_eq!(a.body, expected_openmetrics());
+
+        // The age grows between scrapes, with nothing recorded.
+        clock.0.store(T0 + 42_500, Relaxed);
+        let a = http(addr, get("/metrics", PROMETHEUS_ACCEPT))
+            .await
+            .unwrap();
+        assert!(
+            a.body
+                .contains("edgeprio_last_reading_age_seconds{node=\"pi\",sensor=\"lab\"} 12.5\n"),
+            "{}",
+            a.body
+        );
+
+        // curl and friends get the Prometheus text format.
+        let a = http(addr, get("/metrics", "*/*")).await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_eq!(
+            a.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        assert!(a.body.contains(
+            "edgeprio_readings_total{node=\"pi\",sensor=\"lab\",route=\"realtime\"} 3\n"
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_paths_and_methods_are_refused() {
+        let (addr, _stop, _task) = start(recorded()).await;
+        let a = http(addr, get("/", "*/*")).await.unwrap();
+        assert_eq!(a.status, 404, "{a:?}");
+        let a = http(addr, get("/metrics/x", "*/*")).await.unwrap();
+        assert_eq!(a.status, 404, "{a:?}");
+        let post = "POST /metrics HTTP/1.1\r\nHost: pi\r\nContent-Length: 2\r\n\r\nhi";
+        let a = http(addr, post.to_string()).await.unwrap();
+        assert_eq!(a.status, 405, "{a:?}");
+        assert_eq!(a.header("allow"), Some("GET, HEAD"));
+        let a = http(addr, "HEAD /metrics HTTP/1.1\r\nHost: pi\r\n\r\n".into())
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+        assert!(a.body.is_empty(), "{a:?}");
+        // A query string does not change the path.
+        let a = http(addr, get("/metrics?x=1", "*/*")).await.unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_and_oversized_requests_do_not_block_scrapes() {
+        let (addr, _stop, _task) = start(recorded()).await;
+        // A client that never finishes its request keeps its connection
+        // (until the header timeout) but nobody waits for it.
+        let stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stalled.writable().await.unwrap();
+        stalled.try_write(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        // A request head past the limit is answered 431 and the connection
+        // closed; the client may see the close before the answer.
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nHost: pi\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(4 * MAX_REQUEST)
+        );
+        match http(addr, huge).await {
+            Ok(a) => assert_eq!(a.status, 431, "{a:?}"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ),
+                "{e}"
+            ),
+        }
+        let a = http(addr, get("/metrics", "*/*")).await.unwrap();
+        assert_eq!(a.status, 200, "{a:?}");
+        drop(stalled);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_stops_the_endpoint() {
+        let (addr, stop, task) = start(recorded()).await;
+        assert_eq!(
+            http(addr, get("/metrics", "*/*")).await.unwrap().status,
+            200
+        );
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("serve returns on shutdown")
+            .unwrap();
+        let refused = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_endpoint_stops_it() {
+        let endpoint = Endpoint::start("127.0.0.1:0".parse().unwrap(), recorded())
+            .await
+            .unwrap();
+        let addr = endpoint.local_addr();
+        assert_ne!(addr.port(), 0);
+        assert_eq!(
+            http(addr, get("/metrics", "*/*")).await.unwrap().status,
+            200
+        );
+        drop(endpoint);
+        // The abort lands at the task's next poll.
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the endpoint still accepts connections after being dropped");
+    }
+
+    #[tokio::test]
+    async fn bind_errors_name_the_configured_address() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listen = taken.local_addr().unwrap();
+        let e = bind(listen).await.unwrap_err();
+        assert_eq!(e, MetricsError::AddrInUse { listen });
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("metrics.listen = \"{listen}\"")) && msg.contains("in use"),
+            "{msg}"
+        );
+        // 192.0.2.0/24 is reserved for documentation: never this machine's.
+        let listen: SocketAddr = "192.0.2.1:9184".parse().unwrap();
+        let e = bind(listen).await.unwrap_err();
+        assert_eq!(e, MetricsError::AddrNotAvailable { listen });
+        assert!(
+            e.to_string()
+                .contains("192.0.2.1 is not an address of this machine"),
+            "{e}"
+        );
+    }
+}
