@@ -193,9 +193,7 @@ pub struct FifoWhileReading {
 impl Realtime for FifoWhileReading {
     fn raise(&self) -> RealtimeGuard {
         use thread_priority::{RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-        let before = thread_priority::thread_schedule_policy()
-            .and_then(|p| thread_priority::get_current_thread_priority().map(|q| (p, q)));
-        let Ok(before) = before else {
+        let Some(before) = current_scheduling() else {
             return RealtimeGuard(None);
         };
         let fifo = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
@@ -224,6 +222,34 @@ impl Realtime for FifoWhileReading {
             }
         }
     }
+}
+
+/// The calling thread's policy and priority, in the form
+/// `set_thread_priority_and_policy` takes back.
+///
+/// thread-priority reads a normal thread's priority as its static priority
+/// (always 0) but writes a normal priority as a nice value, mapping 0 to
+/// nice 19: restoring what it read would leave the thread at nice 19, and an
+/// unprivileged thread cannot lower its nice again. So for a normal thread
+/// this finds the priority that thread-priority maps to the thread's own
+/// nice value (every nice value from -20 to 19 has one).
+fn current_scheduling() -> Option<(
+    thread_priority::ThreadSchedulePolicy,
+    thread_priority::ThreadPriority,
+)> {
+    use thread_priority::{ThreadPriority, ThreadSchedulePolicy};
+    let policy = thread_priority::thread_schedule_policy().ok()?;
+    let priority = match policy {
+        ThreadSchedulePolicy::Normal(_) => {
+            // On Linux, PRIO_PROCESS with no pid is the calling thread.
+            let nice = rustix::process::getpriority_process(None).ok()?;
+            (0..=99u8)
+                .filter_map(|p| p.try_into().ok().map(ThreadPriority::Crossplatform))
+                .find(|p| p.to_posix(policy).ok() == Some(nice))?
+        }
+        ThreadSchedulePolicy::Realtime(_) => thread_priority::get_current_thread_priority().ok()?,
+    };
+    Some((policy, priority))
 }
 
 /// A DHT22 read through dht-sensor over an [`OpenDrain`] line.
@@ -332,6 +358,52 @@ mod tests {
         assert_eq!(tenths(23.4), 23.4);
         assert_eq!(tenths(-0.1), -0.1);
         assert_eq!(tenths(100.0), 100.0);
+    }
+
+    /// Runs `f` on a fresh thread at `nice`, so no test thread keeps it.
+    fn on_thread_at_nice<T: Send + 'static>(
+        nice: i32,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        std::thread::spawn(move || {
+            rustix::process::setpriority_process(None, nice)
+                .expect("raising nice is always allowed");
+            f()
+        })
+        .join()
+        .expect("the thread does not panic")
+    }
+
+    #[test]
+    fn a_frame_leaves_the_thread_as_it_found_it() {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        for nice in [0, 5, 19] {
+            let (during, after, nice_after) = on_thread_at_nice(nice, || {
+                let realtime = FifoWhileReading::default();
+                let guard = realtime.raise();
+                let during = thread_priority::thread_schedule_policy().unwrap();
+                drop(guard);
+                let after = thread_priority::thread_schedule_policy().unwrap();
+                (
+                    during,
+                    after,
+                    rustix::process::getpriority_process(None).unwrap(),
+                )
+            });
+            if rustix::process::getuid().is_root() {
+                // Root may use SCHED_FIFO, so the frame really ran raised.
+                assert!(
+                    matches!(during, ThreadSchedulePolicy::Realtime(_)),
+                    "nice {nice}: {during:?}"
+                );
+            }
+            assert_eq!(
+                after,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+                "nice {nice}"
+            );
+            assert_eq!(nice_after, nice, "the thread's nice value is restored");
+        }
     }
 
     #[test]
