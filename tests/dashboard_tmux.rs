@@ -141,6 +141,11 @@ fn live_readings(pane: &mut Pane) {
         "the dashboard should start on the 1h window:\n{}",
         first.screen
     );
+    assert!(
+        first.screen.lines[0].contains("every 1s 500ms"),
+        "the header should give the demo's cycle period at speed x{SPEED} (15 s / {SPEED}):\n{}",
+        first.screen
+    );
     pane.wait("newer readings than on the first screen", LIMIT, |s| {
         let now = s.live()?;
         (now.total > first.total && now.newest != first.newest).then_some(())

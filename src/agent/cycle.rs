@@ -143,7 +143,7 @@ impl Station {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 started_ms: now_ms,
                 heartbeat_ms: now_ms,
-                interval_ms: i64::try_from(config.interval.as_millis()).unwrap_or(i64::MAX),
+                interval_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
             },
             pending: (Vec::new(), Vec::new()),
             retention: Retention::new(config.store.retention, config.store.min_free),

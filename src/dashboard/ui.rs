@@ -104,6 +104,13 @@ pub fn age(ms: i64) -> String {
     }
 }
 
+/// The agent's cycle period: `15s`, or `1s 500ms` and `15ms` under
+/// `demo --speed`.
+fn interval(ms: i64) -> String {
+    let ms = u64::try_from(ms.max(0)).unwrap_or(0);
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+}
+
 /// The UTC time of day of a Unix ms timestamp, `HH:MM:SS`.
 pub fn time_of_day(ts_ms: i64) -> String {
     let s = ts_ms.div_euclid(1000).rem_euclid(86_400);
@@ -212,7 +219,7 @@ fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
         first.push(Span::raw(format!(" (beat {} ago)", age(hb))));
     }
     if let Some(i) = h.interval_ms {
-        first.push(Span::raw(format!("  every {}", age(i))));
+        first.push(Span::raw(format!("  every {}", interval(i))));
     }
     if let Some(up) = h.uptime_ms {
         first.push(Span::raw(format!("  up {}", age(up))));
@@ -943,5 +950,8 @@ mod tests {
         assert_eq!(age(7_200_000), "2h");
         assert_eq!(age(3 * 86_400_000), "3d");
         assert_eq!(time_of_day(NOW), "01:26:40");
+        assert_eq!(interval(15_000), "15s");
+        assert_eq!(interval(1_500), "1s 500ms");
+        assert_eq!(interval(15), "15ms");
     }
 }
