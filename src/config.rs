@@ -565,58 +565,8 @@ impl Validator<'_> {
             |v| v > 0.0,
             "must be a number greater than 0",
         )?);
-        if raw.sensors.is_empty() {
-            return Err(self.err(
-                "sensor",
-                "no [[sensor]] is configured; add at least one, e.g.\n  \
-                 [[sensor]]\n  id = \"lab\"\n  kind = \"dht22\"\n  pin = 4",
-            ));
-        }
-        let mut sensors = Vec::with_capacity(raw.sensors.len());
-        let mut ids: HashMap<String, usize> = HashMap::new();
-        let mut pins: HashMap<u8, usize> = HashMap::new();
-        for (i, s) in raw.sensors.into_iter().enumerate() {
-            let sensor = self.sensor(i, s, base)?;
-            if let Some(first) = ids.insert(sensor.id.clone(), i) {
-                return Err(self.err(
-                    format!("sensor[{i}].id"),
-                    format!(
-                        "id = {:?} is already used by sensor[{first}]; sensor ids must be unique",
-                        sensor.id
-                    ),
-                ));
-            }
-            if let SensorKind::Dht22 { pin } = sensor.kind
-                && let Some(first) = pins.insert(pin, i)
-            {
-                return Err(self.err(
-                    format!("sensor[{i}].pin"),
-                    format!(
-                        "pin = {pin} is already used by sensor[{first}]; \
-                         each DHT22 needs its own GPIO pin"
-                    ),
-                ));
-            }
-            sensors.push(sensor);
-        }
-        let interval = raw.interval.map_or(Duration::from_secs(15), |d| d.0);
-        if interval.is_zero() {
-            return Err(self.err("interval", "interval = \"0s\": must be longer than 0"));
-        }
-        if interval < DHT22_MIN_INTERVAL
-            && let Some(hw) = sensors.iter().find(|s| s.kind.is_hardware())
-        {
-            return Err(self.err(
-                "interval",
-                format!(
-                    "interval = {:?} is shorter than 2s, but sensor {:?} is a DHT22 ({}), \
-                     which needs at least 2s between reads",
-                    humantime::format_duration(interval).to_string(),
-                    hw.id,
-                    hw.kind.name()
-                ),
-            ));
-        }
+        let sensors = self.sensors(raw.sensors, base)?;
+        let interval = self.interval(raw.interval.map(|d| d.0), &sensors)?;
         let db = match raw.db {
             Some(db) if db.as_os_str().is_empty() => {
                 return Err(self.err("db", "db = \"\": give the path of the SQLite file"));
@@ -649,6 +599,72 @@ impl Validator<'_> {
             metrics,
             store: self.store(raw.store.as_ref())?,
         })
+    }
+
+    /// The `[[sensor]]` tables: at least one, unique ids, one DHT22 per pin.
+    fn sensors(&self, raw: Vec<RawSensor>, base: &Path) -> Result<Vec<SensorConfig>, ConfigError> {
+        if raw.is_empty() {
+            return Err(self.err(
+                "sensor",
+                "no [[sensor]] is configured; add at least one, e.g.\n  \
+                 [[sensor]]\n  id = \"lab\"\n  kind = \"dht22\"\n  pin = 4",
+            ));
+        }
+        let mut sensors = Vec::with_capacity(raw.len());
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut pins: HashMap<u8, usize> = HashMap::new();
+        for (i, s) in raw.into_iter().enumerate() {
+            let sensor = self.sensor(i, s, base)?;
+            if let Some(first) = ids.insert(sensor.id.clone(), i) {
+                return Err(self.err(
+                    format!("sensor[{i}].id"),
+                    format!(
+                        "id = {:?} is already used by sensor[{first}]; sensor ids must be unique",
+                        sensor.id
+                    ),
+                ));
+            }
+            if let SensorKind::Dht22 { pin } = sensor.kind
+                && let Some(first) = pins.insert(pin, i)
+            {
+                return Err(self.err(
+                    format!("sensor[{i}].pin"),
+                    format!(
+                        "pin = {pin} is already used by sensor[{first}]; \
+                         each DHT22 needs its own GPIO pin"
+                    ),
+                ));
+            }
+            sensors.push(sensor);
+        }
+        Ok(sensors)
+    }
+
+    /// `interval`: 15 s by default, and never shorter than a DHT22 allows.
+    fn interval(
+        &self,
+        raw: Option<Duration>,
+        sensors: &[SensorConfig],
+    ) -> Result<Duration, ConfigError> {
+        let interval = raw.unwrap_or(Duration::from_secs(15));
+        if interval.is_zero() {
+            return Err(self.err("interval", "interval = \"0s\": must be longer than 0"));
+        }
+        if interval < DHT22_MIN_INTERVAL
+            && let Some(hw) = sensors.iter().find(|s| s.kind.is_hardware())
+        {
+            return Err(self.err(
+                "interval",
+                format!(
+                    "interval = {:?} is shorter than 2s, but sensor {:?} is a DHT22 ({}), \
+                     which needs at least 2s between reads",
+                    humantime::format_duration(interval).to_string(),
+                    hw.id,
+                    hw.kind.name()
+                ),
+            ));
+        }
+        Ok(interval)
     }
 
     fn store(&self, raw: Option<&RawStore>) -> Result<StoreConfig, ConfigError> {
