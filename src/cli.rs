@@ -447,7 +447,7 @@ async fn run_agent(
         {
             // Per configuration: its sensors label the series.
             let metrics = crate::metrics::Metrics::new(&config);
-            let _endpoint = match &config.metrics {
+            let endpoint = match &config.metrics {
                 Some(m) => Some(crate::metrics::Endpoint::start(m.listen, metrics.clone()).await?),
                 None => None,
             };
@@ -468,8 +468,19 @@ async fn run_agent(
                         done?;
                         break;
                     }
-                    _ = term.recv() => stop(),
-                    _ = int.recv() => stop(),
+                    // STOPPING=1 only here: during a reload systemd would
+                    // take it for the service stopping.
+                    // A stop wins over a reload still in progress.
+                    _ = term.recv() => {
+                        crate::service::stopping();
+                        next = None;
+                        stop();
+                    }
+                    _ = int.recv() => {
+                        crate::service::stopping();
+                        next = None;
+                        stop();
+                    }
                     _ = hup.recv() => match load() {
                         Ok(new) => {
                             tracing::info!("SIGHUP: configuration valid; restarting the agent with it");
@@ -488,6 +499,10 @@ async fn run_agent(
                         ),
                     },
                 }
+            }
+            if let Some(endpoint) = endpoint {
+                // Closed before the next configuration binds its address.
+                endpoint.stop().await;
             }
         }
         match next {

@@ -471,6 +471,17 @@ impl Endpoint {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+
+    /// Stops serving and returns once the listening socket is closed, so
+    /// the address can be bound again at once (a reload). Dropping the
+    /// endpoint only asks the task to stop; the socket closes a moment
+    /// later, on a runtime thread.
+    pub async fn stop(mut self) {
+        self.task.abort();
+        // The task's only outcome now is cancelled (or, had it panicked,
+        // the panic): either way its future, and the socket, are gone.
+        let _ = (&mut self.task).await;
+    }
 }
 
 impl Drop for Endpoint {

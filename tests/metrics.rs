@@ -1,6 +1,7 @@
 //! The Prometheus endpoint of the real agent: `edgeprio run` with
 //! `[metrics]` on a free loopback port, scraped over TCP while it reads a
-//! simulated sensor and publishes to its embedded broker.
+//! simulated sensor and publishes to its embedded broker; and across
+//! reloads (SIGHUP), which rebind the same address.
 
 mod common;
 
@@ -138,4 +139,56 @@ fn a_port_in_use_is_a_clear_error() {
         err.contains("metrics.listen") && err.contains(&port.to_string()),
         "{err}"
     );
+}
+
+/// Each SIGHUP with a valid file restarts the agent and its endpoint on the
+/// same address: the old socket must be closed before the new one binds
+/// (it once was not, and the second reload failed with "address in use").
+#[test]
+fn the_endpoint_survives_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let cfg = config(dir.path(), port, free_port());
+    let mut cmd = std_cmd(dir.path());
+    cmd.arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(stderr_file(&dir.path().join("stderr.txt")));
+    let mut child = ChildGuard::spawn(cmd);
+    let stderr = || std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
+    let up = |body: &str| body.contains("edgeprio_build_info{");
+    // Each agent, then its endpoint, is up before the next SIGHUP, so every
+    // reload closes a bound socket and binds it again.
+    let started = |n: usize| {
+        let err = stderr();
+        err.matches("agent running").count() >= n
+            && err.matches("metrics endpoint listening").count() >= n
+    };
+    wait_for(Duration::from_secs(30), "the agent running", || started(1));
+    for reload in 1..=3 {
+        send_signal(child.id(), "HUP");
+        wait_for(
+            Duration::from_secs(30),
+            &format!("the agent running again after reload {reload}"),
+            || started(reload + 1),
+        );
+        wait_for(
+            Duration::from_secs(30),
+            &format!("a scrape after reload {reload}"),
+            || {
+                assert!(
+                    child.child.try_wait().expect("try_wait").is_none(),
+                    "the agent exited on reload {reload}:\n{}",
+                    stderr()
+                );
+                scrape(port).is_some_and(|b| up(&b))
+            },
+        );
+    }
+    send_signal(child.id(), "TERM");
+    let status = child
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no stop within 20 s of SIGTERM:\n{}", stderr()));
+    assert!(status.success(), "{status}\n{}", stderr());
 }

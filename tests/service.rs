@@ -7,9 +7,10 @@
 //! - a sensor read that hangs (an IIO sysfs file replaced by a FIFO nobody
 //!   writes: the read blocks in the kernel like a wedged driver) stops the
 //!   keep-alives;
-//! - SIGHUP with a valid file reloads it (RELOADING=1, READY=1, the new
-//!   sensor appears, seq continues); with an invalid one the agent logs the
-//!   error naming the key and carries on with the old configuration.
+//! - SIGHUP with a valid file reloads it (RELOADING=1, READY=1 and no
+//!   STOPPING=1, the new sensor appears, seq continues); with an invalid one the agent logs the
+//!   error naming the key and carries on with the old configuration;
+//! - SIGTERM during a reload stops the agent.
 
 mod common;
 
@@ -267,6 +268,12 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
         manager.transcript(),
         stderr(dir.path())
     );
+    // STOPPING=1 during a reload would make systemd stop the service.
+    assert!(
+        manager.times_of("STOPPING=1").is_empty(),
+        "no STOPPING=1 on a reload:\n{}",
+        manager.transcript()
+    );
     wait_for(Duration::from_secs(20), "an attic reading", || {
         readings(&db).iter().any(|r| r.sensor == "attic")
     });
@@ -284,4 +291,27 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
         .wait_timeout(Duration::from_secs(20))
         .expect("stops after SIGTERM");
     assert!(status.success(), "{status}\n{}", stderr(dir.path()));
+}
+
+/// SIGTERM while a reload is still stopping the old agent: the service
+/// stops, rather than the stop being lost in the restart.
+#[test]
+fn sigterm_during_a_reload_stops_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut manager = Manager::new(dir.path());
+    let config = write_config(dir.path(), SIM);
+    let mut child = agent(dir.path(), &config, &manager, Duration::from_secs(2));
+    assert!(manager.until("READY=1", Duration::from_secs(30)));
+    send_signal(child.id(), "HUP");
+    send_signal(child.id(), "TERM");
+    let status = child
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no stop within 20 s:\n{}", stderr(dir.path())));
+    assert!(status.success(), "{status}\n{}", stderr(dir.path()));
+    assert!(
+        manager.until("STOPPING=1", Duration::from_secs(1))
+            || !manager.times_of("STOPPING=1").is_empty(),
+        "STOPPING=1 on SIGTERM:\n{}",
+        manager.transcript()
+    );
 }

@@ -139,7 +139,6 @@ pub async fn run(
             biased;
             () = &mut shutdown => {
                 tracing::info!("shutdown requested");
-                service::stopping();
                 break;
             }
             _ = ticker.tick() => {}
