@@ -797,13 +797,20 @@ fn config_comes_from_the_environment() {
 /// sensor has logged 3 readings, sends `signal`, and checks the clean stop:
 /// exit 0, state stopped, every row committed with gapless seqs.
 fn run_stops_cleanly_on(signal: &str) {
+    stops_cleanly_on(&["run"], signal);
+}
+
+/// [`run_stops_cleanly_on`] for any command running the agent (`run`, or
+/// `demo` without its dashboard).
+fn stops_cleanly_on(command: &[&str], signal: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("run.db");
     let err_path = dir.path().join("run.err");
     let mut cmd = std_cmd(dir.path());
     cmd.arg("--config")
         .arg(fixture("good/sim.toml"))
-        .args(["run", "--db"])
+        .args(command)
+        .arg("--db")
         .arg(&db)
         .stdout(Stdio::null())
         .stderr(common::stderr_file(&err_path));
@@ -827,7 +834,7 @@ fn run_stops_cleanly_on(signal: &str) {
     wait_for(Duration::from_secs(30), "3 readings per sensor", || {
         if let Some(status) = child.child.try_wait().unwrap() {
             panic!(
-                "run exited early ({status}): {}",
+                "{command:?} exited early ({status}): {}",
                 std::fs::read_to_string(&err_path).unwrap_or_default()
             );
         }
@@ -843,7 +850,7 @@ fn run_stops_cleanly_on(signal: &str) {
     send_signal(pid, signal);
     let status = child
         .wait_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("run did not stop within 20 s of SIG{signal}"));
+        .unwrap_or_else(|| panic!("{command:?} did not stop within 20 s of SIG{signal}"));
     let stderr = std::fs::read_to_string(&err_path).unwrap();
     assert_eq!(
         status.code(),
@@ -854,11 +861,23 @@ fn run_stops_cleanly_on(signal: &str) {
 
     let rows = readings(&db);
     assert!(rows.len() >= seen.len());
-    assert_eq!(
-        &rows[..seen.len()],
-        &seen[..],
-        "rows seen before the signal are kept"
-    );
+    // Kept as they were, except that a reading may have been published
+    // since (`demo` has a broker).
+    let unpublished = |r: &Row| Row {
+        published_ms: None,
+        ..r.clone()
+    };
+    for (now, before) in rows.iter().zip(&seen) {
+        assert_eq!(
+            unpublished(now),
+            unpublished(before),
+            "rows seen before the signal are kept"
+        );
+        assert!(
+            before.published_ms.is_none() || now.published_ms == before.published_ms,
+            "a publication time never changes: {before:?} -> {now:?}"
+        );
+    }
     let seqs = seqs_by_sensor(&rows);
     assert_eq!(
         seqs.keys().map(String::as_str).collect::<BTreeSet<_>>(),
@@ -901,6 +920,13 @@ fn run_stops_cleanly_on_sigterm() {
 #[test]
 fn run_stops_cleanly_on_sigint() {
     run_stops_cleanly_on("INT");
+}
+
+/// `demo` in the foreground (no dashboard) + SIGHUP, its terminal gone:
+/// the same clean stop.
+#[test]
+fn demo_without_dashboard_stops_cleanly_on_sighup() {
+    stops_cleanly_on(&["demo", "--no-dashboard"], "HUP");
 }
 
 /// `--help` lists every subcommand with its description, and each
