@@ -256,7 +256,13 @@ pub fn main() -> ExitCode {
         Err(e) => {
             // Not eprintln!: a closed or full stderr must not turn an error
             // into a panic.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            // `<3>`: the priority journald gives the line under systemd.
+            let prefix = if std::env::var_os("JOURNAL_STREAM").is_some() {
+                "<3>"
+            } else {
+                ""
+            };
+            let _ = writeln!(std::io::stderr(), "{prefix}error: {e:#}");
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(EXIT_CONFIG)
             } else {
@@ -279,11 +285,52 @@ fn init_logging(filter: &str) {
                 && std::env::var_os("NO_COLOR").is_none(),
         )
         .with_target(false);
-    // Under systemd, journald stamps every line itself.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().init();
+        builder
+            .event_format(JournalFormat(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_level(false)
+                    .with_target(false)
+                    .with_ansi(false),
+            ))
+            .init();
     } else {
         builder.init();
+    }
+}
+
+/// Log lines for journald, which reads the agent's stderr under systemd:
+/// no timestamp (journald stamps every line itself) and a syslog priority
+/// prefix (`<3>` error ... `<7>` debug), so `journalctl -p warning` and the
+/// journal's colours work: `<4>WARN broker unreachable ...`.
+struct JournalFormat<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalFormat<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = *event.metadata().level();
+        write!(writer, "<{}>{level} ", syslog_priority(level))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// The syslog priority of a tracing level (sd-daemon(3)).
+fn syslog_priority(level: tracing::Level) -> u8 {
+    match level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
     }
 }
 

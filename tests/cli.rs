@@ -1013,3 +1013,62 @@ fn version_prints_name_and_version() {
             .stdout(format!("edgeprio {}\n", env!("CARGO_PKG_VERSION")));
     }
 }
+
+/// Under systemd (`JOURNAL_STREAM` set) log lines carry no timestamp of
+/// their own, since journald stamps each line, and start with their syslog
+/// priority (`<6>` for info) for journald; elsewhere they start with a
+/// timestamp.
+#[test]
+fn log_lines_are_stamped_except_under_journald() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_lines = |journal: bool| -> Vec<String> {
+        let db = dir.path().join(format!("journal-{journal}.db"));
+        let mut cmd = edgeprio(dir.path());
+        cmd.args([
+            "--log",
+            "info",
+            "demo",
+            "--no-dashboard",
+            "--speed",
+            "1000",
+            "--count",
+            "1",
+            "--db",
+        ])
+        .arg(&db);
+        if journal {
+            cmd.env("JOURNAL_STREAM", "8:12345");
+        } else {
+            cmd.env_remove("JOURNAL_STREAM");
+        }
+        let out = cmd.output().expect("run the demo");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+            .lines()
+            .filter(|l| l.contains(" INFO ") || l.contains(">INFO "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let stamped = |l: &str| {
+        let b = l.as_bytes();
+        b.len() > 20 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[10] == b'T'
+    };
+    let plain = log_lines(false);
+    assert!(!plain.is_empty(), "the demo logs at info");
+    assert!(plain.iter().all(|l| stamped(l)), "{plain:#?}");
+    let journal = log_lines(true);
+    assert!(!journal.is_empty(), "the demo logs at info under journald");
+    assert!(
+        journal.iter().all(|l| l.starts_with("<6>INFO ")),
+        "no timestamp under journald: {journal:#?}"
+    );
+    // A fatal error is an error for journald too.
+    let out = edgeprio(dir.path())
+        .env("JOURNAL_STREAM", "8:12345")
+        .args(["--config", "missing.toml", "run"])
+        .output()
+        .expect("run edgeprio");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.starts_with("<3>error: "), "{err}");
+}
