@@ -225,6 +225,7 @@ fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
         first.push(Span::raw(format!("  up {}", age(up))));
     }
     let mut second = vec![Span::raw("broker ")];
+    let mut error_at = None;
     match h.broker {
         Some(b) => {
             let style = match b {
@@ -237,8 +238,9 @@ fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
             if let Some(f) = h.broker_for_ms {
                 second.push(Span::raw(format!(" {}", age(f))));
             }
-            if let Some(e) = &h.broker_error {
-                second.push(Span::styled(format!(" ({e})"), t.bad()));
+            if h.broker_error.is_some() {
+                // Inserted once the rest of the line is known (below).
+                error_at = Some(second.len());
             }
             if h.agent != AgentState::Running {
                 // Nobody updates it while the agent is down.
@@ -262,7 +264,34 @@ fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
         second.push(Span::styled(format!("  {e}"), t.bad()));
     }
     second.push(Span::styled("  ? help", DIM));
+    // The broker's error is shortened to what the line leaves, so the
+    // outbox, the window and the help hint always show.
+    if let (Some(at), Some(e)) = (error_at, &h.broker_error) {
+        let rest: usize = second.iter().map(Span::width).sum();
+        if let Some(text) = fit(
+            &format!(" ({e})"),
+            usize::from(area.width).saturating_sub(rest),
+        ) {
+            second.insert(at, Span::styled(text, t.bad()));
+        }
+    }
     Paragraph::new(vec![Line::from(first), Line::from(second)]).render(area, buf);
+}
+
+/// `text` in at most `room` columns: whole, or cut with `…)` (it is in
+/// parentheses), or nothing when too little of it would be left to read.
+fn fit(text: &str, room: usize) -> Option<String> {
+    /// Fewer columns than this of an error say nothing.
+    const MIN: usize = 8;
+    if text.chars().count() <= room {
+        return Some(text.to_owned());
+    }
+    if room < MIN {
+        return None;
+    }
+    let mut cut: String = text.chars().take(room - 2).collect();
+    cut.push_str("…)");
+    Some(cut)
 }
 
 fn render_sensors(buf: &mut Buffer, area: Rect, state: &State, wide: bool) {
@@ -739,6 +768,42 @@ mod tests {
         snapshots("empty", &state_of(Scenario::Empty, 0));
     }
 
+    /// `NO_COLOR`: not one cell has a color. With color: accents on the
+    /// terminal's own background, never a background of ours (so it reads
+    /// on dark and light terminals alike).
+    #[test]
+    fn colors_follow_no_color_and_never_set_a_background() {
+        use ratatui::style::Color;
+        for scenario in [
+            Scenario::Live,
+            Scenario::Stale,
+            Scenario::Outage,
+            Scenario::Errors,
+            Scenario::Empty,
+        ] {
+            for (help, color) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mut state = state_of(scenario, 0);
+                state.view.theme = Theme { color };
+                state.view.help = help;
+                for (w, h) in [(80, 24), (120, 40)] {
+                    let terminal = screen(&state, w, h);
+                    let cells = &terminal.backend().buffer().content;
+                    let what = format!("{scenario:?} {w}x{h}, help {help}, color {color}");
+                    assert!(
+                        cells.iter().all(|c| c.bg == Color::Reset),
+                        "{what}: a cell has a background"
+                    );
+                    let colored = cells.iter().filter(|c| c.fg != Color::Reset).count();
+                    if color {
+                        assert!(colored > 0, "{what}: no accent at all");
+                    } else {
+                        assert_eq!(colored, 0, "{what}: a cell has a color");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn help_overlay() {
         let mut state = state_of(Scenario::Live, 2);
@@ -953,5 +1018,11 @@ mod tests {
         assert_eq!(interval(15_000), "15s");
         assert_eq!(interval(1_500), "1s 500ms");
         assert_eq!(interval(15), "15ms");
+        assert_eq!(fit(" (refused)", 10).as_deref(), Some(" (refused)"));
+        assert_eq!(
+            fit(" (connection refused)", 12).as_deref(),
+            Some(" (connecti…)")
+        );
+        assert_eq!(fit(" (connection refused)", 7), None);
     }
 }
