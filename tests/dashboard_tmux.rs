@@ -4,7 +4,8 @@
 //! change, drives the keys (`p`, `4`, `j`, `g`, `?`), presses `q`, and
 //! checks that the process exited 0 and gave the terminal back as it found
 //! it: the normal screen with its earlier text, the cursor shown, the tty
-//! out of raw mode.
+//! out of raw mode. SIGTERM must give it back the same way, and a terminal
+//! that goes away must stop the demo cleanly.
 //!
 //! Each test has its own tmux server (a socket in its tempdir), killed by a
 //! guard even when the test panics. The demo is not typed into an
@@ -73,6 +74,14 @@ fn dashboard_at_80x24_shows_live_readings_and_restores_the_terminal() {
     dashboard_session(80, 24);
 }
 
+/// SIGTERM (a shutdown, `kill`) restores the terminal as `q` does.
+#[test]
+fn sigterm_restores_the_terminal() {
+    let mut pane = Pane::start(100, 30);
+    live_readings(&mut pane);
+    quit_restores_the_terminal(&mut pane, Stop::Term);
+}
+
 /// The whole session at one terminal size: see the module docs.
 /// The terminal goes away under the dashboard (an SSH session drops; here
 /// the tmux server is killed, which hangs up the pane's tty): the demo
@@ -119,7 +128,7 @@ fn dashboard_session(width: u16, height: u16) {
             (seen && live.realtime > 0 && live.total > live.realtime).then_some(())
         },
     );
-    quit_restores_the_terminal(&mut pane);
+    quit_restores_the_terminal(&mut pane, Stop::Key);
 }
 
 /// Readings from every sensor, on the alternate screen, and new ones
@@ -210,10 +219,20 @@ fn keys_change_the_view(pane: &mut Pane) {
     });
 }
 
-/// `q`: the demo exits 0, the tty settings are as they were, the normal
-/// screen is back with what was on it before, and the cursor is shown.
-fn quit_restores_the_terminal(pane: &mut Pane) {
-    let status = pane.quit();
+/// How the test ends the demo.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The `q` key.
+    Key,
+    /// SIGTERM (`kill`, a shutdown).
+    Term,
+}
+
+/// `q` or SIGTERM: the demo exits 0, the tty settings are as they were, the
+/// normal screen is back with what was on it before, and the cursor is
+/// shown.
+fn quit_restores_the_terminal(pane: &mut Pane, by: Stop) {
+    let status = pane.quit(by);
     assert_eq!(
         status,
         "0",
@@ -437,15 +456,18 @@ impl Pane {
 
     /// Presses `q` and returns the demo's exit status, once the script
     /// has written it.
-    fn quit(&mut self) -> String {
+    fn quit(&mut self, by: Stop) -> String {
         self.quitting = true;
-        self.send("q");
+        match by {
+            Stop::Key => self.send("q"),
+            Stop::Term => common::send_signal(self.demo_pid().expect("the demo's pid"), "TERM"),
+        }
         let rc = self.path("rc");
         let deadline = Instant::now() + LIMIT;
         while !rc.exists() {
             if Instant::now() >= deadline {
                 let screen = self.capture();
-                panic!("the demo did not exit within {LIMIT:?} of `q`; the screen:\n{screen}");
+                panic!("the demo did not exit within {LIMIT:?} of {by:?}; the screen:\n{screen}");
             }
             thread::sleep(POLL);
         }
