@@ -52,18 +52,23 @@ fn config(dir: &Path, metrics: u16, broker: u16) -> std::path::PathBuf {
     path
 }
 
+/// `edgeprio run` on `cfg`, its stderr in `dir/stderr.txt`.
+fn run(dir: &Path, cfg: &Path) -> ChildGuard {
+    let mut cmd = std_cmd(dir);
+    cmd.arg("--config")
+        .arg(cfg)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(stderr_file(&dir.join("stderr.txt")));
+    ChildGuard::spawn(cmd)
+}
+
 #[test]
 fn endpoint_serves_the_agents_series() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let cfg = config(dir.path(), port, free_port());
-    let mut cmd = std_cmd(dir.path());
-    cmd.arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(stderr_file(&dir.path().join("stderr.txt")));
-    let mut child = ChildGuard::spawn(cmd);
+    let mut child = run(dir.path(), &cfg);
     let db = dir.path().join("log.db");
     wait_for(Duration::from_secs(30), "three readings", || {
         // The file exists a moment before its schema does.
@@ -149,13 +154,7 @@ fn the_endpoint_survives_reloads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let cfg = config(dir.path(), port, free_port());
-    let mut cmd = std_cmd(dir.path());
-    cmd.arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(stderr_file(&dir.path().join("stderr.txt")));
-    let mut child = ChildGuard::spawn(cmd);
+    let mut child = run(dir.path(), &cfg);
     let stderr = || std::fs::read_to_string(dir.path().join("stderr.txt")).unwrap_or_default();
     let up = |body: &str| body.contains("edgeprio_build_info{");
     // Each agent, then its endpoint, is up before the next SIGHUP, so every

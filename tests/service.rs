@@ -107,6 +107,21 @@ fn agent(dir: &Path, config: &Path, manager: &Manager, watchdog: Duration) -> Ch
     ChildGuard::spawn(cmd)
 }
 
+/// An agent on the `SIM` sensor (watchdog 2 s) that has sent READY=1.
+fn ready_sim_agent() -> (tempfile::TempDir, Manager, PathBuf, ChildGuard) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut manager = Manager::new(dir.path());
+    let config = write_config(dir.path(), SIM);
+    let child = agent(dir.path(), &config, &manager, Duration::from_secs(2));
+    assert!(
+        manager.until("READY=1", Duration::from_secs(30)),
+        "no READY=1:\n{}\n{}",
+        manager.transcript(),
+        stderr(dir.path())
+    );
+    (dir, manager, config, child)
+}
+
 fn stderr(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default()
 }
@@ -217,11 +232,7 @@ fn a_hung_read_stops_the_keep_alives() {
 
 #[test]
 fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut manager = Manager::new(dir.path());
-    let config = write_config(dir.path(), SIM);
-    let mut child = agent(dir.path(), &config, &manager, Duration::from_secs(2));
-    assert!(manager.until("READY=1", Duration::from_secs(30)));
+    let (dir, mut manager, config, mut child) = ready_sim_agent();
     let db = dir.path().join("log.db");
     wait_for(Duration::from_secs(20), "two lab readings", || {
         readings(&db).len() >= 2
@@ -297,11 +308,7 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_otherwise() {
 /// stops, rather than the stop being lost in the restart.
 #[test]
 fn sigterm_during_a_reload_stops_the_agent() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut manager = Manager::new(dir.path());
-    let config = write_config(dir.path(), SIM);
-    let mut child = agent(dir.path(), &config, &manager, Duration::from_secs(2));
-    assert!(manager.until("READY=1", Duration::from_secs(30)));
+    let (dir, mut manager, _, mut child) = ready_sim_agent();
     send_signal(child.id(), "HUP");
     send_signal(child.id(), "TERM");
     let status = child
