@@ -260,21 +260,31 @@ struct Dur(Duration);
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Dur;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a duration string such as "15s", "500ms" or "2m""#)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+        d.deserialize_str(TextVisitor {
+            expecting: r#"a duration string such as "15s", "500ms" or "2m""#,
+            parse: |v| {
                 humantime::parse_duration(v).map(Dur).map_err(|e| {
-                    E::custom(format!(
-                        r#"invalid duration "{v}" ({e}): write it like "15s", "500ms" or "2m""#
-                    ))
+                    format!(r#"invalid duration "{v}" ({e}): write it like "15s", "500ms" or "2m""#)
                 })
-            }
-        }
-        d.deserialize_str(Visitor)
+            },
+        })
+    }
+}
+
+/// Deserializes a value written as a string, with `parse`; anything but a
+/// string is an error that says what was `expecting`.
+struct TextVisitor<T> {
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
+
+impl<T> serde::de::Visitor<'_> for TextVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
     }
 }
 
@@ -338,21 +348,16 @@ struct Size(u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a size string such as "64MiB", "500MB" or "1GiB""#)
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+        d.deserialize_str(TextVisitor {
+            expecting: r#"a size string such as "64MiB", "500MB" or "1GiB""#,
+            parse: |v| {
                 parse_size(v).map(Size).ok_or_else(|| {
-                    E::custom(format!(
+                    format!(
                         r#"invalid size "{v}": write a number and a unit, like "64MiB", "500MB" or "1GiB" (B, kB, KiB, MB, MiB, GB, GiB, TB, TiB)"#
-                    ))
+                    )
                 })
-            }
-        }
-        d.deserialize_str(Visitor)
+            },
+        })
     }
 }
 
