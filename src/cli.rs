@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::agent::{self, CycleReport, RunOptions};
 use crate::config::{self, Config, ConfigError, SensorKind, SimProfile};
-use crate::domain::{Route, WireReading, check_range, rfc3339_ms};
+use crate::domain::{Route, WireReading, rfc3339_ms};
 use crate::publish::AnyPublisher;
 use crate::sensor::{self, Resume};
 use crate::store::{Access, ReadingFilter, Store, StoredReading};
@@ -87,8 +87,9 @@ pub struct DashboardArgs {
 /// Options of `doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    /// Test reads per sensor (2 s apart for a DHT22)
-    #[arg(long, env = "EDGEPRIO_READS", value_name = "N", default_value_t = 5)]
+    /// Test reads per sensor (2 s apart for a DHT22, 1 s for a DHT11; at
+    /// most what fits in 60 s)
+    #[arg(long, env = "EDGEPRIO_READS", value_name = "N", default_value_t = 20)]
     pub reads: u32,
 }
 
@@ -597,7 +598,10 @@ fn describe_config(c: &Config) -> String {
     .replace("combine Sum", "combine sum");
     for s in &c.sensors {
         let what = match &s.kind {
-            SensorKind::Dht22 { pin } => format!("dht22 on BCM {pin}"),
+            SensorKind::Dht22 { pin, negative } => {
+                format!("dht22 on BCM {pin}, negative {}", negative.name())
+            }
+            SensorKind::Dht11 { pin } => format!("dht11 on BCM {pin}"),
             SensorKind::Iio {
                 device: Some(d), ..
             } => format!("iio at {}", d.display()),
@@ -875,7 +879,7 @@ fn read_once(config: &Config) -> ExitCode {
             }
         };
         match sensor.read() {
-            Ok(s) => match check_range(s) {
+            Ok(s) => match sensor.range().check(s) {
                 Ok(s) => println!(
                     "{:<12} {:>6.1} °C {:>6.1} %RH   ({})",
                     sc.id,

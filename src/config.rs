@@ -11,13 +11,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{Combine, PerChannel, Plausibility, PriorityParams};
+use crate::sensor::frame::{Model, Negative};
 
 /// Where the config file lives unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/edgeprio/edgeprio.toml";
 /// Where the log lives unless `db` says otherwise (systemd's `StateDirectory`).
 pub const DEFAULT_DB: &str = "/var/lib/edgeprio/edgeprio.db";
-/// The DHT22 needs this long between two reads of the same sensor.
-pub const DHT22_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// The built-in demo configuration, used by `edgeprio demo` without `--config`.
 pub const DEMO_TOML: &str = include_str!("../assets/demo.toml");
 
@@ -178,6 +177,13 @@ pub enum SensorKind {
     Dht22 {
         /// BCM GPIO number.
         pin: u8,
+        /// How its negative temperatures are encoded (clones differ).
+        negative: Negative,
+    },
+    /// A DHT11 on a GPIO pin, bit-banged from user space.
+    Dht11 {
+        /// BCM GPIO number.
+        pin: u8,
     },
     /// A DHT22 read through the kernel's IIO driver.
     Iio {
@@ -195,15 +201,57 @@ impl SensorKind {
     pub fn name(&self) -> &'static str {
         match self {
             SensorKind::Dht22 { .. } => "dht22",
+            SensorKind::Dht11 { .. } => "dht11",
             SensorKind::Iio { .. } => "iio",
             SensorKind::Sim(_) => "sim",
         }
     }
 
-    /// Whether this is real DHT22 hardware, bound by the 2 s read spacing.
+    /// Whether this is real hardware, bound by a read spacing.
     pub fn is_hardware(&self) -> bool {
         !matches!(self, SensorKind::Sim(_))
     }
+
+    /// The least time between two reads the part allows: 2 s for a DHT22
+    /// (also behind the kernel driver, which may have either part), 1 s for
+    /// a DHT11, none for a simulation.
+    pub fn min_interval(&self) -> Duration {
+        match self {
+            SensorKind::Dht22 { .. } | SensorKind::Iio { .. } => Model::Dht22.min_spacing(),
+            SensorKind::Dht11 { .. } => Model::Dht11.min_spacing(),
+            SensorKind::Sim(_) => Duration::ZERO,
+        }
+    }
+
+    /// What opening a bit-banged DHT22 or DHT11 needs; `None` for the
+    /// other kinds.
+    pub fn dht(&self) -> Option<DhtSettings> {
+        match *self {
+            SensorKind::Dht22 { pin, negative } => Some(DhtSettings {
+                pin,
+                model: Model::Dht22,
+                negative,
+            }),
+            SensorKind::Dht11 { pin } => Some(DhtSettings {
+                pin,
+                model: Model::Dht11,
+                negative: Negative::Auto,
+            }),
+            SensorKind::Iio { .. } | SensorKind::Sim(_) => None,
+        }
+    }
+}
+
+/// A bit-banged DHT22's or DHT11's settings, whichever kind it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DhtSettings {
+    /// BCM GPIO number.
+    pub pin: u8,
+    /// The part: frame format, start pulse, spacing, range.
+    pub model: Model,
+    /// How negative temperatures are decoded (`auto` for a DHT11, whose
+    /// sign bit leaves nothing to choose).
+    pub negative: Negative,
 }
 
 /// Settings of a simulated sensor.
@@ -415,6 +463,7 @@ struct RawPerChannel {
 #[serde(rename_all = "lowercase")]
 enum RawKind {
     Dht22,
+    Dht11,
     Iio,
     Sim,
 }
@@ -433,6 +482,7 @@ struct RawSensor {
     id: String,
     kind: RawKind,
     pin: Option<i64>,
+    negative: Option<Negative>,
     device: Option<PathBuf>,
     name: Option<String>,
     profile: Option<RawProfile>,
@@ -629,14 +679,14 @@ impl Validator<'_> {
                     ),
                 ));
             }
-            if let SensorKind::Dht22 { pin } = sensor.kind
+            if let Some(pin) = sensor.kind.dht().map(|d| d.pin)
                 && let Some(first) = pins.insert(pin, i)
             {
                 return Err(self.err(
                     format!("sensor[{i}].pin"),
                     format!(
                         "pin = {pin} is already used by sensor[{first}]; \
-                         each DHT22 needs its own GPIO pin"
+                         each DHT22 or DHT11 needs its own GPIO pin"
                     ),
                 ));
             }
@@ -645,7 +695,8 @@ impl Validator<'_> {
         Ok(sensors)
     }
 
-    /// `interval`: 15 s by default, and never shorter than a DHT22 allows.
+    /// `interval`: 15 s by default, and never shorter than the slowest
+    /// configured part allows (`SensorKind::min_interval`).
     fn interval(
         &self,
         raw: Option<Duration>,
@@ -655,17 +706,25 @@ impl Validator<'_> {
         if interval.is_zero() {
             return Err(self.err("interval", "interval = \"0s\": must be longer than 0"));
         }
-        if interval < DHT22_MIN_INTERVAL
-            && let Some(hw) = sensors.iter().find(|s| s.kind.is_hardware())
+        if let Some(slow) = sensors
+            .iter()
+            .filter(|s| interval < s.kind.min_interval())
+            .max_by_key(|s| s.kind.min_interval())
         {
+            let part = match slow.kind {
+                SensorKind::Dht11 { .. } => "a DHT11",
+                SensorKind::Iio { .. } => "a DHT22 or DHT11 on the kernel driver",
+                _ => "a DHT22",
+            };
+            let least = humantime::format_duration(slow.kind.min_interval());
             return Err(self.err(
                 "interval",
                 format!(
-                    "interval = {:?} is shorter than 2s, but sensor {:?} is a DHT22 ({}), \
-                     which needs at least 2s between reads",
+                    "interval = {:?} is shorter than {least}, but sensor {:?} is {part} \
+                     (kind = \"{}\"), which needs at least {least} between reads",
                     humantime::format_duration(interval).to_string(),
-                    hw.id,
-                    hw.kind.name()
+                    slow.id,
+                    slow.kind.name()
                 ),
             ));
         }
@@ -975,23 +1034,35 @@ impl Validator<'_> {
             .map_err(|why| self.err(key("id"), format!("id = {:?} {why}", s.id)))?;
         let kind_name = match s.kind {
             RawKind::Dht22 => "dht22",
+            RawKind::Dht11 => "dht11",
             RawKind::Iio => "iio",
             RawKind::Sim => "sim",
         };
         // A key that belongs to another kind is almost always a mistake
         // (copy-paste, or the kind line was changed): say so instead of
         // silently ignoring it.
-        let only = |present: bool, k: &str, owner: &str| {
-            if present && kind_name != owner {
+        let only_for = |present: bool, k: &str, owners: &[&str]| {
+            if present && !owners.contains(&kind_name) {
+                let owners = owners
+                    .iter()
+                    .map(|o| format!("kind = \"{o}\""))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
                 Err(self.err(
                     key(k),
-                    format!("`{k}` is only for kind = \"{owner}\" sensors, this one is kind = \"{kind_name}\""),
+                    format!(
+                        "`{k}` is only for {owners} sensors, this one is kind = \"{kind_name}\""
+                    ),
                 ))
             } else {
                 Ok(())
             }
         };
-        only(s.pin.is_some(), "pin", "dht22")?;
+        let only = |present: bool, k: &str, owner: &str| only_for(present, k, &[owner]);
+        only_for(s.pin.is_some(), "pin", &["dht22", "dht11"])?;
+        // A DHT11 marks a negative temperature with a sign bit of its own
+        // (frame.rs): there is no encoding to choose.
+        only(s.negative.is_some(), "negative", "dht22")?;
         only(s.device.is_some(), "device", "iio")?;
         only(s.name.is_some(), "name", "iio")?;
         only(s.profile.is_some(), "profile", "sim")?;
@@ -999,11 +1070,13 @@ impl Validator<'_> {
         only(s.seed.is_some(), "seed", "sim")?;
         only(s.failure_rate.is_some(), "failure_rate", "sim")?;
         let kind = match s.kind {
-            RawKind::Dht22 => {
+            RawKind::Dht22 | RawKind::Dht11 => {
                 let pin = s.pin.ok_or_else(|| {
                     self.err(
                         key("pin"),
-                        "a dht22 sensor needs `pin`, its BCM GPIO number (e.g. pin = 4)",
+                        format!(
+                            "a {kind_name} sensor needs `pin`, its BCM GPIO number (e.g. pin = 4)"
+                        ),
                     )
                 })?;
                 let pin = u8::try_from(pin).ok().filter(|p| *p <= 27).ok_or_else(|| {
@@ -1015,7 +1088,14 @@ impl Validator<'_> {
                         ),
                     )
                 })?;
-                SensorKind::Dht22 { pin }
+                if s.kind == RawKind::Dht11 {
+                    SensorKind::Dht11 { pin }
+                } else {
+                    SensorKind::Dht22 {
+                        pin,
+                        negative: s.negative.unwrap_or_default(),
+                    }
+                }
             }
             RawKind::Iio => {
                 if s.device.is_some() && s.name.is_some() {
@@ -1226,7 +1306,13 @@ mod tests {
         assert_eq!(c.priority, PriorityParams::default());
         assert_eq!(c.plausibility, Plausibility::default());
         assert_eq!(c.db, PathBuf::from(DEFAULT_DB));
-        assert_eq!(c.sensors[0].kind, SensorKind::Dht22 { pin: 4 });
+        assert_eq!(
+            c.sensors[0].kind,
+            SensorKind::Dht22 {
+                pin: 4,
+                negative: Negative::Auto
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! `edgeprio doctor`: one line per problem, each with its fix. It runs on
 //! any machine; off a Raspberry Pi it says so instead of failing obscurely.
+//!
+//! On a Pi it says how the GPIO library reaches the pins (the RP1 chip on a
+//! Pi 5), takes test reads of each DHT sensor (within [`READ_BUDGET`],
+//! respecting the part's spacing) and recommends the kernel driver when
+//! fewer than [`IIO_BELOW`] of them succeed, and says which encoding a
+//! DHT22's negative temperatures arrive in once a test read saw one.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -9,11 +15,19 @@ use std::time::Duration;
 use embedded_hal::delay::DelayNs;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, SensorConfig, SensorKind};
-use crate::domain::check_range;
+use crate::config::{Config, SensorConfig};
 use crate::sensor::dht22::{Dht22, LinePin};
-use crate::sensor::{self, ReadError, Resume, Sensor};
+use crate::sensor::frame::{Model, Negative};
+use crate::sensor::{self, GpioPath, ReadError, Resume, Sensor};
 use crate::store::{Access, Store};
+
+/// The longest the test reads of one sensor may take: `--reads` is capped
+/// to what fits, so doctor on a DHT22 finishes in about a minute.
+pub const READ_BUDGET: Duration = Duration::from_mins(1);
+
+/// Below this share of successful test reads, the user-space read is not
+/// good enough on this machine and the kernel driver is recommended.
+pub const IIO_BELOW: f64 = 0.9;
 
 /// How serious a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,7 +126,7 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
     let gpio_sensors: Vec<&SensorConfig> = config
         .sensors
         .iter()
-        .filter(|s| matches!(s.kind, SensorKind::Dht22 { .. }))
+        .filter(|s| s.kind.dht().is_some())
         .collect();
     let on_pi = match sensor::board() {
         Ok(model) => {
@@ -123,7 +137,7 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
             emit(Finding::new(
                 Level::Info,
                 "board",
-                format!("not a Raspberry Pi ({why}); fine: no dht22 sensor is configured"),
+                format!("not a Raspberry Pi ({why}); fine: no dht22 or dht11 sensor is configured"),
             ));
             false
         }
@@ -133,32 +147,46 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
                     Level::Fail,
                     "board",
                     format!(
-                        "not a Raspberry Pi ({why}): the dht22 sensors ({}) can only be read on one",
-                        gpio_sensors.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
+                        "not a Raspberry Pi ({why}): the GPIO sensors ({}) can only be read on one",
+                        gpio_sensors
+                            .iter()
+                            .map(|s| s.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
-                .fix("run edgeprio on the Pi; to try the pipeline here, use kind = \"sim\" sensors"),
+                .fix(
+                    "run edgeprio on the Pi; to try the pipeline here, use kind = \"sim\" sensors",
+                ),
             );
             false
         }
     };
     if on_pi && !gpio_sensors.is_empty() {
-        emit(gpio_access());
+        emit(gpio_access(sensor::gpio_path()));
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     for sc in &config.sensors {
         let subject = format!("sensor {}", sc.id);
-        match &sc.kind {
-            SensorKind::Dht22 { pin } if on_pi => match sensor::open_dht22(&sc.id, *pin, &clock) {
-                Ok(mut dht) => emit(check_dht22(&subject, *pin, &mut dht, reads)),
+        match sc.kind.dht() {
+            Some(dht) if on_pi => match sensor::open_dht(&sc.id, dht, &clock) {
+                Ok(mut sensor) => {
+                    for f in check_dht(&subject, dht.pin, &mut sensor, reads) {
+                        emit(f);
+                    }
+                }
                 Err(e) => emit(Finding::new(Level::Fail, subject, e.to_string())),
             },
-            SensorKind::Dht22 { pin } => emit(Finding::new(
+            Some(dht) => emit(Finding::new(
                 Level::Info,
                 subject,
-                format!("dht22 on BCM {pin}: not tested (not a Raspberry Pi)"),
+                format!(
+                    "{} on BCM {}: not tested (not a Raspberry Pi)",
+                    dht.model.kind(),
+                    dht.pin
+                ),
             )),
-            _ => match sensor::open(sc, Resume::default(), &clock) {
+            None => match sensor::open(sc, Resume::default(), &clock) {
                 Ok(mut s) => emit(check_reads(&subject, s.as_mut(), reads)),
                 // The backends' errors already say what to do.
                 Err(e) => emit(Finding::new(Level::Fail, subject, e.to_string())),
@@ -169,26 +197,45 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
     all
 }
 
-fn gpio_access() -> Finding {
-    let candidates = ["/dev/gpiomem0", "/dev/gpiomem", "/dev/gpiochip0"];
-    let Some(dev) = candidates.iter().find(|p| Path::new(p).exists()) else {
+/// Whether the device file the GPIO library maps is usable.
+fn gpio_access(path: Option<GpioPath>) -> Finding {
+    let Some(path) = path else {
         return Finding::new(
             Level::Fail,
             "gpio",
-            "no /dev/gpiomem or /dev/gpiochipN device",
+            "rppal cannot identify this board's GPIO chip",
         )
-        .fix("use Raspberry Pi OS (or a kernel with the bcm2835-gpiomem driver)");
+        .fix("use Raspberry Pi OS, or the kernel driver (kind = \"iio\")");
     };
-    match std::fs::OpenOptions::new().read(true).write(true).open(dev) {
-        Ok(_) => Finding::new(Level::Ok, "gpio", format!("{dev} is readable and writable")),
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path.device())
+        .map(drop);
+    gpio_finding(path, opened)
+}
+
+/// The `gpio` finding for `path`, given what opening its device did.
+fn gpio_finding(path: GpioPath, opened: std::io::Result<()>) -> Finding {
+    let dev = path.device();
+    let mut f = match opened {
+        Ok(()) => Finding::new(Level::Ok, "gpio", format!("{dev} is readable and writable")),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             Finding::new(Level::Fail, "gpio", format!("no access to {dev} ({e})")).fix(
                 "add the user to group gpio: sudo usermod -aG gpio $USER, then log in again \
                  (the systemd service already runs in that group)",
             )
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Finding::new(Level::Fail, "gpio", format!("{dev} does not exist")).fix(
+                "use Raspberry Pi OS (its kernel provides the gpiomem device), or the kernel \
+                 driver (kind = \"iio\")",
+            )
+        }
         Err(e) => Finding::new(Level::Fail, "gpio", format!("cannot open {dev}: {e}")),
-    }
+    };
+    f.details.push(path.describe());
+    f
 }
 
 /// Success rate over `reads` reads of any sensor.
@@ -203,7 +250,7 @@ fn check_reads(subject: &str, sensor: &mut dyn Sensor, reads: u32) -> Finding {
         match sensor
             .read()
             .map_err(|e| e.to_string())
-            .and_then(|s| check_range(s).map_err(|r| r.to_string()))
+            .and_then(|s| sensor.range().check(s).map_err(|r| r.to_string()))
         {
             Ok(_) => ok += 1,
             Err(e) => last_err = Some(e),
@@ -227,19 +274,32 @@ fn rate_finding(
     }
 }
 
-/// Test reads of a DHT22 with pulse timing: never answers, flaky, or fine.
-pub fn check_dht22<L: LinePin, D: DelayNs + Send>(
+/// How many of `reads` test reads of `model` fit in [`READ_BUDGET`].
+pub fn planned_reads(model: Model, reads: u32) -> u32 {
+    let fit = READ_BUDGET.as_millis() / model.min_spacing().as_millis().max(1);
+    reads.min(u32::try_from(fit).unwrap_or(u32::MAX)).max(1)
+}
+
+/// Test reads of a DHT22 or DHT11 with pulse timing: never answers, flaky,
+/// or fine; then what its negative temperatures looked like.
+pub fn check_dht<L: LinePin, D: DelayNs + Send>(
     subject: &str,
     pin: u8,
     dht: &mut Dht22<L, D>,
     reads: u32,
-) -> Finding {
+) -> Vec<Finding> {
+    let model = dht.model();
+    let what = format!("{} on BCM {pin}", model.kind());
+    let reads = planned_reads(model, reads);
     let mut ok = 0;
     let mut timeouts = 0;
     let mut last_err = None;
     for _ in 0..reads {
         match dht.read() {
-            Ok(_) => ok += 1,
+            Ok(s) => match dht.range().check(s) {
+                Ok(_) => ok += 1,
+                Err(r) => last_err = Some(r.to_string()),
+            },
             Err(e) => {
                 if matches!(e, ReadError::Timeout(_)) {
                     timeouts += 1;
@@ -248,17 +308,31 @@ pub fn check_dht22<L: LinePin, D: DelayNs + Send>(
             }
         }
     }
-    // Pulse widths from raw captures: each costs one 2 s slot, three give
-    // 120 data bits, plenty for a histogram.
+    // Pulse widths from raw captures: each costs one rest, three give 120
+    // data bits, plenty for a histogram.
     let pulses: Vec<Duration> = (0..reads.min(3))
         .flat_map(|_| dht.capture().high_pulses())
         .collect();
-    let mut f = rate_finding(subject, &format!("dht22 on BCM {pin}"), ok, reads, last_err);
+    let mut f = rate_finding(subject, &what, ok, reads, last_err);
+    let share = f64::from(ok) / f64::from(reads);
     if ok == 0 && timeouts == reads {
-        f.message = format!("dht22 on BCM {pin} never answered ({reads} reads)");
+        f.message = format!("{what} never answered ({reads} reads)");
         f = f.fix(format!(
             "check the wiring: VCC to 3.3 V, data to BCM {pin} (BCM numbering, not the physical \
              pin), ground to ground, and a 10 kOhm pull-up between data and 3.3 V"
+        ));
+    } else if share < IIO_BELOW {
+        f.message = format!(
+            "{} ({:.0} %, below {:.0} %)",
+            f.message,
+            share * 100.0,
+            IIO_BELOW * 100.0
+        );
+        f = f.fix(format!(
+            "reads are too flaky for the user-space reader on this machine: use the kernel \
+             driver, which times the frame in the kernel: add dtoverlay=dht11,gpiopin={pin} to \
+             /boot/firmware/config.txt (/boot/config.txt before bookworm; the overlay reads \
+             DHT22s too), reboot, and set kind = \"iio\" for this sensor"
         ));
     } else if ok < reads {
         f = f.fix(
@@ -270,7 +344,48 @@ pub fn check_dht22<L: LinePin, D: DelayNs + Send>(
     if !pulses.is_empty() {
         f.details = histogram(&pulses);
     }
-    f
+    let mut findings = vec![f];
+    if model == Model::Dht22 {
+        findings.push(negative_finding(
+            subject,
+            dht.negative(),
+            dht.seen_encoding(),
+        ));
+    }
+    findings
+}
+
+/// What the test reads told about how negative temperatures arrive.
+fn negative_finding(
+    subject: &str,
+    setting: Negative,
+    seen: Option<crate::sensor::frame::Encoding>,
+) -> Finding {
+    let message = match (seen, setting) {
+        (Some(e), Negative::Auto) => format!(
+            "negative temperatures arrive as {} (seen in the test reads; negative = \"auto\" \
+             decodes them, negative = \"{}\" would refuse the other encoding)",
+            e.describe(),
+            e.setting().name()
+        ),
+        (Some(e), forced) => format!(
+            "negative temperatures arrive as {}, as negative = \"{}\" expects (seen in the test \
+             reads)",
+            e.describe(),
+            forced.name()
+        ),
+        (None, Negative::Auto) => "negative temperatures: not seen yet (no test read was below \
+             0 °C); negative = \"auto\" will decide from the first frame below 0 °C, \
+             sign-magnitude or two's complement, and log which"
+            .to_string(),
+        (None, forced) => format!(
+            "negative temperatures: not seen yet (no test read was below 0 °C); negative = \
+             \"{}\" is configured, and a frame in the other encoding will fail naming the \
+             setting that decodes it",
+            forced.name()
+        ),
+    };
+    Finding::new(Level::Info, subject, message)
 }
 
 /// Data-bit high pulses binned against the DHT22's targets: 26-28 us for a
@@ -394,7 +509,7 @@ mod tests {
     #[test]
     fn a_healthy_sensor_has_pulses_on_target() {
         let sim = WireSim::new(WireConfig::linux(9), Sample::new(21.7, 55.5));
-        let f = check_dht22("sensor a", 4, &mut dht(&sim), 10);
+        let f = check_dht("sensor a", 4, &mut dht(&sim), 10).remove(0);
         assert_eq!(f.level, Level::Ok, "{}", f.render());
         assert!(f.message.contains("10/10"), "{}", f.render());
         // Three raw captures: 120 data bits, every one in the "0" or the "1" bin.
@@ -418,7 +533,7 @@ mod tests {
     fn a_sensor_that_never_answers_points_at_the_wiring() {
         let sim = WireSim::new(WireConfig::linux(9), Sample::new(21.7, 55.5));
         sim.set_faults(1.0, 0.0);
-        let f = check_dht22("sensor a", 17, &mut dht(&sim), 3);
+        let f = check_dht("sensor a", 17, &mut dht(&sim), 3).remove(0);
         assert_eq!(f.level, Level::Fail);
         assert!(f.message.contains("never answered"), "{}", f.render());
         let fix = f.fix.unwrap();
@@ -430,7 +545,7 @@ mod tests {
         let mut cfg = WireConfig::linux(11);
         cfg.preempt_per_s = 150.0;
         let sim = WireSim::new(cfg, Sample::new(21.7, 55.5));
-        let f = check_dht22("sensor a", 4, &mut dht(&sim), 20);
+        let f = check_dht("sensor a", 4, &mut dht(&sim), 20).remove(0);
         assert_eq!(f.level, Level::Warn, "{}", f.render());
         assert!(f.message.contains("/20 reads succeeded"), "{}", f.render());
         assert!(f.fix.as_deref().unwrap().contains("flaky"));

@@ -1,16 +1,64 @@
 //! Validation before scoring (DESIGN.md, "Readings are validated before
-//! scoring"): the DHT22's range, non-numbers, and the plausibility re-read
-//! that keeps a corrupted frame from becoming a high-priority event.
+//! scoring"): the sensor model's range, non-numbers, and the plausibility
+//! re-read that keeps a corrupted frame from becoming a high-priority event.
 
 use std::fmt;
 
 use super::reading::{Channel, ErrorKind, PerChannel, Sample};
 
-/// The DHT22's measuring range per channel, inclusive.
-const RANGE: PerChannel<(f64, f64)> = PerChannel {
-    temperature: (-40.0, 80.0),
-    humidity: (0.0, 100.0),
-};
+/// What a sensor model can measure: a value outside it is not a reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SensorRange {
+    /// The model, as rejection messages name it (`DHT22`).
+    pub model: &'static str,
+    /// Inclusive limits per channel.
+    pub limits: PerChannel<(f64, f64)>,
+}
+
+impl SensorRange {
+    /// The DHT22 (AM2302) datasheet range; also used for the kernel driver
+    /// and simulated sensors, which report DHT22-class values.
+    pub const DHT22: SensorRange = SensorRange {
+        model: "DHT22",
+        limits: PerChannel {
+            temperature: (-40.0, 80.0),
+            humidity: (0.0, 100.0),
+        },
+    };
+
+    /// The DHT11 datasheet range (DESIGN.md): a narrower part.
+    pub const DHT11: SensorRange = SensorRange {
+        model: "DHT11",
+        limits: PerChannel {
+            temperature: (0.0, 50.0),
+            humidity: (20.0, 90.0),
+        },
+    };
+
+    /// Whether `value` is a finite number inside this range on `channel`.
+    pub fn contains(&self, channel: Channel, value: f64) -> bool {
+        let (lo, hi) = self.limits.get(channel);
+        value.is_finite() && (lo..=hi).contains(&value)
+    }
+
+    /// Accepts `s` when both channels are finite and inside this range.
+    pub fn check(&self, s: Sample) -> Result<Sample, Rejection> {
+        for channel in Channel::ALL {
+            let value = s.get(channel);
+            if !value.is_finite() {
+                return Err(Rejection::NotFinite { channel });
+            }
+            if !self.contains(channel, value) {
+                return Err(Rejection::OutOfRange {
+                    channel,
+                    value,
+                    range: *self,
+                });
+            }
+        }
+        Ok(s)
+    }
+}
 
 /// Why a sample was rejected outright.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -20,12 +68,14 @@ pub enum Rejection {
         /// The channel that carried it.
         channel: Channel,
     },
-    /// A number outside what a DHT22 can measure.
+    /// A number outside what the sensor model can measure.
     OutOfRange {
         /// The channel that carried it.
         channel: Channel,
         /// The value reported.
         value: f64,
+        /// The range it missed, named in the message.
+        range: SensorRange,
     },
 }
 
@@ -40,32 +90,28 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Rejection::NotFinite { channel } => write!(f, "{} is not a number", channel.name()),
-            Rejection::OutOfRange { channel, value } => {
-                let (lo, hi) = RANGE.get(channel);
+            Rejection::OutOfRange {
+                channel,
+                value,
+                range,
+            } => {
+                let (lo, hi) = range.limits.get(channel);
                 write!(
                     f,
-                    "{} {value} {} is outside the DHT22 range {lo}..{hi}",
+                    "{} {value} {} is outside the {} range {lo}..{hi}",
                     channel.name(),
-                    channel.unit()
+                    channel.unit(),
+                    range.model
                 )
             }
         }
     }
 }
 
-/// Accepts `s` when both channels are finite and inside the DHT22's range.
+/// Accepts `s` when both channels are finite and inside the DHT22's range
+/// (`SensorRange::DHT22.check`); a sensor's own range is `Sensor::range`.
 pub fn check_range(s: Sample) -> Result<Sample, Rejection> {
-    for channel in Channel::ALL {
-        let value = s.get(channel);
-        if !value.is_finite() {
-            return Err(Rejection::NotFinite { channel });
-        }
-        let (lo, hi) = RANGE.get(channel);
-        if value < lo || value > hi {
-            return Err(Rejection::OutOfRange { channel, value });
-        }
-    }
-    Ok(s)
+    SensorRange::DHT22.check(s)
 }
 
 /// The largest change between consecutive reads that is believed without a
@@ -131,14 +177,16 @@ mod tests {
             check_range(Sample::new(80.1, 50.0)),
             Err(Rejection::OutOfRange {
                 channel: Channel::Temperature,
-                value: 80.1
+                value: 80.1,
+                range: SensorRange::DHT22,
             })
         );
         assert_eq!(
             check_range(Sample::new(20.0, 100.5)),
             Err(Rejection::OutOfRange {
                 channel: Channel::Humidity,
-                value: 100.5
+                value: 100.5,
+                range: SensorRange::DHT22,
             })
         );
     }
@@ -158,6 +206,27 @@ mod tests {
             r.to_string(),
             "temperature -3276.7 °C is outside the DHT22 range -40..80"
         );
+    }
+
+    #[test]
+    fn the_dht11_has_its_own_narrower_range() {
+        let r = SensorRange::DHT11;
+        assert!(r.check(Sample::new(0.0, 20.0)).is_ok());
+        assert!(r.check(Sample::new(50.0, 90.0)).is_ok());
+        // Fine for a DHT22, impossible for a DHT11: rejected, and said so.
+        let e = r.check(Sample::new(-0.1, 50.0)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "temperature -0.1 °C is outside the DHT11 range 0..50"
+        );
+        let e = r.check(Sample::new(25.0, 95.0)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "humidity 95 %RH is outside the DHT11 range 20..90"
+        );
+        assert!(r.check(Sample::new(f64::NAN, 50.0)).is_err());
+        // The DHT22 check is unchanged by the DHT11's existence.
+        assert!(check_range(Sample::new(-0.1, 95.0)).is_ok());
     }
 
     #[test]

@@ -14,6 +14,14 @@
 //! blocking thread, raised to `SCHED_FIFO` for the frame when permitted,
 //! and a failed read is retried by the agent as long as the interval allows.
 //! The sensor needs 2 s between reads; [`Dht22`] enforces it itself.
+//!
+//! The same backend reads a DHT11 (`Model::Dht11`): it holds the start
+//! pulse for the DHT11's 18 ms before handing over to dht-sensor's DHT22
+//! read, and spaces reads 1 s apart. dht-sensor checks the checksum and
+//! decodes into `f32`s; [`frame_bytes`] gives back the exact four data
+//! bytes, and [`super::frame`] decodes them the way this sensor needs
+//! (two's-complement clones, DHT11 tenths, the all-zero frame), so the
+//! decoding is ours and tested exhaustively while dht-sensor keeps the wire.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,12 +32,13 @@ use dht_sensor::DhtError;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
 
+use super::frame::{self, Encoding, EncodingTracker, FrameError, Model, Negative, Seen};
 use super::{ReadError, Sensor};
 use crate::clock::Clock;
-use crate::domain::Sample;
+use crate::domain::{ErrorKind, Sample, SensorRange};
 
 /// The DHT22 needs this long between two reads.
-pub const MIN_SPACING: Duration = Duration::from_secs(2);
+pub const MIN_SPACING: Duration = Model::Dht22.min_spacing();
 
 /// The few operations the open-drain adapter needs from a GPIO line.
 pub trait LinePin: Send {
@@ -252,17 +261,30 @@ fn current_scheduling() -> Option<(
     Some((policy, priority))
 }
 
-/// A DHT22 read through dht-sensor over an [`OpenDrain`] line.
+/// A DHT22 (or DHT11) read through dht-sensor over an [`OpenDrain`] line.
 pub struct Dht22<L, D> {
+    /// Names the line in messages (`GPIO BCM 4`).
     label: String,
+    /// The line, with open-drain semantics.
     pin: OpenDrain<L>,
+    /// Microsecond delays for dht-sensor's bit timing.
     delay: D,
+    /// Paces reads to the part's spacing.
     clock: Arc<dyn Clock>,
+    /// Raises the thread for the frame.
     realtime: Box<dyn Realtime>,
+    /// The part on the wire: frame format, start pulse, spacing, range.
+    model: Model,
+    /// The configured `negative` setting.
+    negative: Negative,
+    /// The encoding negative frames arrived in so far: logged once when
+    /// detected, warned about when it changes, reported by `doctor`.
+    seen: EncodingTracker,
 }
 
 impl<L: LinePin, D: DelayNs + Send> Dht22<L, D> {
-    /// A DHT22 on `line`; `label` names it in messages (e.g. `GPIO BCM 4`).
+    /// A DHT22 on `line`, decoding negative temperatures with
+    /// `negative = "auto"`; `label` names it in messages (e.g. `GPIO BCM 4`).
     pub fn new(
         label: impl Into<String>,
         line: L,
@@ -279,6 +301,49 @@ impl<L: LinePin, D: DelayNs + Send> Dht22<L, D> {
             delay,
             clock,
             realtime,
+            model: Model::Dht22,
+            negative: Negative::Auto,
+            seen: EncodingTracker::default(),
+        }
+    }
+
+    /// Reads `model` instead of a DHT22.
+    #[must_use]
+    pub fn with_model(mut self, model: Model) -> Self {
+        self.model = model;
+        self
+    }
+
+    /// Decodes negative temperatures as `negative` says.
+    #[must_use]
+    pub fn with_negative(mut self, negative: Negative) -> Self {
+        self.negative = negative;
+        self
+    }
+
+    /// The part this reads.
+    pub fn model(&self) -> Model {
+        self.model
+    }
+
+    /// The configured `negative` setting.
+    pub fn negative(&self) -> Negative {
+        self.negative
+    }
+
+    /// The encoding of the last negative temperature read, if any was.
+    pub fn seen_encoding(&self) -> Option<Encoding> {
+        self.seen.last()
+    }
+
+    fn start_pulse_us(&self) -> u32 {
+        u32::try_from(self.model.start_pulse().as_micros()).unwrap_or(u32::MAX)
+    }
+
+    /// Waits out the part's rest since the last start pulse.
+    fn rest(&self) {
+        if let Some(last) = self.pin.last_pulled {
+            self.clock.sleep_until(last + self.model.min_spacing());
         }
     }
 
@@ -287,13 +352,11 @@ impl<L: LinePin, D: DelayNs + Send> Dht22<L, D> {
     /// `doctor`'s histogram. (dht-sensor's own polling sleeps 35 us after
     /// each rising edge, so widths seen through it are not the wire's.)
     pub fn capture(&mut self) -> Trace {
-        if let Some(last) = self.pin.last_pulled {
-            self.clock.sleep_until(last + MIN_SPACING);
-        }
+        self.rest();
         let _fifo = self.realtime.raise();
         self.pin.record();
         let _ = self.pin.set_low();
-        self.delay.delay_us(1_100);
+        self.delay.delay_us(self.start_pulse_us() + 100);
         let _ = self.pin.set_high();
         let start = self.clock.monotonic();
         // A frame is ~4.5 ms after the response; 8 ms covers a slow sensor.
@@ -302,24 +365,65 @@ impl<L: LinePin, D: DelayNs + Send> Dht22<L, D> {
         }
         self.pin.take_trace().unwrap_or_default()
     }
+
+    /// Decodes a frame that passed its checksum, saying in the log what a
+    /// negative frame told about the sensor's encoding.
+    fn decode(&mut self, bytes: [u8; 4]) -> Result<Sample, ReadError> {
+        let d = frame::decode(self.model, self.negative, bytes).map_err(|e| self.frame_error(e))?;
+        if let Some(e) = d.negative {
+            let frame = format!("word 0x{:04X} = {:.1} °C", d.word, d.sample.temperature);
+            match self.seen.observe(e) {
+                Seen::First(e) if self.negative == Negative::Auto => tracing::info!(
+                    "{} on {}: negative temperatures arrive as {} ({frame}); negative = \"auto\" \
+                     detected it (set negative = \"{}\" to refuse the other encoding)",
+                    self.model.kind(),
+                    self.label,
+                    e.describe(),
+                    e.setting().name()
+                ),
+                Seen::Changed { from, to } => tracing::warn!(
+                    "{} on {}: a negative temperature arrived as {} ({frame}) after earlier ones \
+                     as {}: a corrupted frame or a replaced sensor; if the sensor is known, set \
+                     negative = \"{}\" to refuse the other encoding",
+                    self.model.kind(),
+                    self.label,
+                    to.describe(),
+                    from.describe(),
+                    from.setting().name()
+                ),
+                Seen::First(_) | Seen::Same => {}
+            }
+        }
+        Ok(d.sample)
+    }
+
+    fn frame_error(&self, e: FrameError) -> ReadError {
+        let detail = format!("frame from {}: {e}", self.label);
+        match e.kind() {
+            ErrorKind::Checksum => ReadError::Checksum(detail),
+            _ => ReadError::Range(detail),
+        }
+    }
 }
 
 impl<L: LinePin, D: DelayNs + Send> Sensor for Dht22<L, D> {
     fn read(&mut self) -> Result<Sample, ReadError> {
-        if let Some(last) = self.pin.last_pulled {
-            self.clock.sleep_until(last + MIN_SPACING);
-        }
+        self.rest();
         let result = {
             let _fifo = self.realtime.raise();
+            if self.model == Model::Dht11 {
+                // dht-sensor's DHT22 read holds the line 1 ms; a DHT11
+                // wants 18 ms. Hold it here first: the read's own pull-low
+                // then extends this pulse rather than starting another.
+                let _ = self.pin.set_low();
+                self.delay.delay_us(self.start_pulse_us());
+            }
             dht_sensor::dht22::blocking::read(&mut self.delay, &mut self.pin)
         };
         // Leave the line released whatever happened.
         let _ = self.pin.set_high();
         match result {
-            Ok(r) => Ok(Sample::new(
-                tenths(r.temperature),
-                tenths(r.relative_humidity),
-            )),
+            Ok(r) => self.decode(frame_bytes(r)),
             Err(DhtError::Timeout) => Err(ReadError::Timeout(format!(
                 "no edge from the sensor on {} within 100 us (unplugged, no pull-up, wrong pin, \
                  or the read thread was preempted mid-frame)",
@@ -334,30 +438,117 @@ impl<L: LinePin, D: DelayNs + Send> Sensor for Dht22<L, D> {
     }
 
     fn describe(&self) -> String {
-        format!("dht22 on {}", self.label)
+        format!("{} on {}", self.model.kind(), self.label)
     }
 
     fn min_interval(&self) -> Duration {
-        MIN_SPACING
+        self.model.min_spacing()
+    }
+
+    fn range(&self) -> SensorRange {
+        self.model.range()
     }
 }
 
-/// dht-sensor decodes tenths into `f32`; give back the exact tenth as `f64`
-/// (23.4f32 is 23.399999618530273 as f64).
-fn tenths(v: f32) -> f64 {
-    (f64::from(v) * 10.0).round() / 10.0
+/// The four data bytes dht-sensor decoded `r` from.
+///
+/// dht-sensor reads humidity as `u16 / 10` and temperature as sign-magnitude
+/// into `f32`, and keeps the bytes to itself. Both are invertible: every
+/// `u16` divided by 10 in `f32` rounds back to itself times 10, and the
+/// temperature's sign survives in the `f32`'s sign bit even for 0x8000
+/// (-0.0). Proven for all 65,536 words of each in the tests below.
+pub fn frame_bytes(r: dht_sensor::dht22::Reading) -> [u8; 4] {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "dht-sensor built these from u16 words; the round trip is proven exact"
+    )]
+    let word = |v: f32| (f64::from(v).abs() * 10.0).round() as u16;
+    let [h1, h0] = word(r.relative_humidity).to_be_bytes();
+    let sign = if r.temperature.is_sign_negative() {
+        0x8000
+    } else {
+        0
+    };
+    let [t1, t0] = (word(r.temperature) | sign).to_be_bytes();
+    [h1, h0, t1, t0]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A line that replays one frame to dht-sensor's reader without any
+    /// timing: its polling loops see each level they wait for at once, and
+    /// the sample 35 us after each rising edge is the bit. This drives the
+    /// crate's real decoder, fast enough for every 16-bit word.
+    struct Replay {
+        bits: [bool; 40],
+        highs: usize,
+    }
+
+    impl ErrorType for Replay {
+        type Error = Infallible;
+    }
+
+    impl OutputPin for Replay {
+        fn set_low(&mut self) -> Result<(), Infallible> {
+            self.highs = 0;
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), Infallible> {
+            Ok(())
+        }
+    }
+
+    impl InputPin for Replay {
+        fn is_high(&mut self) -> Result<bool, Infallible> {
+            // The response's high, then per bit: its rising edge, its sample.
+            let n = self.highs;
+            self.highs += 1;
+            Ok(n == 0 || (n - 1).is_multiple_of(2) || self.bits[(n - 1) / 2])
+        }
+        fn is_low(&mut self) -> Result<bool, Infallible> {
+            Ok(true)
+        }
+    }
+
+    struct NoDelay;
+
+    impl DelayNs for NoDelay {
+        fn delay_ns(&mut self, _: u32) {}
+    }
+
+    fn through_dht_sensor(bytes: [u8; 4]) -> dht_sensor::dht22::Reading {
+        let sum = bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        let mut bits = [false; 40];
+        for (i, byte) in bytes.iter().chain([&sum]).enumerate() {
+            for j in 0..8 {
+                bits[i * 8 + j] = byte & (0x80 >> j) != 0;
+            }
+        }
+        let mut pin = Replay { bits, highs: 0 };
+        dht_sensor::dht22::blocking::read(&mut NoDelay, &mut pin).expect("a clean frame")
+    }
+
+    /// All 65,536 humidity words and all 65,536 temperature words survive
+    /// dht-sensor's `f32` decoding: the bytes are recovered exactly.
     #[test]
-    #[expect(clippy::float_cmp, reason = "exactness is what is tested")]
-    fn tenths_are_exact() {
-        assert_eq!(tenths(23.4), 23.4);
-        assert_eq!(tenths(-0.1), -0.1);
-        assert_eq!(tenths(100.0), 100.0);
+    fn frame_bytes_invert_dht_sensor_for_every_word() {
+        for w in 0..=u16::MAX {
+            let [hi, lo] = w.to_be_bytes();
+            let bytes = [hi, lo, hi, lo];
+            let r = through_dht_sensor(bytes);
+            assert_eq!(frame_bytes(r), bytes, "word 0x{w:04X} read as {r:?}");
+        }
+        // The replay really went through the decoder: the datasheet example.
+        let r = through_dht_sensor([0x02, 0x8C, 0x01, 0x5F]);
+        assert!((r.temperature - 35.1).abs() < 1e-4 && (r.relative_humidity - 65.2).abs() < 1e-4);
+        assert!(
+            through_dht_sensor([0, 1, 0x80, 0])
+                .temperature
+                .is_sign_negative()
+        );
     }
 
     /// Runs `f` on a fresh thread at `nice`, so no test thread keeps it.

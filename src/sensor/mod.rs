@@ -3,9 +3,13 @@
 //!
 //! - `sim`: simulated sensors (the paper's heater replay, a random walk,
 //!   a user's trace); also what the demo and the tests use.
-//! - `dht22` (GPIO) and `iio` (kernel driver): the hardware backends.
+//! - `dht22` (GPIO, for DHT22s and DHT11s) and `iio` (kernel driver): the
+//!   hardware backends; `frame` decodes what a DHT22 or DHT11 sends.
 
 pub mod dht22;
+pub mod frame;
+#[cfg(test)]
+mod frame_wire_tests;
 pub mod iio;
 mod rpi;
 mod sim;
@@ -19,8 +23,8 @@ use thiserror::Error;
 pub use sim::{SimSensor, TraceError, heater_trace, load_trace};
 
 use crate::clock::Clock;
-use crate::config::{SensorConfig, SensorKind};
-use crate::domain::{ErrorKind, Sample};
+use crate::config::{DhtSettings, SensorConfig, SensorKind};
+use crate::domain::{ErrorKind, Sample, SensorRange};
 
 /// A source of temperature/humidity samples.
 ///
@@ -39,6 +43,12 @@ pub trait Sensor: Send {
     fn min_interval(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// What the part can measure: validation rejects anything outside it
+    /// (`SensorRange::check`). DHT22-class unless the backend knows better.
+    fn range(&self) -> SensorRange {
+        SensorRange::DHT22
+    }
 }
 
 /// A read that produced no sample.
@@ -47,9 +57,14 @@ pub enum ReadError {
     /// The sensor did not answer, or a pulse of the frame never came.
     #[error("timeout: {0}")]
     Timeout(String),
-    /// The frame arrived but its checksum did not match.
-    #[error("checksum mismatch: {0}")]
+    /// The frame arrived but cannot be trusted: its checksum did not
+    /// match, or it was all zeros (which every checksum accepts).
+    #[error("bad frame: {0}")]
     Checksum(String),
+    /// The frame decoded to no value the part can measure: a corrupted
+    /// frame, or the wrong `kind` or `negative` setting for this sensor.
+    #[error("out of range: {0}")]
+    Range(String),
     /// The operating system refused the access.
     #[error("I/O error: {0}")]
     Io(String),
@@ -61,6 +76,7 @@ impl ReadError {
         match self {
             ReadError::Timeout(_) => ErrorKind::Timeout,
             ReadError::Checksum(_) => ErrorKind::Checksum,
+            ReadError::Range(_) => ErrorKind::Range,
             ReadError::Io(_) => ErrorKind::Io,
         }
     }
@@ -68,7 +84,10 @@ impl ReadError {
     /// The explanation without the kind, for the `detail` column.
     pub fn detail(&self) -> &str {
         match self {
-            ReadError::Timeout(d) | ReadError::Checksum(d) | ReadError::Io(d) => d,
+            ReadError::Timeout(d)
+            | ReadError::Checksum(d)
+            | ReadError::Range(d)
+            | ReadError::Io(d) => d,
         }
     }
 }
@@ -115,7 +134,10 @@ pub fn open(
 ) -> Result<Box<dyn Sensor>, OpenError> {
     match &cfg.kind {
         SensorKind::Sim(sim) => Ok(Box::new(SimSensor::open(sim, resume)?)),
-        SensorKind::Dht22 { pin } => Ok(Box::new(open_dht22(&cfg.id, *pin, clock)?)),
+        SensorKind::Dht22 { .. } | SensorKind::Dht11 { .. } => {
+            let dht = cfg.kind.dht().expect("dht() covers both DHT kinds");
+            Ok(Box::new(open_dht(&cfg.id, dht, clock)?))
+        }
         SensorKind::Iio { device, name } => iio::open(device.as_deref(), name.as_deref())
             .map(|s| Box::new(s) as Box<dyn Sensor>)
             .map_err(|source| OpenError::Iio {
@@ -125,13 +147,14 @@ pub fn open(
     }
 }
 
-/// A DHT22 on GPIO BCM `pin` of this Raspberry Pi, read with `SCHED_FIFO`
-/// when permitted.
-pub fn open_dht22(
+/// A DHT22 or DHT11 on a GPIO pin of this Raspberry Pi, read with
+/// `SCHED_FIFO` when permitted.
+pub fn open_dht(
     id: &str,
-    pin: u8,
+    dht: DhtSettings,
     clock: &Arc<dyn Clock>,
 ) -> Result<dht22::Dht22<rpi::RppalLine, rpi::SpinDelay>, OpenError> {
+    let pin = dht.pin;
     let line = rpi::open_line(pin).map_err(|reason| OpenError::Gpio {
         id: id.to_string(),
         reason,
@@ -142,10 +165,19 @@ pub fn open_dht22(
         rpi::SpinDelay,
         clock.clone(),
         Box::new(dht22::FifoWhileReading::default()),
-    ))
+    )
+    .with_model(dht.model)
+    .with_negative(dht.negative))
 }
 
 /// The board as the GPIO library sees it (for `doctor`).
 pub fn board() -> Result<String, String> {
     rpi::board()
+}
+
+pub use rpi::GpioPath;
+
+/// How the GPIO library reaches the pins on this board (for `doctor`).
+pub fn gpio_path() -> Option<GpioPath> {
+    rpi::gpio_path()
 }

@@ -6,6 +6,9 @@
 //! - "Permission denied" opening `/dev/gpiomem`: the user is not in group
 //!   `gpio` (`sudo usermod -aG gpio $USER`, then log in again). The systemd
 //!   unit runs the agent in that group.
+//! - On a Raspberry Pi 5 (BCM2712) the pins belong to the RP1 I/O chip, and
+//!   rppal maps its registers from `/dev/gpiomem0` (not `/dev/gpiomem`);
+//!   "Permission denied" there has the same fix. See [`GpioPath`].
 //! - "not a Raspberry Pi": rppal identifies the board from
 //!   `/proc/device-tree/compatible` and `/proc/cpuinfo`; on other machines
 //!   use `kind = "sim"`, or the kernel driver where one exists.
@@ -39,10 +42,75 @@ impl LinePin for RppalLine {
     }
 }
 
+/// How rppal 0.22 reaches the GPIO pins on this board (read from its
+/// source: `gpio.rs` picks the register block by `SoC`, `gpio/gpiomem/rp1.rs`
+/// and `bcm.rs` map it, `gpio/ioctl.rs` finds the gpiochip for interrupts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpioPath {
+    /// Pi 1 to 4, Zero, Zero 2 W: the `SoC`'s own GPIO block, memory-mapped
+    /// from `/dev/gpiomem` (`/dev/mem` as a fallback for root), with the
+    /// gpiochip labelled `pinctrl-bcm2835` or `pinctrl-bcm2711`.
+    Bcm {
+        /// The `SoC` as rppal names it, e.g. `BCM2711`.
+        soc: &'static str,
+    },
+    /// Pi 5, Pi 500, CM5 (BCM2712): the pins belong to the RP1 I/O chip on
+    /// `PCIe`; rppal maps RP1's `IO_BANK0`, `SYS_RIO0` and `PADS_BANK0` registers
+    /// from `/dev/gpiomem0` (no `/dev/mem` fallback) and opens the gpiochip
+    /// labelled `pinctrl-rp1`. Each pin access is a `PCIe` transaction.
+    Rp1,
+}
+
+impl GpioPath {
+    /// The device file rppal maps the GPIO registers from.
+    pub fn device(self) -> &'static str {
+        match self {
+            GpioPath::Bcm { .. } => "/dev/gpiomem",
+            GpioPath::Rp1 => "/dev/gpiomem0",
+        }
+    }
+
+    /// One line for `doctor`: the chip, the device file, the gpiochip.
+    pub fn describe(self) -> String {
+        match self {
+            GpioPath::Bcm { soc } => format!(
+                "GPIO through the {soc}'s own GPIO registers, memory-mapped from /dev/gpiomem \
+                 (gpiochip pinctrl-bcm2835/pinctrl-bcm2711)"
+            ),
+            GpioPath::Rp1 => "GPIO through the RP1 I/O chip (Raspberry Pi 5 family): rppal maps \
+                 RP1's IO_BANK0/SYS_RIO0/PADS_BANK0 registers from /dev/gpiomem0 and uses the \
+                 gpiochip labelled pinctrl-rp1; every pin access crosses PCIe"
+                .to_string(),
+        }
+    }
+}
+
+/// The GPIO path of this board, `None` off a Raspberry Pi.
+pub fn gpio_path() -> Option<GpioPath> {
+    use rppal::system::SoC;
+    let soc = rppal::system::DeviceInfo::new().ok()?.soc();
+    Some(match soc {
+        SoC::Bcm2712 => GpioPath::Rp1,
+        SoC::Bcm2835 => GpioPath::Bcm { soc: "BCM2835" },
+        SoC::Bcm2836 => GpioPath::Bcm { soc: "BCM2836" },
+        SoC::Bcm2837A1 => GpioPath::Bcm { soc: "BCM2837A1" },
+        SoC::Bcm2837B0 => GpioPath::Bcm { soc: "BCM2837B0" },
+        SoC::Bcm2711 => GpioPath::Bcm { soc: "BCM2711" },
+        // rppal may add SoCs; until this file knows one, say so plainly.
+        _ => GpioPath::Bcm { soc: "unknown SoC" },
+    })
+}
+
 /// Why a GPIO line could not be opened, phrased with the fix.
 pub fn describe_gpio_error(pin: u8, e: &rppal::gpio::Error) -> String {
     use rppal::gpio::Error;
     match e {
+        // On the RP1 rppal passes the open's I/O error through unnamed.
+        Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => format!(
+            "permission denied opening {}: add the user to group gpio \
+             (sudo usermod -aG gpio $USER, then log in again) or run as the edgeprio service",
+            gpio_path().map_or("the GPIO device", GpioPath::device)
+        ),
         Error::UnknownModel => format!(
             "this machine is not a Raspberry Pi that rppal recognises, so GPIO BCM {pin} cannot \
              be opened: run on the Pi, or use kind = \"sim\" (or \"iio\" with the kernel driver)"

@@ -9,10 +9,15 @@
 //! a checksum byte; then it releases the line. It ignores a start pulse less
 //! than 2 s after the last frame it answered, like the real part.
 //!
+//! It can be another part ([`SimPart`]): a DHT22 clone that sends negative
+//! temperatures in two's complement, or a DHT11 (an 18 ms start pulse, the
+//! DHT11 byte format with tenths and a sign bit, 1 s between reads).
+//!
 //! And it models what Linux does to a user-space reader: every pin access
 //! and every delay costs a little more than asked (microsecond jitter), and
 //! now and then the thread is preempted for 50-500 us (a Poisson process).
-//! Faults can be injected: a sensor that does not answer, a flipped bit.
+//! Faults can be injected: a sensor that does not answer, a flipped bit, an
+//! all-zero frame (a wedged sensor, or a missing pull-up).
 //!
 //! Nothing here sleeps: time is a shared counter that pin accesses and
 //! delays advance, so 1,000 reads 2 s apart take milliseconds.
@@ -25,8 +30,30 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::dht22::LinePin;
+use super::frame::Model;
 use crate::clock::Clock;
 use crate::domain::Sample;
+
+/// Which part the simulated sensor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimPart {
+    /// A datasheet DHT22: sign-magnitude negative temperatures.
+    Dht22,
+    /// A DHT22 clone: negative temperatures in two's complement.
+    Dht22Clone,
+    /// A DHT11: 18 ms start pulse, integer-and-tenth bytes, 1 s spacing.
+    Dht11,
+}
+
+impl SimPart {
+    /// The model whose timing rules the part follows.
+    pub fn model(self) -> Model {
+        match self {
+            SimPart::Dht22 | SimPart::Dht22Clone => Model::Dht22,
+            SimPart::Dht11 => Model::Dht11,
+        }
+    }
+}
 
 /// How the simulated sensor and the simulated Linux host behave. Times are
 /// in nanoseconds, ranges are uniform and inclusive.
@@ -34,6 +61,8 @@ use crate::domain::Sample;
 pub struct WireConfig {
     /// Seed of every random choice.
     pub seed: u64,
+    /// The part on the wire: its frame format and timing rules.
+    pub part: SimPart,
     /// Cost of one pin access (a GPIO register read or mode change).
     pub access_ns: (u64, u64),
     /// How much longer than asked a delay takes.
@@ -46,6 +75,8 @@ pub struct WireConfig {
     pub no_answer: f64,
     /// Probability that one bit of an answered frame is flipped.
     pub bit_flip: f64,
+    /// Probability that an answered frame is all zeros (checksum 0 too).
+    pub all_zero: f64,
     /// Sensor's delay between the host's release and its answer.
     pub response_ns: (u64, u64),
     /// Low time before each bit.
@@ -62,12 +93,14 @@ impl WireConfig {
     pub fn linux(seed: u64) -> Self {
         Self {
             seed,
+            part: SimPart::Dht22,
             access_ns: (150, 1_500),
             overshoot_ns: (50, 2_000),
             preempt_per_s: 0.5,
             preempt_ns: (50_000, 500_000),
             no_answer: 0.0,
             bit_flip: 0.0,
+            all_zero: 0.0,
             response_ns: (20_000, 40_000),
             bit_low_ns: (48_000, 55_000),
             zero_ns: (26_000, 28_000),
@@ -87,6 +120,8 @@ pub struct Frame {
     pub answered: bool,
     /// The bit the sensor flipped in its answer, if any.
     pub flipped: Option<usize>,
+    /// Whether the answer was an all-zero frame.
+    pub zeroed: bool,
 }
 
 #[derive(Debug)]
@@ -164,13 +199,25 @@ impl Wire {
             return;
         };
         let pulse = self.now_ns - since;
+        let model = self.cfg.part.model();
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let rested = self
             .last_answer
-            .is_none_or(|last| since - last >= 2_000_000_000);
-        let answers = pulse >= 1_000_000 && rested && !self.rng.random_bool(self.cfg.no_answer);
+            .is_none_or(|last| since - last >= ns(model.min_spacing()));
+        let answers =
+            pulse >= ns(model.start_pulse()) && rested && !self.rng.random_bool(self.cfg.no_answer);
         let mut flipped = None;
+        let mut zeroed = false;
         if answers {
-            let mut bits = encode(self.truth);
+            // Drawn only when asked for, so seeded runs without this fault
+            // see the same random stream as before it existed.
+            zeroed = self.cfg.all_zero > 0.0 && self.rng.random_bool(self.cfg.all_zero);
+            let data = if zeroed {
+                [0; 4]
+            } else {
+                data_bytes(self.cfg.part, self.truth)
+            };
+            let mut bits = bits_of(data);
             if self.rng.random_bool(self.cfg.bit_flip) {
                 let i = self.rng.random_range(0..40);
                 bits[i] = !bits[i];
@@ -187,6 +234,7 @@ impl Wire {
             pulse: Duration::from_nanos(pulse),
             answered: answers,
             flipped,
+            zeroed,
         });
     }
 
@@ -214,17 +262,49 @@ impl Wire {
     }
 }
 
-/// The 40 bits a DHT22 sends for `s`, most significant first.
+/// The 40 bits a datasheet DHT22 sends for `s`, most significant first.
 pub fn encode(s: Sample) -> [bool; 40] {
+    bits_of(data_bytes(SimPart::Dht22, s))
+}
+
+/// The four data bytes `part` sends for `s`.
+pub fn data_bytes(part: SimPart, s: Sample) -> [u8; 4] {
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        reason = "DHT22 values are at most 1000 tenths: 15 bits"
+        reason = "simulated values are DHT-sized: at most 15 bits of tenths"
     )]
     let tenths = |v: f64| (v.abs() * 10.0).round() as u16;
-    let rh = tenths(s.humidity).to_be_bytes();
-    let t = (tenths(s.temperature) | if s.temperature < 0.0 { 0x8000 } else { 0 }).to_be_bytes();
-    let bytes = [rh[0], rh[1], t[0], t[1]];
+    let negative = s.temperature < 0.0;
+    match part {
+        SimPart::Dht22 | SimPart::Dht22Clone => {
+            let rh = tenths(s.humidity).to_be_bytes();
+            let magnitude = tenths(s.temperature);
+            let word = match (negative, part) {
+                (false, _) => magnitude,
+                (true, SimPart::Dht22Clone) => magnitude.wrapping_neg(),
+                (true, _) => magnitude | 0x8000,
+            };
+            let t = word.to_be_bytes();
+            [rh[0], rh[1], t[0], t[1]]
+        }
+        SimPart::Dht11 => {
+            let split = |v: f64| {
+                let t = tenths(v);
+                (
+                    u8::try_from(t / 10).unwrap_or(u8::MAX),
+                    u8::try_from(t % 10).unwrap_or(0),
+                )
+            };
+            let (h, h_tenth) = split(s.humidity);
+            let (t, t_tenth) = split(s.temperature);
+            [h, h_tenth, t, t_tenth | if negative { 0x80 } else { 0 }]
+        }
+    }
+}
+
+/// The 40 bits of a frame carrying `bytes` and their checksum.
+fn bits_of(bytes: [u8; 4]) -> [bool; 40] {
     let sum = bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b));
     let mut bits = [false; 40];
     for (i, byte) in bytes.iter().chain([&sum]).enumerate() {
@@ -275,6 +355,16 @@ impl WireSim {
         let mut w = self.wire();
         w.cfg.no_answer = no_answer;
         w.cfg.bit_flip = bit_flip;
+    }
+
+    /// Swaps the part on the wire (a replaced sensor).
+    pub fn set_part(&self, part: SimPart) {
+        self.wire().cfg.part = part;
+    }
+
+    /// Makes this share of answered frames all zeros.
+    pub fn set_all_zero(&self, p: f64) {
+        self.wire().cfg.all_zero = p;
     }
 
     /// Preempts the reader for `len`, `after` into the next frame the
@@ -379,6 +469,55 @@ mod tests {
             .iter()
             .fold(0, |b, &bit| (b << 1) | u16::from(bit));
         assert_eq!(t, 101);
+    }
+
+    #[test]
+    fn clone_and_dht11_bytes() {
+        // A clone's -10.0 °C is the i16 -100; the datasheet's is 0x8064.
+        assert_eq!(
+            data_bytes(SimPart::Dht22Clone, Sample::new(-10.0, 52.5)),
+            [0x02, 0x0D, 0xFF, 0x9C]
+        );
+        assert_eq!(
+            data_bytes(SimPart::Dht22, Sample::new(-10.0, 52.5)),
+            [0x02, 0x0D, 0x80, 0x64]
+        );
+        // Positive values are the same in both.
+        assert_eq!(
+            data_bytes(SimPart::Dht22Clone, Sample::new(35.1, 65.2)),
+            data_bytes(SimPart::Dht22, Sample::new(35.1, 65.2))
+        );
+        assert_eq!(
+            data_bytes(SimPart::Dht11, Sample::new(23.4, 55.0)),
+            [55, 0, 23, 4]
+        );
+        assert_eq!(
+            data_bytes(SimPart::Dht11, Sample::new(-2.3, 60.0)),
+            [60, 0, 2, 0x83]
+        );
+    }
+
+    #[test]
+    fn a_dht11_wants_18_ms_and_rests_1_s() {
+        let mut cfg = WireConfig::linux(1);
+        cfg.part = SimPart::Dht11;
+        let sim = WireSim::new(cfg, Sample::new(20.0, 50.0));
+        let mut line = sim.line();
+        let pulse = |ms: u64| {
+            let mut line = sim.line();
+            line.drive_low();
+            sim.sleep(Duration::from_millis(ms));
+            line.release();
+        };
+        pulse(1); // a DHT22's pulse: ignored
+        pulse(18); // answered
+        sim.sleep(Duration::from_millis(500));
+        pulse(18); // too soon
+        sim.sleep(Duration::from_secs(1));
+        pulse(18); // rested
+        line.release();
+        let answered: Vec<bool> = sim.frames().iter().map(|f| f.answered).collect();
+        assert_eq!(answered, vec![false, true, false, true]);
     }
 
     #[test]
