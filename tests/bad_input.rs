@@ -130,7 +130,7 @@ const BAD_CONFIGS: &[BadConfig] = &[
     BadConfig {
         file: "unknown_sensor_kind.toml",
         key: "sensor[0].kind",
-        value: &["`dht11`", "`dht22`", "`sim`"],
+        value: &["`ds18b20`", "`dht22`", "`dht11`", "`sim`"],
         line: Some(3),
     },
     BadConfig {
@@ -1039,4 +1039,188 @@ fn full_disk_keeps_the_agent_running_and_the_file_intact() {
         let expected: Vec<i64> = (0..i64::try_from(seqs.len()).unwrap()).collect();
         assert_eq!(seqs, expected, "{sensor}: committed rows are gapless");
     }
+}
+
+// ---------------------------------------------------------------------------
+// Issue 11, DHT frames: the `dht11` kind and the `negative` setting. Frames
+// that decode plausibly in no encoding cannot be sent from outside the
+// binary; they are covered through the real backend over the wire
+// simulator (src/sensor/frame_wire_tests.rs) and in src/sensor/frame.rs.
+// ---------------------------------------------------------------------------
+
+/// One bad `[[sensor]]` setting, written inline, and what its error names.
+struct BadDhtConfig {
+    /// What the case is about, for failure messages.
+    what: &'static str,
+    /// The config file's text.
+    body: &'static str,
+    /// The key the error must name.
+    key: &'static str,
+    /// Texts that show the bad value and what is allowed.
+    value: &'static [&'static str],
+}
+
+const BAD_DHT_CONFIGS: &[BadDhtConfig] = &[
+    BadDhtConfig {
+        what: "a DHT11 read faster than its 1 s spacing",
+        body: "interval = \"500ms\"\n[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\npin = 17\n",
+        key: "interval",
+        value: &["\"500ms\"", "1s", "\"porch\"", "DHT11", "kind = \"dht11\""],
+    },
+    BadDhtConfig {
+        what: "a DHT22 next to a DHT11: the slower part's spacing decides",
+        body: "interval = \"1s\"\n[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\npin = 17\n\
+               [[sensor]]\nid = \"shed\"\nkind = \"dht22\"\npin = 4\n",
+        key: "interval",
+        value: &["\"1s\"", "2s", "\"shed\"", "DHT22"],
+    },
+    BadDhtConfig {
+        what: "an unknown negative encoding",
+        body: "[[sensor]]\nid = \"shed\"\nkind = \"dht22\"\npin = 4\nnegative = \"twos\"\n",
+        key: "sensor[0].negative",
+        value: &["`twos`", "`auto`", "`sign-magnitude`", "`twos-complement`"],
+    },
+    BadDhtConfig {
+        what: "negative on a DHT11, whose sign bit leaves nothing to choose",
+        body: "[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\npin = 17\nnegative = \"auto\"\n",
+        key: "sensor[0].negative",
+        value: &["`negative`", "kind = \"dht22\"", "kind = \"dht11\""],
+    },
+    BadDhtConfig {
+        what: "negative on a simulated sensor",
+        body: "[[sensor]]\nid = \"lab\"\nkind = \"sim\"\nnegative = \"sign-magnitude\"\n",
+        key: "sensor[0].negative",
+        value: &["`negative`", "kind = \"sim\""],
+    },
+    BadDhtConfig {
+        what: "a DHT11 without a pin",
+        body: "[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\n",
+        key: "sensor[0].pin",
+        value: &["dht11", "pin = 4"],
+    },
+    BadDhtConfig {
+        what: "a DHT11 and a DHT22 on one pin",
+        body: "[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\npin = 4\n\
+               [[sensor]]\nid = \"shed\"\nkind = \"dht22\"\npin = 4\n",
+        key: "sensor[1].pin",
+        value: &["pin = 4", "sensor[0]"],
+    },
+];
+
+/// `check-config` and `read-once` refuse each bad DHT setting with exit 78,
+/// naming the file, the key and the bad value, and what is allowed.
+#[test]
+fn bad_dht_settings_are_config_errors_naming_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (i, case) in BAD_DHT_CONFIGS.iter().enumerate() {
+        let file = format!("bad_dht_{i}.toml");
+        let path = dir.path().join(&file);
+        std::fs::write(&path, case.body).unwrap();
+        for sub in ["check-config", "read-once"] {
+            let out = edgeprio(dir.path())
+                .arg("--config")
+                .arg(&path)
+                .arg(sub)
+                .output()
+                .unwrap();
+            let stderr = text(&out.stderr);
+            assert_no_panic(&stderr);
+            let mut problems = Vec::new();
+            if out.status.code() != Some(EXIT_CONFIG) {
+                problems.push(format!("exit {:?}, want {EXIT_CONFIG}", out.status.code()));
+            }
+            if !stderr.contains(&file) {
+                problems.push(format!("does not name the file {file}"));
+            }
+            if !stderr.contains(&format!("key `{}`", case.key)) {
+                problems.push(format!("does not name the key `{}`", case.key));
+            }
+            for v in case.value {
+                if !stderr.contains(v) {
+                    problems.push(format!("does not show {v:?}"));
+                }
+            }
+            if !problems.is_empty() {
+                failures.push(format!(
+                    "{} ({sub}): {}\n    stderr: {}",
+                    case.what,
+                    problems.join("; "),
+                    stderr.trim()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The new settings are accepted where they apply, and the summary shows
+/// them: a DHT11 at its 1 s spacing, each `negative` value on a DHT22.
+#[test]
+fn good_dht_settings_pass_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dht.toml");
+    std::fs::write(
+        &path,
+        "interval = \"1s\"\n[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\npin = 17\n",
+    )
+    .unwrap();
+    let out = edgeprio(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("porch (dht11 on BCM 17)"), "{stdout}");
+    for negative in ["auto", "sign-magnitude", "twos-complement"] {
+        std::fs::write(
+            &path,
+            format!(
+                "[[sensor]]\nid = \"shed\"\nkind = \"dht22\"\npin = 4\nnegative = \"{negative}\"\n"
+            ),
+        )
+        .unwrap();
+        let out = edgeprio(dir.path())
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{negative}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains(&format!("shed (dht22 on BCM 4, negative {negative})")),
+            "{stdout}"
+        );
+    }
+}
+
+/// `read-once` on a DHT11 off a Pi: the GPIO backend cannot open, said
+/// plainly with the fix, exit 1, no panic.
+#[test]
+fn a_dht11_off_a_pi_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dht11.toml");
+    std::fs::write(
+        &path,
+        "[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\npin = 17\n",
+    )
+    .unwrap();
+    let out = edgeprio(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .arg("read-once")
+        .output()
+        .unwrap();
+    assert_no_panic(&text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("porch")
+            && stdout.contains("cannot open")
+            && stdout.contains("GPIO BCM 17"),
+        "{stdout}"
+    );
 }

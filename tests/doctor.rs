@@ -56,7 +56,7 @@ fn simulated_sensors_and_a_fresh_database_pass() {
     let (code, out) = doctor(dir.path(), &config);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("info  board") && out.contains("no dht22 sensor is configured"),
+        out.contains("info  board") && out.contains("no dht22 or dht11 sensor is configured"),
         "{out}"
     );
     assert!(
@@ -144,4 +144,28 @@ fn an_unwritable_database_directory_is_reported() {
     let (code, out) = doctor(dir.path(), &path);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL  database"), "{out}");
+}
+
+/// A DHT11 is a GPIO sensor too: off a Pi doctor says it cannot be tested
+/// here, naming its kind and pin, next to a DHT22 with its `negative`.
+#[test]
+fn off_a_pi_a_dht11_is_named_with_its_kind_and_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "interval = \"2s\"\n[[sensor]]\nid = \"porch\"\nkind = \"dht11\"\npin = 17\n\
+         [[sensor]]\nid = \"shed\"\nkind = \"dht22\"\npin = 4\nnegative = \"twos-complement\"\n",
+    );
+    let (code, out) = doctor(dir.path(), &config);
+    assert_eq!(code, Some(1), "{out}");
+    let board = out
+        .lines()
+        .find(|l| l.starts_with("FAIL  board"))
+        .expect(&out);
+    assert!(board.contains("porch, shed"), "{out}");
+    assert!(
+        out.contains("sensor porch") && out.contains("dht11 on BCM 17: not tested"),
+        "{out}"
+    );
+    assert!(out.contains("dht22 on BCM 4: not tested"), "{out}");
 }
