@@ -1300,6 +1300,38 @@ mod tests {
     const MINIMAL: &str = "[[sensor]]\nid = \"lab\"\nkind = \"dht22\"\npin = 4\n";
 
     #[test]
+    fn dht11_and_negative_parse_and_the_slowest_part_sets_the_floor() {
+        let c = parse("interval = \"1s\"\n[[sensor]]\nid = \"a\"\nkind = \"dht11\"\npin = 17\n")
+            .unwrap();
+        assert_eq!(c.sensors[0].kind, SensorKind::Dht11 { pin: 17 });
+        assert_eq!(c.sensors[0].kind.min_interval(), Duration::from_secs(1));
+        let c = parse(&format!("{MINIMAL}negative = \"twos-complement\"\n")).unwrap();
+        assert_eq!(
+            c.sensors[0].kind.dht(),
+            Some(DhtSettings {
+                pin: 4,
+                model: Model::Dht22,
+                negative: Negative::TwosComplement
+            })
+        );
+        // A DHT11 alone allows 1 s; next to a DHT22 the 2 s floor wins.
+        let both = "interval = \"1s\"\n[[sensor]]\nid = \"a\"\nkind = \"dht11\"\npin = 17\n\
+                    [[sensor]]\nid = \"b\"\nkind = \"dht22\"\npin = 4\n";
+        let e = parse(both).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("interval"));
+        assert!(e.message.contains("sensor \"b\" is a DHT22"), "{e}");
+        let e = parse("interval = \"999ms\"\n[[sensor]]\nid = \"a\"\nkind = \"dht11\"\npin = 17\n")
+            .unwrap_err();
+        assert!(
+            e.message.contains("\"999ms\" is shorter than 1s") && e.message.contains("DHT11"),
+            "{e}"
+        );
+        // Simulated sensors have no floor.
+        let sim = parse("interval = \"10ms\"\n[[sensor]]\nid = \"s\"\nkind = \"sim\"\n").unwrap();
+        assert_eq!(sim.sensors[0].kind.min_interval(), Duration::ZERO);
+    }
+
+    #[test]
     fn defaults_match_the_design() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.interval, Duration::from_secs(15));
