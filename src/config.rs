@@ -1417,6 +1417,81 @@ mod tests {
     }
 
     #[test]
+    fn confirm_stale_after_and_offset_have_defaults_and_parse() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.confirm, "events are confirmed unless turned off");
+        assert_eq!(
+            c.stale_after,
+            Some(Duration::from_secs(150)),
+            "10 x interval"
+        );
+        assert_eq!(
+            c.sensors[0].offset,
+            PerChannel {
+                temperature: 0.0,
+                humidity: 0.0
+            }
+        );
+        let c = parse(&format!(
+            "interval = \"1m\"\n[priority]\nconfirm = false\nstale_after = \"0s\"\n{MINIMAL}\
+             offset = {{ temperature = -0.4 }}\n"
+        ))
+        .unwrap();
+        assert!(!c.confirm);
+        assert_eq!(c.stale_after, None, "\"0s\" turns the gap rule off");
+        assert_eq!(
+            c.sensors[0].offset,
+            PerChannel {
+                temperature: -0.4,
+                humidity: 0.0
+            },
+            "either key is optional"
+        );
+        let c = parse(&format!(
+            "[priority]\nstale_after = \"2h\"\n{MINIMAL}offset = {{ temperature = 10, humidity = -20.0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.stale_after, Some(Duration::from_hours(2)));
+        assert_eq!(
+            c.sensors[0].offset,
+            PerChannel {
+                temperature: 10.0,
+                humidity: -20.0
+            },
+            "the limits are inclusive"
+        );
+    }
+
+    #[test]
+    fn bad_confirm_stale_after_and_offset_name_key_and_value() {
+        let e = err(&format!("[priority]\nstale_after = \"10s\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("priority.stale_after"));
+        assert!(
+            e.message.contains("\"10s\"")
+                && e.message.contains("\"15s\"")
+                && e.message.contains("\"0s\""),
+            "{e}"
+        );
+        let e = err(&format!("[priority]\nconfirm = \"yes\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("priority.confirm"));
+        for (offset, key, value) in [
+            ("{ temperature = 10.5 }", "temperature", "10.5"),
+            ("{ humidity = -25 }", "humidity", "-25"),
+            ("{ temperature = nan }", "temperature", "NaN"),
+            ("{ humidity = inf }", "humidity", "inf"),
+        ] {
+            let e = err(&format!("{MINIMAL}offset = {offset}\n"));
+            assert_eq!(e.key.as_deref(), Some(&*format!("sensor[0].offset.{key}")));
+            assert!(
+                e.message.contains(&format!("{key} = {value}")) && e.message.contains("from -"),
+                "{e}"
+            );
+        }
+        let e = err(&format!("{MINIMAL}offset = {{ humidty = 2 }}\n"));
+        assert_eq!(e.key.as_deref(), Some("sensor[0].offset.humidty"));
+    }
+
+    #[test]
     fn no_sensor_is_an_error() {
         assert_eq!(err("node = \"pi\"\n").key.as_deref(), Some("sensor"));
     }

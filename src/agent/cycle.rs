@@ -799,16 +799,21 @@ mod tests {
         clock: Arc<dyn Clock>,
         sensor: Scripted,
     ) -> Station {
-        let text = format!(
-            "node = \"t\"\ndb = {:?}\n{extra}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\n",
-            dir.join("e.db").display().to_string()
-        );
-        let config = Config::parse(&text, None).unwrap();
+        let config = scripted_config(dir, extra);
         let mut sensor = Some(sensor);
         Station::open_with(&config, Duration::from_secs(15), clock, |_, _| {
             Ok(Box::new(sensor.take().expect("one sensor")) as Box<dyn Sensor>)
         })
         .unwrap()
+    }
+
+    /// Node `t`, log `dir/e.db`, one sensor `lab`; `extra` is TOML.
+    fn scripted_config(dir: &std::path::Path, extra: &str) -> Config {
+        let text = format!(
+            "node = \"t\"\ndb = {:?}\n{extra}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\n",
+            dir.join("e.db").display().to_string()
+        );
+        Config::parse(&text, None).unwrap()
     }
 
     fn virtual_clock() -> Arc<dyn Clock> {
@@ -869,6 +874,73 @@ mod tests {
             vec![72.5, 72.6],
             "the corrupted 99.9 %RH never reaches the log"
         );
+    }
+
+    #[test]
+    fn an_unconfirmed_event_shows_in_the_metrics_as_a_spike() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let sensor = Scripted::new(vec![
+            Ok(Sample::new(22.0, 72.5)),
+            Ok(Sample::new(22.0, 99.9)),
+            Ok(Sample::new(22.0, 72.6)),
+        ]);
+        let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
+        let metrics = crate::metrics::Metrics::with_clock(&scripted_config(dir.path(), ""), clock);
+        for _ in 0..2 {
+            metrics.record_cycle(&st.cycle(None));
+        }
+        let text = metrics.encode(0, crate::metrics::Format::OpenMetrics);
+        for series in [
+            "edgeprio_read_failures_total{node=\"t\",sensor=\"lab\",kind=\"spike\"} 1\n",
+            "edgeprio_readings_total{node=\"t\",sensor=\"lab\",route=\"realtime\"} 0\n",
+            "edgeprio_readings_total{node=\"t\",sensor=\"lab\",route=\"batch\"} 2\n",
+        ] {
+            assert!(text.contains(series), "no {series:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn offsets_are_applied_before_validation_and_scoring() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.csv"),
+            "temperature_c,humidity_pct\n21.0,50.0\n21.0,90.0\n",
+        )
+        .unwrap();
+        let text = format!(
+            "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\ntrace = {:?}\n\
+             offset = {{ temperature = -0.5, humidity = 15.0 }}\n",
+            dir.path().join("e.db"),
+            dir.path().join("t.csv")
+        );
+        let config = Config::parse(&text, None).unwrap();
+        let clock = Arc::new(crate::clock::SystemClock::new());
+        let mut st = Station::open(&config, config.interval, clock).unwrap();
+        let first = st.cycle(None);
+        assert_eq!(first.readings[0].sample, Sample::new(20.5, 65.0));
+        // 90 %RH + 15 is out of range: a counted failure, not a 100 %RH
+        // reading nor a 105 %RH one.
+        let second = st.cycle(None);
+        assert_eq!(second.errors.len(), 1);
+        assert_eq!(second.errors[0].kind, ErrorKind::Range);
+        assert!(
+            second.errors[0].detail.contains("humidity 105 %RH"),
+            "{:?}",
+            second.errors
+        );
+        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        let logged = store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap();
+        assert!(!logged.is_empty());
+        assert!(
+            logged
+                .iter()
+                .all(|r| r.reading.sample == Sample::new(20.5, 65.0)),
+            "only calibrated, valid values are logged: {logged:?}"
+        );
+        assert_eq!(store.sensor_errors(0).unwrap(), second.errors);
     }
 
     #[test]
