@@ -10,13 +10,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{Combine, PerChannel, Plausibility, PriorityParams};
+use crate::domain::{Channel, Combine, PerChannel, Plausibility, PriorityParams};
 use crate::sensor::frame::{Model, Negative};
 
 /// Where the config file lives unless `--config` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/edgeprio/edgeprio.toml";
 /// Where the log lives unless `db` says otherwise (systemd's `StateDirectory`).
 pub const DEFAULT_DB: &str = "/var/lib/edgeprio/edgeprio.db";
+/// The largest calibration offset per channel, either way.
+pub const OFFSET_LIMIT: PerChannel<f64> = PerChannel {
+    temperature: 10.0,
+    humidity: 20.0,
+};
 /// The built-in demo configuration, used by `edgeprio demo` without `--config`.
 pub const DEMO_TOML: &str = include_str!("../assets/demo.toml");
 
@@ -36,6 +41,13 @@ pub struct Config {
     pub priority: PriorityParams,
     /// Largest change believed without a re-read.
     pub plausibility: Plausibility,
+    /// `[priority] confirm`: a reading that would go real-time is re-read
+    /// and only goes real-time if the re-read agrees, so one corrupted
+    /// frame never becomes an event.
+    pub confirm: bool,
+    /// `[priority] stale_after`: a `prev` older than this counts as none
+    /// (the gap rule); `None` (`"0s"`) turns the rule off.
+    pub stale_after: Option<Duration>,
     /// The sensors, in config order.
     pub sensors: Vec<SensorConfig>,
     /// Where readings are published; `None` keeps them in the outbox.
@@ -168,6 +180,9 @@ pub struct SensorConfig {
     pub id: String,
     /// Which backend reads it.
     pub kind: SensorKind,
+    /// Calibration added to every raw sample before validation and scoring
+    /// (`offset = { temperature = -0.4, humidity = 2.0 }`); zero by default.
+    pub offset: PerChannel<f64>,
 }
 
 /// The backend of a sensor, with its backend-specific settings.
@@ -450,6 +465,8 @@ struct RawPriority {
     deadband: Option<RawPerChannel>,
     floor: Option<RawPerChannel>,
     plausibility: Option<RawPerChannel>,
+    confirm: Option<bool>,
+    stale_after: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -489,6 +506,7 @@ struct RawSensor {
     trace: Option<PathBuf>,
     seed: Option<u64>,
     failure_rate: Option<f64>,
+    offset: Option<RawPerChannel>,
 }
 
 impl Config {
@@ -622,6 +640,7 @@ impl Validator<'_> {
         )?);
         let sensors = self.sensors(raw.sensors, base)?;
         let interval = self.interval(raw.interval.map(|d| d.0), &sensors)?;
+        let stale_after = self.stale_after(raw.priority.stale_after.map(|d| d.0), interval)?;
         let db = match raw.db {
             Some(db) if db.as_os_str().is_empty() => {
                 return Err(self.err("db", "db = \"\": give the path of the SQLite file"));
@@ -648,6 +667,8 @@ impl Validator<'_> {
             db,
             priority,
             plausibility,
+            confirm: raw.priority.confirm.unwrap_or(true),
+            stale_after,
             sensors,
             mqtt,
             broker,
@@ -729,6 +750,56 @@ impl Validator<'_> {
             ));
         }
         Ok(interval)
+    }
+
+    /// `[priority] stale_after`: 10 x `interval` by default, `"0s"` for
+    /// off, never shorter than `interval` (every reading would be a first).
+    fn stale_after(
+        &self,
+        raw: Option<Duration>,
+        interval: Duration,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match raw {
+            None => Ok(Some(interval * 10)),
+            Some(d) if d.is_zero() => Ok(None),
+            Some(d) if d >= interval => Ok(Some(d)),
+            Some(d) => Err(self.err(
+                "priority.stale_after",
+                format!(
+                    "stale_after = {:?} is shorter than interval = {:?}: every reading would \
+                     count as a sensor's first; use at least the interval (default 10 x interval), \
+                     or \"0s\" to turn the rule off",
+                    humantime::format_duration(d).to_string(),
+                    humantime::format_duration(interval).to_string()
+                ),
+            )),
+        }
+    }
+
+    /// `[[sensor]] offset`: finite, at most 10 °C and 20 %RH either way.
+    /// More is not a calibration but a broken sensor or a unit mix-up.
+    fn offset(
+        &self,
+        i: usize,
+        raw: Option<&RawPerChannel>,
+    ) -> Result<PerChannel<f64>, ConfigError> {
+        let pick = |c: Channel, v: Option<f64>| match v {
+            None => Ok(0.0),
+            Some(v) if v.is_finite() && v.abs() <= OFFSET_LIMIT.get(c) => Ok(v),
+            Some(v) => Err(self.err(
+                format!("sensor[{i}].offset.{}", c.name()),
+                format!(
+                    "{} = {v}: a calibration offset must be a number from -{limit} to {limit} {}",
+                    c.name(),
+                    c.unit(),
+                    limit = OFFSET_LIMIT.get(c)
+                ),
+            )),
+        };
+        Ok(PerChannel {
+            temperature: pick(Channel::Temperature, raw.and_then(|r| r.temperature))?,
+            humidity: pick(Channel::Humidity, raw.and_then(|r| r.humidity))?,
+        })
     }
 
     fn store(&self, raw: Option<&RawStore>) -> Result<StoreConfig, ConfigError> {
@@ -1111,7 +1182,12 @@ impl Validator<'_> {
             }
             RawKind::Sim => SensorKind::Sim(self.sim(i, &s, base)?),
         };
-        Ok(SensorConfig { id: s.id, kind })
+        let offset = self.offset(i, s.offset.as_ref())?;
+        Ok(SensorConfig {
+            id: s.id,
+            kind,
+            offset,
+        })
     }
     fn sim(&self, i: usize, s: &RawSensor, base: &Path) -> Result<SimConfig, ConfigError> {
         let key = |k: &str| format!("sensor[{i}].{k}");
@@ -1456,6 +1532,81 @@ mod tests {
             e.message.contains("avg") && e.message.contains("max"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn confirm_stale_after_and_offset_have_defaults_and_parse() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(c.confirm, "events are confirmed unless turned off");
+        assert_eq!(
+            c.stale_after,
+            Some(Duration::from_secs(150)),
+            "10 x interval"
+        );
+        assert_eq!(
+            c.sensors[0].offset,
+            PerChannel {
+                temperature: 0.0,
+                humidity: 0.0
+            }
+        );
+        let c = parse(&format!(
+            "interval = \"1m\"\n[priority]\nconfirm = false\nstale_after = \"0s\"\n{MINIMAL}\
+             offset = {{ temperature = -0.4 }}\n"
+        ))
+        .unwrap();
+        assert!(!c.confirm);
+        assert_eq!(c.stale_after, None, "\"0s\" turns the gap rule off");
+        assert_eq!(
+            c.sensors[0].offset,
+            PerChannel {
+                temperature: -0.4,
+                humidity: 0.0
+            },
+            "either key is optional"
+        );
+        let c = parse(&format!(
+            "[priority]\nstale_after = \"2h\"\n{MINIMAL}offset = {{ temperature = 10, humidity = -20.0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.stale_after, Some(Duration::from_hours(2)));
+        assert_eq!(
+            c.sensors[0].offset,
+            PerChannel {
+                temperature: 10.0,
+                humidity: -20.0
+            },
+            "the limits are inclusive"
+        );
+    }
+
+    #[test]
+    fn bad_confirm_stale_after_and_offset_name_key_and_value() {
+        let e = err(&format!("[priority]\nstale_after = \"10s\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("priority.stale_after"));
+        assert!(
+            e.message.contains("\"10s\"")
+                && e.message.contains("\"15s\"")
+                && e.message.contains("\"0s\""),
+            "{e}"
+        );
+        let e = err(&format!("[priority]\nconfirm = \"yes\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("priority.confirm"));
+        for (offset, key, value) in [
+            ("{ temperature = 10.5 }", "temperature", "10.5"),
+            ("{ humidity = -25 }", "humidity", "-25"),
+            ("{ temperature = nan }", "temperature", "NaN"),
+            ("{ humidity = inf }", "humidity", "inf"),
+        ] {
+            let e = err(&format!("{MINIMAL}offset = {offset}\n"));
+            assert_eq!(e.key.as_deref(), Some(&*format!("sensor[0].offset.{key}")));
+            assert!(
+                e.message.contains(&format!("{key} = {value}")) && e.message.contains("from -"),
+                "{e}"
+            );
+        }
+        let e = err(&format!("{MINIMAL}offset = {{ humidty = 2 }}\n"));
+        assert_eq!(e.key.as_deref(), Some("sensor[0].offset.humidty"));
     }
 
     #[test]

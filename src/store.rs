@@ -417,6 +417,9 @@ pub struct SensorHistory {
     pub last_seq: u64,
     /// The values of that reading.
     pub last: Sample,
+    /// When it was read (Unix ms): how old the restored `prev` is, for the
+    /// gap rule.
+    pub last_ts_ms: i64,
 }
 
 /// An open log.
@@ -635,7 +638,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT r.sensor, r.seq, r.temperature_c, r.humidity_pct
+                "SELECT r.sensor, r.seq, r.temperature_c, r.humidity_pct, r.ts_ms
                  FROM readings r
                  JOIN (SELECT sensor, max(seq) AS seq FROM readings WHERE node = ?1 GROUP BY sensor) m
                    ON r.sensor = m.sensor AND r.seq = m.seq
@@ -649,6 +652,7 @@ impl Store {
                     SensorHistory {
                         last_seq: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
                         last: Sample::new(r.get(2)?, r.get(3)?),
+                        last_ts_ms: r.get(4)?,
                     },
                 ))
             })
@@ -1218,7 +1222,8 @@ mod tests {
             h["a"],
             SensorHistory {
                 last_seq: 1,
-                last: Sample::new(21.0, 50.0)
+                last: Sample::new(21.0, 50.0),
+                last_ts_ms: 1_000,
             }
         );
         assert_eq!(h["b"].last_seq, 0);

@@ -1224,3 +1224,208 @@ fn a_dht11_off_a_pi_is_a_clear_error() {
         "{stdout}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Calibration offsets, event confirmation and the gap rule (issue 11): the
+// new keys' bad values, a trace row no DHT22 reports, and an offset that
+// pushes a value out of range.
+// ---------------------------------------------------------------------------
+
+/// Writes `dir/<name>`: node `bench`, `head` at the top (top-level keys and
+/// `[priority]`), then one sim sensor with `sensor` lines.
+fn write_sim_config(dir: &Path, name: &str, head: &str, sensor: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!("node = \"bench\"\n{head}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\n{sensor}\n"),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn bad_offset_confirm_and_stale_after_name_key_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    // (top of the file, sensor lines, key, texts the message must show)
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "",
+            "offset = { temperature = 12.5 }",
+            "sensor[0].offset.temperature",
+            &["temperature = 12.5", "-10 to 10 °C"],
+        ),
+        (
+            "",
+            "offset = { humidity = -40.0 }",
+            "sensor[0].offset.humidity",
+            &["humidity = -40", "-20 to 20 %RH"],
+        ),
+        (
+            "",
+            "offset = { temperature = nan }",
+            "sensor[0].offset.temperature",
+            &["temperature = NaN", "-10 to 10"],
+        ),
+        (
+            "",
+            "offset = { temperature = \"-0.4\" }",
+            "sensor[0].offset.temperature",
+            &["\"-0.4\""],
+        ),
+        (
+            "",
+            "offset = { humidty = 2.0 }",
+            "sensor[0].offset.humidty",
+            &["`humidty`", "`humidity`"],
+        ),
+        ("", "offset = -0.4", "sensor[0].offset", &["-0.4"]),
+        (
+            "[priority]\nconfirm = \"yes\"",
+            "",
+            "priority.confirm",
+            &["\"yes\"", "bool"],
+        ),
+        (
+            "[priority]\nstale_after = \"10s\"",
+            "",
+            "priority.stale_after",
+            &["\"10s\"", "\"15s\"", "\"0s\""],
+        ),
+        (
+            "[priority]\nstale_after = 600",
+            "",
+            "priority.stale_after",
+            &["600", "\"15s\""],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (head, sensor, key, shows)) in cases.iter().enumerate() {
+        let path = write_sim_config(dir.path(), &format!("bad{i}.toml"), head, sensor);
+        let out = edgeprio(dir.path())
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_no_panic(&stderr);
+        let mut problems = Vec::new();
+        if out.status.code() != Some(EXIT_CONFIG) {
+            problems.push(format!("exit {:?}, not {EXIT_CONFIG}", out.status.code()));
+        }
+        for want in [path.display().to_string(), format!("key `{key}`")]
+            .iter()
+            .chain(
+                shows
+                    .iter()
+                    .map(|s| (*s).to_string())
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
+        {
+            if !stderr.contains(want.as_str()) {
+                problems.push(format!("no {want:?}"));
+            }
+        }
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{head} {sensor}: {}\n    {}",
+                problems.join("; "),
+                stderr.trim()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A trace row is replayed as one reading, so a row no DHT22 could report
+/// is refused at start-up, naming the file, the line and the value.
+#[test]
+fn trace_row_out_of_range_is_refused_naming_line_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("rec.csv");
+    std::fs::write(
+        &csv,
+        "temperature_c,humidity_pct\n21.0,50.0\n-3276.7,50.0\n",
+    )
+    .unwrap();
+    let config = write_sim_config(dir.path(), "c.toml", "", "trace = \"rec.csv\"");
+    let db = dir.path().join("e.db");
+    let out = edgeprio(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "demo",
+            "--speed",
+            "1000",
+            "--count",
+            "2",
+            "--no-dashboard",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{all}");
+    for want in [&csv.display().to_string(), "line 3", "-3276.7", "-40..80"] {
+        assert!(all.contains(want), "no {want:?} in {all}");
+    }
+    assert_no_panic(&all);
+    if db.exists() {
+        assert!(readings(&db).is_empty(), "logged readings from a bad trace");
+    }
+}
+
+/// An offset that pushes a value out of range is a counted failed read
+/// (`range`, naming the value), never a wrong value in the log; the rows
+/// it does not push out are logged calibrated.
+#[test]
+fn offset_pushing_a_value_out_of_range_is_a_failed_read_not_a_logged_value() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rec.csv"),
+        "temperature_c,humidity_pct\n21.0,95.0\n21.0,60.0\n",
+    )
+    .unwrap();
+    let config = write_sim_config(
+        dir.path(),
+        "c.toml",
+        "",
+        "trace = \"rec.csv\"\noffset = { temperature = -0.4, humidity = 10.0 }",
+    );
+    let db = dir.path().join("e.db");
+    let out = edgeprio(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "demo",
+            "--speed",
+            "1000",
+            "--count",
+            "3",
+            "--no-dashboard",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_no_panic(&stderr);
+    let rows = readings(&db);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    for r in &rows {
+        assert_eq!(
+            (r.temperature_c, r.humidity_pct),
+            (20.6, 70.0),
+            "only the calibrated row that stays in range is logged: {r:?}"
+        );
+    }
+    let errors = common::sensor_errors(&db);
+    assert!(!errors.is_empty());
+    for e in &errors {
+        assert_eq!(e.kind, "range", "{e:?}");
+        assert!(e.detail.contains("humidity 105 %RH"), "{e:?}");
+    }
+}

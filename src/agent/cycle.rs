@@ -1,5 +1,5 @@
-//! One read cycle: read every sensor, validate, confirm spikes, score, route,
-//! and commit the lot in one transaction. Blocking: it runs on a blocking
+//! One read cycle: read every sensor, validate, confirm spikes and events,
+//! score, route, and commit the lot in one transaction. Blocking: it runs on a blocking
 //! thread, owned by the async loop in [`super`].
 
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{Config, SensorConfig};
 use crate::domain::{
-    ErrorKind, Plausibility, Reading, Sample, Scorer, SensorError, SpikeVerdict, check_range,
-    resolve_spike,
+    Doubt, ErrorKind, Plausibility, Reading, Route, Sample, Scorer, SensorError, SpikeVerdict,
+    check_range, resolve_reread,
 };
-use crate::sensor::{self, OpenError, Resume, Sensor};
+use crate::sensor::{self, OpenError, ReadError, Resume, Sensor};
 use crate::store::{AgentStatus, PassReport, Retention, Store, StoreError};
 
 /// How many committed-but-failed readings are kept in memory for the next
@@ -69,7 +69,8 @@ pub struct Station {
     clock: Arc<dyn Clock>,
     /// How long a cycle may spend retrying failed reads.
     budget: Duration,
-    plausibility: Plausibility,
+    /// What makes a frame doubtful enough to re-read, from `[priority]`.
+    checks: Checks,
     /// The sensors, in config order.
     pub(crate) slots: Vec<Slot>,
     store: Store,
@@ -120,11 +121,15 @@ impl Station {
                 next_seq = resume.next_seq,
                 "sensor ready"
             );
+            let mut scorer = Scorer::new(config.priority, resume.last);
+            if let Some(stale_after) = config.stale_after {
+                scorer = scorer.with_gap_rule(stale_after, h.map(|h| h.last_ts_ms));
+            }
             slots.push(Slot {
                 id: sc.id.clone(),
                 sensor,
                 last_attempt: None,
-                scorer: Scorer::new(config.priority, resume.last),
+                scorer,
                 next_seq: resume.next_seq,
                 produced: 0,
             });
@@ -133,7 +138,10 @@ impl Station {
             node: config.node.clone(),
             clock,
             budget: period.mul_f64(0.8),
-            plausibility: config.plausibility,
+            checks: Checks {
+                bound: config.plausibility,
+                confirm: config.confirm,
+            },
             slots,
             store,
             status: AgentStatus {
@@ -179,22 +187,29 @@ impl Station {
                 if attempt > 0 && ready.max(self.clock.monotonic()) + READ_TIME > deadline {
                     continue;
                 }
-                self.clock.sleep_until(ready);
-                slot.last_attempt = Some(self.clock.monotonic());
-                let now_ms = self.clock.wall_ms();
-                let (sample, errors) = read_validated(
-                    slot.sensor.as_mut(),
-                    slot.scorer.prev(),
-                    &self.plausibility,
-                    &slot.id,
-                    now_ms,
-                );
+                let clock = &self.clock;
+                // Every frame, the re-read too, keeps the sensor's spacing.
+                let mut take = |take: Take| {
+                    let ready = slot
+                        .last_attempt
+                        .map_or(Duration::ZERO, |t| t + slot.sensor.min_interval());
+                    clock.sleep_until(ready);
+                    slot.last_attempt = Some(clock.monotonic());
+                    let ts_ms = clock.wall_ms();
+                    let result = match take {
+                        Take::Read => slot.sensor.read(),
+                        Take::Reread => slot.sensor.reread(),
+                    };
+                    (ts_ms, result)
+                };
+                let (accepted, errors) =
+                    read_validated(&mut take, &slot.scorer, &self.checks, &slot.id);
                 report.errors.extend(errors);
-                let Some(sample) = sample else {
+                let Some((now_ms, sample)) = accepted else {
                     failed.push(i);
                     continue;
                 };
-                let score = slot.scorer.score(sample);
+                let score = slot.scorer.score_at(sample, now_ms);
                 report.readings.push(Reading {
                     node: self.node.clone(),
                     sensor: slot.id.clone(),
@@ -333,75 +348,126 @@ impl Station {
     }
 }
 
-/// Reads `sensor` once and validates the result against `prev`: range
-/// checks, then the plausibility re-read. Returns the accepted sample, if
-/// any, and every failure on the way. Changes no state: the caller scores
-/// the sample.
+/// What [`read_validated`] asks its frame source for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Take {
+    /// A new reading.
+    Read,
+    /// The same reading again, to confirm a doubted frame
+    /// ([`Sensor::reread`]).
+    Reread,
+}
+
+/// When a frame is doubted, from the config's `[priority]` section.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Checks {
+    /// Larger jumps from `prev` are re-read before they are believed.
+    pub bound: Plausibility,
+    /// A frame that would go real-time is re-read, and only goes real-time
+    /// if the re-read agrees.
+    pub confirm: bool,
+}
+
+/// Takes a reading with `take` (which returns each frame with the Unix ms
+/// it was read at) and validates it against `scorer`'s history: range
+/// checks, then one re-read for a jump beyond the plausibility bound or,
+/// with `confirm`, for a frame that would go real-time. Returns the accepted
+/// sample with the time of its frame, if any, and every failure on the way.
+/// Changes no state: the caller scores the sample.
 pub fn read_validated(
-    sensor: &mut dyn Sensor,
-    prev: Option<Sample>,
-    bound: &Plausibility,
+    take: &mut dyn FnMut(Take) -> (i64, Result<Sample, ReadError>),
+    scorer: &Scorer,
+    checks: &Checks,
     id: &str,
-    now_ms: i64,
-) -> (Option<Sample>, Vec<SensorError>) {
+) -> (Option<(i64, Sample)>, Vec<SensorError>) {
     let mut errors = Vec::new();
-    let mut error = |kind: ErrorKind, detail: String| {
+    let error = |errors: &mut Vec<SensorError>, ts_ms: i64, kind: ErrorKind, detail: String| {
         errors.push(SensorError {
-            ts_ms: now_ms,
+            ts_ms,
             sensor: id.to_string(),
             kind,
             detail,
         });
     };
-    let mut read_checked = |error: &mut dyn FnMut(ErrorKind, String)| match sensor.read() {
-        Err(e) => {
-            error(e.kind(), e.detail().to_string());
-            None
-        }
-        Ok(s) => match check_range(s) {
-            Ok(s) => Some(s),
-            Err(r) => {
-                error(r.kind(), r.to_string());
+    let mut checked = |t: Take, errors: &mut Vec<SensorError>| {
+        let (ts_ms, result) = take(t);
+        let checked = result
+            .map_err(|e| (e.kind(), e.detail().to_string()))
+            .and_then(|s| check_range(s).map_err(|r| (r.kind(), r.to_string())));
+        match checked {
+            Ok(s) => Some((ts_ms, s)),
+            Err((kind, detail)) => {
+                error(errors, ts_ms, kind, detail);
                 None
             }
-        },
+        }
     };
-    let Some(first) = read_checked(&mut error) else {
+    let Some((first_ms, first)) = checked(Take::Read, &mut errors) else {
         return (None, errors);
     };
-    let Some(prev) = prev.filter(|p| !bound.allows(*p, first)) else {
-        return (Some(first), errors);
+    let is_event = |s: Sample, ts_ms: i64| scorer.peek_at(s, ts_ms).route == Route::Realtime;
+    let doubt = Doubt::of(
+        scorer.prev(),
+        first,
+        is_event(first, first_ms),
+        &checks.bound,
+        checks.confirm,
+    );
+    let (Some(prev), Some(doubt)) = (scorer.prev(), doubt) else {
+        return (Some((first_ms, first)), errors);
     };
-    let second = read_checked(&mut error);
-    let jump = |s: Sample| {
+    let second = checked(Take::Reread, &mut errors);
+    let change = |s: Sample| {
         format!(
             "{:.1} °C / {:.1} %RH after {:.1} °C / {:.1} %RH",
             s.temperature, s.humidity, prev.temperature, prev.humidity
         )
     };
-    let accepted = match resolve_spike(prev, first, second, bound) {
+    // What the rejected first frame was: a jump, or an event (or both,
+    // in which case the jump is what the re-read failed to confirm).
+    let what = if doubt.jump {
+        change(first)
+    } else {
+        format!("real-time event {}", change(first))
+    };
+    let verdict = resolve_reread(
+        prev,
+        first,
+        second.map(|(ts, s)| (s, is_event(s, ts))),
+        doubt,
+        &checks.bound,
+        checks.confirm,
+    );
+    let second_ms = second.map_or(first_ms, |(ts, _)| ts);
+    let accepted = match verdict {
         SpikeVerdict::Confirmed(s) => {
             tracing::info!(
                 sensor = id,
-                "large change confirmed by a re-read: {}",
-                jump(s)
+                "{} confirmed by a re-read: {}",
+                if doubt.jump { "large change" } else { "event" },
+                change(s)
             );
-            Some(s)
+            Some((second_ms, s))
         }
         SpikeVerdict::Glitch(s) => {
-            error(
-                ErrorKind::Spike,
+            let detail = if doubt.jump {
+                format!("{what} not confirmed by a re-read (corrupted frame)")
+            } else {
                 format!(
-                    "{} not confirmed by a re-read (corrupted frame)",
-                    jump(first)
-                ),
-            );
-            Some(s)
+                    "{what} not confirmed by a re-read ({:.1} °C / {:.1} %RH), \
+                     which is logged instead",
+                    s.temperature, s.humidity
+                )
+            };
+            error(&mut errors, first_ms, ErrorKind::Spike, detail);
+            Some((second_ms, s))
         }
         SpikeVerdict::Unconfirmed => {
             error(
+                &mut errors,
+                first_ms,
                 ErrorKind::Spike,
-                format!("{} not confirmed by a re-read", jump(first)),
+                format!("{what} not confirmed by a re-read"),
             );
             None
         }
@@ -412,32 +478,115 @@ pub fn read_validated(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensor::ReadError;
+    use crate::domain::{PriorityParams, resolve_spike};
+    use crate::sensor::wire_sim::{WireConfig, WireSim};
     use std::collections::VecDeque;
+    use std::fmt::Write as _;
 
-    /// A sensor that says what it is told to.
-    struct Scripted(VecDeque<Result<Sample, ReadError>>);
+    /// A sensor that says what it is told to, and notes when it was read.
+    struct Scripted {
+        script: VecDeque<Result<Sample, ReadError>>,
+        /// The spacing it asks for: 2 s plays a DHT22.
+        spacing: Duration,
+        /// Monotonic time of each read, when a clock is given.
+        clock: Option<Arc<dyn Clock>>,
+        reads: Arc<std::sync::Mutex<Vec<(Take, Duration)>>>,
+    }
+
+    impl Scripted {
+        fn new(script: Vec<Result<Sample, ReadError>>) -> Self {
+            Self {
+                script: script.into(),
+                spacing: Duration::ZERO,
+                clock: None,
+                reads: Arc::default(),
+            }
+        }
+
+        fn next(&mut self, take: Take) -> Result<Sample, ReadError> {
+            let at = self
+                .clock
+                .as_ref()
+                .map_or(Duration::ZERO, |c| c.monotonic());
+            self.reads
+                .lock()
+                .expect("no test thread panicked")
+                .push((take, at));
+            self.script
+                .pop_front()
+                .expect("the test scripted enough reads")
+        }
+    }
 
     impl Sensor for Scripted {
         fn read(&mut self) -> Result<Sample, ReadError> {
-            self.0.pop_front().expect("the test scripted enough reads")
+            self.next(Take::Read)
+        }
+        fn reread(&mut self) -> Result<Sample, ReadError> {
+            self.next(Take::Reread)
         }
         fn describe(&self) -> String {
             "scripted".into()
         }
+        fn min_interval(&self) -> Duration {
+            self.spacing
+        }
     }
 
+    /// Validates one reading of `script` against `scorer` with `checks`;
+    /// frames are 2 s apart from t = 7 ms. Returns the accepted sample, the
+    /// error kinds and the frames taken.
+    fn validate(
+        scorer: &Scorer,
+        checks: Checks,
+        script: Vec<Result<Sample, ReadError>>,
+    ) -> (Option<Sample>, Vec<ErrorKind>, Vec<Take>) {
+        let mut script: VecDeque<_> = script.into();
+        let mut takes = Vec::new();
+        let mut ts = 7 - 2000;
+        let mut take = |t: Take| {
+            takes.push(t);
+            ts += 2000;
+            (
+                ts,
+                script.pop_front().expect("the test scripted enough reads"),
+            )
+        };
+        let (sample, errors) = read_validated(&mut take, scorer, &checks, "x");
+        (
+            sample.map(|(_, s)| s),
+            errors.iter().map(|e| e.kind).collect(),
+            takes,
+        )
+    }
+
+    fn checks(confirm: bool) -> Checks {
+        Checks {
+            bound: Plausibility::default(),
+            confirm,
+        }
+    }
+
+    /// The plausibility rule alone (`confirm = false`), as before events
+    /// were confirmed: returns the sample, error kinds and reads taken.
     fn run(
         prev: Option<Sample>,
         script: Vec<Result<Sample, ReadError>>,
     ) -> (Option<Sample>, Vec<ErrorKind>, usize) {
-        let mut s = Scripted(script.into());
-        let before = s.0.len();
-        let (sample, errors) = read_validated(&mut s, prev, &Plausibility::default(), "x", 7);
-        (
-            sample,
-            errors.iter().map(|e| e.kind).collect(),
-            before - s.0.len(),
+        let scorer = Scorer::new(PriorityParams::default(), prev);
+        let (sample, kinds, takes) = validate(&scorer, checks(false), script);
+        (sample, kinds, takes.len())
+    }
+
+    /// [`run`] with `confirm = true`, the default.
+    fn confirmed(
+        prev: Option<Sample>,
+        script: Vec<Result<Sample, ReadError>>,
+    ) -> (Option<Sample>, Vec<ErrorKind>, Vec<Take>) {
+        validate(
+            &Scorer::new(PriorityParams::default(), prev),
+            checks(true),
+            script,
         )
     }
 
@@ -509,6 +658,482 @@ mod tests {
             run(None, vec![Ok(Sample::new(45.6, 50.0))]).0,
             Some(Sample::new(45.6, 50.0))
         );
+        assert_eq!(
+            confirmed(None, vec![Ok(Sample::new(45.6, 50.0))]),
+            (Some(Sample::new(45.6, 50.0)), vec![], vec![Take::Read])
+        );
+    }
+
+    const HUMID: Option<Sample> = Some(Sample {
+        temperature: 22.0,
+        humidity: 72.5,
+    });
+
+    #[test]
+    fn a_corrupted_event_under_the_bound_is_replaced_by_its_reread() {
+        // 99.9 %RH after 72.5 %RH passes the checksum and the 30 %RH bound;
+        // alone it scores priority 7.
+        let scorer = Scorer::new(PriorityParams::default(), HUMID);
+        assert_eq!(scorer.peek_at(Sample::new(22.0, 99.9), 0).priority, 7);
+        let r = confirmed(
+            HUMID,
+            vec![Ok(Sample::new(22.0, 99.9)), Ok(Sample::new(22.0, 72.6))],
+        );
+        assert_eq!(
+            r,
+            (
+                Some(Sample::new(22.0, 72.6)),
+                vec![ErrorKind::Spike],
+                vec![Take::Read, Take::Reread]
+            )
+        );
+        assert_eq!(
+            scorer.peek_at(Sample::new(22.0, 72.6), 0).route,
+            Route::Batch
+        );
+        // Without confirmation it is the event it looks like.
+        assert_eq!(
+            run(HUMID, vec![Ok(Sample::new(22.0, 99.9))]),
+            (Some(Sample::new(22.0, 99.9)), vec![], 1)
+        );
+    }
+
+    #[test]
+    fn an_event_the_reread_agrees_with_is_accepted_as_the_reread() {
+        let r = confirmed(
+            P,
+            vec![Ok(Sample::new(23.0, 50.0)), Ok(Sample::new(23.1, 50.2))],
+        );
+        assert_eq!(
+            r,
+            (
+                Some(Sample::new(23.1, 50.2)),
+                vec![],
+                vec![Take::Read, Take::Reread]
+            )
+        );
+    }
+
+    #[test]
+    fn one_reread_serves_a_jump_and_an_event() {
+        let r = confirmed(
+            P,
+            vec![Ok(Sample::new(40.0, 50.0)), Ok(Sample::new(40.1, 50.0))],
+        );
+        assert_eq!(
+            r,
+            (
+                Some(Sample::new(40.1, 50.0)),
+                vec![],
+                vec![Take::Read, Take::Reread]
+            )
+        );
+        // A corrupted jump whose re-read shows the history: one re-read,
+        // one spike, the re-read logged.
+        let r = confirmed(
+            P,
+            vec![Ok(Sample::new(45.6, 50.0)), Ok(Sample::new(20.1, 50.0))],
+        );
+        assert_eq!(
+            r,
+            (
+                Some(Sample::new(20.1, 50.0)),
+                vec![ErrorKind::Spike],
+                vec![Take::Read, Take::Reread]
+            )
+        );
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_confirmed_accepts_nothing() {
+        // The re-read fails: the event is neither believed nor logged as
+        // batch; the cycle's next round reads again.
+        let r = confirmed(
+            P,
+            vec![
+                Ok(Sample::new(23.0, 50.0)),
+                Err(ReadError::Checksum("c".into())),
+            ],
+        );
+        assert_eq!(r.0, None);
+        assert_eq!(r.1, vec![ErrorKind::Checksum, ErrorKind::Spike]);
+        // A corrupted jump, then a re-read that is an event of its own.
+        let r = confirmed(
+            P,
+            vec![Ok(Sample::new(45.6, 50.0)), Ok(Sample::new(22.0, 50.0))],
+        );
+        assert_eq!((r.0, r.1), (None, vec![ErrorKind::Spike]));
+    }
+
+    #[test]
+    fn a_quiet_reading_is_not_reread() {
+        assert_eq!(
+            confirmed(P, vec![Ok(Sample::new(20.3, 51.0))]),
+            (Some(Sample::new(20.3, 51.0)), vec![], vec![Take::Read])
+        );
+    }
+
+    #[test]
+    fn after_a_long_gap_an_event_sized_change_is_not_reread_but_a_jump_is() {
+        // The prev was read at t = 0; frames come at t = 7 ms + 2 s x n,
+        // so a 1 ms limit makes it stale.
+        let scorer = Scorer::new(PriorityParams::default(), P)
+            .with_gap_rule(Duration::from_millis(1), Some(0));
+        let r = validate(&scorer, checks(true), vec![Ok(Sample::new(23.0, 50.0))]);
+        assert_eq!(r, (Some(Sample::new(23.0, 50.0)), vec![], vec![Take::Read]));
+        // The plausibility bound still compares with the stale value.
+        let r = validate(
+            &scorer,
+            checks(true),
+            vec![Ok(Sample::new(45.6, 50.0)), Ok(Sample::new(20.1, 50.0))],
+        );
+        assert_eq!(r.0, Some(Sample::new(20.1, 50.0)));
+        assert_eq!(r.2.len(), 2);
+    }
+
+    /// A station on `dir/e.db` whose one sensor `lab` is `sensor`, on a
+    /// virtual `clock`; `extra` is TOML for the config.
+    fn scripted_station(
+        dir: &std::path::Path,
+        extra: &str,
+        clock: Arc<dyn Clock>,
+        sensor: Scripted,
+    ) -> Station {
+        let config = scripted_config(dir, extra);
+        let mut sensor = Some(sensor);
+        Station::open_with(&config, Duration::from_secs(15), clock, |_, _| {
+            Ok(Box::new(sensor.take().expect("one sensor")) as Box<dyn Sensor>)
+        })
+        .unwrap()
+    }
+
+    /// Node `t`, log `dir/e.db`, one sensor `lab`; `extra` is TOML.
+    fn scripted_config(dir: &std::path::Path, extra: &str) -> Config {
+        let text = format!(
+            "node = \"t\"\ndb = {:?}\n{extra}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\n",
+            dir.join("e.db").display().to_string()
+        );
+        Config::parse(&text, None).unwrap()
+    }
+
+    fn virtual_clock() -> Arc<dyn Clock> {
+        WireSim::new(WireConfig::linux(0), Sample::new(20.0, 50.0)).clock()
+    }
+
+    #[test]
+    fn the_confirming_reread_keeps_the_spacing_and_the_log_shows_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let mut sensor = Scripted::new(vec![
+            Ok(Sample::new(22.0, 72.5)),
+            Ok(Sample::new(22.0, 99.9)),
+            Ok(Sample::new(22.0, 72.6)),
+        ]);
+        sensor.spacing = Duration::from_secs(2);
+        sensor.clock = Some(clock.clone());
+        let reads = sensor.reads.clone();
+        let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
+        st.cycle(None);
+        clock.sleep(Duration::from_secs(15));
+        let report = st.cycle(None);
+        let r = &report.readings[0];
+        assert_eq!(
+            (r.sample, r.priority, r.route),
+            (Sample::new(22.0, 72.6), 0, Route::Batch)
+        );
+        assert_eq!(report.errors.len(), 1);
+        let e = &report.errors[0];
+        assert_eq!(e.kind, ErrorKind::Spike);
+        assert_eq!(
+            e.detail,
+            "real-time event 22.0 °C / 99.9 %RH after 22.0 °C / 72.5 %RH not confirmed by a \
+             re-read (22.0 °C / 72.6 %RH), which is logged instead"
+        );
+        // The reading is stamped with the re-read, the error with the frame
+        // it rejects, 2 s before.
+        assert_eq!(r.ts_ms - e.ts_ms, 2000);
+        let reads = reads.lock().unwrap().clone();
+        assert_eq!(
+            reads.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
+            vec![Take::Read, Take::Read, Take::Reread]
+        );
+        assert_eq!(
+            reads[2].1.checked_sub(reads[1].1),
+            Some(Duration::from_secs(2))
+        );
+        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        let logged = store.sensor_errors(0).unwrap();
+        assert_eq!(logged, report.errors);
+        let rows = store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| r.reading.sample.humidity)
+                .collect::<Vec<_>>(),
+            vec![72.5, 72.6],
+            "the corrupted 99.9 %RH never reaches the log"
+        );
+    }
+
+    #[test]
+    fn an_unconfirmed_event_shows_in_the_metrics_as_a_spike() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let sensor = Scripted::new(vec![
+            Ok(Sample::new(22.0, 72.5)),
+            Ok(Sample::new(22.0, 99.9)),
+            Ok(Sample::new(22.0, 72.6)),
+        ]);
+        let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
+        let metrics = crate::metrics::Metrics::with_clock(&scripted_config(dir.path(), ""), clock);
+        for _ in 0..2 {
+            metrics.record_cycle(&st.cycle(None));
+        }
+        let text = metrics.encode(0, crate::metrics::Format::OpenMetrics);
+        for series in [
+            "edgeprio_read_failures_total{node=\"t\",sensor=\"lab\",kind=\"spike\"} 1\n",
+            "edgeprio_readings_total{node=\"t\",sensor=\"lab\",route=\"realtime\"} 0\n",
+            "edgeprio_readings_total{node=\"t\",sensor=\"lab\",route=\"batch\"} 2\n",
+        ] {
+            assert!(text.contains(series), "no {series:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn offsets_are_applied_before_validation_and_scoring() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.csv"),
+            "temperature_c,humidity_pct\n21.0,50.0\n21.0,90.0\n",
+        )
+        .unwrap();
+        let text = format!(
+            "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\ntrace = {:?}\n\
+             offset = {{ temperature = -0.5, humidity = 15.0 }}\n",
+            dir.path().join("e.db"),
+            dir.path().join("t.csv")
+        );
+        let config = Config::parse(&text, None).unwrap();
+        let clock = Arc::new(crate::clock::SystemClock::new());
+        let mut st = Station::open(&config, config.interval, clock).unwrap();
+        let first = st.cycle(None);
+        assert_eq!(first.readings[0].sample, Sample::new(20.5, 65.0));
+        // 90 %RH + 15 is out of range: a counted failure, not a 100 %RH
+        // reading nor a 105 %RH one.
+        let second = st.cycle(None);
+        assert_eq!(second.errors.len(), 1);
+        assert_eq!(second.errors[0].kind, ErrorKind::Range);
+        assert!(
+            second.errors[0].detail.contains("humidity 105 %RH"),
+            "{:?}",
+            second.errors
+        );
+        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        let logged = store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap();
+        assert!(!logged.is_empty());
+        assert!(
+            logged
+                .iter()
+                .all(|r| r.reading.sample == Sample::new(20.5, 65.0)),
+            "only calibrated, valid values are logged: {logged:?}"
+        );
+        assert_eq!(store.sensor_errors(0).unwrap(), second.errors);
+    }
+
+    #[test]
+    fn with_confirm_off_the_same_frame_is_a_priority_7_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let sensor = Scripted::new(vec![
+            Ok(Sample::new(22.0, 72.5)),
+            Ok(Sample::new(22.0, 99.9)),
+        ]);
+        let reads = sensor.reads.clone();
+        let mut st = scripted_station(dir.path(), "[priority]\nconfirm = false", clock, sensor);
+        st.cycle(None);
+        let report = st.cycle(None);
+        assert!(report.errors.is_empty());
+        assert_eq!(
+            (report.readings[0].priority, report.readings[0].route),
+            (7, Route::Realtime)
+        );
+        assert_eq!(reads.lock().unwrap().len(), 2, "no re-read");
+    }
+
+    #[test]
+    fn an_unconfirmed_event_is_read_again_in_the_next_round() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let mut sensor = Scripted::new(vec![
+            Ok(Sample::new(20.0, 50.0)),
+            // An event whose re-read fails, then a real event, confirmed.
+            Ok(Sample::new(23.0, 50.0)),
+            Err(ReadError::Timeout("t".into())),
+            Ok(Sample::new(23.1, 50.0)),
+            Ok(Sample::new(23.1, 50.1)),
+        ]);
+        sensor.spacing = Duration::from_secs(2);
+        sensor.clock = Some(clock.clone());
+        let reads = sensor.reads.clone();
+        let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
+        st.cycle(None);
+        clock.sleep(Duration::from_secs(15));
+        let start = clock.monotonic();
+        let report = st.cycle(None);
+        assert_eq!(
+            report.errors.iter().map(|e| e.kind).collect::<Vec<_>>(),
+            vec![ErrorKind::Timeout, ErrorKind::Spike]
+        );
+        let r = &report.readings[0];
+        assert_eq!(
+            (r.sample, r.route),
+            (Sample::new(23.1, 50.1), Route::Realtime)
+        );
+        // Four frames 2 s apart, well inside the 12 s budget.
+        let reads = reads.lock().unwrap().clone();
+        assert_eq!(reads.len(), 5);
+        assert!(
+            reads[1..]
+                .windows(2)
+                .all(|w| w[1].1.checked_sub(w[0].1) == Some(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            clock.monotonic().checked_sub(start),
+            Some(Duration::from_secs(6))
+        );
+    }
+
+    #[test]
+    fn a_first_reading_after_a_long_gap_is_scored_as_a_first_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let sensor = Scripted::new(vec![Ok(Sample::new(25.0, 56.0))]);
+        let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
+        st.cycle(None);
+        st.stop().unwrap();
+        drop(st);
+        // A power cut of two hours; then the paper's event-sized change,
+        // and the same change again a cycle later.
+        clock.sleep(Duration::from_hours(2));
+        let sensor = Scripted::new(vec![
+            Ok(Sample::new(28.0, 48.0)),
+            Ok(Sample::new(25.0, 56.0)),
+            Ok(Sample::new(25.0, 56.0)),
+        ]);
+        let reads = sensor.reads.clone();
+        let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
+        let after_gap = st.cycle(None);
+        let r = &after_gap.readings[0];
+        assert_eq!((r.seq, r.priority, r.route), (1, 0, Route::Batch));
+        assert_eq!(reads.lock().unwrap().len(), 1, "nothing to confirm");
+        clock.sleep(Duration::from_secs(15));
+        let next = st.cycle(None);
+        let r = &next.readings[0];
+        // 10.7 % and 16.7 % back: weights 2 and 3.
+        assert_eq!(
+            (r.priority, r.route),
+            (3, Route::Realtime),
+            "the new prev is fresh"
+        );
+    }
+
+    #[test]
+    fn the_gap_rule_can_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let extra = "[priority]\nstale_after = \"0s\"";
+        let sensor = Scripted::new(vec![Ok(Sample::new(25.0, 56.0))]);
+        let mut st = scripted_station(dir.path(), extra, clock.clone(), sensor);
+        st.cycle(None);
+        drop(st);
+        clock.sleep(Duration::from_hours(2));
+        let sensor = Scripted::new(vec![
+            Ok(Sample::new(28.0, 48.0)),
+            Ok(Sample::new(28.1, 48.0)),
+        ]);
+        let mut st = scripted_station(dir.path(), extra, clock, sensor);
+        let r = st.cycle(None).readings[0].clone();
+        assert_eq!((r.priority, r.route), (2, Route::Realtime));
+    }
+
+    #[test]
+    fn a_replayed_trace_logs_each_row_once_in_order_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        // Quiet rows, an event, a jump beyond the bound and back: each
+        // event and jump is re-read, and a re-read reads the same row.
+        let rows = [
+            (21.0, 50.0),
+            (21.1, 50.2),
+            (24.0, 50.0),
+            (24.1, 50.1),
+            (45.0, 50.0),
+            (24.0, 50.0),
+            (24.0, 99.0),
+            (24.0, 60.0),
+            (24.1, 60.0),
+        ];
+        let mut csv = String::from("temperature_c,humidity_pct\n");
+        for (t, h) in rows {
+            writeln!(csv, "{t},{h}").unwrap();
+        }
+        std::fs::write(dir.path().join("t.csv"), csv).unwrap();
+        let text = format!(
+            "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\ntrace = {:?}\n",
+            dir.path().join("e.db"),
+            dir.path().join("t.csv")
+        );
+        let config = Config::parse(&text, None).unwrap();
+        let open = || {
+            Station::open(
+                &config,
+                config.interval,
+                Arc::new(crate::clock::SystemClock::new()),
+            )
+            .unwrap()
+        };
+        // Five cycles, a restart, then the rest and one lap more.
+        let mut st = open();
+        let mut errors = Vec::new();
+        for _ in 0..5 {
+            errors.extend(st.cycle(None).errors);
+        }
+        st.stop().unwrap();
+        drop(st);
+        let mut st = open();
+        for _ in 5..rows.len() + 3 {
+            errors.extend(st.cycle(None).errors);
+        }
+        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        let logged: Vec<(u64, (f64, f64), Route)> = store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let s = r.reading.sample;
+                (r.reading.seq, (s.temperature, s.humidity), r.reading.route)
+            })
+            .collect();
+        let want: Vec<(u64, (f64, f64))> = (0..rows.len() + 3)
+            .map(|i| (i as u64, rows[i % rows.len()]))
+            .collect();
+        assert_eq!(
+            logged
+                .iter()
+                .map(|(seq, s, _)| (*seq, *s))
+                .collect::<Vec<_>>(),
+            want
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        // The events were confirmed by their re-reads, not dropped.
+        let events: Vec<u64> = logged
+            .iter()
+            .filter(|(_, _, r)| *r == Route::Realtime)
+            .map(|(seq, _, _)| *seq)
+            .collect();
+        assert_eq!(events, vec![2, 4, 5, 6, 7, 9, 11]);
     }
 
     fn station(dir: &std::path::Path) -> Station {
@@ -638,25 +1263,144 @@ mod tests {
         assert_eq!(logged_seqs(dir.path()), vec![0, 1, 2, 3, 4]);
     }
 
+    /// The read path as it was before events were confirmed, kept as the
+    /// oracle that `confirm = false` changes nothing: one read, and a
+    /// re-read only for a jump beyond the bound, judged by `resolve_spike`.
+    fn before_confirm(
+        prev: Option<Sample>,
+        mut script: VecDeque<Result<Sample, ReadError>>,
+    ) -> (Option<Sample>, Vec<(ErrorKind, String)>, usize) {
+        let before = script.len();
+        let bound = Plausibility::default();
+        let mut errors = Vec::new();
+        let mut read_checked =
+            |errors: &mut Vec<(ErrorKind, String)>| match script.pop_front().expect("scripted") {
+                Err(e) => {
+                    errors.push((e.kind(), e.detail().to_string()));
+                    None
+                }
+                Ok(s) => match check_range(s) {
+                    Ok(s) => Some(s),
+                    Err(r) => {
+                        errors.push((r.kind(), r.to_string()));
+                        None
+                    }
+                },
+            };
+        let Some(first) = read_checked(&mut errors) else {
+            return (None, errors, 1);
+        };
+        let Some(prev) = prev.filter(|p| !bound.allows(*p, first)) else {
+            return (Some(first), errors, 1);
+        };
+        let second = read_checked(&mut errors);
+        let jump = format!(
+            "{:.1} °C / {:.1} %RH after {:.1} °C / {:.1} %RH",
+            first.temperature, first.humidity, prev.temperature, prev.humidity
+        );
+        let accepted = match resolve_spike(prev, first, second, &bound) {
+            SpikeVerdict::Confirmed(s) => Some(s),
+            SpikeVerdict::Glitch(s) => {
+                errors.push((
+                    ErrorKind::Spike,
+                    format!("{jump} not confirmed by a re-read (corrupted frame)"),
+                ));
+                Some(s)
+            }
+            SpikeVerdict::Unconfirmed => {
+                errors.push((
+                    ErrorKind::Spike,
+                    format!("{jump} not confirmed by a re-read"),
+                ));
+                None
+            }
+        };
+        (accepted, errors, before - script.len())
+    }
+
+    fn frame() -> impl proptest::strategy::Strategy<Value = Result<Sample, ReadError>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            1 => Just(Err(ReadError::Timeout("t".into()))),
+            2 => (proptest::num::f64::ANY, proptest::num::f64::ANY)
+                .prop_map(|(t, h)| Ok(Sample::new(t, h))),
+            6 => (-40.0f64..80.0, 0.0f64..100.0).prop_map(|(t, h)| Ok(Sample::new(t, h))),
+        ]
+    }
+
     proptest::proptest! {
         /// Whatever a sensor reports, NaN and infinities included, what the
         /// cycle accepts is finite and inside the DHT22's range.
         #[test]
         fn no_nan_or_out_of_range_value_is_ever_accepted(
             prev in proptest::option::of((-40.0f64..80.0, 0.0f64..100.0)),
-            frames in proptest::collection::vec(
-                proptest::option::of((proptest::num::f64::ANY, proptest::num::f64::ANY)),
-                2,
-            ),
+            frames in proptest::collection::vec(frame(), 2),
+            confirm in proptest::bool::ANY,
         ) {
-            let script = frames
-                .iter()
-                .map(|f| f.map(|(t, h)| Sample::new(t, h)).ok_or(ReadError::Timeout("t".into())))
-                .collect();
-            let (sample, _, _) = run(prev.map(|(t, h)| Sample::new(t, h)), script);
+            let scorer = Scorer::new(PriorityParams::default(), prev.map(|(t, h)| Sample::new(t, h)));
+            let (sample, _, _) = validate(&scorer, checks(confirm), frames);
             if let Some(s) = sample {
                 proptest::prop_assert!(check_range(s).is_ok(), "{s:?}");
             }
+        }
+
+        /// With `confirm = true`, one corrupted frame (any value, in either
+        /// position) among frames of the truth never yields a real-time
+        /// reading unless the truth itself is one.
+        #[test]
+        fn a_single_corrupted_frame_never_yields_a_realtime_reading(
+            prev in (-40.0f64..80.0, 0.0f64..100.0),
+            truth in (-40.0f64..80.0, 0.0f64..100.0),
+            near in proptest::bool::ANY,
+            corrupt in frame(),
+            at in 0usize..2,
+        ) {
+            let prev = Sample::new(prev.0, prev.1);
+            // Half the cases: a truth in the deadband of prev (no event),
+            // where a corrupted frame matters most.
+            let truth = if near {
+                Sample::new(prev.temperature + (truth.0 / 400.0), prev.humidity + (truth.1 / 60.0) - 0.8)
+            } else {
+                Sample::new(truth.0, truth.1)
+            };
+            proptest::prop_assume!(check_range(truth).is_ok());
+            let scorer = Scorer::new(PriorityParams::default(), Some(prev));
+            let truth_is_event = scorer.peek_at(truth, 0).route == Route::Realtime;
+            let mut frames = vec![Ok(truth), Ok(truth)];
+            frames[at] = corrupt;
+            let (sample, _, _) = validate(&scorer, checks(true), frames);
+            if let Some(s) = sample {
+                let route = scorer.peek_at(s, 0).route;
+                proptest::prop_assert!(
+                    route == Route::Batch || truth_is_event,
+                    "{s:?} went real-time after {prev:?}, truth {truth:?}"
+                );
+            }
+        }
+
+        /// With `confirm = false` every read, verdict, error and detail is
+        /// what the agent did before confirmation existed.
+        #[test]
+        fn with_confirm_off_validation_is_exactly_as_before(
+            prev in proptest::option::of((-40.0f64..80.0, 0.0f64..100.0)),
+            frames in proptest::collection::vec(frame(), 2),
+        ) {
+            let prev = prev.map(|(t, h)| Sample::new(t, h));
+            let mut script: VecDeque<_> = frames.clone().into();
+            let mut take = |_: Take| (7, script.pop_front().expect("scripted"));
+            let (sample, errors) = read_validated(
+                &mut take,
+                &Scorer::new(PriorityParams::default(), prev),
+                &checks(false),
+                "x",
+            );
+            let taken = 2 - script.len();
+            let now: Vec<(ErrorKind, String)> =
+                errors.into_iter().map(|e| (e.kind, e.detail)).collect();
+            proptest::prop_assert_eq!(
+                (sample.map(|(_, s)| s), now, taken),
+                before_confirm(prev, frames.into())
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::time::MissedTickBehavior;
 
-pub use cycle::{CycleReport, Station, read_validated};
+pub use cycle::{Checks, CycleReport, Station, Take, read_validated};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;

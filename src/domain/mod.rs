@@ -13,5 +13,6 @@ pub use payload::{Topics, WireReading, WireWeights, ha_discovery, rfc3339_ms};
 pub use priority::{Combine, PriorityParams, Score, Scorer, channel_weight};
 pub use reading::{Channel, ErrorKind, PerChannel, Reading, Route, Sample, SensorError};
 pub use validate::{
-    Plausibility, Rejection, SensorRange, SpikeVerdict, check_range, resolve_spike,
+    Doubt, Plausibility, Rejection, SensorRange, SpikeVerdict, check_range, resolve_reread,
+    resolve_spike,
 };

@@ -1,6 +1,8 @@
 //! The paper's change-based weight priority, made exact (DESIGN.md,
 //! "The weight-priority algorithm").
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 use super::reading::{PerChannel, Route, Sample};
@@ -98,33 +100,86 @@ pub struct Scorer {
     params: PriorityParams,
     /// `prev_c` of the algorithm; `None` until the first accepted reading.
     prev: Option<Sample>,
+    /// When `prev` was read (Unix ms), for the gap rule; `None` when not
+    /// known (a scorer fed without time).
+    prev_ts_ms: Option<i64>,
+    /// The gap rule: a `prev` older than this (ms) at the time of a new
+    /// reading counts as none. `None`: a `prev` never goes stale.
+    stale_after_ms: Option<i64>,
 }
 
 impl Scorer {
     /// A scorer whose history is `prev` (restored from the log, or `None`
-    /// for a sensor that never reported).
+    /// for a sensor that never reported), without the gap rule.
     pub fn new(params: PriorityParams, prev: Option<Sample>) -> Self {
-        Self { params, prev }
+        Self {
+            params,
+            prev,
+            prev_ts_ms: None,
+            stale_after_ms: None,
+        }
     }
 
-    /// The last accepted sample, if any.
+    /// Turns the gap rule on: scored with [`Scorer::score_at`], a reading
+    /// taken more than `stale_after` after `prev` (read at `prev_ts_ms`)
+    /// is scored like a sensor's first reading. After a power cut of hours
+    /// the change since the last value says nothing about an event.
+    #[must_use]
+    pub fn with_gap_rule(mut self, stale_after: Duration, prev_ts_ms: Option<i64>) -> Self {
+        self.stale_after_ms = Some(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
+        self.prev_ts_ms = prev_ts_ms;
+        self
+    }
+
+    /// The last accepted sample, if any (stale or not: validation still
+    /// compares against it).
     pub fn prev(&self) -> Option<Sample> {
         self.prev
     }
 
+    /// Whether `prev` is too old to score a reading taken at `now_ms`
+    /// against.
+    pub fn is_stale(&self, now_ms: i64) -> bool {
+        match (self.prev_ts_ms, self.stale_after_ms) {
+            (Some(ts), Some(limit)) => now_ms.saturating_sub(ts) > limit,
+            _ => false,
+        }
+    }
+
     /// Scores an accepted sample and makes it the new `prev` (steps 1-6).
     pub fn score(&mut self, x: Sample) -> Score {
+        let score = self.weigh(x, self.prev);
+        self.prev = Some(x);
+        score
+    }
+
+    /// What [`Scorer::score_at`] would say, without changing any state:
+    /// how the cycle decides whether a reading needs confirming.
+    pub fn peek_at(&self, x: Sample, now_ms: i64) -> Score {
+        self.weigh(x, self.prev.filter(|_| !self.is_stale(now_ms)))
+    }
+
+    /// [`Scorer::score`] for a sample read at `now_ms`, with the gap rule:
+    /// a stale `prev` counts as none (priority 0, batch), and `x` becomes
+    /// the new `prev` either way.
+    pub fn score_at(&mut self, x: Sample, now_ms: i64) -> Score {
+        let score = self.peek_at(x, now_ms);
+        self.prev = Some(x);
+        self.prev_ts_ms = Some(now_ms);
+        score
+    }
+
+    fn weigh(&self, x: Sample, prev: Option<Sample>) -> Score {
         let p = &self.params;
         let weights = x.map(|c, v| {
             channel_weight(
-                self.prev.map(|prev| prev.get(c)),
+                prev.map(|prev| prev.get(c)),
                 v,
                 p.deadband.get(c),
                 p.floor.get(c),
                 p,
             )
         });
-        self.prev = Some(x);
         let priority = match p.combine {
             Combine::Max => weights.temperature.max(weights.humidity),
             Combine::Sum => weights.temperature.saturating_add(weights.humidity),
@@ -240,6 +295,48 @@ mod tests {
             channel_weight(Some(20.0), f64::NAN, 0.5, 1.0, &defaults()),
             0
         );
+    }
+
+    #[test]
+    fn a_stale_prev_counts_as_none_and_is_replaced() {
+        let hour = 3_600_000;
+        let mut s = Scorer::new(defaults(), Some(Sample::new(25.0, 56.0)))
+            .with_gap_rule(Duration::from_secs(150), Some(0));
+        // Two hours after the last reading: the paper's event is no event.
+        assert!(s.is_stale(2 * hour));
+        let first = s.score_at(Sample::new(28.0, 48.0), 2 * hour);
+        assert_eq!((first.priority, first.route), (0, Route::Batch));
+        assert_eq!(s.prev(), Some(Sample::new(28.0, 48.0)));
+        // It became the new prev, fresh: the next change counts again
+        // (10.7 % and 16.7 % back: weights 2 and 3).
+        let next = s.score_at(Sample::new(25.0, 56.0), 2 * hour + 15_000);
+        assert_eq!(next.priority, 3);
+        assert_eq!(next.route, Route::Realtime);
+    }
+
+    #[test]
+    fn a_prev_inside_the_gap_limit_scores_as_always() {
+        let mut s = Scorer::new(defaults(), Some(Sample::new(25.0, 56.0)))
+            .with_gap_rule(Duration::from_secs(150), Some(1_000));
+        // Exactly at the limit is not stale yet.
+        assert!(!s.is_stale(151_000));
+        assert!(s.is_stale(151_001));
+        let peek = s.peek_at(Sample::new(28.0, 48.0), 151_000);
+        assert_eq!(
+            s.prev(),
+            Some(Sample::new(25.0, 56.0)),
+            "peek changes nothing"
+        );
+        assert_eq!(s.score_at(Sample::new(28.0, 48.0), 151_000), peek);
+        assert_eq!(peek.priority, 2);
+    }
+
+    #[test]
+    fn without_a_timestamp_or_a_rule_prev_never_goes_stale() {
+        let s = Scorer::new(defaults(), Some(Sample::new(25.0, 56.0)));
+        assert!(!s.is_stale(i64::MAX));
+        let s = s.with_gap_rule(Duration::from_secs(150), None);
+        assert!(!s.is_stale(i64::MAX), "a prev of unknown age is kept");
     }
 
     proptest! {

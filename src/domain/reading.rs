@@ -141,7 +141,8 @@ pub enum ErrorKind {
     Checksum,
     /// A value outside the DHT22's range, or not a number.
     Range,
-    /// An implausible jump that a re-read did not confirm.
+    /// A frame a re-read did not confirm: an implausible jump, or an event
+    /// that would have taken the real-time route (`[priority] confirm`).
     Spike,
     /// The operating system refused the access (GPIO, sysfs, a trace file).
     Io,

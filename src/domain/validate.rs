@@ -164,6 +164,67 @@ pub fn resolve_spike(
     }
 }
 
+/// Why a frame is read a second time before it is believed. One re-read
+/// answers both doubts when both apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doubt {
+    /// The change from `prev` is beyond the plausibility bound.
+    pub jump: bool,
+    /// The frame would take the real-time route, and `[priority] confirm`
+    /// says events are confirmed first.
+    pub event: bool,
+}
+
+impl Doubt {
+    /// The doubts about `first` (read after `prev`, scoring real-time when
+    /// `first_is_event`), or `None` when it is believed as it is. A sensor's
+    /// first reading is never doubted: there is nothing to compare it with.
+    pub fn of(
+        prev: Option<Sample>,
+        first: Sample,
+        first_is_event: bool,
+        bound: &Plausibility,
+        confirm: bool,
+    ) -> Option<Doubt> {
+        let prev = prev?;
+        let doubt = Doubt {
+            jump: !bound.allows(prev, first),
+            event: confirm && first_is_event,
+        };
+        (doubt.jump || doubt.event).then_some(doubt)
+    }
+}
+
+/// Decides a doubted frame `first` (after `prev`) given its re-read
+/// `second`: `None` if the re-read failed, else the sample and whether it
+/// too scores real-time against the same `prev`.
+///
+/// The jump is judged as [`resolve_spike`] does. On top of that, with
+/// `confirm` on, an event is only believed when two frames agree on it: a
+/// re-read that is itself real-time must be within the plausibility bound
+/// of `first` ([`SpikeVerdict::Confirmed`]), or nothing is accepted; a
+/// re-read that is not real-time replaces an event frame
+/// ([`SpikeVerdict::Glitch`]), so the event is counted as not confirmed and
+/// the reading is still logged, on the batch route.
+pub fn resolve_reread(
+    prev: Sample,
+    first: Sample,
+    second: Option<(Sample, bool)>,
+    doubt: Doubt,
+    bound: &Plausibility,
+    confirm: bool,
+) -> SpikeVerdict {
+    let verdict = resolve_spike(prev, first, second.map(|(s, _)| s), bound);
+    let Some((_, second_is_event)) = second else {
+        return verdict;
+    };
+    match verdict {
+        SpikeVerdict::Confirmed(s) if doubt.event && !second_is_event => SpikeVerdict::Glitch(s),
+        SpikeVerdict::Glitch(_) if confirm && second_is_event => SpikeVerdict::Unconfirmed,
+        v => v,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,7 +324,117 @@ mod tests {
         assert_eq!(v, SpikeVerdict::Unconfirmed);
     }
 
+    const PREV: Sample = Sample {
+        temperature: 22.0,
+        humidity: 72.5,
+    };
+
+    fn doubt(jump: bool, event: bool) -> Doubt {
+        Doubt { jump, event }
+    }
+
+    #[test]
+    fn doubts_need_a_prev_and_a_reason() {
+        let b = Plausibility::default();
+        let first = Sample::new(22.0, 99.9);
+        assert_eq!(Doubt::of(None, first, true, &b, true), None);
+        assert_eq!(
+            Doubt::of(Some(PREV), first, true, &b, true),
+            Some(doubt(false, true))
+        );
+        assert_eq!(Doubt::of(Some(PREV), first, true, &b, false), None);
+        assert_eq!(Doubt::of(Some(PREV), first, false, &b, true), None);
+        let jump = Sample::new(47.6, 72.5);
+        assert_eq!(
+            Doubt::of(Some(PREV), jump, true, &b, true),
+            Some(doubt(true, true))
+        );
+        assert_eq!(
+            Doubt::of(Some(PREV), jump, true, &b, false),
+            Some(doubt(true, false))
+        );
+    }
+
+    #[test]
+    fn an_event_frame_under_the_bound_is_replaced_by_a_quiet_reread() {
+        // 99.9 %RH after 72.5 %RH: under the 30 %RH bound, but the re-read
+        // says the room did not change.
+        let b = Plausibility::default();
+        let v = resolve_reread(
+            PREV,
+            Sample::new(22.0, 99.9),
+            Some((Sample::new(22.0, 72.6), false)),
+            doubt(false, true),
+            &b,
+            true,
+        );
+        assert_eq!(v, SpikeVerdict::Glitch(Sample::new(22.0, 72.6)));
+    }
+
+    #[test]
+    fn an_event_both_frames_show_is_confirmed_with_the_reread() {
+        let b = Plausibility::default();
+        let v = resolve_reread(
+            PREV,
+            Sample::new(25.0, 60.0),
+            Some((Sample::new(25.1, 59.0), true)),
+            doubt(false, true),
+            &b,
+            true,
+        );
+        assert_eq!(v, SpikeVerdict::Confirmed(Sample::new(25.1, 59.0)));
+    }
+
+    #[test]
+    fn two_frames_that_disagree_on_an_event_accept_nothing() {
+        let b = Plausibility::default();
+        // A corrupted jump, then a re-read that is an event of its own:
+        // neither frame confirms the other.
+        let v = resolve_reread(
+            PREV,
+            Sample::new(47.6, 72.5),
+            Some((Sample::new(24.0, 72.5), true)),
+            doubt(true, true),
+            &b,
+            true,
+        );
+        assert_eq!(v, SpikeVerdict::Unconfirmed);
+        // The same frames with confirm off: the re-read agrees with the
+        // history, as resolve_spike has it.
+        let v = resolve_reread(
+            PREV,
+            Sample::new(47.6, 72.5),
+            Some((Sample::new(24.0, 72.5), true)),
+            doubt(true, false),
+            &b,
+            false,
+        );
+        assert_eq!(v, SpikeVerdict::Glitch(Sample::new(24.0, 72.5)));
+        // And a failed re-read confirms nothing, whatever the doubt.
+        for d in [doubt(true, true), doubt(false, true), doubt(true, false)] {
+            let v = resolve_reread(PREV, Sample::new(22.0, 99.9), None, d, &b, true);
+            assert_eq!(v, SpikeVerdict::Unconfirmed);
+        }
+    }
+
     proptest! {
+        /// With confirm off, a re-read is judged exactly as before the
+        /// confirmation existed.
+        #[test]
+        fn without_confirm_a_reread_is_judged_as_a_spike(
+            p in (-40.0f64..80.0, 0.0f64..100.0),
+            f in (-40.0f64..80.0, 0.0f64..100.0),
+            s in proptest::option::of((-40.0f64..80.0, 0.0f64..100.0, any::<bool>())),
+        ) {
+            let b = Plausibility::default();
+            let (prev, first) = (Sample::new(p.0, p.1), Sample::new(f.0, f.1));
+            let second = s.map(|(t, h, e)| (Sample::new(t, h), e));
+            prop_assert_eq!(
+                resolve_reread(prev, first, second, doubt(true, false), &b, false),
+                resolve_spike(prev, first, second.map(|(s, _)| s), &b)
+            );
+        }
+
         #[test]
         fn accepted_samples_are_always_finite_and_in_range(
             t in prop_oneof![any::<f64>(), -50.0f64..90.0],

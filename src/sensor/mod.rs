@@ -6,6 +6,7 @@
 //! - `dht22` (GPIO, for DHT22s and DHT11s) and `iio` (kernel driver): the
 //!   hardware backends; `frame` decodes what a DHT22 or DHT11 sends.
 
+mod calibrate;
 pub mod dht22;
 pub mod frame;
 #[cfg(test)]
@@ -34,6 +35,13 @@ pub trait Sensor: Send {
     /// Takes one reading. Range and plausibility checks happen later, in
     /// the domain; a backend only reports what the wire said.
     fn read(&mut self) -> Result<Sample, ReadError>;
+
+    /// Reads the same reading again, to confirm a frame the agent doubts.
+    /// Hardware takes a new frame; a replayed trace returns the same row,
+    /// because a row is one reading.
+    fn reread(&mut self) -> Result<Sample, ReadError> {
+        self.read()
+    }
 
     /// A short description for logs and `read-once`, e.g. `sim heater replay`.
     fn describe(&self) -> String;
@@ -126,8 +134,19 @@ pub struct Resume {
     pub last: Option<Sample>,
 }
 
-/// Opens the backend for `cfg`; `clock` paces DHT22 reads.
+/// Opens the sensor for `cfg`, with its calibration offset applied; `clock`
+/// paces DHT22 reads.
 pub fn open(
+    cfg: &SensorConfig,
+    resume: Resume,
+    clock: &Arc<dyn Clock>,
+) -> Result<Box<dyn Sensor>, OpenError> {
+    let backend = open_backend(cfg, calibrate::raw_resume(resume, cfg.offset), clock)?;
+    Ok(calibrate::wrap(backend, cfg.offset))
+}
+
+/// Opens the backend for `cfg`; `clock` paces DHT22 reads.
+fn open_backend(
     cfg: &SensorConfig,
     resume: Resume,
     clock: &Arc<dyn Clock>,

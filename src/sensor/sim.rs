@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use super::{ReadError, Resume, Sensor};
 use crate::config::{SimConfig, SimProfile};
-use crate::domain::Sample;
+use crate::domain::{Sample, check_range};
 
 /// The paper's heater experiment, 15 s apart (see the file's notes).
 const HEATER_CSV: &str = include_str!("../../assets/heater.csv");
@@ -49,6 +49,19 @@ pub enum TraceError {
         column: &'static str,
         /// The bad value as written.
         value: String,
+    },
+    /// A row no DHT22 could report: a row is one reading, replayed as it is.
+    #[error(
+        "trace {path} line {line}: {reason}; every row is replayed as one reading, \
+         so it must be one a DHT22 can report: fix or delete that row"
+    )]
+    OutOfRange {
+        /// The trace file.
+        path: PathBuf,
+        /// 1-based line number in the file.
+        line: u64,
+        /// Which value is wrong and what is allowed.
+        reason: String,
     },
     /// No rows at all.
     #[error("trace {path} has no data rows; record at least one reading")]
@@ -107,10 +120,16 @@ fn parse_trace(input: impl std::io::Read, path: &Path) -> Result<Vec<Sample>, Tr
                 value: raw.to_string(),
             })
         };
-        samples.push(Sample::new(
+        let sample = Sample::new(
             value(t_col, "temperature_c")?,
             value(h_col, "humidity_pct")?,
-        ));
+        );
+        check_range(sample).map_err(|r| TraceError::OutOfRange {
+            path: path.to_path_buf(),
+            line,
+            reason: r.to_string(),
+        })?;
+        samples.push(sample);
     }
     if samples.is_empty() {
         return Err(TraceError::Empty {
@@ -128,9 +147,16 @@ pub struct SimSensor {
 
 #[derive(Debug)]
 enum Source {
+    /// A trace, one row per reading: a read takes the next row, a re-read
+    /// the row read last. Every row is a valid reading (checked at load), so
+    /// row `seq % rows` is the one logged with `seq`, and a restart resumes
+    /// at the right row.
     Replay {
+        /// What is replayed, for `describe`.
         what: String,
+        /// The rows.
         samples: Vec<Sample>,
+        /// The row the next read returns.
         next: usize,
     },
     Random(Box<RandomWalk>),
@@ -169,6 +195,16 @@ impl Sensor for SimSensor {
                 *next = (*next + 1) % samples.len();
                 Ok(s)
             }
+            Source::Random(walk) => walk.read(),
+        }
+    }
+
+    fn reread(&mut self) -> Result<Sample, ReadError> {
+        match &mut self.source {
+            Source::Replay { samples, next, .. } => {
+                Ok(samples[(*next + samples.len() - 1) % samples.len()])
+            }
+            // A new frame of the same climate, with its own chance to fail.
             Source::Random(walk) => walk.read(),
         }
     }
@@ -316,6 +352,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.read().unwrap(), Sample::new(28.0, 48.0));
+    }
+
+    #[test]
+    fn a_reread_of_a_replay_returns_the_same_row() {
+        let mut s = SimSensor::open(&sim(SimProfile::Heater, 0, 0.0), Resume::default()).unwrap();
+        let trace = heater_trace();
+        for (i, row) in trace.iter().enumerate().take(10) {
+            assert_eq!(s.read().unwrap(), *row, "row {i}");
+            assert_eq!(s.reread().unwrap(), *row, "re-read of row {i}");
+            assert_eq!(s.reread().unwrap(), *row, "second re-read of row {i}");
+        }
+        assert_eq!(s.read().unwrap(), trace[10], "re-reads consumed no row");
+    }
+
+    #[test]
+    fn a_trace_row_no_dht22_reports_is_refused_at_load() {
+        let e = parse_trace(
+            "temperature_c,humidity_pct\n21.0,50\n-3276.7,50\n".as_bytes(),
+            Path::new("t.csv"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "trace t.csv line 3: temperature -3276.7 °C is outside the DHT22 range -40..80; \
+             every row is replayed as one reading, so it must be one a DHT22 can report: \
+             fix or delete that row"
+        );
+        let e = parse_trace(
+            "temperature_c,humidity_pct\n21.0,NaN\n".as_bytes(),
+            Path::new("t.csv"),
+        )
+        .unwrap_err();
+        assert!(matches!(e, TraceError::OutOfRange { line: 2, .. }), "{e}");
     }
 
     #[test]
