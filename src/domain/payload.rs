@@ -1,5 +1,6 @@
 //! The shape of a reading on the wire (DESIGN.md, "MQTT contract"); `query
-//! --format json` prints the same shape so scripts handle both alike.
+//! --format json` prints the same shape so scripts handle both alike. Also
+//! the node's topics and the Home Assistant discovery configs.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -137,9 +138,9 @@ fn ha_device_id(node: &str, sensor: &str) -> String {
     format!("edgeprio_{}_{}", clean(node), clean(sensor))
 }
 
-/// `s` as an entity id's object part: lower-case `[a-z0-9_]`, no leading,
-/// trailing or doubled `_` (Home Assistant's `valid_entity_id` rejects
-/// anything else in `default_entity_id`).
+/// `s` as the object part of an entity id: lower-case `[a-z0-9_]`, no
+/// leading, trailing or doubled `_`, the form Home Assistant's entity ids
+/// take.
 fn ha_slug(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -158,12 +159,13 @@ fn ha_slug(s: &str) -> String {
 /// The shape is *per-component* discovery,
 /// `homeassistant/sensor/<unique_id>/config`, one entity per config, all
 /// three with the same `device` block so they group under one device: every
-/// Home Assistant since 2021 understands it, while device-based discovery
-/// (`homeassistant/device/...`) needs 2024.11 or newer (README, "Home
-/// Assistant"). Each entity carries its own options: the sensor's state
-/// topic with a value template, availability from the node's status topic
-/// (the Last Will), `expire_after` of three intervals so a dead sensor goes
-/// "unavailable" instead of showing a stale value, and `QoS` 1.
+/// Home Assistant release of the last years understands it, while
+/// device-based discovery (`homeassistant/device/...`) is unknown to
+/// 2024.1 and older (README, "Home Assistant"). Each config carries all of
+/// its entity's options: the sensor's state topic with a value template,
+/// availability from the node's status topic (the Last Will),
+/// `expire_after` of three intervals so a dead sensor goes "unavailable"
+/// instead of showing a stale value, and `QoS` 1.
 ///
 /// The entity id is set twice: `default_entity_id` for Home Assistant
 /// 2025.10 and newer, which deprecated `object_id` in its favour, and
