@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Publisher, now_ms};
 use crate::config::{Config, MqttConfig};
-use crate::domain::{Route, Topics, WireReading, ha_discovery};
+use crate::domain::{Route, Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
 use crate::store::{Access, Acked, BrokerState, Store, StoredReading};
 
 /// Most rows handed to the broker and not yet acknowledged (or waiting in
@@ -459,10 +459,19 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
         s.control(&ctx.topics.status(), "online".into(), true)
             .await?;
         if ctx.mqtt.ha_discovery {
-            s.client
-                .subscribe(HA_STATUS, QoS::AtLeastOnce)
-                .await
-                .map_err(|e| e.to_string())?;
+            // Home Assistant's restarts, and whatever 0.1 left retained at
+            // the old device-based topics (cleared on arrival, see
+            // `on_event`).
+            let legacy = ctx
+                .sensors
+                .iter()
+                .map(|s| ha_legacy_discovery_topic(&ctx.node, s));
+            for topic in std::iter::once(HA_STATUS.to_owned()).chain(legacy) {
+                s.client
+                    .subscribe(topic, QoS::AtLeastOnce)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             s.announce(ctx).await?;
         }
         s.pump(ctx).await
@@ -513,6 +522,14 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
             return lost(cause, true);
         }
     }
+}
+
+/// Whether `topic` is where edgeprio 0.1 announced one of this node's
+/// sensors to Home Assistant.
+fn is_legacy(ctx: &Ctx, topic: &str) -> bool {
+    ctx.sensors
+        .iter()
+        .any(|s| ha_legacy_discovery_topic(&ctx.node, s) == topic)
 }
 
 /// What one published message carried.
@@ -600,14 +617,16 @@ impl Session {
 
     async fn announce(&mut self, ctx: &Ctx) -> Result<(), String> {
         for sensor in &ctx.sensors {
-            let (topic, payload) = ha_discovery(
+            let configs = ha_discovery(
                 &ctx.topics,
                 &ctx.node,
                 sensor,
                 ctx.expire_after_s,
                 env!("CARGO_PKG_VERSION"),
             );
-            self.control(&topic, payload.to_string(), true).await?;
+            for (topic, payload) in configs {
+                self.control(&topic, payload.to_string(), true).await?;
+            }
         }
         tracing::info!(
             sensors = ctx.sensors.len(),
@@ -643,6 +662,16 @@ impl Session {
                 if p.topic == HA_STATUS && p.payload.as_ref() == b"online" =>
             {
                 self.announce(ctx).await?;
+            }
+            // A retained 0.1 device config (the subscription only matches
+            // this node's sensors): an empty retained message deletes it
+            // from the broker and makes Home Assistant forget it. Our own
+            // empty message comes back too and is left alone.
+            Event::Incoming(Packet::Publish(p))
+                if ctx.mqtt.ha_discovery && !p.payload.is_empty() && is_legacy(ctx, &p.topic) =>
+            {
+                tracing::info!(topic = %p.topic, "clearing the discovery config of edgeprio 0.1");
+                self.control(&p.topic, String::new(), true).await?;
             }
             _ => {}
         }

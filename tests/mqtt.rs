@@ -578,13 +578,18 @@ fn status_is_online_while_running_and_offline_after_a_crash_or_a_stop() {
     });
 }
 
-/// Home Assistant device discovery (`ha_discovery = true`): one retained
-/// config per sensor at `homeassistant/device/<id>/config`, valid JSON with
-/// temperature and humidity entities (device class, unit, state class
-/// measurement), a diagnostic priority entity, the node's status topic for
-/// availability, the sensor's state topic, and `expire_after` of three
-/// intervals (at least 1 s); `online` on `homeassistant/status` makes the
-/// agent announce again.
+/// Home Assistant discovery (`ha_discovery = true`): per sensor, one
+/// retained per-component config per entity at
+/// `homeassistant/sensor/<unique_id>/config`: temperature and humidity
+/// (device class, unit, state class measurement) and a diagnostic priority,
+/// each with the sensor's state topic, the node's status topic for
+/// availability, `expire_after` of three intervals (at least 1 s) and `QoS` 1,
+/// all three with the same device block. A device config that edgeprio 0.1
+/// left retained at `homeassistant/device/<id>/config` is cleared (and
+/// nothing is sent where there was none); `online` on
+/// `homeassistant/status` makes the agent announce again, identically.
+/// `tests/home_assistant.rs` checks the same configs against a real Home
+/// Assistant.
 #[test]
 fn home_assistant_discovery_is_retained_valid_and_announced_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -604,53 +609,58 @@ fn home_assistant_discovery_is_retained_valid_and_announced_again() {
         &[Sensor::Heater("lab")],
         &mqtt_lines(&broker, extra),
     );
-    // (topic, node, sensor, expire_after)
-    let want = [
-        (
-            "homeassistant/device/edgeprio_ha_lab/config",
-            "ha",
-            "lab",
-            3,
-        ),
-        (
-            "homeassistant/device/edgeprio_ha_attic/config",
-            "ha",
-            "attic",
-            3,
-        ),
-        (
-            "homeassistant/device/edgeprio_ha-fast_lab/config",
-            "ha-fast",
-            "lab",
-            1,
-        ),
+    // (unique id prefix, node, sensor, expire_after)
+    let sensors = [
+        ("edgeprio_ha_lab", "ha", "lab", 3),
+        ("edgeprio_ha_attic", "ha", "attic", 3),
+        ("edgeprio_ha-fast_lab", "ha-fast", "lab", 1),
     ];
+    let topic = |id: &str, channel: &str| format!("homeassistant/sensor/{id}_{channel}/config");
+    let channels = ["temperature", "humidity", "priority"];
+    let all_topics: Vec<String> = sensors
+        .iter()
+        .flat_map(|s| channels.map(|c| topic(s.0, c)))
+        .collect();
+    // An installation upgraded from 0.1 has its device config retained.
+    let legacy = "homeassistant/device/edgeprio_ha_lab/config";
+    broker.publish(
+        legacy,
+        r#"{"dev":{"ids":["edgeprio_ha_lab"]},"o":{"name":"edgeprio"},"cmps":{},"expire_after":3}"#,
+        true,
+    );
     let sub = Sub::start(&broker, &["homeassistant/#"], None);
     let agents = [Agent::start(&slow, &[]), Agent::start(&fast, &[])];
     let configs = |msgs: &[Msg], topic: &str| -> Vec<String> {
         msgs.iter()
-            .filter(|m| m.topic == topic)
+            .filter(|m| m.topic == topic && !m.retain)
             .map(|m| m.payload.clone())
             .collect()
     };
     sub.wait(Duration::from_secs(15), "every discovery config", |msgs| {
-        want.iter().all(|w| !configs(msgs, w.0).is_empty())
+        all_topics.iter().all(|t| !configs(msgs, t).is_empty())
     });
     let first = sub.messages();
     let mut unique_ids = BTreeSet::new();
-    for (topic, node, sensor, expire) in want {
-        let payload = configs(&first, topic)[0].clone();
-        assert_eq!(
-            broker.retained(topic).as_deref(),
-            Some(payload.as_str()),
-            "{topic} is retained"
-        );
-        let config: Value = serde_json::from_str(&payload)
-            .unwrap_or_else(|e| panic!("{topic} is not JSON ({e}): {payload}"));
-        for id in assert_discovery_config(&config, node, sensor, expire) {
-            assert!(unique_ids.insert(id.clone()), "unique_id {id} used twice");
+    for (id, node, sensor, expire) in sensors {
+        let mut devices = BTreeSet::new();
+        for channel in channels {
+            let topic = topic(id, channel);
+            let payload = configs(&first, &topic)[0].clone();
+            assert_eq!(
+                broker.retained(&topic).as_deref(),
+                Some(payload.as_str()),
+                "{topic} is retained"
+            );
+            let config: Value = serde_json::from_str(&payload)
+                .unwrap_or_else(|e| panic!("{topic} is not JSON ({e}): {payload}"));
+            assert_discovery_config(&config, node, sensor, expire, channel);
+            assert_eq!(config["unique_id"], format!("{id}_{channel}"), "{config}");
+            assert!(unique_ids.insert(config["unique_id"].to_string()));
+            devices.insert(config["device"].to_string());
         }
+        assert_eq!(devices.len(), 1, "one device per sensor: {devices:?}");
     }
+    assert_legacy_cleared(&broker, &sub, legacy);
     // The state topic carries the fields the value templates read.
     let state = broker
         .retained("edgeprio/ha/lab/state")
@@ -661,25 +671,49 @@ fn home_assistant_discovery_is_retained_valid_and_announced_again() {
     }
 
     // Home Assistant restarted: every agent announces again, identically.
-    let before: Vec<usize> = want.iter().map(|w| configs(&first, w.0).len()).collect();
+    let before: Vec<usize> = all_topics
+        .iter()
+        .map(|t| configs(&first, t).len())
+        .collect();
     broker.publish("homeassistant/status", "online", false);
     sub.wait(Duration::from_secs(10), "the announcement again", |msgs| {
-        want.iter()
+        all_topics
+            .iter()
             .zip(&before)
-            .all(|(w, n)| configs(msgs, w.0).len() > *n)
+            .all(|(t, n)| configs(msgs, t).len() > *n)
     });
     let again = sub.messages();
-    for w in want {
-        let all = configs(&again, w.0);
-        assert!(all.iter().all(|p| *p == all[0]), "{}: {all:?}", w.0);
+    for t in &all_topics {
+        let all = configs(&again, t);
+        assert!(all.iter().all(|p| *p == all[0]), "{t}: {all:?}");
     }
     for agent in agents {
         agent.stop();
     }
 }
 
-/// Checks one discovery config; returns its components' unique ids.
-fn assert_discovery_config(c: &Value, node: &str, sensor: &str, expire: u64) -> Vec<String> {
+/// The 0.1 config at `legacy` is gone, and no other device topic got
+/// anything (there was nothing to clear).
+fn assert_legacy_cleared(broker: &Broker, sub: &Sub, legacy: &str) {
+    sub.wait(
+        Duration::from_secs(10),
+        "the legacy config cleared",
+        |msgs| {
+            msgs.iter()
+                .any(|m| m.topic == legacy && m.payload.is_empty())
+        },
+    );
+    assert_eq!(broker.retained(legacy), None, "{legacy} is cleared");
+    let others: Vec<Msg> = sub
+        .messages()
+        .into_iter()
+        .filter(|m| m.topic.starts_with("homeassistant/device/") && m.topic != legacy)
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+/// Checks one entity's discovery config.
+fn assert_discovery_config(c: &Value, node: &str, sensor: &str, expire: u64, channel: &str) {
     let base = format!("edgeprio/{node}");
     assert_eq!(c["state_topic"], format!("{base}/{sensor}/state"), "{c}");
     assert_eq!(c["availability_topic"], format!("{base}/status"), "{c}");
@@ -689,55 +723,43 @@ fn assert_discovery_config(c: &Value, node: &str, sensor: &str, expire: u64) -> 
         c["expire_after"], expire,
         "three intervals, at least 1 s: {c}"
     );
+    assert_eq!(c["qos"], 1, "{c}");
+    let object_id = c["object_id"].as_str().expect("object_id");
+    assert_eq!(c["default_entity_id"], format!("sensor.{object_id}"), "{c}");
     assert!(
-        c["dev"]["ids"]
+        c["device"]["identifiers"]
             .as_array()
             .is_some_and(|ids| !ids.is_empty() && ids.iter().all(Value::is_string)),
         "{c}"
     );
     assert!(
-        c["dev"]["name"]
+        c["device"]["name"]
             .as_str()
             .is_some_and(|n| n.contains(sensor)),
         "{c}"
     );
-    assert!(c["o"]["name"].is_string(), "origin: {c}");
-    let cmps = c["cmps"].as_object().expect("cmps");
-    assert_eq!(cmps.len(), 3, "{c}");
-    let find = |pred: &dyn Fn(&Value) -> bool| -> &Value {
-        let found: Vec<&Value> = cmps.values().filter(|e| pred(e)).collect();
-        assert_eq!(found.len(), 1, "{c}");
-        found[0]
+    assert!(c["origin"]["name"].is_string(), "origin: {c}");
+    let field = match channel {
+        "temperature" => {
+            assert_eq!(c["device_class"], "temperature", "{c}");
+            assert_eq!(c["unit_of_measurement"], "°C", "{c}");
+            "temperature_c"
+        }
+        "humidity" => {
+            assert_eq!(c["device_class"], "humidity", "{c}");
+            assert_eq!(c["unit_of_measurement"], "%", "{c}");
+            "humidity_pct"
+        }
+        _ => {
+            assert_eq!(c["entity_category"], "diagnostic", "{c}");
+            "priority"
+        }
     };
-    let temp = find(&|e| e["device_class"] == "temperature");
-    assert_eq!(temp["unit_of_measurement"], "°C", "{c}");
-    assert_eq!(temp["state_class"], "measurement", "{c}");
+    assert_eq!(c["state_class"], "measurement", "{c}");
     assert!(
-        temp["value_template"]
+        c["value_template"]
             .as_str()
-            .is_some_and(|t| t.contains("value_json.temperature_c")),
+            .is_some_and(|t| t.contains(&format!("value_json.{field}"))),
         "{c}"
     );
-    let hum = find(&|e| e["device_class"] == "humidity");
-    assert_eq!(hum["unit_of_measurement"], "%", "{c}");
-    assert_eq!(hum["state_class"], "measurement", "{c}");
-    assert!(
-        hum["value_template"]
-            .as_str()
-            .is_some_and(|t| t.contains("value_json.humidity_pct")),
-        "{c}"
-    );
-    let prio = find(&|e| e["entity_category"] == "diagnostic");
-    assert!(
-        prio["value_template"]
-            .as_str()
-            .is_some_and(|t| t.contains("value_json.priority")),
-        "{c}"
-    );
-    cmps.values()
-        .map(|e| {
-            assert_eq!(e["p"], "sensor", "{c}");
-            e["unique_id"].as_str().expect("unique_id").to_owned()
-        })
-        .collect()
 }

@@ -498,15 +498,20 @@ impl Drop for Sub {
     }
 }
 
-/// One `-F %j` line: `{"tst":..,"topic":..,"retain":0|1,"payload":".."}`.
+/// One `-F %j` line: `{"tst":..,"topic":..,"retain":0|1,"payload":".."}`;
+/// an empty message (which deletes a retained one) has `"payload":null`.
 fn parse_sub_line(line: &str) -> Option<Msg> {
     if !line.starts_with('{') {
         return None;
     }
     let v: Value = serde_json::from_str(line).ok()?;
+    let payload = match &v["payload"] {
+        Value::Null => "",
+        p => p.as_str()?,
+    };
     Some(Msg {
         topic: v["topic"].as_str()?.to_owned(),
-        payload: v["payload"].as_str()?.to_owned(),
+        payload: payload.to_owned(),
         retain: v["retain"].as_i64()? != 0,
         at_ms: common::now_ms(),
     })
