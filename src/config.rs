@@ -222,6 +222,17 @@ impl SensorKind {
         }
     }
 
+    /// The part on the other end, as a person names it (Home Assistant's
+    /// device model).
+    pub fn model(&self) -> &'static str {
+        match self {
+            SensorKind::Dht22 { .. } => "DHT22",
+            SensorKind::Dht11 { .. } => "DHT11",
+            SensorKind::Iio { .. } => "DHT11/DHT22 (kernel IIO driver)",
+            SensorKind::Sim(_) => "simulated DHT22",
+        }
+    }
+
     /// Whether this is real hardware, bound by a read spacing.
     pub fn is_hardware(&self) -> bool {
         !matches!(self, SensorKind::Sim(_))

@@ -85,7 +85,11 @@ impl MqttPublisher {
             topics: Topics::new(&mqtt.topic_prefix, &config.node),
             mqtt: mqtt.clone(),
             db: config.db.clone(),
-            sensors: config.sensors.iter().map(|s| s.id.clone()).collect(),
+            sensors: config
+                .sensors
+                .iter()
+                .map(|s| (s.id.clone(), s.kind.model()))
+                .collect(),
             // Three intervals, rounded up to whole seconds.
             expire_after_s: (config.interval * 3)
                 .as_millis()
@@ -132,7 +136,9 @@ struct Ctx {
     topics: Topics,
     mqtt: MqttConfig,
     db: std::path::PathBuf,
-    sensors: Vec<String>,
+    /// The configured sensors' ids, with the model Home Assistant shows
+    /// for each (its device page says what is on the other end).
+    sensors: Vec<(String, &'static str)>,
     expire_after_s: u64,
     /// The outbox connection, opened on first use (the agent creates and
     /// migrates the file before the first commit).
@@ -465,7 +471,7 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
             let legacy = ctx
                 .sensors
                 .iter()
-                .map(|s| ha_legacy_discovery_topic(&ctx.node, s));
+                .map(|(s, _)| ha_legacy_discovery_topic(&ctx.node, s));
             for topic in std::iter::once(HA_STATUS.to_owned()).chain(legacy) {
                 s.client
                     .subscribe(topic, QoS::AtLeastOnce)
@@ -529,7 +535,7 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
 fn is_legacy(ctx: &Ctx, topic: &str) -> bool {
     ctx.sensors
         .iter()
-        .any(|s| ha_legacy_discovery_topic(&ctx.node, s) == topic)
+        .any(|(s, _)| ha_legacy_discovery_topic(&ctx.node, s) == topic)
 }
 
 /// What one published message carried.
@@ -616,11 +622,12 @@ impl Session {
     }
 
     async fn announce(&mut self, ctx: &Ctx) -> Result<(), String> {
-        for sensor in &ctx.sensors {
+        for (sensor, model) in &ctx.sensors {
             let configs = ha_discovery(
                 &ctx.topics,
                 &ctx.node,
                 sensor,
+                model,
                 ctx.expire_after_s,
                 env!("CARGO_PKG_VERSION"),
             );

@@ -327,11 +327,17 @@ fn home_assistant_2024_1_shows_the_sensors() {
 fn validate_offline(release: (&'static str, &'static str)) -> Vec<Vec<String>> {
     let venv = Venv::require(release.0, release.1);
     let topics = edgeprio::domain::Topics::new("edgeprio", NODE);
-    let payloads: Vec<Value> =
-        edgeprio::domain::ha_discovery(&topics, NODE, "lab", 6, env!("CARGO_PKG_VERSION"))
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
+    let payloads: Vec<Value> = edgeprio::domain::ha_discovery(
+        &topics,
+        NODE,
+        "lab",
+        "simulated DHT22",
+        6,
+        env!("CARGO_PKG_VERSION"),
+    )
+    .into_iter()
+    .map(|(_, p)| p)
+    .collect();
     // Imported the way Home Assistant's bootstrap does (2024.1 has a
     // circular import otherwise), with the frame helper 2025.4's templates
     // report through.

@@ -176,6 +176,7 @@ pub fn ha_discovery(
     topics: &Topics,
     node: &str,
     sensor: &str,
+    model: &str,
     expire_after_s: u64,
     version: &str,
 ) -> Vec<(String, serde_json::Value)> {
@@ -185,7 +186,7 @@ pub fn ha_discovery(
         "identifiers": [id],
         "name": format!("{sensor} ({node})"),
         "manufacturer": "edgeprio",
-        "model": "DHT22",
+        "model": model,
         "sw_version": version,
     });
     let origin = json!({ "name": "edgeprio", "sw_version": version });
@@ -308,7 +309,7 @@ mod tests {
     #[test]
     fn ha_discovery_is_one_retained_config_per_entity() {
         let t = Topics::new("edgeprio", "pi.lan");
-        let configs = ha_discovery(&t, "pi.lan", "lab", 45, "0.1.0");
+        let configs = ha_discovery(&t, "pi.lan", "lab", "DHT22", 45, "0.1.0");
         let topics: Vec<&str> = configs.iter().map(|(topic, _)| topic.as_str()).collect();
         assert_eq!(
             topics,
@@ -360,7 +361,7 @@ mod tests {
     #[test]
     fn ha_entity_ids_are_valid_slugs() {
         let t = Topics::new("edgeprio", "Pi-4.lan");
-        let configs = ha_discovery(&t, "Pi-4.lan", "__Attic 2", 3, "0.1.0");
+        let configs = ha_discovery(&t, "Pi-4.lan", "__Attic 2", "DHT22", 3, "0.1.0");
         assert_eq!(
             configs[0].0, "homeassistant/sensor/edgeprio_Pi-4_lan___Attic_2_temperature/config",
             "topics keep [a-zA-Z0-9_-]"
