@@ -1,6 +1,6 @@
 //! One read cycle: read every sensor, validate, confirm spikes and events,
-//! score, route, and commit the lot in one transaction. Blocking: it runs on a blocking
-//! thread, owned by the async loop in [`super`].
+//! score, route, and commit the lot in one transaction. Blocking: it runs on
+//! a blocking thread, owned by the async loop in [`super`].
 
 use std::sync::Arc;
 
@@ -488,8 +488,10 @@ mod tests {
         script: VecDeque<Result<Sample, ReadError>>,
         /// The spacing it asks for: 2 s plays a DHT22.
         spacing: Duration,
-        /// Monotonic time of each read, when a clock is given.
+        /// The clock that stamps `reads`, if the test looks at times.
         clock: Option<Arc<dyn Clock>>,
+        /// Each read and when it happened, shared with the test that
+        /// handed the sensor to a station.
         reads: Arc<std::sync::Mutex<Vec<(Take, Duration)>>>,
     }
 
