@@ -4,6 +4,8 @@
 //! - `sim`: simulated sensors (the paper's heater replay, a random walk,
 //!   a user's trace); also what the demo and the tests use.
 //! - `dht22` (GPIO) and `iio` (kernel driver): the hardware backends.
+//! - `calibrate`: the `[[sensor]] offset`, wrapped around every backend by
+//!   [`open`].
 
 mod calibrate;
 pub mod dht22;
