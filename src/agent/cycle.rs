@@ -1269,8 +1269,12 @@ mod tests {
     /// temperature word flipped together with a matching checksum bit (so
     /// the frame passes the checksum): the corruption confirmation is for.
     struct Flipping {
+        /// Decides which frames are corrupted, and how: seeded, so the
+        /// measurement repeats.
         rng: rand_chacha::ChaCha8Rng,
+        /// What an intact frame says: the room does not change.
         truth: Sample,
+        /// Share of frames corrupted.
         rate: f64,
     }
 
