@@ -372,7 +372,8 @@ pub struct Checks {
 /// it was read at) and validates it against `scorer`'s history: range
 /// checks, then one re-read for a jump beyond the plausibility bound or,
 /// with `confirm`, for a frame that would go real-time. Returns the accepted
-/// sample with the time of its frame, if any, and every failure on the way.
+/// sample with the time of the reading's first frame, if any, and every
+/// failure on the way.
 /// Changes no state: the caller scores the sample.
 pub fn read_validated(
     take: &mut dyn FnMut(Take) -> (i64, Result<Sample, ReadError>),
@@ -389,8 +390,12 @@ pub fn read_validated(
             detail,
         });
     };
-    let mut checked = |t: Take, errors: &mut Vec<SensorError>| {
-        let (ts_ms, result) = take(t);
+    // A reading is stamped with the time of its first frame, and so is
+    // everything that happened on the way to it (as before re-reads served
+    // events too).
+    let mut checked = |t: Take, errors: &mut Vec<SensorError>, stamp: Option<i64>| {
+        let (frame_ms, result) = take(t);
+        let ts_ms = stamp.unwrap_or(frame_ms);
         let checked = result
             .map_err(|e| (e.kind(), e.detail().to_string()))
             .and_then(|s| check_range(s).map_err(|r| (r.kind(), r.to_string())));
@@ -402,7 +407,7 @@ pub fn read_validated(
             }
         }
     };
-    let Some((first_ms, first)) = checked(Take::Read, &mut errors) else {
+    let Some((first_ms, first)) = checked(Take::Read, &mut errors, None) else {
         return (None, errors);
     };
     let is_event = |s: Sample, ts_ms: i64| scorer.peek_at(s, ts_ms).route == Route::Realtime;
@@ -416,7 +421,7 @@ pub fn read_validated(
     let (Some(prev), Some(doubt)) = (scorer.prev(), doubt) else {
         return (Some((first_ms, first)), errors);
     };
-    let second = checked(Take::Reread, &mut errors);
+    let second = checked(Take::Reread, &mut errors, Some(first_ms)).map(|(_, s)| s);
     let change = |s: Sample| {
         format!(
             "{:.1} °C / {:.1} %RH after {:.1} °C / {:.1} %RH",
@@ -433,12 +438,11 @@ pub fn read_validated(
     let verdict = resolve_reread(
         prev,
         first,
-        second.map(|(ts, s)| (s, is_event(s, ts))),
+        second.map(|s| (s, is_event(s, first_ms))),
         doubt,
         &checks.bound,
         checks.confirm,
     );
-    let second_ms = second.map_or(first_ms, |(ts, _)| ts);
     let accepted = match verdict {
         SpikeVerdict::Confirmed(s) => {
             tracing::info!(
@@ -447,7 +451,7 @@ pub fn read_validated(
                 if doubt.jump { "large change" } else { "event" },
                 change(s)
             );
-            Some((second_ms, s))
+            Some((first_ms, s))
         }
         SpikeVerdict::Glitch(s) => {
             let detail = if doubt.jump {
@@ -460,7 +464,7 @@ pub fn read_validated(
                 )
             };
             error(&mut errors, first_ms, ErrorKind::Spike, detail);
-            Some((second_ms, s))
+            Some((first_ms, s))
         }
         SpikeVerdict::Unconfirmed => {
             error(
@@ -851,9 +855,9 @@ mod tests {
             "real-time event 22.0 °C / 99.9 %RH after 22.0 °C / 72.5 %RH not confirmed by a \
              re-read (22.0 °C / 72.6 %RH), which is logged instead"
         );
-        // The reading is stamped with the re-read, the error with the frame
-        // it rejects, 2 s before.
-        assert_eq!(r.ts_ms - e.ts_ms, 2000);
+        // The reading and the error are stamped with the reading's first
+        // frame; the re-read came 2 s later (below).
+        assert_eq!(r.ts_ms, e.ts_ms);
         let reads = reads.lock().unwrap().clone();
         assert_eq!(
             reads.iter().map(|(t, _)| *t).collect::<Vec<_>>(),
@@ -1471,7 +1475,12 @@ mod tests {
         ) {
             let prev = prev.map(|(t, h)| Sample::new(t, h));
             let mut script: VecDeque<_> = frames.clone().into();
-            let mut take = |_: Take| (7, script.pop_front().expect("scripted"));
+            // Frames 2 s apart: everything is stamped with the first, as before.
+            let mut ts = 7 - 2000;
+            let mut take = |_: Take| {
+                ts += 2000;
+                (ts, script.pop_front().expect("scripted"))
+            };
             let (sample, errors) = read_validated(
                 &mut take,
                 &Scorer::new(PriorityParams::default(), prev),
@@ -1479,6 +1488,8 @@ mod tests {
                 "x",
             );
             let taken = 2 - script.len();
+            proptest::prop_assert!(errors.iter().all(|e| e.ts_ms == 7), "{errors:?}");
+            proptest::prop_assert!(sample.is_none_or(|(ts, _)| ts == 7));
             let now: Vec<(ErrorKind, String)> =
                 errors.into_iter().map(|e| (e.kind, e.detail)).collect();
             proptest::prop_assert_eq!(
