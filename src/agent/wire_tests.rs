@@ -180,3 +180,42 @@ fn a_dead_sensor_is_retried_within_the_budget_and_the_others_keep_being_read() {
     }
     assert_spacing(&dead);
 }
+
+#[test]
+fn an_event_on_the_wire_is_confirmed_by_a_second_frame_two_seconds_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = WireConfig::linux(9);
+    cfg.preempt_per_s = 0.0;
+    let sim = WireSim::new(cfg, Sample::new(20.0, 50.0));
+    let clock = sim.clock();
+    let mut st = station(dir.path(), &[("shelf", &sim)]);
+    let quiet = st.cycle(None);
+    assert_eq!(quiet.readings[0].route, crate::domain::Route::Batch);
+    assert_eq!(sim.frames().len(), 1, "a first reading is read once");
+    clock.sleep(Duration::from_secs(15));
+    // A heater starts: +3 °C is an event, read twice before it goes out.
+    sim.set_truth(Sample::new(23.0, 50.0));
+    let start = clock.monotonic();
+    let report = st.cycle(None);
+    let took = clock.monotonic().saturating_sub(start);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let r = &report.readings[0];
+    assert_eq!(
+        (r.sample, r.route),
+        (Sample::new(23.0, 50.0), crate::domain::Route::Realtime)
+    );
+    let frames = sim.frames();
+    assert_eq!(frames.len(), 3, "the event took one confirming frame");
+    let gap = frames[2].start.saturating_sub(frames[1].start);
+    assert!(
+        (Duration::from_secs(2)..Duration::from_millis(2100)).contains(&gap),
+        "{gap:?}"
+    );
+    // The price of the confirmation: the reading is committed one DHT22 rest
+    // after its first frame.
+    assert!(
+        (Duration::from_secs(2)..Duration::from_millis(2100)).contains(&took),
+        "{took:?}"
+    );
+    assert_spacing(&sim);
+}

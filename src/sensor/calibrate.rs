@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{ReadError, Resume, Sensor};
-use crate::domain::{PerChannel, Sample};
+use crate::domain::{PerChannel, Sample, SensorRange};
 
 /// A sensor whose samples are shifted by a calibration offset.
 pub struct Calibrated {
@@ -44,6 +44,10 @@ impl Sensor for Calibrated {
 
     fn min_interval(&self) -> Duration {
         self.inner.min_interval()
+    }
+
+    fn range(&self) -> SensorRange {
+        self.inner.range()
     }
 }
 
@@ -90,6 +94,9 @@ mod tests {
         fn min_interval(&self) -> Duration {
             Duration::from_secs(2)
         }
+        fn range(&self) -> SensorRange {
+            SensorRange::DHT11
+        }
     }
 
     const OFFSET: PerChannel<f64> = PerChannel {
@@ -98,11 +105,12 @@ mod tests {
     };
 
     #[test]
-    fn offsets_shift_reads_and_rereads_and_keep_the_spacing() {
+    fn offsets_shift_reads_and_rereads_and_keep_the_spacing_and_range() {
         let mut s = wrap(Box::new(Fixed(Ok(Sample::new(21.0, 50.0)))), OFFSET);
         assert_eq!(s.read(), Ok(Sample::new(20.5, 52.0)));
         assert_eq!(s.reread(), Ok(Sample::new(20.6, 52.0)));
         assert_eq!(s.min_interval(), Duration::from_secs(2));
+        assert_eq!(s.range(), SensorRange::DHT11, "the part's own range");
         assert_eq!(s.describe(), "fixed, offset -0.5 °C / +2 %RH");
     }
 

@@ -5,6 +5,8 @@
 //!   a user's trace); also what the demo and the tests use.
 //! - `dht22` (GPIO, for DHT22s and DHT11s) and `iio` (kernel driver): the
 //!   hardware backends; `frame` decodes what a DHT22 or DHT11 sends.
+//! - `calibrate`: the `[[sensor]] offset`, wrapped around every backend by
+//!   [`open`].
 
 mod calibrate;
 pub mod dht22;

@@ -204,8 +204,7 @@ impl Sensor for SimSensor {
             Source::Replay { samples, next, .. } => {
                 Ok(samples[(*next + samples.len() - 1) % samples.len()])
             }
-            // A new frame of the same climate, with its own chance to fail.
-            Source::Random(walk) => walk.read(),
+            Source::Random(walk) => walk.measure(),
         }
     }
 
@@ -261,8 +260,14 @@ impl RandomWalk {
         (self.rng.random_range(-1.0..1.0) + self.rng.random_range(-1.0..1.0)) * amplitude / 2.0
     }
 
+    /// One interval: the climate moves, and is measured.
     fn read(&mut self) -> Result<Sample, ReadError> {
-        // The climate moves whether or not the read succeeds.
+        self.advance();
+        self.measure()
+    }
+
+    /// The climate moves whether or not the read succeeds.
+    fn advance(&mut self) {
         let t = self.state.temperature
             + 0.08 * (self.base.temperature - self.state.temperature)
             + self.noise(0.15);
@@ -280,6 +285,12 @@ impl RandomWalk {
         }
         self.state.temperature = self.state.temperature.clamp(-39.0, 79.0);
         self.state.humidity = self.state.humidity.clamp(1.0, 99.0);
+    }
+
+    /// One frame of the climate as it is now: sensor noise, and a failure
+    /// at the configured rate. A re-read, 2 s after the read, is another
+    /// frame of the same climate.
+    fn measure(&mut self) -> Result<Sample, ReadError> {
         // The DHT22 reports tenths.
         let measured = Sample::new(
             round1(self.state.temperature + self.noise(0.1)),
@@ -404,6 +415,27 @@ mod tests {
         }
         // Events happen (the demo shows both routes), but they are the exception.
         assert!((20..400).contains(&events), "{events} events in 2000 reads");
+    }
+
+    #[test]
+    fn a_reread_of_the_random_walk_measures_the_same_climate() {
+        let cfg = sim(SimProfile::Random, 7, 0.0);
+        let mut s = SimSensor::open(&cfg, Resume::default()).unwrap();
+        for _ in 0..500 {
+            let x = s.read().unwrap();
+            let again = s.reread().unwrap();
+            // Only the sensor noise differs (under 0.1 °C / 0.4 %RH each
+            // way, then rounded to tenths), not the climate: a climate
+            // step moves it by up to 4 °C / 10 %RH.
+            assert!(
+                (again.temperature - x.temperature).abs() < 0.3 + 1e-9,
+                "{x:?} {again:?}"
+            );
+            assert!(
+                (again.humidity - x.humidity).abs() < 0.9 + 1e-9,
+                "{x:?} {again:?}"
+            );
+        }
     }
 
     #[test]
