@@ -596,6 +596,22 @@ fn describe_config(c: &Config) -> String {
     )
     .replace("combine Max", "combine max")
     .replace("combine Sum", "combine sum");
+    let _ = writeln!(
+        out,
+        "  events    {}; {}",
+        if c.confirm {
+            "confirmed by a re-read before the real-time route"
+        } else {
+            "not confirmed (confirm = false)"
+        },
+        c.stale_after.map_or_else(
+            || "no gap rule (stale_after = \"0s\")".to_string(),
+            |d| format!(
+                "a prev older than {} counts as none",
+                humantime::format_duration(d)
+            ),
+        ),
+    );
     for s in &c.sensors {
         let what = match &s.kind {
             SensorKind::Dht22 { pin, negative } => {
@@ -620,7 +636,15 @@ fn describe_config(c: &Config) -> String {
                 SimProfile::Trace(p) => format!("sim, trace {}", p.display()),
             },
         };
-        let _ = writeln!(out, "  sensor    {} ({what})", s.id);
+        let offset = if s.offset.temperature == 0.0 && s.offset.humidity == 0.0 {
+            String::new()
+        } else {
+            format!(
+                ", offset {:+} °C / {:+} %RH",
+                s.offset.temperature, s.offset.humidity
+            )
+        };
+        let _ = writeln!(out, "  sensor    {} ({what}{offset})", s.id);
     }
     if let Some(m) = &c.mqtt {
         // The password itself is never printed: only where it comes from.

@@ -793,6 +793,47 @@ fn config_comes_from_the_environment() {
         )));
 }
 
+/// `check-config` shows the settings that change what gets logged: event
+/// confirmation, the gap rule and a sensor's calibration offset.
+#[test]
+fn check_config_shows_confirmation_gap_rule_and_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let check = |config: &str| {
+        std::fs::write(&path, config).unwrap();
+        let out = edgeprio(dir.path())
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let shown = check(
+        "interval = \"15s\"\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\n\
+         offset = { temperature = -0.4, humidity = 2.5 }\n",
+    );
+    assert!(
+        shown.contains("events    confirmed by a re-read before the real-time route; a prev older than 2m 30s counts as none"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("lab (sim, random walk (seed 0, 0 failures), offset -0.4 °C / +2.5 %RH)"),
+        "{shown}"
+    );
+    let shown = check(
+        "[priority]\nconfirm = false\nstale_after = \"0s\"\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\n",
+    );
+    assert!(
+        shown.contains(
+            "events    not confirmed (confirm = false); no gap rule (stale_after = \"0s\")"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("offset"), "{shown}");
+}
+
 /// Starts `run` on the good sim config (interval 50 ms), waits until each
 /// sensor has logged 3 readings, sends `signal`, and checks the clean stop:
 /// exit 0, state stopped, every row committed with gapless seqs.
