@@ -576,6 +576,42 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// One sensor of `check-config`'s summary: its backend and calibration.
+fn describe_sensor(s: &config::SensorConfig) -> String {
+    let what = match &s.kind {
+        SensorKind::Dht22 { pin, negative } => {
+            format!("dht22 on BCM {pin}, negative {}", negative.name())
+        }
+        SensorKind::Dht11 { pin } => format!("dht11 on BCM {pin}"),
+        SensorKind::Iio {
+            device: Some(d), ..
+        } => format!("iio at {}", d.display()),
+        SensorKind::Iio { name, .. } => {
+            format!(
+                "iio named {}",
+                name.as_deref().unwrap_or("(first DHT device)")
+            )
+        }
+        SensorKind::Sim(sim) => match &sim.profile {
+            SimProfile::Heater => "sim, heater replay".to_string(),
+            SimProfile::Random => format!(
+                "sim, random walk (seed {}, {} failures)",
+                sim.seed, sim.failure_rate
+            ),
+            SimProfile::Trace(p) => format!("sim, trace {}", p.display()),
+        },
+    };
+    let offset = if s.offset.temperature == 0.0 && s.offset.humidity == 0.0 {
+        String::new()
+    } else {
+        format!(
+            ", offset {:+} °C / {:+} %RH",
+            s.offset.temperature, s.offset.humidity
+        )
+    };
+    format!("{what}{offset}")
+}
+
 fn describe_config(c: &Config) -> String {
     let p = &c.priority;
     let mut out = format!(
@@ -613,38 +649,7 @@ fn describe_config(c: &Config) -> String {
         ),
     );
     for s in &c.sensors {
-        let what = match &s.kind {
-            SensorKind::Dht22 { pin, negative } => {
-                format!("dht22 on BCM {pin}, negative {}", negative.name())
-            }
-            SensorKind::Dht11 { pin } => format!("dht11 on BCM {pin}"),
-            SensorKind::Iio {
-                device: Some(d), ..
-            } => format!("iio at {}", d.display()),
-            SensorKind::Iio { name, .. } => {
-                format!(
-                    "iio named {}",
-                    name.as_deref().unwrap_or("(first DHT device)")
-                )
-            }
-            SensorKind::Sim(sim) => match &sim.profile {
-                SimProfile::Heater => "sim, heater replay".to_string(),
-                SimProfile::Random => format!(
-                    "sim, random walk (seed {}, {} failures)",
-                    sim.seed, sim.failure_rate
-                ),
-                SimProfile::Trace(p) => format!("sim, trace {}", p.display()),
-            },
-        };
-        let offset = if s.offset.temperature == 0.0 && s.offset.humidity == 0.0 {
-            String::new()
-        } else {
-            format!(
-                ", offset {:+} °C / {:+} %RH",
-                s.offset.temperature, s.offset.humidity
-            )
-        };
-        let _ = writeln!(out, "  sensor    {} ({what}{offset})", s.id);
+        let _ = writeln!(out, "  sensor    {} ({})", s.id, describe_sensor(s));
     }
     if let Some(m) = &c.mqtt {
         // The password itself is never printed: only where it comes from.
