@@ -371,23 +371,26 @@ impl<L: LinePin, D: DelayNs + Send> Dht22<L, D> {
     fn decode(&mut self, bytes: [u8; 4]) -> Result<Sample, ReadError> {
         let d = frame::decode(self.model, self.negative, bytes).map_err(|e| self.frame_error(e))?;
         if let Some(e) = d.negative {
-            let frame = format!("word 0x{:04X} = {:.1} °C", d.word, d.sample.temperature);
+            let frame = || format!("word 0x{:04X} = {:.1} °C", d.word, d.sample.temperature);
             match self.seen.observe(e) {
                 Seen::First(e) if self.negative == Negative::Auto => tracing::info!(
-                    "{} on {}: negative temperatures arrive as {} ({frame}); negative = \"auto\" \
+                    "{} on {}: negative temperatures arrive as {} ({}); negative = \"auto\" \
                      detected it (set negative = \"{}\" to refuse the other encoding)",
                     self.model.kind(),
                     self.label,
                     e.describe(),
+                    frame(),
                     e.setting().name()
                 ),
                 Seen::Changed { from, to } => tracing::warn!(
-                    "{} on {}: a negative temperature arrived as {} ({frame}) after earlier ones \
-                     as {}: a corrupted frame or a replaced sensor; if the sensor is known, set \
-                     negative = \"{}\" to refuse the other encoding",
+                    "{} on {}: a negative temperature arrived as {} ({}) after earlier ones \
+                     as {}: a corrupted frame or a replaced sensor; once you know the sensor's \
+                     encoding, set negative to it (\"{}\" for the earlier frames) to refuse the \
+                     other",
                     self.model.kind(),
                     self.label,
                     to.describe(),
+                    frame(),
                     from.describe(),
                     from.setting().name()
                 ),
