@@ -429,8 +429,14 @@ impl<L: LinePin, D: DelayNs + Send> Sensor for Dht22<L, D> {
             Ok(r) => self.decode(frame_bytes(r)),
             Err(DhtError::Timeout) => Err(ReadError::Timeout(format!(
                 "no edge from the sensor on {} within 100 us (unplugged, no pull-up, wrong pin, \
-                 or the read thread was preempted mid-frame)",
-                self.label
+                 {}or the read thread was preempted mid-frame)",
+                self.label,
+                // A DHT11 ignores the DHT22's 1 ms start pulse.
+                if self.model == Model::Dht22 {
+                    "a DHT11 configured as kind = \"dht22\", "
+                } else {
+                    ""
+                }
             ))),
             Err(DhtError::ChecksumMismatch) => Err(ReadError::Checksum(format!(
                 "frame from {} failed its checksum (a missed or extra bit)",

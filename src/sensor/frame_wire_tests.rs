@@ -273,6 +273,11 @@ fn the_wrong_kind_is_a_clear_failure_not_a_wrong_value() {
         .read()
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        e.detail()
+            .contains("a DHT11 configured as kind = \"dht22\""),
+        "{e}"
+    );
     // A DHT22 read as a DHT11: it answers, but its bytes are no DHT11's.
     let sim = wire(SimPart::Dht22, Sample::new(23.3, 55.5));
     let e = sensor(&sim, Model::Dht11, Negative::Auto)
