@@ -371,23 +371,26 @@ impl<L: LinePin, D: DelayNs + Send> Dht22<L, D> {
     fn decode(&mut self, bytes: [u8; 4]) -> Result<Sample, ReadError> {
         let d = frame::decode(self.model, self.negative, bytes).map_err(|e| self.frame_error(e))?;
         if let Some(e) = d.negative {
-            let frame = format!("word 0x{:04X} = {:.1} °C", d.word, d.sample.temperature);
+            let frame = || format!("word 0x{:04X} = {:.1} °C", d.word, d.sample.temperature);
             match self.seen.observe(e) {
                 Seen::First(e) if self.negative == Negative::Auto => tracing::info!(
-                    "{} on {}: negative temperatures arrive as {} ({frame}); negative = \"auto\" \
+                    "{} on {}: negative temperatures arrive as {} ({}); negative = \"auto\" \
                      detected it (set negative = \"{}\" to refuse the other encoding)",
                     self.model.kind(),
                     self.label,
                     e.describe(),
+                    frame(),
                     e.setting().name()
                 ),
                 Seen::Changed { from, to } => tracing::warn!(
-                    "{} on {}: a negative temperature arrived as {} ({frame}) after earlier ones \
-                     as {}: a corrupted frame or a replaced sensor; if the sensor is known, set \
-                     negative = \"{}\" to refuse the other encoding",
+                    "{} on {}: a negative temperature arrived as {} ({}) after earlier ones \
+                     as {}: a corrupted frame or a replaced sensor; once you know the sensor's \
+                     encoding, set negative to it (\"{}\" for the earlier frames) to refuse the \
+                     other",
                     self.model.kind(),
                     self.label,
                     to.describe(),
+                    frame(),
                     from.describe(),
                     from.setting().name()
                 ),
@@ -426,8 +429,14 @@ impl<L: LinePin, D: DelayNs + Send> Sensor for Dht22<L, D> {
             Ok(r) => self.decode(frame_bytes(r)),
             Err(DhtError::Timeout) => Err(ReadError::Timeout(format!(
                 "no edge from the sensor on {} within 100 us (unplugged, no pull-up, wrong pin, \
-                 or the read thread was preempted mid-frame)",
-                self.label
+                 {}or the read thread was preempted mid-frame)",
+                self.label,
+                // A DHT11 ignores the DHT22's 1 ms start pulse.
+                if self.model == Model::Dht22 {
+                    "a DHT11 configured as kind = \"dht22\", "
+                } else {
+                    ""
+                }
             ))),
             Err(DhtError::ChecksumMismatch) => Err(ReadError::Checksum(format!(
                 "frame from {} failed its checksum (a missed or extra bit)",

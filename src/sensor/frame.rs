@@ -11,12 +11,14 @@
 //! neither is a failed read, never a guess.
 //!
 //! A DHT11 sends humidity integer and tenth, temperature integer and tenth,
-//! one byte each. The original part always sends 0 tenths; newer ones send
-//! tenths (0-9) and mark a negative temperature with bit 7 of the
-//! temperature's tenth byte (ASAIR's revised DHT11, and the decoders of
-//! ESPHome-like projects; the Linux driver knows only the 0-tenths form).
-//! Its range is 0..50 °C, so a negative value is rejected by validation
-//! anyway: decoding it right only makes the message right.
+//! one byte each. The original part always sends 0 tenths; ASAIR's DHT11,
+//! now the common one, sends tenths (0-9) and marks a negative temperature
+//! with bit 7 of the temperature's tenth byte, with no other transform (as
+//! reported in adafruit/DHT-sensor-library#199 and winlinvip/SimpleDHT#51;
+//! Adafruit's own `-1 - integer + tenth` reads such frames wrong, and the
+//! Linux driver accepts only the 0-tenths form). Its range is 0..50 °C, so
+//! a negative value is rejected by validation anyway: decoding it right
+//! only makes the message right.
 //!
 //! An all-zero frame (0.0 °C, 0.0 %RH, checksum 0) passes any checksum and
 //! is what a wedged sensor or a missing pull-up produces (every bit read as

@@ -273,6 +273,11 @@ fn the_wrong_kind_is_a_clear_failure_not_a_wrong_value() {
         .read()
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(
+        e.detail()
+            .contains("a DHT11 configured as kind = \"dht22\""),
+        "{e}"
+    );
     // A DHT22 read as a DHT11: it answers, but its bytes are no DHT11's.
     let sim = wire(SimPart::Dht22, Sample::new(23.3, 55.5));
     let e = sensor(&sim, Model::Dht11, Negative::Auto)
@@ -299,4 +304,33 @@ fn the_agent_reads_a_dht11_at_its_own_spacing() {
         assert!(took < Duration::from_secs(1), "{took:?}");
         clock.sleep(Duration::from_secs(1).saturating_sub(took));
     }
+}
+
+#[test]
+fn a_frame_plausible_in_neither_encoding_is_counted_never_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "dht22", "15s");
+    // -100.0 °C: 0x83E8 from a datasheet part, 0xFC18 from a clone; in
+    // range in neither encoding (a corrupted frame that kept its checksum).
+    for part in [SimPart::Dht22, SimPart::Dht22Clone] {
+        let sim = wire(part, Sample::new(-100.0, 50.0));
+        let mut st = station(dir.path(), &cfg, &sim, Model::Dht22);
+        let report = st.cycle(None);
+        assert!(
+            report.readings.is_empty(),
+            "{part:?}: {:?}",
+            report.readings
+        );
+        assert!(!report.errors.is_empty());
+        for e in &report.errors {
+            assert_eq!(e.kind, ErrorKind::Range, "{e:?}");
+            assert!(
+                e.detail.contains("either way") && e.detail.contains("-100.0 °C"),
+                "{part:?}: {}",
+                e.detail
+            );
+        }
+        drop(st);
+    }
+    assert!(logged_errors(dir.path()).iter().all(|(k, _)| k == "range"));
 }

@@ -164,3 +164,28 @@ impl DelayNs for SpinDelay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rp1_paths_are_the_ones_rppal_0_22_opens() {
+        assert_eq!(GpioPath::Rp1.device(), "/dev/gpiomem0");
+        assert_eq!(GpioPath::Bcm { soc: "BCM2835" }.device(), "/dev/gpiomem");
+        let d = GpioPath::Rp1.describe();
+        assert!(d.contains("RP1") && d.contains("/dev/gpiomem0") && d.contains("pinctrl-rp1"));
+    }
+
+    /// On the RP1 rppal reports a refused `/dev/gpiomem0` as a bare I/O
+    /// error: it still gets the group fix.
+    #[test]
+    fn a_bare_permission_error_gets_the_group_fix() {
+        let e = rppal::gpio::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        let msg = describe_gpio_error(4, &e);
+        assert!(
+            msg.starts_with("permission denied opening ") && msg.contains("group gpio"),
+            "{msg}"
+        );
+    }
+}
