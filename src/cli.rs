@@ -601,15 +601,10 @@ fn describe_sensor(s: &config::SensorConfig) -> String {
             SimProfile::Trace(p) => format!("sim, trace {}", p.display()),
         },
     };
-    let offset = if s.offset.temperature == 0.0 && s.offset.humidity == 0.0 {
-        String::new()
-    } else {
-        format!(
-            ", offset {:+} °C / {:+} %RH",
-            s.offset.temperature, s.offset.humidity
-        )
-    };
-    format!("{what}{offset}")
+    match sensor::offset_text(s.offset) {
+        Some(offset) => format!("{what}, {offset}"),
+        None => what,
+    }
 }
 
 fn describe_config(c: &Config) -> String {
@@ -706,6 +701,11 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     config.db = args.db;
+    // The gap rule counts in the demo's own time, like the period: at
+    // `--speed 100` a 150 s limit is 1.5 s of wall time.
+    config.stale_after = config.stale_after.map(|d| {
+        Duration::try_from_secs_f64(d.as_secs_f64() / args.speed).unwrap_or(Duration::MAX)
+    });
     let (watch, sub) = demo_mqtt(&mut config, args.broker.as_deref())?;
     let opts = RunOptions {
         period: Duration::from_secs_f64(config.interval.as_secs_f64() / args.speed),

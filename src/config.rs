@@ -764,24 +764,29 @@ impl Validator<'_> {
     }
 
     /// `[priority] stale_after`: 10 x `interval` by default, `"0s"` for
-    /// off, never shorter than `interval` (every reading would be a first).
+    /// off, never shorter than 2 x `interval`: consecutive readings are
+    /// routinely a little more than `interval` apart (a cycle's retries, the
+    /// sensor's rest before a re-read), and a rule that fires between them
+    /// would turn every event into a "first reading".
     fn stale_after(
         &self,
         raw: Option<Duration>,
         interval: Duration,
     ) -> Result<Option<Duration>, ConfigError> {
+        let floor = interval.saturating_mul(2);
         match raw {
-            None => Ok(Some(interval * 10)),
+            None => Ok(Some(interval.saturating_mul(10))),
             Some(d) if d.is_zero() => Ok(None),
-            Some(d) if d >= interval => Ok(Some(d)),
+            Some(d) if d >= floor => Ok(Some(d)),
             Some(d) => Err(self.err(
                 "priority.stale_after",
                 format!(
-                    "stale_after = {:?} is shorter than interval = {:?}: every reading would \
-                     count as a sensor's first; use at least the interval (default 10 x interval), \
-                     or \"0s\" to turn the rule off",
+                    "stale_after = {:?} is shorter than twice interval = {:?}: readings are often a \
+                     little more than one interval apart, and each would count as a sensor's first; \
+                     use at least {:?} (default 10 x interval), or \"0s\" to turn the rule off",
                     humantime::format_duration(d).to_string(),
-                    humantime::format_duration(interval).to_string()
+                    humantime::format_duration(interval).to_string(),
+                    humantime::format_duration(floor).to_string()
                 ),
             )),
         }

@@ -1292,6 +1292,14 @@ fn bad_offset_confirm_and_stale_after_name_key_and_value() {
             &["\"10s\"", "\"15s\"", "\"0s\""],
         ),
         (
+            // Between one and two intervals: the gap between two readings
+            // is often a little more than one interval.
+            "[priority]\nstale_after = \"20s\"",
+            "",
+            "priority.stale_after",
+            &["\"20s\"", "\"15s\"", "\"30s\""],
+        ),
+        (
             "[priority]\nstale_after = 600",
             "",
             "priority.stale_after",
@@ -1377,15 +1385,16 @@ fn trace_row_out_of_range_is_refused_naming_line_and_value() {
     }
 }
 
-/// An offset that pushes a value out of range is a counted failed read
-/// (`range`, naming the value), never a wrong value in the log; the rows
-/// it does not push out are logged calibrated.
+/// A trace row that the sensor's offset pushes out of range: `read-once`,
+/// `run` and `demo` refuse to start, naming the row, the calibrated value
+/// and the `offset` (replayed, the row could only be a failed read, and the
+/// rows after it would be logged against the wrong seq).
 #[test]
-fn offset_pushing_a_value_out_of_range_is_a_failed_read_not_a_logged_value() {
+fn offset_pushing_a_trace_row_out_of_range_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("rec.csv"),
-        "temperature_c,humidity_pct\n21.0,95.0\n21.0,60.0\n",
+        "temperature_c,humidity_pct\n21.0,60.0\n21.0,95.0\n",
     )
     .unwrap();
     let config = write_sim_config(
@@ -1395,10 +1404,10 @@ fn offset_pushing_a_value_out_of_range_is_a_failed_read_not_a_logged_value() {
         "trace = \"rec.csv\"\noffset = { temperature = -0.4, humidity = 10.0 }",
     );
     let db = dir.path().join("e.db");
-    let out = edgeprio(dir.path())
-        .arg("--config")
-        .arg(&config)
-        .args([
+    for args in [
+        &["read-once"][..],
+        &["run", "--db"][..],
+        &[
             "demo",
             "--speed",
             "1000",
@@ -1406,26 +1415,74 @@ fn offset_pushing_a_value_out_of_range_is_a_failed_read_not_a_logged_value() {
             "3",
             "--no-dashboard",
             "--db",
-        ])
-        .arg(&db)
+        ][..],
+    ] {
+        let mut cmd = edgeprio(dir.path());
+        cmd.arg("--config").arg(&config).args(args);
+        if args.last() == Some(&"--db") {
+            cmd.arg(&db);
+        }
+        let out = cmd.output().unwrap();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success(), "{args:?} started:\n{all}");
+        assert_no_panic(&all);
+        assert!(all.contains("rec.csv data row 2"), "{args:?}: {all}");
+        assert!(all.contains("humidity 105 %RH"), "{args:?}: {all}");
+        assert!(all.contains("`offset`"), "{args:?}: {all}");
+        if db.exists() {
+            assert!(readings(&db).is_empty(), "{args:?} logged readings");
+        }
+    }
+}
+
+/// An offset that pushes a live value out of range (a kernel driver's
+/// sysfs files here) is a failed read that names the raw value, the offset
+/// and the range, never a wrong value.
+#[test]
+fn offset_pushing_a_value_out_of_range_is_a_failed_read_naming_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dir.path().join("iio:device0");
+    std::fs::create_dir(&device).unwrap();
+    std::fs::write(device.join("in_temp_input"), "21000\n").unwrap();
+    std::fs::write(device.join("in_humidityrelative_input"), "95000\n").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sensor]]\nid = \"lab\"\nkind = \"iio\"\ndevice = {:?}\n\
+             offset = {{ temperature = -0.4, humidity = 10.0 }}\n",
+            device.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = edgeprio(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("read-once")
         .output()
         .unwrap();
-    let stderr = text(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_no_panic(&stderr);
-    let rows = readings(&db);
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    for r in &rows {
-        assert_eq!(
-            (r.temperature_c, r.humidity_pct),
-            (20.6, 70.0),
-            "only the calibrated row that stays in range is logged: {r:?}"
-        );
-    }
-    let errors = common::sensor_errors(&db);
-    assert!(!errors.is_empty());
-    for e in &errors {
-        assert_eq!(e.kind, "range", "{e:?}");
-        assert!(e.detail.contains("humidity 105 %RH"), "{e:?}");
-    }
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{all}");
+    assert_no_panic(&all);
+    assert!(
+        all.contains(
+            "humidity 95 %RH read, 105 %RH with the offset +10: outside the DHT22 range 0..100"
+        ),
+        "{all}"
+    );
+    assert!(
+        !all.contains("20.6"),
+        "no calibrated value is shown as a reading: {all}"
+    );
+    // In range, the same device reads calibrated.
+    std::fs::write(device.join("in_humidityrelative_input"), "60000\n").unwrap();
+    let out = edgeprio(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("read-once")
+        .output()
+        .unwrap();
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("20.6") && all.contains("70"), "{all}");
 }

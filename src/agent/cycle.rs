@@ -946,8 +946,59 @@ mod tests {
         }
     }
 
+    /// Through the production path (`sensor::open` on a kernel driver's
+    /// sysfs directory): the offset is added before validation and scoring,
+    /// and a value it pushes out of range is a counted failed read that
+    /// names the offset, never a logged value.
     #[test]
     fn offsets_are_applied_before_validation_and_scoring() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = dir.path().join("iio:device0");
+        std::fs::create_dir(&device).unwrap();
+        let set = |t: &str, h: &str| {
+            std::fs::write(device.join("in_temp_input"), t).unwrap();
+            std::fs::write(device.join("in_humidityrelative_input"), h).unwrap();
+        };
+        set("21000\n", "50000\n");
+        let text = format!(
+            "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"iio\"\ndevice = {:?}\n\
+             offset = {{ temperature = -0.5, humidity = 15.0 }}\n",
+            dir.path().join("e.db"),
+            device
+        );
+        let config = Config::parse(&text, None).unwrap();
+        let mut st = Station::open(&config, config.interval, virtual_clock()).unwrap();
+        let first = st.cycle(None);
+        assert_eq!(first.readings.len(), 1, "{:?}", first.errors);
+        assert_eq!(first.readings[0].sample, Sample::new(20.5, 65.0));
+        // 90 %RH + 15 is out of range: counted failures (the cycle retries),
+        // not a 100 %RH reading nor a 105 %RH one.
+        set("21000\n", "90000\n");
+        let second = st.cycle(None);
+        assert!(second.readings.is_empty(), "{:?}", second.readings);
+        assert!(!second.errors.is_empty());
+        for e in &second.errors {
+            assert_eq!(e.kind, ErrorKind::Range, "{e:?}");
+            assert!(
+                e.detail
+                    .contains("humidity 90 %RH read, 105 %RH with the offset +15"),
+                "{e:?}"
+            );
+        }
+        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        let logged = store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap();
+        assert_eq!(logged.len(), 1);
+        assert_eq!(logged[0].reading.sample, Sample::new(20.5, 65.0));
+        assert_eq!(store.sensor_errors(0).unwrap(), second.errors);
+    }
+
+    /// A replayed trace with a row its sensor's offset pushes out of range
+    /// is refused at start-up: replayed, that row could only be a failed
+    /// read, and every later row would be logged against the wrong seq.
+    #[test]
+    fn a_trace_row_the_offset_pushes_out_of_range_is_refused_at_start() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("t.csv"),
@@ -956,37 +1007,18 @@ mod tests {
         .unwrap();
         let text = format!(
             "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\ntrace = {:?}\n\
-             offset = {{ temperature = -0.5, humidity = 15.0 }}\n",
+             offset = {{ humidity = 15.0 }}\n",
             dir.path().join("e.db"),
             dir.path().join("t.csv")
         );
         let config = Config::parse(&text, None).unwrap();
-        let clock = Arc::new(crate::clock::SystemClock::new());
-        let mut st = Station::open(&config, config.interval, clock).unwrap();
-        let first = st.cycle(None);
-        assert_eq!(first.readings[0].sample, Sample::new(20.5, 65.0));
-        // 90 %RH + 15 is out of range: a counted failure, not a 100 %RH
-        // reading nor a 105 %RH one.
-        let second = st.cycle(None);
-        assert_eq!(second.errors.len(), 1);
-        assert_eq!(second.errors[0].kind, ErrorKind::Range);
-        assert!(
-            second.errors[0].detail.contains("humidity 105 %RH"),
-            "{:?}",
-            second.errors
-        );
-        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
-        let logged = store
-            .readings(&crate::store::ReadingFilter::default())
-            .unwrap();
-        assert!(!logged.is_empty());
-        assert!(
-            logged
-                .iter()
-                .all(|r| r.reading.sample == Sample::new(20.5, 65.0)),
-            "only calibrated, valid values are logged: {logged:?}"
-        );
-        assert_eq!(store.sensor_errors(0).unwrap(), second.errors);
+        let err = Station::open(&config, config.interval, virtual_clock())
+            .err()
+            .expect("the trace is refused");
+        let message = format!("{err:#}");
+        assert!(message.contains("data row 2"), "{message}");
+        assert!(message.contains("humidity 105 %RH"), "{message}");
+        assert!(message.contains("`offset`"), "{message}");
     }
 
     #[test]

@@ -137,11 +137,14 @@ impl Scorer {
         self.prev
     }
 
-    /// Whether `prev` is too old to score a reading taken at `now_ms`
-    /// against.
+    /// Whether `prev` is too far from a reading taken at `now_ms` to score
+    /// it against: more than `stale_after` before it, or, on a clock that
+    /// went back (a Pi without a real-time clock boots at the time
+    /// fake-hwclock saved, before the last reading), more than `stale_after`
+    /// after it. Either way the gap in between is unknown.
     pub fn is_stale(&self, now_ms: i64) -> bool {
         match (self.prev_ts_ms, self.stale_after_ms) {
-            (Some(ts), Some(limit)) => now_ms.saturating_sub(ts) > limit,
+            (Some(ts), Some(limit)) => now_ms.abs_diff(ts) > limit.unsigned_abs(),
             _ => false,
         }
     }
@@ -329,6 +332,18 @@ mod tests {
         );
         assert_eq!(s.score_at(Sample::new(28.0, 48.0), 151_000), peek);
         assert_eq!(peek.priority, 2);
+    }
+
+    #[test]
+    fn a_clock_that_went_back_past_the_limit_makes_prev_stale() {
+        let s = Scorer::new(defaults(), Some(Sample::new(25.0, 56.0)))
+            .with_gap_rule(Duration::from_secs(150), Some(1_000_000));
+        // A small step back (an NTP correction) scores as usual...
+        assert!(!s.is_stale(999_000));
+        assert!(!s.is_stale(850_000));
+        // ...a boot at an older saved time does not.
+        assert!(s.is_stale(849_999));
+        assert!(s.is_stale(0));
     }
 
     #[test]

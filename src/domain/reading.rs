@@ -137,9 +137,11 @@ pub struct Reading {
 pub enum ErrorKind {
     /// The sensor did not answer, or a pulse never came.
     Timeout,
-    /// The frame's checksum did not match.
+    /// The frame's checksum did not match, or the frame was all zeros
+    /// (which every checksum accepts).
     Checksum,
-    /// A value outside the DHT22's range, or not a number.
+    /// A value outside the part's range (its calibration offset added), a
+    /// frame in range in neither negative encoding, or not a number.
     Range,
     /// A frame a re-read did not confirm: an implausible jump, or an event
     /// that would have taken the real-time route (`[priority] confirm`).

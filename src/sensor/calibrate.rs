@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{ReadError, Resume, Sensor};
-use crate::domain::{PerChannel, Sample, SensorRange};
+use crate::domain::{PerChannel, Rejection, Sample, SensorRange};
 
 /// A sensor whose samples are shifted by a calibration offset.
 pub struct Calibrated {
@@ -17,29 +17,69 @@ pub struct Calibrated {
 }
 
 impl Calibrated {
-    fn apply(&self, raw: Sample) -> Sample {
-        raw.map(|c, v| v + self.offset.get(c))
+    /// `raw` plus the offset, rounded to hundredths ([`calibrated`]): the
+    /// sensors report tenths, and an unrounded sum such as 21.3 - 0.4 would
+    /// be logged and published as 20.900000000000002. A value the offset
+    /// pushes out of the part's range is a failed read that says so, rather
+    /// than a range error about a number the sensor never sent.
+    fn apply(&self, raw: Sample) -> Result<Sample, ReadError> {
+        let calibrated = calibrated(raw, self.offset);
+        match self.inner.range().check(calibrated) {
+            Err(Rejection::OutOfRange {
+                channel,
+                value,
+                range,
+            }) => {
+                let (lo, hi) = range.limits.get(channel);
+                Err(ReadError::Range(format!(
+                    "{name} {raw} {unit} read, {value} {unit} with the offset {offset:+}: \
+                     outside the {model} range {lo}..{hi} (check the sensor's `offset`)",
+                    name = channel.name(),
+                    raw = raw.get(channel),
+                    unit = channel.unit(),
+                    offset = self.offset.get(channel),
+                    model = range.model,
+                )))
+            }
+            // A non-number stays one: the cycle rejects it as it would
+            // without an offset.
+            Ok(_) | Err(Rejection::NotFinite { .. }) => Ok(calibrated),
+        }
     }
+}
+
+/// `raw` plus `offset`, rounded to hundredths (see [`Calibrated`]).
+pub(crate) fn calibrated(raw: Sample, offset: PerChannel<f64>) -> Sample {
+    raw.map(|c, v| ((v + offset.get(c)) * 100.0).round() / 100.0)
+}
+
+/// How `offset` reads in logs and `check-config`, e.g. `offset -0.4 °C /
+/// +2 %RH`; `None` for no offset.
+pub fn offset_text(offset: PerChannel<f64>) -> Option<String> {
+    (offset.temperature != 0.0 || offset.humidity != 0.0).then(|| {
+        format!(
+            "offset {:+} °C / {:+} %RH",
+            offset.temperature, offset.humidity
+        )
+    })
 }
 
 impl Sensor for Calibrated {
     fn read(&mut self) -> Result<Sample, ReadError> {
         let raw = self.inner.read()?;
-        Ok(self.apply(raw))
+        self.apply(raw)
     }
 
     fn reread(&mut self) -> Result<Sample, ReadError> {
         let raw = self.inner.reread()?;
-        Ok(self.apply(raw))
+        self.apply(raw)
     }
 
     fn describe(&self) -> String {
-        format!(
-            "{}, offset {:+} °C / {:+} %RH",
-            self.inner.describe(),
-            self.offset.temperature,
-            self.offset.humidity
-        )
+        match offset_text(self.offset) {
+            Some(offset) => format!("{}, {offset}", self.inner.describe()),
+            None => self.inner.describe(),
+        }
     }
 
     fn min_interval(&self) -> Duration {
@@ -54,7 +94,7 @@ impl Sensor for Calibrated {
 /// `inner` with `offset` applied; as it is when the offset is zero, so an
 /// uncalibrated sensor reads exactly as before.
 pub fn wrap(inner: Box<dyn Sensor>, offset: PerChannel<f64>) -> Box<dyn Sensor> {
-    if offset.temperature == 0.0 && offset.humidity == 0.0 {
+    if offset_text(offset).is_none() {
         inner
     } else {
         Box::new(Calibrated { inner, offset })
@@ -112,6 +152,43 @@ mod tests {
         assert_eq!(s.min_interval(), Duration::from_secs(2));
         assert_eq!(s.range(), SensorRange::DHT11, "the part's own range");
         assert_eq!(s.describe(), "fixed, offset -0.5 °C / +2 %RH");
+    }
+
+    #[test]
+    #[expect(clippy::float_cmp, reason = "exactness is what is tested")]
+    fn calibrated_values_are_rounded_to_hundredths() {
+        let offset = PerChannel {
+            temperature: -0.4,
+            humidity: 0.35,
+        };
+        let mut s = wrap(Box::new(Fixed(Ok(Sample::new(21.3, 50.1)))), offset);
+        let got = s.read().unwrap();
+        // Unrounded: 20.900000000000002 and 50.45 + representation noise.
+        assert_eq!(got.temperature, 20.9);
+        assert_eq!(got.humidity, 50.45);
+        assert_eq!(serde_json::to_string(&got.temperature).unwrap(), "20.9");
+    }
+
+    #[test]
+    fn a_value_the_offset_pushes_out_of_range_is_a_failed_read_naming_the_offset() {
+        let offset = PerChannel {
+            temperature: 0.0,
+            humidity: 10.0,
+        };
+        // Fixed plays a DHT11 (0..50 °C, 20..90 %RH).
+        let mut s = wrap(Box::new(Fixed(Ok(Sample::new(21.0, 85.0)))), offset);
+        assert_eq!(
+            s.read(),
+            Err(ReadError::Range(
+                "humidity 85 %RH read, 95 %RH with the offset +10: outside the DHT11 range \
+                 20..90 (check the sensor's `offset`)"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            s.read().unwrap_err().kind(),
+            crate::domain::ErrorKind::Range
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use calibrate::offset_text;
 pub use sim::{SimSensor, TraceError, heater_trace, load_trace};
 
 use crate::clock::Clock;
@@ -154,7 +155,11 @@ fn open_backend(
     clock: &Arc<dyn Clock>,
 ) -> Result<Box<dyn Sensor>, OpenError> {
     match &cfg.kind {
-        SensorKind::Sim(sim) => Ok(Box::new(SimSensor::open(sim, resume)?)),
+        SensorKind::Sim(sim) => {
+            let sensor = SimSensor::open(sim, resume)?;
+            sensor.check_calibrated(sim, |raw| calibrate::calibrated(raw, cfg.offset))?;
+            Ok(Box::new(sensor))
+        }
         SensorKind::Dht22 { .. } | SensorKind::Dht11 { .. } => {
             let dht = cfg.kind.dht().expect("dht() covers both DHT kinds");
             Ok(Box::new(open_dht(&cfg.id, dht, clock)?))

@@ -63,6 +63,21 @@ pub enum TraceError {
         /// Which value is wrong and what is allowed.
         reason: String,
     },
+    /// A row the sensor's calibration offset pushes out of range: replayed,
+    /// it could only be a failed read, which would shift every later row
+    /// against its seq.
+    #[error(
+        "trace {path} data row {row}: {reason} once the sensor's `offset` is added; every row \
+         is replayed as one reading, so it must stay in range: change the `offset` or that row"
+    )]
+    CalibratedOutOfRange {
+        /// The trace file (or the built-in heater replay).
+        path: PathBuf,
+        /// 1-based data row (the header is not counted).
+        row: usize,
+        /// Which calibrated value is wrong and what is allowed.
+        reason: String,
+    },
     /// No rows at all.
     #[error("trace {path} has no data rows; record at least one reading")]
     Empty {
@@ -184,6 +199,32 @@ impl SimSensor {
             SimProfile::Random => Source::Random(Box::new(RandomWalk::new(cfg, resume))),
         };
         Ok(Self { source })
+    }
+}
+
+impl SimSensor {
+    /// Refuses a replay with a row that `offset` pushes out of the DHT22's
+    /// range (`calibrate` is how the offset is applied): every row must be
+    /// one logged reading for the replay to resume at the right row.
+    pub(crate) fn check_calibrated(
+        &self,
+        cfg: &SimConfig,
+        calibrate: impl Fn(Sample) -> Sample,
+    ) -> Result<(), TraceError> {
+        let Source::Replay { samples, .. } = &self.source else {
+            return Ok(());
+        };
+        for (i, row) in samples.iter().enumerate() {
+            check_range(calibrate(*row)).map_err(|r| TraceError::CalibratedOutOfRange {
+                path: match &cfg.profile {
+                    SimProfile::Trace(path) => path.clone(),
+                    _ => PathBuf::from("(the built-in heater replay)"),
+                },
+                row: i + 1,
+                reason: r.to_string(),
+            })?;
+        }
+        Ok(())
     }
 }
 
