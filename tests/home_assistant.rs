@@ -261,6 +261,44 @@ fn end_to_end(release: (&'static str, &'static str), rejects: &str, cleared: &st
     let after_restart = restart.elapsed();
     assert_attributes(&hass.states());
     assert_states_follow(&hass, &files.db);
+
+    // The same while the agent is dead, so nothing announces the sensors
+    // again: only the broker's retained configs can set the entities up
+    // (as MQTT entities, unavailable through the retained `offline`), not
+    // Home Assistant's registry (which would mark them `restored`).
+    agent.assert_running();
+    agent.crash();
+    hass.wait_states(
+        Duration::from_secs(30),
+        "every entity unavailable after the second kill -9",
+        &entities,
+        |s| {
+            entities
+                .iter()
+                .all(|e| s.get(e).is_some_and(|v| v["state"] == "unavailable"))
+        },
+    );
+    hass.restart();
+    hass.wait_states(
+        Duration::from_mins(1),
+        "the entities set up from the retained configs, unavailable, with the agent dead",
+        &entities,
+        |s| {
+            entities.iter().all(|e| {
+                s.get(e).is_some_and(|v| {
+                    v["state"] == "unavailable" && v["attributes"].get("restored").is_none()
+                })
+            })
+        },
+    );
+    let mut agent = Agent::start(&files, &[]);
+    hass.wait_states(
+        Duration::from_mins(1),
+        "the entities back after the agent's second restart",
+        &entities,
+        all_numeric,
+    );
+    assert_attributes(&hass.states());
     agent.assert_running();
     agent.stop();
 
