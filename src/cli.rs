@@ -584,12 +584,15 @@ fn describe_sensor(s: &config::SensorConfig) -> String {
         }
         SensorKind::Dht11 { pin } => format!("dht11 on BCM {pin}"),
         SensorKind::Iio {
-            device: Some(d), ..
-        } => format!("iio at {}", d.display()),
-        SensorKind::Iio { name, .. } => {
+            device: Some(d),
+            negative,
+            ..
+        } => format!("iio at {}, negative {}", d.display(), negative.name()),
+        SensorKind::Iio { name, negative, .. } => {
             format!(
-                "iio named {}",
-                name.as_deref().unwrap_or("(first DHT device)")
+                "iio named {}, negative {}",
+                name.as_deref().unwrap_or("(first DHT device)"),
+                negative.name()
             )
         }
         SensorKind::Sim(sim) => match &sim.profile {

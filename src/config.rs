@@ -206,6 +206,10 @@ pub enum SensorKind {
         device: Option<PathBuf>,
         /// The IIO device name to look for, if `device` is not given.
         name: Option<String>,
+        /// How its negative temperatures are encoded: the driver decodes
+        /// only sign-magnitude, so a clone's word is rebuilt and decoded
+        /// here.
+        negative: Negative,
     },
     /// A simulated sensor.
     Sim(SimConfig),
@@ -1148,8 +1152,9 @@ impl Validator<'_> {
         let only = |present: bool, k: &str, owner: &str| only_for(present, k, &[owner]);
         only_for(s.pin.is_some(), "pin", &["dht22", "dht11"])?;
         // A DHT11 marks a negative temperature with a sign bit of its own
-        // (frame.rs): there is no encoding to choose.
-        only(s.negative.is_some(), "negative", "dht22")?;
+        // (frame.rs): there is no encoding to choose. Behind the kernel
+        // driver a DHT22 clone's encoding still matters (sensor/iio.rs).
+        only_for(s.negative.is_some(), "negative", &["dht22", "iio"])?;
         only(s.device.is_some(), "device", "iio")?;
         only(s.name.is_some(), "name", "iio")?;
         only(s.profile.is_some(), "profile", "sim")?;
@@ -1194,6 +1199,7 @@ impl Validator<'_> {
                 SensorKind::Iio {
                     device: s.device.map(|d| base.join(d)),
                     name: s.name,
+                    negative: s.negative.unwrap_or_default(),
                 }
             }
             RawKind::Sim => SensorKind::Sim(self.sim(i, &s, base)?),

@@ -1486,3 +1486,91 @@ fn offset_pushing_a_value_out_of_range_is_a_failed_read_naming_the_offset() {
     assert!(out.status.success(), "{all}");
     assert!(all.contains("20.6") && all.contains("70"), "{all}");
 }
+
+// ---------------------------------------------------------------------------
+// The kernel driver (`kind = "iio"`) decodes negative temperatures as
+// sign-magnitude only, so `negative` applies to it as to a DHT22; the
+// decoding itself is tested through the backend's fake sysfs
+// (src/sensor/iio.rs).
+// ---------------------------------------------------------------------------
+
+/// `negative` is accepted on an iio sensor and `check-config` shows it,
+/// `auto` when not set.
+#[test]
+fn negative_on_iio_passes_check_config_and_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iio.toml");
+    let sensor = "[[sensor]]\nid = \"shed\"\nkind = \"iio\"\nname = \"dht11@4\"\n";
+    let cases = [
+        (String::new(), "auto"),
+        ("negative = \"auto\"\n".to_string(), "auto"),
+        (
+            "negative = \"sign-magnitude\"\n".to_string(),
+            "sign-magnitude",
+        ),
+        (
+            "negative = \"twos-complement\"\n".to_string(),
+            "twos-complement",
+        ),
+    ];
+    for (line, shown) in cases {
+        // interval = "2s": the part's floor stays 2 s on the kernel driver.
+        std::fs::write(&path, format!("interval = \"2s\"\n{sensor}{line}")).unwrap();
+        let out = edgeprio(dir.path())
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line:?}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains(&format!("shed (iio named dht11@4, negative {shown})")),
+            "{line:?}: {stdout}"
+        );
+    }
+    // A bad value is refused naming key and value, as on a DHT22.
+    std::fs::write(&path, format!("{sensor}negative = \"twos\"\n")).unwrap();
+    let out = edgeprio(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{stderr}");
+    assert!(stderr.contains("key `sensor[0].negative`"), "{stderr}");
+    assert!(stderr.contains("`twos`"), "{stderr}");
+}
+
+/// Where `negative` is still refused (a DHT11, a simulation), the error
+/// names both kinds it is for.
+#[test]
+fn negative_refused_elsewhere_names_dht22_and_iio() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    for (kind, extra) in [("dht11", "pin = 17\n"), ("sim", "")] {
+        std::fs::write(
+            &path,
+            format!("[[sensor]]\nid = \"x\"\nkind = \"{kind}\"\n{extra}negative = \"auto\"\n"),
+        )
+        .unwrap();
+        let out = edgeprio(dir.path())
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{kind}: {stderr}");
+        assert!(
+            stderr.contains("key `sensor[0].negative`"),
+            "{kind}: {stderr}"
+        );
+        assert!(
+            stderr.contains("kind = \"dht22\" or kind = \"iio\"")
+                && stderr.contains(&format!("this one is kind = \"{kind}\"")),
+            "{kind}: {stderr}"
+        );
+    }
+}

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::{Row, readings};
 use hass::{Hass, Venv};
-use mosquitto::{Agent, Broker, Sensor, Spec, agent_config, free_port};
+use mosquitto::{Agent, AgentFiles, Broker, Sensor, Spec, agent_config, free_port};
 use serde_json::Value;
 
 /// Home Assistant 2025.4.4, the newest that installs on Python 3.13.0:
@@ -182,6 +182,49 @@ fn problems(log: &str, from: usize) -> Vec<String> {
     out
 }
 
+/// Home Assistant restarts while the agent is dead, so nothing announces
+/// the sensors again: only the broker's retained configs can set the
+/// entities up (as MQTT entities, unavailable through the retained
+/// `offline`), not Home Assistant's registry (which would mark them
+/// `restored`). Then the agent comes back. Returns the new agent.
+fn restart_with_the_agent_dead(hass: &mut Hass, mut agent: Agent, files: &AgentFiles) -> Agent {
+    let entities = all_entities();
+    agent.assert_running();
+    agent.crash();
+    hass.wait_states(
+        Duration::from_secs(30),
+        "every entity unavailable after the second kill -9",
+        &entities,
+        |s| {
+            entities
+                .iter()
+                .all(|e| s.get(e).is_some_and(|v| v["state"] == "unavailable"))
+        },
+    );
+    hass.restart();
+    hass.wait_states(
+        Duration::from_mins(1),
+        "the entities set up from the retained configs, unavailable, with the agent dead",
+        &entities,
+        |s| {
+            entities.iter().all(|e| {
+                s.get(e).is_some_and(|v| {
+                    v["state"] == "unavailable" && v["attributes"].get("restored").is_none()
+                })
+            })
+        },
+    );
+    let agent = Agent::start(files, &[]);
+    hass.wait_states(
+        Duration::from_mins(1),
+        "the entities back after the agent's second restart",
+        &entities,
+        all_numeric,
+    );
+    assert_attributes(&hass.states());
+    agent
+}
+
 /// The whole scenario against one Home Assistant release; `rejects` is
 /// what that release logs about the 0.1 payload, `cleared` what it logs
 /// (once) when the agent clears it.
@@ -240,7 +283,7 @@ fn end_to_end(release: (&'static str, &'static str), rejects: &str, cleared: &st
                 .all(|e| s.get(e).is_some_and(|v| v["state"] == "unavailable"))
         },
     );
-    let mut agent = Agent::start(&files, &[]);
+    let agent = Agent::start(&files, &[]);
     let back = hass.wait_states(
         Duration::from_mins(1),
         "the entities back after the agent's restart",
@@ -262,43 +305,7 @@ fn end_to_end(release: (&'static str, &'static str), rejects: &str, cleared: &st
     assert_attributes(&hass.states());
     assert_states_follow(&hass, &files.db);
 
-    // The same while the agent is dead, so nothing announces the sensors
-    // again: only the broker's retained configs can set the entities up
-    // (as MQTT entities, unavailable through the retained `offline`), not
-    // Home Assistant's registry (which would mark them `restored`).
-    agent.assert_running();
-    agent.crash();
-    hass.wait_states(
-        Duration::from_secs(30),
-        "every entity unavailable after the second kill -9",
-        &entities,
-        |s| {
-            entities
-                .iter()
-                .all(|e| s.get(e).is_some_and(|v| v["state"] == "unavailable"))
-        },
-    );
-    hass.restart();
-    hass.wait_states(
-        Duration::from_mins(1),
-        "the entities set up from the retained configs, unavailable, with the agent dead",
-        &entities,
-        |s| {
-            entities.iter().all(|e| {
-                s.get(e).is_some_and(|v| {
-                    v["state"] == "unavailable" && v["attributes"].get("restored").is_none()
-                })
-            })
-        },
-    );
-    let mut agent = Agent::start(&files, &[]);
-    hass.wait_states(
-        Duration::from_mins(1),
-        "the entities back after the agent's second restart",
-        &entities,
-        all_numeric,
-    );
-    assert_attributes(&hass.states());
+    let mut agent = restart_with_the_agent_dead(&mut hass, agent, &files);
     agent.assert_running();
     agent.stop();
 

@@ -282,17 +282,26 @@ pub fn decode(model: Model, negative: Negative, bytes: [u8; 4]) -> Result<Decode
 fn decode_dht22(negative: Negative, [h1, h0, t1, t0]: [u8; 4]) -> Result<Decoded, FrameError> {
     let humidity = f64::from(u16::from_be_bytes([h1, h0])) / 10.0;
     let word = u16::from_be_bytes([t1, t0]);
-    let done = |temperature: f64, negative: Option<Encoding>| {
-        Ok(Decoded {
-            sample: Sample::new(temperature, humidity),
-            negative,
-            word,
-        })
-    };
+    let (temperature, negative) = dht22_temperature(negative, word)?;
+    Ok(Decoded {
+        sample: Sample::new(temperature, humidity),
+        negative,
+        word,
+    })
+}
+
+/// A DHT22 temperature word in °C, a negative one read as `negative` says,
+/// and the encoding it was read in (`None` without the sign bit). Shared by
+/// the GPIO backend and `kind = "iio"`, which rebuilds the word from what
+/// the kernel driver reports.
+pub fn dht22_temperature(
+    negative: Negative,
+    word: u16,
+) -> Result<(f64, Option<Encoding>), FrameError> {
     if word & 0x8000 == 0 {
         // No sign bit: both encodings read the same positive value, and the
         // range check decides whether it is one the part can measure.
-        return done(f64::from(word) / 10.0, None);
+        return Ok((f64::from(word) / 10.0, None));
     }
     let plausible = |e: Encoding| {
         let v = e.decode(word);
@@ -304,10 +313,10 @@ fn decode_dht22(negative: Negative, [h1, h0, t1, t0]: [u8; 4]) -> Result<Decoded
     let tc = plausible(Encoding::TwosComplement);
     match (negative.forced(), sm, tc) {
         (None | Some(Encoding::SignMagnitude), Some(v), _) => {
-            done(v, Some(Encoding::SignMagnitude))
+            Ok((v, Some(Encoding::SignMagnitude)))
         }
         (None | Some(Encoding::TwosComplement), _, Some(v)) => {
-            done(v, Some(Encoding::TwosComplement))
+            Ok((v, Some(Encoding::TwosComplement)))
         }
         (Some(forced), _, _) if sm.or(tc).is_some() => Err(FrameError::Mismatch {
             word,

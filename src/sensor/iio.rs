@@ -11,9 +11,18 @@
 //! - `in_humidityrelative_input`: milli-percent, e.g. `56100`.
 //!
 //! Reading `in_temp_input` makes the driver take a frame (it caches the
-//! result for about 2 s, so the humidity read that follows comes from the
-//! same frame). A bad frame fails the read with `EIO`, a silent sensor with
-//! `ETIMEDOUT`. One [`Sensor::read`] is one attempt: the caller retries.
+//! result for 2 s after decoding it, so the humidity read that follows
+//! comes from the same frame, and so does any read within those 2 s: see
+//! [`REREAD_SPACING`]). A bad frame fails the read with `EIO`, a silent
+//! sensor with `ETIMEDOUT`. One [`Sensor::read`] is one attempt: the caller
+//! retries.
+//!
+//! The driver decodes a negative DHT22 temperature as sign-magnitude only
+//! (`((temp_int & 0x7f) << 8 | temp_dec) * -100` when bit 15 is set), so a
+//! clone that sends two's complement reads as about -3270 °C. What it reports
+//! is exact (100 milli-degrees per tenth), so a negative
+//! value is turned back into the word and decoded by [`frame`] with the
+//! sensor's `negative` setting, like the `dht22` backend does.
 //!
 //! # Troubleshooting
 //!
@@ -45,11 +54,13 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use thiserror::Error;
 
+use super::frame::{self, EncodingTracker, Negative, Seen};
 use super::{ReadError, Sensor};
-use crate::domain::Sample;
+use crate::domain::{ErrorKind, Sample};
 
 /// Where the kernel lists IIO devices.
 pub const SYSFS_ROOT: &str = "/sys/bus/iio/devices";
@@ -60,6 +71,31 @@ const TEMPERATURE_FILE: &str = "in_temp_input";
 const HUMIDITY_FILE: &str = "in_humidityrelative_input";
 /// What the dht11 driver's device names start with (`dht11@4`).
 const DHT_NAME_PREFIX: &str = "dht11";
+
+/// The least time from the start of one read to the start of the next.
+///
+/// Linux `drivers/iio/humidity/dht11.c` takes a new frame only once
+/// `dht11->timestamp + DHT11_DATA_VALID_TIME` (2 s) has passed, and sets
+/// `timestamp` in `dht11_decode`, after the 18-20 ms start signal and the
+/// ~5 ms frame: about 25 ms after our read began. Waiting only the DHT22's
+/// 2 s would hand a re-read (event confirmation, plausibility) the cached
+/// frame, which always agrees. 200 ms covers the decode time many times
+/// over, also on a loaded Pi where the driver's `usleep_range` or the
+/// interrupt runs late. The config's `interval` floor stays at the part's
+/// 2 s: at `interval = "2s"` a read waits the extra 200 ms instead of
+/// being served the previous frame.
+pub const REREAD_SPACING: Duration = DRIVER_CACHE.saturating_add(DECODE_MARGIN);
+
+/// `DHT11_DATA_VALID_TIME` in the driver: how long it serves a decoded
+/// frame from its cache.
+const DRIVER_CACHE: Duration = Duration::from_secs(2);
+
+/// How late after the start of a read the driver may decode the frame.
+const DECODE_MARGIN: Duration = Duration::from_millis(200);
+
+/// Milli-degrees per tenth of a degree: the driver multiplies the DHT22's
+/// tenths by exactly this.
+const MILLI_PER_TENTH: i64 = 100;
 
 // Linux errno values as the kernel driver returns them. They are the same on
 // every architecture a Raspberry Pi runs (arm, aarch64) and on x86, so they
@@ -190,6 +226,12 @@ pub struct IioSensor {
     humidity: PathBuf,
     /// Sysfs, or a fake in tests.
     attr: Box<dyn Attr>,
+    /// The configured `negative` setting: the driver's sign-magnitude
+    /// reading of a clone's word is undone and redone with it.
+    negative: Negative,
+    /// The encoding negative frames arrived in so far: logged once when
+    /// detected, warned about when it changes.
+    seen: EncodingTracker,
 }
 
 impl fmt::Debug for IioSensor {
@@ -197,6 +239,7 @@ impl fmt::Debug for IioSensor {
         f.debug_struct("IioSensor")
             .field("dir", &self.dir)
             .field("name", &self.name)
+            .field("negative", &self.negative)
             .finish_non_exhaustive()
     }
 }
@@ -274,6 +317,8 @@ pub fn open_in(
         dir,
         name,
         attr: Box::new(Sysfs),
+        negative: Negative::Auto,
+        seen: EncodingTracker::default(),
     })
 }
 
@@ -373,18 +418,85 @@ impl IioSensor {
         &self.name
     }
 
-    /// Reads one milli-unit attribute and scales it to units.
-    fn read_milli(&self, path: &Path) -> Result<f64, ReadError> {
+    /// Decodes negative temperatures as `negative` says (`auto` when not
+    /// called).
+    #[must_use]
+    pub fn with_negative(mut self, negative: Negative) -> Self {
+        self.negative = negative;
+        self
+    }
+
+    /// The configured `negative` setting.
+    pub fn negative(&self) -> Negative {
+        self.negative
+    }
+
+    /// Reads one milli-unit attribute.
+    fn read_milli(&self, path: &Path) -> Result<i64, ReadError> {
         let text = self.attr.read(path).map_err(|e| read_error(path, &e))?;
-        let milli: i64 = text.trim().parse().map_err(|_| {
+        text.trim().parse().map_err(|_| {
             ReadError::Io(format!(
                 "{} holds {:?}, not an integer in milli-units; check that `device` or `name` \
                  in the config points at the dht11 IIO device (`grep . /sys/bus/iio/devices/*/name`)",
                 path.display(),
                 text.trim()
             ))
+        })
+    }
+
+    /// The temperature in °C from the driver's milli-degrees. A negative
+    /// value is the driver's sign-magnitude reading of the word; the word
+    /// is rebuilt and decoded with the `negative` setting, so a clone's
+    /// two's complement reads right and a word plausible in neither
+    /// encoding is a failed read, as on the GPIO backend.
+    fn temperature(&mut self, milli: i64) -> Result<f64, ReadError> {
+        if milli >= 0 {
+            return Ok(milli as f64 / 1000.0);
+        }
+        let word = u16::try_from(milli.unsigned_abs() / MILLI_PER_TENTH.unsigned_abs())
+            .ok()
+            .filter(|tenths| milli % MILLI_PER_TENTH == 0 && *tenths <= 0x7FFF)
+            .map(|tenths| 0x8000 | tenths)
+            .ok_or_else(|| {
+                ReadError::Io(format!(
+                    "{} holds {milli}, which is no DHT22 temperature word as the dht11 driver \
+                     reports it (whole tenths of at most 3276.7 °C); check that `device` or \
+                     `name` points at the dht11 IIO device",
+                    self.temperature.display()
+                ))
+            })?;
+        let (celsius, encoding) = frame::dht22_temperature(self.negative, word).map_err(|e| {
+            let detail = format!("{} reported {milli} m°C: {e}", self.temperature.display());
+            match e.kind() {
+                ErrorKind::Checksum => ReadError::Checksum(detail),
+                _ => ReadError::Range(detail),
+            }
         })?;
-        Ok(milli as f64 / 1000.0)
+        if let Some(e) = encoding {
+            let frame = || format!("word 0x{word:04X} = {celsius:.1} °C, driver said {milli}");
+            match self.seen.observe(e) {
+                Seen::First(e) if self.negative == Negative::Auto => tracing::info!(
+                    "iio {}: negative temperatures arrive as {} ({}); negative = \"auto\" \
+                     detected it (set negative = \"{}\" to refuse the other encoding)",
+                    self.name,
+                    e.describe(),
+                    frame(),
+                    e.setting().name()
+                ),
+                Seen::Changed { from, to } => tracing::warn!(
+                    "iio {}: a negative temperature arrived as {} ({}) after earlier ones as \
+                     {}: a corrupted frame or a replaced sensor; once you know the sensor's \
+                     encoding, set negative to it (\"{}\" for the earlier frames)",
+                    self.name,
+                    to.describe(),
+                    frame(),
+                    from.describe(),
+                    from.setting().name()
+                ),
+                Seen::First(_) | Seen::Same => {}
+            }
+        }
+        Ok(celsius)
     }
 }
 
@@ -424,23 +536,26 @@ impl Sensor for IioSensor {
         // read is then served from the driver's cache of the same frame.
         let temperature = self.read_milli(&self.temperature)?;
         let humidity = self.read_milli(&self.humidity)?;
-        Ok(Sample::new(temperature, humidity))
+        let temperature = self.temperature(temperature)?;
+        Ok(Sample::new(temperature, humidity as f64 / 1000.0))
     }
 
     fn describe(&self) -> String {
         format!("iio {} at {}", self.name, self.dir.display())
     }
 
-    /// The driver triggers a new frame on a read after a failure too, and
-    /// the DHT22 still needs its 2 s of rest between frames.
-    fn min_interval(&self) -> std::time::Duration {
-        super::dht22::MIN_SPACING
+    /// The DHT22's 2 s of rest plus the time the driver takes to decode,
+    /// so that a re-read gets a new frame, not the driver's cached one
+    /// ([`REREAD_SPACING`]).
+    fn min_interval(&self) -> Duration {
+        REREAD_SPACING
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::sync::{Arc, Mutex};
 
     use tempfile::TempDir;
 
@@ -732,6 +847,174 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Checksum);
         let path = dir.join(HUMIDITY_FILE);
         assert!(err.detail().contains(&path.display().to_string()), "{err}");
+    }
+
+    /// Reads through a fake driver that caches like dht11.c: a read takes
+    /// a new frame (numbered from 1 in the humidity, decoded
+    /// `decode_after` after the read starts) only once 2 s have passed
+    /// since the last decode. The clock is the test's to advance.
+    fn caching_driver(decode_after: Duration) -> (IioSensor, Arc<Mutex<Duration>>) {
+        #[derive(Default)]
+        struct Driver {
+            decoded_at: Option<Duration>,
+            frames: u32,
+        }
+        let now = Arc::new(Mutex::new(Duration::ZERO));
+        let driver = Mutex::new(Driver::default());
+        let clock = now.clone();
+        let root = sysfs();
+        let dir = dht(&root, 0, "dht11@4");
+        let s = open_in(root.path(), Some(&dir), None).unwrap();
+        let s = inject(s, move |path| {
+            let now = *clock.lock().unwrap();
+            let mut d = driver.lock().unwrap();
+            // `timestamp + DHT11_DATA_VALID_TIME < now` starts a frame.
+            if d.decoded_at.is_none_or(|at| at + DRIVER_CACHE < now) {
+                d.decoded_at = Some(now + decode_after);
+                d.frames += 1;
+            }
+            Ok(if path.ends_with(TEMPERATURE_FILE) {
+                "21000\n".to_string()
+            } else {
+                format!("{}\n", d.frames * 1000)
+            })
+        });
+        (s, now)
+    }
+
+    #[test]
+    fn a_reread_after_min_interval_gets_a_new_frame_from_the_caching_driver() {
+        // 25 ms is the driver's usual decode time, 150 ms a badly loaded Pi.
+        for decode_after in [Duration::from_millis(25), Duration::from_millis(150)] {
+            let (mut s, now) = caching_driver(decode_after);
+            let first = s.read().unwrap();
+            assert_eq!(
+                first,
+                Sample::new(21.0, 1.0),
+                "temperature and humidity share a frame"
+            );
+            // The DHT22's own 2 s are too early: the driver still serves the
+            // first frame, which is what the old min_interval re-read got.
+            *now.lock().unwrap() = super::super::dht22::MIN_SPACING;
+            assert_eq!(
+                s.read().unwrap(),
+                first,
+                "{decode_after:?}: the fake caches"
+            );
+            *now.lock().unwrap() = s.min_interval();
+            assert_eq!(
+                s.read().unwrap(),
+                Sample::new(21.0, 2.0),
+                "{decode_after:?}: a re-read after min_interval is a new frame"
+            );
+        }
+    }
+
+    /// The kernel's milli-degrees for a DHT22 temperature word: the driver
+    /// reads every word as sign-magnitude.
+    fn kernel_milli(word: u16) -> i64 {
+        let magnitude = i64::from(word & 0x7FFF) * 100;
+        if word & 0x8000 == 0 {
+            magnitude
+        } else {
+            -magnitude
+        }
+    }
+
+    fn reading(negative: Negative, milli: i64) -> Result<Sample, ReadError> {
+        let root = sysfs();
+        let t = format!("{milli}\n");
+        let dir = add(&root, 0, "dht11@4", Some((&t, "56100\n")));
+        open_in(root.path(), Some(&dir), None)
+            .unwrap()
+            .with_negative(negative)
+            .read()
+    }
+
+    #[test]
+    fn the_kernels_reading_of_a_clone_word_matches_the_driver() {
+        // -10.0 °C from a clone is 0xFF9C, which the driver reports as
+        // -3266.8 °C.
+        assert_eq!(kernel_milli(0xFF9C), -3_266_800);
+        assert_eq!(kernel_milli(0x8064), -10_000);
+    }
+
+    #[test]
+    fn negative_temperatures_decode_in_both_encodings() {
+        for tenths in [1u16, 100, 399] {
+            let want = -f64::from(tenths) / 10.0;
+            let sm = kernel_milli(0x8000 | tenths);
+            let tc = kernel_milli(0u16.wrapping_sub(tenths));
+            for (milli, encoding, other) in [
+                (sm, Negative::SignMagnitude, Negative::TwosComplement),
+                (tc, Negative::TwosComplement, Negative::SignMagnitude),
+            ] {
+                for negative in [Negative::Auto, encoding] {
+                    assert_eq!(
+                        reading(negative, milli),
+                        Ok(Sample::new(want, 56.1)),
+                        "{milli} m°C with {negative:?}"
+                    );
+                }
+                // Forced to the other encoding, the word is out of range:
+                // a failed read saying which setting would read it.
+                let err = reading(other, milli).unwrap_err();
+                assert_eq!(
+                    err.kind(),
+                    ErrorKind::Range,
+                    "{milli} with {other:?}: {err}"
+                );
+                assert!(
+                    err.detail().contains(encoding.name()),
+                    "{milli} with {other:?}: {err}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn auto_detection_is_remembered() {
+        let root = sysfs();
+        let dir = add(&root, 0, "dht11@4", Some(("-3266800\n", "56100\n")));
+        let mut s = open_in(root.path(), Some(&dir), None).unwrap();
+        assert_eq!(s.negative(), Negative::Auto);
+        assert_eq!(s.read(), Ok(Sample::new(-10.0, 56.1)));
+        assert_eq!(
+            s.seen.last(),
+            Some(frame::Encoding::TwosComplement),
+            "auto detected the clone"
+        );
+    }
+
+    #[test]
+    fn positive_values_are_unchanged_by_the_setting() {
+        for negative in Negative::ALL {
+            assert_eq!(reading(negative, 23_400), Ok(Sample::new(23.4, 56.1)));
+            assert_eq!(reading(negative, 0), Ok(Sample::new(0.0, 56.1)));
+        }
+    }
+
+    #[test]
+    fn a_word_plausible_in_neither_encoding_is_a_range_error() {
+        // Word 0xF530: -3000.0 °C as sign-magnitude, -276.8 °C as two's
+        // complement.
+        let milli = kernel_milli(0xF530);
+        for negative in Negative::ALL {
+            let err = reading(negative, milli).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Range, "{negative:?}: {err}");
+            assert!(err.detail().contains("0xF530"), "{err}");
+            assert!(err.detail().contains(&milli.to_string()), "{err}");
+            assert!(err.detail().contains(TEMPERATURE_FILE), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_negative_value_no_driver_reports_is_an_io_error() {
+        for milli in [-150, -3_276_800, i64::MIN] {
+            let err = reading(Negative::Auto, milli).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io, "{milli}: {err}");
+            assert!(err.detail().contains(&milli.to_string()), "{err}");
+        }
     }
 
     #[test]

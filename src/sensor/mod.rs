@@ -164,8 +164,12 @@ fn open_backend(
             let dht = cfg.kind.dht().expect("dht() covers both DHT kinds");
             Ok(Box::new(open_dht(&cfg.id, dht, clock)?))
         }
-        SensorKind::Iio { device, name } => iio::open(device.as_deref(), name.as_deref())
-            .map(|s| Box::new(s) as Box<dyn Sensor>)
+        SensorKind::Iio {
+            device,
+            name,
+            negative,
+        } => iio::open(device.as_deref(), name.as_deref())
+            .map(|s| Box::new(s.with_negative(*negative)) as Box<dyn Sensor>)
             .map_err(|source| OpenError::Iio {
                 id: cfg.id.clone(),
                 source,
