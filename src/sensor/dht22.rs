@@ -32,7 +32,7 @@ use dht_sensor::DhtError;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
 
-use super::frame::{self, Encoding, EncodingTracker, FrameError, Model, Negative, Seen};
+use super::frame::{self, Encoding, EncodingTracker, FrameError, Model, Negative};
 use super::{ReadError, Sensor};
 use crate::clock::Clock;
 use crate::domain::{ErrorKind, Sample, SensorRange};
@@ -371,31 +371,9 @@ impl<L: LinePin, D: DelayNs + Send> Dht22<L, D> {
     fn decode(&mut self, bytes: [u8; 4]) -> Result<Sample, ReadError> {
         let d = frame::decode(self.model, self.negative, bytes).map_err(|e| self.frame_error(e))?;
         if let Some(e) = d.negative {
+            let who = format!("{} on {}", self.model.kind(), self.label);
             let frame = || format!("word 0x{:04X} = {:.1} °C", d.word, d.sample.temperature);
-            match self.seen.observe(e) {
-                Seen::First(e) if self.negative == Negative::Auto => tracing::info!(
-                    "{} on {}: negative temperatures arrive as {} ({}); negative = \"auto\" \
-                     detected it (set negative = \"{}\" to refuse the other encoding)",
-                    self.model.kind(),
-                    self.label,
-                    e.describe(),
-                    frame(),
-                    e.setting().name()
-                ),
-                Seen::Changed { from, to } => tracing::warn!(
-                    "{} on {}: a negative temperature arrived as {} ({}) after earlier ones \
-                     as {}: a corrupted frame or a replaced sensor; once you know the sensor's \
-                     encoding, set negative to it (\"{}\" for the earlier frames) to refuse the \
-                     other",
-                    self.model.kind(),
-                    self.label,
-                    to.describe(),
-                    frame(),
-                    from.describe(),
-                    from.setting().name()
-                ),
-                Seen::First(_) | Seen::Same => {}
-            }
+            self.seen.note(e, self.negative, &who, &frame);
         }
         Ok(d.sample)
     }

@@ -392,6 +392,33 @@ impl EncodingTracker {
     pub fn last(&self) -> Option<Encoding> {
         self.last
     }
+
+    /// Records a negative frame decoded in `e` and says in the log what it
+    /// told about the sensor `who` (e.g. `dht22 on GPIO BCM 4`): once, which
+    /// encoding `auto` detected; a warning whenever it changes. `frame`
+    /// describes the frame for the message.
+    pub fn note(&mut self, e: Encoding, setting: Negative, who: &str, frame: &dyn Fn() -> String) {
+        match self.observe(e) {
+            Seen::First(e) if setting == Negative::Auto => tracing::info!(
+                "{who}: negative temperatures arrive as {} ({}); negative = \"auto\" \
+                 detected it (set negative = \"{}\" to refuse the other encoding)",
+                e.describe(),
+                frame(),
+                e.setting().name()
+            ),
+            Seen::Changed { from, to } => tracing::warn!(
+                "{who}: a negative temperature arrived as {} ({}) after earlier ones \
+                 as {}: a corrupted frame or a replaced sensor; once you know the sensor's \
+                 encoding, set negative to it (\"{}\" for the earlier frames) to refuse the \
+                 other",
+                to.describe(),
+                frame(),
+                from.describe(),
+                from.setting().name()
+            ),
+            Seen::First(_) | Seen::Same => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::frame::{self, EncodingTracker, Negative, Seen};
+use super::frame::{self, EncodingTracker, Negative};
 use super::{ReadError, Sensor};
 use crate::domain::{ErrorKind, Sample};
 
@@ -473,28 +473,9 @@ impl IioSensor {
             }
         })?;
         if let Some(e) = encoding {
+            let who = format!("iio {}", self.name);
             let frame = || format!("word 0x{word:04X} = {celsius:.1} °C, driver said {milli}");
-            match self.seen.observe(e) {
-                Seen::First(e) if self.negative == Negative::Auto => tracing::info!(
-                    "iio {}: negative temperatures arrive as {} ({}); negative = \"auto\" \
-                     detected it (set negative = \"{}\" to refuse the other encoding)",
-                    self.name,
-                    e.describe(),
-                    frame(),
-                    e.setting().name()
-                ),
-                Seen::Changed { from, to } => tracing::warn!(
-                    "iio {}: a negative temperature arrived as {} ({}) after earlier ones as \
-                     {}: a corrupted frame or a replaced sensor; once you know the sensor's \
-                     encoding, set negative to it (\"{}\" for the earlier frames)",
-                    self.name,
-                    to.describe(),
-                    frame(),
-                    from.describe(),
-                    from.setting().name()
-                ),
-                Seen::First(_) | Seen::Same => {}
-            }
+            self.seen.note(e, self.negative, &who, &frame);
         }
         Ok(celsius)
     }
