@@ -910,20 +910,14 @@ fn read_once(config: &Config) -> ExitCode {
                 continue;
             }
         };
-        match sensor.read() {
-            Ok(s) => match sensor.range().check(s) {
-                Ok(s) => println!(
-                    "{:<12} {:>6.1} °C {:>6.1} %RH   ({})",
-                    sc.id,
-                    s.temperature,
-                    s.humidity,
-                    sensor.describe()
-                ),
-                Err(r) => {
-                    println!("{:<12} rejected: {r}   ({})", sc.id, sensor.describe());
-                    failed += 1;
-                }
-            },
+        match sensor::checked(sensor.range(), sensor.read()) {
+            Ok(s) => println!(
+                "{:<12} {:>6.1} °C {:>6.1} %RH   ({})",
+                sc.id,
+                s.temperature,
+                s.humidity,
+                sensor.describe()
+            ),
             Err(e) => {
                 println!("{:<12} failed: {e}   ({})", sc.id, sensor.describe());
                 failed += 1;

@@ -247,13 +247,9 @@ fn check_reads(subject: &str, sensor: &mut dyn Sensor, reads: u32) -> Finding {
         if i > 0 {
             clock.sleep(sensor.min_interval());
         }
-        match sensor
-            .read()
-            .map_err(|e| e.to_string())
-            .and_then(|s| sensor.range().check(s).map_err(|r| r.to_string()))
-        {
+        match sensor::checked(sensor.range(), sensor.read()) {
             Ok(_) => ok += 1,
-            Err(e) => last_err = Some(e),
+            Err(e) => last_err = Some(e.to_string()),
         }
     }
     rate_finding(subject, &sensor.describe(), ok, reads, "", last_err)
@@ -298,11 +294,8 @@ pub fn check_dht<L: LinePin, D: DelayNs + Send>(
     let mut timeouts = 0;
     let mut last_err = None;
     for _ in 0..reads {
-        match dht.read() {
-            Ok(s) => match dht.range().check(s) {
-                Ok(_) => ok += 1,
-                Err(r) => last_err = Some(r.to_string()),
-            },
+        match sensor::checked(dht.range(), dht.read()) {
+            Ok(_) => ok += 1,
             Err(e) => {
                 if matches!(e, ReadError::Timeout(_)) {
                     timeouts += 1;

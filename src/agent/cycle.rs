@@ -398,13 +398,10 @@ pub fn read_validated(
     let mut checked = |t: Take, errors: &mut Vec<SensorError>, stamp: Option<i64>| {
         let (frame_ms, result) = take(t);
         let ts_ms = stamp.unwrap_or(frame_ms);
-        let checked = result
-            .map_err(|e| (e.kind(), e.detail().to_string()))
-            .and_then(|s| range.check(s).map_err(|r| (r.kind(), r.to_string())));
-        match checked {
+        match sensor::checked(range, result) {
             Ok(s) => Some((ts_ms, s)),
-            Err((kind, detail)) => {
-                error(errors, ts_ms, kind, detail);
+            Err(e) => {
+                error(errors, ts_ms, e.kind(), e.detail().to_string());
                 None
             }
         }

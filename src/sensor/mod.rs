@@ -62,6 +62,13 @@ pub trait Sensor: Send {
     }
 }
 
+/// `result` (a read or re-read) held to the sensor's own `range`
+/// (`Sensor::range`): the one check every command applies before it
+/// believes a sample.
+pub fn checked(range: SensorRange, result: Result<Sample, ReadError>) -> Result<Sample, ReadError> {
+    result.and_then(|s| range.check(s).map_err(|r| ReadError::Range(r.to_string())))
+}
+
 /// A read that produced no sample.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ReadError {
