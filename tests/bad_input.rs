@@ -1107,6 +1107,48 @@ const BAD_DHT_CONFIGS: &[BadDhtConfig] = &[
     },
 ];
 
+/// Runs `sub` on the config at `path` and lists what is wrong with how it
+/// refuses it: exit 78, the file named, ``key `KEY` ``, and each of `shows`
+/// in the message (which ends the list when anything is wrong). Empty when
+/// the refusal is right.
+fn config_error_problems(
+    dir: &Path,
+    path: &Path,
+    sub: &str,
+    key: &str,
+    shows: &[&str],
+) -> Vec<String> {
+    let out = edgeprio(dir)
+        .arg("--config")
+        .arg(path)
+        .arg(sub)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_no_panic(&stderr);
+    let mut problems = Vec::new();
+    if out.status.code() != Some(EXIT_CONFIG) {
+        problems.push(format!("exit {:?}, want {EXIT_CONFIG}", out.status.code()));
+    }
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let key = format!("key `{key}`");
+    for want in [file.as_str(), key.as_str()]
+        .into_iter()
+        .chain(shows.iter().copied())
+    {
+        if !stderr.contains(want) {
+            problems.push(format!("does not show {want:?}"));
+        }
+    }
+    if !problems.is_empty() {
+        problems.push(format!("stderr: {}", stderr.trim()));
+    }
+    problems
+}
+
 /// `check-config` and `read-once` refuse each bad DHT setting with exit 78,
 /// naming the file, the key and the bad value, and what is allowed.
 #[test]
@@ -1118,36 +1160,9 @@ fn bad_dht_settings_are_config_errors_naming_key_and_value() {
         let path = dir.path().join(&file);
         std::fs::write(&path, case.body).unwrap();
         for sub in ["check-config", "read-once"] {
-            let out = edgeprio(dir.path())
-                .arg("--config")
-                .arg(&path)
-                .arg(sub)
-                .output()
-                .unwrap();
-            let stderr = text(&out.stderr);
-            assert_no_panic(&stderr);
-            let mut problems = Vec::new();
-            if out.status.code() != Some(EXIT_CONFIG) {
-                problems.push(format!("exit {:?}, want {EXIT_CONFIG}", out.status.code()));
-            }
-            if !stderr.contains(&file) {
-                problems.push(format!("does not name the file {file}"));
-            }
-            if !stderr.contains(&format!("key `{}`", case.key)) {
-                problems.push(format!("does not name the key `{}`", case.key));
-            }
-            for v in case.value {
-                if !stderr.contains(v) {
-                    problems.push(format!("does not show {v:?}"));
-                }
-            }
+            let problems = config_error_problems(dir.path(), &path, sub, case.key, case.value);
             if !problems.is_empty() {
-                failures.push(format!(
-                    "{} ({sub}): {}\n    stderr: {}",
-                    case.what,
-                    problems.join("; "),
-                    stderr.trim()
-                ));
+                failures.push(format!("{} ({sub}): {}", case.what, problems.join("; ")));
             }
         }
     }
@@ -1309,38 +1324,9 @@ fn bad_offset_confirm_and_stale_after_name_key_and_value() {
     let mut failures = Vec::new();
     for (i, (head, sensor, key, shows)) in cases.iter().enumerate() {
         let path = write_sim_config(dir.path(), &format!("bad{i}.toml"), head, sensor);
-        let out = edgeprio(dir.path())
-            .arg("--config")
-            .arg(&path)
-            .arg("check-config")
-            .output()
-            .unwrap();
-        let stderr = text(&out.stderr);
-        assert_no_panic(&stderr);
-        let mut problems = Vec::new();
-        if out.status.code() != Some(EXIT_CONFIG) {
-            problems.push(format!("exit {:?}, not {EXIT_CONFIG}", out.status.code()));
-        }
-        for want in [path.display().to_string(), format!("key `{key}`")]
-            .iter()
-            .chain(
-                shows
-                    .iter()
-                    .map(|s| (*s).to_string())
-                    .collect::<Vec<_>>()
-                    .iter(),
-            )
-        {
-            if !stderr.contains(want.as_str()) {
-                problems.push(format!("no {want:?}"));
-            }
-        }
+        let problems = config_error_problems(dir.path(), &path, "check-config", key, shows);
         if !problems.is_empty() {
-            failures.push(format!(
-                "{head} {sensor}: {}\n    {}",
-                problems.join("; "),
-                stderr.trim()
-            ));
+            failures.push(format!("{head} {sensor}: {}", problems.join("; ")));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
