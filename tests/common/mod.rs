@@ -18,7 +18,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_edgeprio");
 
 /// The variable naming the program that runs `BIN` when this machine cannot
 /// exec it itself: `scripts/cross-test` sets it to
-/// `qemu-aarch64 -L /usr/aarch64-linux-gnu` for the aarch64 build (cargo's
+/// `qemu-aarch64 -cpu cortex-a53` for the static aarch64 build (cargo's
 /// runner only runs the test binaries; the binaries they spawn need it too).
 /// Words are split on whitespace; unset or blank means `BIN` runs directly.
 pub const RUNNER_VAR: &str = "EDGEPRIO_TEST_RUNNER";
