@@ -809,7 +809,7 @@ impl Validator<'_> {
             Some(v) => Err(self.err(
                 format!("sensor[{i}].offset.{}", c.name()),
                 format!(
-                    "{} = {v}: a calibration offset must be a number from -{limit} to {limit} {}",
+                    "{} = {v:?}: a calibration offset must be a number from -{limit} to {limit} {}",
                     c.name(),
                     c.unit(),
                     limit = OFFSET_LIMIT.get(c)
