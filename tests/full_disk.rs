@@ -181,12 +181,11 @@ fn assert_gapless(db: &Path, context: &str) -> BTreeMap<String, Vec<i64>> {
 
 /// The number in "spilled N readings" of a message.
 fn spilled_count(stderr: &str) -> Option<u64> {
-    let at = stderr.find("spilled ")?;
-    stderr[at + "spilled ".len()..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    stderr.match_indices("spilled ").find_map(|(at, _)| {
+        let mut words = stderr[at + "spilled ".len()..].split_whitespace();
+        let n = words.next()?.parse().ok()?;
+        (words.next() == Some("readings")).then_some(n)
+    })
 }
 
 /// Fills the disk under a running agent and waits until commits fail and a
