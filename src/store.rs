@@ -712,6 +712,24 @@ impl Store {
         Ok(depth)
     }
 
+    /// Whether the log has `r` itself: the same (node, sensor, seq) read at
+    /// the same time.
+    pub fn contains(&self, r: &Reading) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM readings
+                   WHERE node = ?1 AND sensor = ?2 AND seq = ?3 AND ts_ms = ?4)",
+                params![
+                    r.node,
+                    r.sensor,
+                    i64::try_from(r.seq).unwrap_or(i64::MAX),
+                    r.ts_ms
+                ],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sqlite(e))
+    }
+
     /// Inserts readings in one transaction (bulk loads and benchmarks).
     pub fn insert_readings(&mut self, readings: &[Reading]) -> Result<(), StoreError> {
         let path = self.path.clone();

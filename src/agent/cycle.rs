@@ -137,7 +137,22 @@ impl Station {
         let now_ms = clock.wall_ms();
         let store = Store::open(&config.db, crate::store::Access::Writer)?;
         let mut history = store.history(&config.node)?;
-        let held = take_held(config, carried);
+        let mut held = take_held(config, carried);
+        // Held readings go in with one transaction: if the log has one of
+        // them, it has all, and the agent stopped between that commit and
+        // removing the spill. Committing them again would renumber them
+        // into duplicates.
+        if let Some(first) = held.readings().first()
+            && store.contains(first)?
+        {
+            tracing::warn!(
+                spill = %held.path().display(),
+                "the log already has the {} spilled readings (the agent stopped before it \
+                 removed the spill): removing the spill",
+                held.readings().len()
+            );
+            held.committed();
+        }
         // Held readings were never committed, so never published: they keep
         // their seqs, and the sensors go on after them.
         for r in held.readings().iter().filter(|r| r.node == config.node) {
@@ -1405,14 +1420,24 @@ mod tests {
         station_with(dir, "")
     }
 
-    /// A station on `dir/e.db` with one simulated sensor; `extra` is TOML
-    /// appended to the config.
-    fn station_with(dir: &std::path::Path, extra: &str) -> Station {
+    /// The config of [`station_with`].
+    fn st_config_with(dir: &std::path::Path, extra: &str) -> Config {
         let text = format!(
             "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\nprofile = \"heater\"\n{extra}",
             dir.join("e.db").display().to_string()
         );
-        let config = Config::parse(&text, None).unwrap();
+        Config::parse(&text, None).unwrap()
+    }
+
+    /// The config of [`station`].
+    fn st_config(dir: &std::path::Path) -> Config {
+        st_config_with(dir, "")
+    }
+
+    /// A station on `dir/e.db` with one simulated sensor; `extra` is TOML
+    /// appended to the config.
+    fn station_with(dir: &std::path::Path, extra: &str) -> Station {
+        let config = st_config_with(dir, extra);
         Station::open(
             &config,
             config.interval,
@@ -1511,6 +1536,123 @@ mod tests {
         assert!(st.held.is_empty());
         assert!(!spill.exists(), "the spill goes once the log has it");
         assert_eq!(logged_seqs(dir.path()), (0..200).collect::<Vec<_>>());
+    }
+
+    /// Fills the log of `st` up and runs cycles until one commit failed
+    /// and `more` after it.
+    fn fail_commits(st: &mut Station, dir: &std::path::Path, more: usize) {
+        let pages: i64 = rusqlite::Connection::open(dir.join("e.db"))
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        st.store.set_max_pages(pages);
+        let mut cycles = 0;
+        while st.cycle(None).commit_error.is_none() {
+            cycles += 1;
+            assert!(cycles < 200, "the cap never bit");
+        }
+        for _ in 0..more {
+            assert!(st.cycle(None).commit_error.is_some());
+        }
+    }
+
+    #[test]
+    fn a_spill_the_log_already_has_is_not_written_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let spill = dir.path().join("run/e.spill");
+        let mut st = station(dir.path());
+        st.held = Held::new(spill.clone(), &db);
+        st.cycle(None);
+        fail_commits(&mut st, dir.path(), 3);
+        let spilled = std::fs::read(&spill).unwrap();
+        st.store.set_max_pages(1 << 30);
+        assert!(st.cycle(None).commit_error.is_none());
+        assert!(!spill.exists());
+        let logged = logged_seqs(dir.path());
+        drop(st);
+        // The agent stopped after the commit, before removing the spill.
+        std::fs::write(&spill, spilled).unwrap();
+        let (held, _) = Held::restore(spill.clone(), &db).unwrap();
+        assert!(!held.is_empty());
+        let mut st = Station::open_carrying(
+            &st_config(dir.path()),
+            Duration::from_secs(15),
+            Arc::new(crate::clock::SystemClock::new()),
+            Some(held),
+        )
+        .unwrap();
+        assert!(!spill.exists(), "the stale spill is removed");
+        assert!(st.cycle(None).commit_error.is_none());
+        let n = logged.len() as u64;
+        assert_eq!(logged_seqs(dir.path()), (0..=n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn seqs_given_up_are_never_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let mut st = station(dir.path());
+        st.cycle(None);
+        drop(st);
+        // Readings 1..=5 that a stopped agent could not even spill: only
+        // their loss is in the spill.
+        let spill = dir.path().join("run/e.spill");
+        let mut held = Held::new(spill.clone(), &db).with_limit(0);
+        let readings: Vec<Reading> = (1..=5)
+            .map(|seq| Reading {
+                node: "t".into(),
+                sensor: "lab".into(),
+                seq,
+                ts_ms: 1_000,
+                sample: Sample::new(20.0, 50.0),
+                weights: crate::domain::PerChannel {
+                    temperature: 0,
+                    humidity: 0,
+                },
+                priority: 0,
+                route: Route::Batch,
+            })
+            .collect();
+        held.hold(&readings, &[], 1_000);
+        assert_eq!(held.settle(2_000).len(), 1);
+        let (held, _) = Held::restore(spill.clone(), &db).unwrap();
+        let mut st = Station::open_carrying(
+            &st_config(dir.path()),
+            Duration::from_secs(15),
+            Arc::new(crate::clock::SystemClock::new()),
+            Some(held),
+        )
+        .unwrap();
+        assert!(st.cycle(None).commit_error.is_none());
+        assert_eq!(logged_seqs(dir.path()), vec![0, 6]);
+        let (first, last): (i64, i64) = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT first_seq, last_seq FROM lost_readings WHERE sensor = 'lab'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((first, last), (1, 5));
+        // Restarted again: the recorded loss still keeps its seqs taken.
+        drop(st);
+        let mut st = station(dir.path());
+        st.cycle(None);
+        assert_eq!(logged_seqs(dir.path()), vec![0, 6, 7]);
+    }
+
+    #[test]
+    fn a_long_outage_is_mentioned_every_ten_minutes_only() {
+        let start = Duration::from_secs(100);
+        let mut outage = Outage::new(start);
+        // A cycle every 15 s for an hour.
+        let said: Vec<u64> = (1..=240u64)
+            .filter(|i| outage.again(start + Duration::from_secs(15 * i)))
+            .map(|i| 15 * i / 60)
+            .collect();
+        assert_eq!(said, vec![10, 20, 30, 40, 50, 60]);
+        assert_eq!(outage.failed, 241);
     }
 
     #[test]

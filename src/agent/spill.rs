@@ -330,6 +330,13 @@ impl Held {
         }
     }
 
+    /// This spill with `limit` bytes for readings and errors.
+    #[cfg(test)]
+    pub(crate) fn with_limit(mut self, limit: u64) -> Held {
+        self.limit = Some(limit);
+        self
+    }
+
     /// The spill file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -546,8 +553,8 @@ impl Held {
     /// the old one, and the directory synced.
     fn rewrite(&mut self) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
         if self.limit.is_none() {
-            std::fs::create_dir_all(dir)?;
             self.limit = Some(bound(dir, 0));
         }
         let limit = self.limit.unwrap_or(MAX_SPILL_BYTES);
@@ -723,8 +730,7 @@ mod tests {
     fn the_bound_keeps_the_spill_small_and_settle_records_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.spill");
-        let mut held = Held::new(path.clone(), Path::new("e.db"));
-        held.limit = Some(1_000);
+        let mut held = Held::new(path.clone(), Path::new("e.db")).with_limit(1_000);
         let readings: Vec<Reading> = (0..40).map(|s| reading("a", s)).collect();
         held.hold(&readings, &[], 9);
         let spilled = held.spill();

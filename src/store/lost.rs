@@ -75,8 +75,12 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
+                    // Once only: a stop between this and the readings' commit
+                    // reads the same losses back from the spill.
                     "INSERT INTO lost_readings (ts_ms, node, sensor, first_seq, last_seq, count, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+                     WHERE NOT EXISTS (SELECT 1 FROM lost_readings
+                       WHERE node = ?2 AND sensor = ?3 AND first_seq = ?4 AND last_seq = ?5)",
                 )
                 .map_err(|e| classify(&path, e))?;
             for l in losses {
