@@ -311,7 +311,8 @@ fn what_the_spill_cannot_hold_is_recorded_as_lost_with_its_seq_range() {
     let lost: Vec<&str> = stderr.lines().filter(|l| l.contains("lost ")).collect();
     assert!(!lost.is_empty(), "{stderr}");
     assert!(
-        lost.iter().any(|l| l.contains("of sensor") && l.contains("seq ")),
+        lost.iter()
+            .any(|l| l.contains("of sensor") && l.contains("seq ")),
         "{lost:?}"
     );
     let spill: u64 = std::fs::read_dir(&run.dir)
@@ -347,6 +348,9 @@ fn what_the_spill_cannot_hold_is_recorded_as_lost_with_its_seq_range() {
     for (sensor, got) in &mut seqs {
         got.sort_unstable();
         let want: Vec<i64> = (0..i64::try_from(got.len()).unwrap()).collect();
-        assert_eq!(got, &want, "sensor {sensor}: logged + lost, losses {losses:?}");
+        assert_eq!(
+            got, &want,
+            "sensor {sensor}: logged + lost, losses {losses:?}"
+        );
     }
 }

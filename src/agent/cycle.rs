@@ -171,8 +171,8 @@ impl Station {
         // Nor are seqs given up: the log's losses and the held ones.
         let mut lost = store.last_lost_seqs(&config.node)?;
         for l in held.losses().iter().filter(|l| l.node == config.node) {
-            let last = lost.entry(l.sensor.clone()).or_default();
-            *last = (*last).max(l.last_seq);
+            let seq = lost.entry(l.sensor.clone()).or_default();
+            *seq = (*seq).max(l.last_seq);
         }
         let mut slots = Vec::with_capacity(config.sensors.len());
         for sc in &config.sensors {

@@ -146,11 +146,10 @@ pub async fn run_carrying(
     let cfg = config.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let period = opts.period;
-    let mut station = tokio::task::spawn_blocking(move || {
-        Station::open_carrying(&cfg, period, clock, carried)
-    })
-    .await
-    .context("the start-up thread panicked")??;
+    let mut station =
+        tokio::task::spawn_blocking(move || Station::open_carrying(&cfg, period, clock, carried))
+            .await
+            .context("the start-up thread panicked")??;
     publisher.ready();
     tracing::info!(
         node = %config.node,

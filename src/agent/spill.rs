@@ -487,7 +487,10 @@ impl Held {
         let mut out = String::new();
         let counts = self.fill(&mut out, self.len, limit);
         let mut file = OpenOptions::new().append(true).open(&self.path)?;
-        if let Err(e) = file.write_all(out.as_bytes()).and_then(|()| file.sync_data()) {
+        if let Err(e) = file
+            .write_all(out.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
             // Cut a partial append off: the file stays a clean prefix.
             let _ = file.set_len(self.len);
             return Err(e);
@@ -503,9 +506,8 @@ impl Held {
     /// above it). Returns the new in-file counts.
     fn fill(&self, out: &mut String, len: u64, limit: u64) -> (usize, usize, usize) {
         let (mut r, mut e, mut l) = self.in_file;
-        let fits = |out: &String, line: &str, limit: u64| {
-            len + (out.len() + line.len()) as u64 <= limit
-        };
+        let fits =
+            |out: &String, line: &str, limit: u64| len + (out.len() + line.len()) as u64 <= limit;
         while r < self.readings.len() {
             let line = Record::reading(&self.readings[r]).line();
             if !fits(out, &line, limit) {
@@ -632,9 +634,8 @@ impl Held {
 /// [`MAX_SPILL_BYTES`], and never more than half of what the RAM disk has
 /// free beyond what it already takes.
 fn bound(dir: &Path, used: u64) -> u64 {
-    let free = rustix::fs::statvfs(dir).map_or(MAX_SPILL_BYTES, |s| {
-        s.f_bavail.saturating_mul(s.f_frsize)
-    });
+    let free =
+        rustix::fs::statvfs(dir).map_or(MAX_SPILL_BYTES, |s| s.f_bavail.saturating_mul(s.f_frsize));
     MAX_SPILL_BYTES.min(used + free / 2).max(used)
 }
 
@@ -739,7 +740,12 @@ mod tests {
         let lost = held.settle(77);
         assert_eq!(lost.len(), 1, "{lost:?}");
         assert_eq!(
-            (lost[0].sensor.as_str(), lost[0].first_seq, lost[0].last_seq, lost[0].ts_ms),
+            (
+                lost[0].sensor.as_str(),
+                lost[0].first_seq,
+                lost[0].last_seq,
+                lost[0].ts_ms
+            ),
             ("a", spilled as u64, 39, 77)
         );
         assert!(lost[0].reason.contains("is full"), "{}", lost[0].reason);
@@ -764,7 +770,11 @@ mod tests {
             .map(|l| (l.sensor.clone(), l.first_seq, l.last_seq))
             .collect();
         assert_eq!(runs, vec![("a".into(), 3, 4), ("b".into(), 9, 9)]);
-        assert!(lost[0].to_string().starts_with("lost 2 readings of sensor a, seq 3..4"));
+        assert!(
+            lost[0]
+                .to_string()
+                .starts_with("lost 2 readings of sensor a, seq 3..4")
+        );
     }
 
     #[test]

@@ -54,7 +54,9 @@ impl Store {
     ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT sensor, max(last_seq) FROM lost_readings WHERE node = ?1 GROUP BY sensor")
+            .prepare(
+                "SELECT sensor, max(last_seq) FROM lost_readings WHERE node = ?1 GROUP BY sensor",
+            )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([node], |r| {
