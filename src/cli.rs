@@ -894,7 +894,11 @@ pub fn demo_lines(report: &CycleReport) -> String {
         );
     }
     if let Some(e) = &report.commit_error {
-        let _ = writeln!(s, "commit failed, readings kept in memory: {e}");
+        let _ = writeln!(
+            s,
+            "commit failed, {} readings held (and spilled) until the log takes them: {e}",
+            report.held
+        );
     }
     s
 }

@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -461,9 +462,9 @@ impl Held {
             let why = format!("cannot spill to {}: {e}", self.path.display());
             if self.stuck.is_none() {
                 tracing::error!(
-                    "{why}; the {} readings not in the spill are held in memory only: a stop \
-                     loses them (set RUNTIME_DIRECTORY to a writable directory on a RAM file \
-                     system)",
+                    "{why}; readings not in the spill are held in memory only (a stop loses \
+                     them): {} so far; set RUNTIME_DIRECTORY to a writable directory on a RAM \
+                     file system",
                     self.readings.len() - self.in_file.0
                 );
             }
@@ -544,7 +545,7 @@ impl Held {
                 self.len
             );
             tracing::error!(
-                "{why}; the {} newer readings are held in memory only: a stop loses them",
+                "{why}; newer readings are held in memory only (a stop loses them): {} so far",
                 self.readings.len() - self.in_file.0
             );
             self.stuck = Some(why);
@@ -555,7 +556,12 @@ impl Held {
     /// the old one, and the directory synced.
     fn rewrite(&mut self) -> std::io::Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        // Only the agent's user reads it, like the runtime directory systemd
+        // makes (0700).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         if self.limit.is_none() {
             self.limit = Some(bound(dir, 0));
         }
@@ -571,7 +577,12 @@ impl Held {
         self.in_file = saved;
         let tmp = self.path.with_extension("spill.tmp");
         let written = (|| {
-            let mut file = File::create(&tmp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             file.write_all(out.as_bytes())?;
             file.sync_all()?;
             std::fs::rename(&tmp, &self.path)?;
