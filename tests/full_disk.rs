@@ -6,6 +6,7 @@
 //! kept is recorded as a count and seq range per sensor.
 
 mod common;
+mod mosquitto;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -14,6 +15,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use common::{ChildGuard, assert_no_panic, open_ro, readings, send_signal, std_cmd, wait_for};
+use mosquitto::{Broker, Spec, Sub, wait_all_seen};
 
 /// A tmpfs of `size` mounted on `dir` for the life of the value.
 struct Tmpfs {
@@ -239,6 +241,37 @@ fn sigterm_with_the_disk_full_spills_and_the_next_start_commits_it() {
         logged >= before + usize::try_from(spilled).unwrap(),
         "{logged} logged, {before} before the fill and {spilled} spilled"
     );
+}
+
+/// The same with a broker: a subscriber sees every seq of every sensor,
+/// the spilled readings included, once the restarted agent wrote them.
+#[test]
+fn with_a_broker_every_spilled_reading_is_published_after_the_restart() {
+    let s = setup();
+    let broker = Broker::start(&s.dir, &Spec::default());
+    let mut config = std::fs::read_to_string(&s.config).unwrap();
+    config.push_str(&format!(
+        "[mqtt]\nurl = \"{}\"\nbatch_interval = \"200ms\"\n",
+        broker.url()
+    ));
+    std::fs::write(&s.config, config).unwrap();
+    let sub = Sub::start(&broker, &["edgeprio/t/#"], None);
+    let mut agent = Agent::start(&s, "first");
+    let filler = fill_until_held(&s, &mut agent);
+    let (status, stderr) = agent.stop();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(spilled_count(&stderr).is_some(), "{stderr}");
+    std::fs::remove_file(&filler).unwrap();
+    let mut agent = Agent::start(&s, "second");
+    agent.wait_line(&["accepts writes again"], Duration::from_secs(30));
+    wait_for(Duration::from_secs(30), "the spill removed", || {
+        std::fs::read_dir(&s.runtime).unwrap().next().is_none()
+    });
+    let rows = readings(&s.db);
+    wait_all_seen(&sub, "edgeprio/t", &rows, Duration::from_secs(30));
+    let (status, stderr) = agent.stop();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_gapless(&s.db, &stderr);
 }
 
 #[test]
