@@ -249,12 +249,12 @@ fn sigterm_with_the_disk_full_spills_and_the_next_start_commits_it() {
 fn with_a_broker_every_spilled_reading_is_published_after_the_restart() {
     let s = setup();
     let broker = Broker::start(&s.dir, &Spec::default());
-    let mut config = std::fs::read_to_string(&s.config).unwrap();
-    config.push_str(&format!(
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    let mqtt = format!(
         "[mqtt]\nurl = \"{}\"\nbatch_interval = \"200ms\"\n",
         broker.url()
-    ));
-    std::fs::write(&s.config, config).unwrap();
+    );
+    std::fs::write(&s.config, config + &mqtt).unwrap();
     let sub = Sub::start(&broker, &["edgeprio/t/#"], None);
     let mut agent = Agent::start(&s, "first");
     let filler = fill_until_held(&s, &mut agent);
