@@ -1,5 +1,8 @@
 //! The agent: a timer that drives read cycles on a blocking thread, with
 //! shutdown passed in (SIGINT/SIGTERM in `run`, a test's future in tests).
+//! What the log refuses (a full disk) is held by `spill` ([`Held`]):
+//! carried into the next agent on a reload ([`run_carrying`]), spilled to
+//! the runtime directory at the final stop ([`settle`]).
 
 mod cycle;
 mod spill;
