@@ -39,7 +39,8 @@ use crate::store::Loss;
 pub const MAX_HELD: usize = 100_000;
 
 /// Most bytes a spill takes for readings and errors: it lives in RAM.
-/// About 50,000 readings.
+/// About 40,000 readings (a record is about 200 bytes): 40 hours of four
+/// sensors at 15 s.
 pub const MAX_SPILL_BYTES: u64 = 8 << 20;
 
 /// Room kept above the bound for loss records, so that a full spill can
@@ -258,7 +259,10 @@ impl Held {
         held.in_file = (held.readings.len(), held.errors.len(), held.losses.len());
         held.len = good;
         held.limit = Some(bound(held.path.parent().unwrap_or(Path::new(".")), good));
-        if good < total {
+        if good == 0 {
+            // Nothing usable: the file goes, like a spill the log took.
+            std::fs::remove_file(&held.path)?;
+        } else if good < total {
             OpenOptions::new()
                 .write(true)
                 .open(&held.path)?
@@ -370,7 +374,7 @@ impl Held {
         &mut self.readings
     }
 
-    /// Holds a cycle's readings and errors, up to [`MAX_HELD`] of each;
+    /// Holds a cycle's readings and errors, up to `MAX_HELD` of each;
     /// readings past it are given up, as losses (at `now_ms`).
     pub fn hold(&mut self, readings: &[Reading], errors: &[SensorError], now_ms: i64) {
         let room = MAX_HELD.saturating_sub(self.readings.len());
