@@ -230,8 +230,8 @@ impl Station {
         // next) has a row to record the broker state in, and a reader sees
         // the agent running before its first cycle ends; what is held goes
         // in with it. A log that refuses writes (full, remounted read-only)
-        // does not stop the start: the cycles hold their readings.
-        // A failure is logged and the readings held by `commit` itself.
+        // does not stop the start: `commit` logs it, and the cycles hold
+        // their readings.
         let taken = station.held.readings().len();
         if station.commit().is_ok() && taken > 0 {
             tracing::info!(
