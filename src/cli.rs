@@ -473,8 +473,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the agent until SIGTERM or SIGINT. SIGHUP reloads the
 /// configuration through `load`: a valid file stops the agent cleanly (the
 /// cycle in flight committed, the broker told `offline`) and starts it
-/// again with the new one; an invalid file is logged and the agent carries
-/// on with the old one.
+/// again with the new one, carrying over the readings the log refused (a
+/// full disk); an invalid file is logged and the agent carries on with the
+/// old one.
 async fn run_agent(
     mut config: Config,
     load: impl Fn() -> Result<Config, ConfigError>,
@@ -483,6 +484,7 @@ async fn run_agent(
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut held = None;
     loop {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let mut stop_tx = Some(stop_tx);
@@ -500,7 +502,7 @@ async fn run_agent(
                 None => None,
             };
             let publisher = AnyPublisher::for_config(&config).with_metrics(&metrics);
-            let agent = agent::run(
+            let agent = agent::run_carrying(
                 &config,
                 RunOptions::from_config(&config),
                 publisher,
@@ -508,12 +510,13 @@ async fn run_agent(
                 async {
                     let _ = stop_rx.await;
                 },
+                held.take(),
             );
             tokio::pin!(agent);
             loop {
                 tokio::select! {
                     done = &mut agent => {
-                        done?;
+                        held = done?.1;
                         break;
                     }
                     // STOPPING=1 only here: during a reload systemd would
@@ -553,9 +556,13 @@ async fn run_agent(
                 endpoint.stop().await;
             }
         }
-        match next {
-            Some(new) => config = new,
-            None => return Ok(()),
+        match (next, held.take()) {
+            (Some(new), carried) => {
+                config = new;
+                held = carried;
+            }
+            (None, Some(last)) => return agent::settle(last).await,
+            (None, None) => return Ok(()),
         }
     }
 }
@@ -887,7 +894,11 @@ pub fn demo_lines(report: &CycleReport) -> String {
         );
     }
     if let Some(e) = &report.commit_error {
-        let _ = writeln!(s, "commit failed, readings kept in memory: {e}");
+        let _ = writeln!(
+            s,
+            "commit failed, {} readings held (and spilled) until the log takes them: {e}",
+            report.held
+        );
     }
     s
 }

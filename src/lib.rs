@@ -13,7 +13,8 @@
 //!   over GPIO (rppal), the kernel's IIO driver, and simulations.
 //! - [`store`]: the `SQLite` log, which is also the MQTT outbox. Owns the schema.
 //! - [`agent`]: the read cycle and the timer loop that drives it, with
-//!   shutdown passed in.
+//!   shutdown passed in; readings the log refuses are held, carried over a
+//!   reload and spilled to the runtime directory ([`agent::Held`]).
 //! - [`clock`]: monotonic time, wall time and sleeping, real or virtual.
 //! - [`publish`]: MQTT publishing from the log's outbox, acknowledged row by
 //!   row; [`broker`]: the embedded broker.

@@ -22,9 +22,11 @@ use thiserror::Error;
 
 use crate::domain::{PerChannel, Reading, Route, Sample, SensorError};
 
+mod lost;
 mod retention;
 mod window;
 
+pub use lost::Loss;
 pub use retention::{Housekeeping, PassReport, Retention, Space};
 pub use window::{Bucket, RouteCounts, Snapshot, StoredError};
 
@@ -123,6 +125,18 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE agent_status ADD COLUMN last_prune_ms INTEGER;
     ALTER TABLE agent_status ADD COLUMN pruned_readings INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE agent_status ADD COLUMN shed_readings INTEGER NOT NULL DEFAULT 0;",
+    // 5: readings the agent had to give up, per sensor and seq range (see
+    // `lost`): a consumer's gap with a row here was lost at the source.
+    "CREATE TABLE lost_readings (
+        id        INTEGER PRIMARY KEY,
+        ts_ms     INTEGER NOT NULL,
+        node      TEXT    NOT NULL,
+        sensor    TEXT    NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq  INTEGER NOT NULL CHECK (last_seq >= first_seq),
+        count     INTEGER NOT NULL,
+        reason    TEXT    NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.
@@ -163,8 +177,9 @@ pub enum StoreError {
     },
     /// The disk (or the file's size limit) is full.
     #[error(
-        "the disk holding {path} is full ({reason}); free some space: the agent keeps the \
-         readings it cannot write in memory and writes them once it can"
+        "the disk holding {path} is full ({reason}); free some space: the agent holds the \
+         readings it cannot write (in memory and in a spill file in its runtime directory) and \
+         writes them once it can"
     )]
     Full {
         /// The database file.
@@ -175,8 +190,8 @@ pub enum StoreError {
     /// The operating system failed a read or write of the file.
     #[error(
         "cannot write {path}: {reason}: the disk may be full or failing (check `df` and \
-         `dmesg`); the agent keeps the readings it cannot write in memory and writes them \
-         once it can"
+         `dmesg`); the agent holds the readings it cannot write (in memory and in a spill \
+         file in its runtime directory) and writes them once it can"
     )]
     Io {
         /// The database file.
@@ -695,6 +710,24 @@ impl Store {
         let depth = write_status(&tx, status, space.as_ref()).map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))?;
         Ok(depth)
+    }
+
+    /// Whether the log has `r` itself: the same (node, sensor, seq) read at
+    /// the same time.
+    pub fn contains(&self, r: &Reading) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM readings
+                   WHERE node = ?1 AND sensor = ?2 AND seq = ?3 AND ts_ms = ?4)",
+                params![
+                    r.node,
+                    r.sensor,
+                    i64::try_from(r.seq).unwrap_or(i64::MAX),
+                    r.ts_ms
+                ],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Inserts readings in one transaction (bulk loads and benchmarks).
@@ -1602,7 +1635,7 @@ mod tests {
         assert_eq!(old.housekeeping("pi").unwrap(), None);
         drop(old);
         let mut s = Store::open(&path, Access::Writer).unwrap();
-        assert_eq!(s.identity().unwrap().0, 4);
+        assert_eq!(s.identity().unwrap().0, SCHEMA_VERSION);
         let h = s.housekeeping("pi").unwrap().unwrap();
         assert_eq!(h.space, None);
         assert_eq!((h.pruned_readings, h.shed_readings), (0, 0));

@@ -996,11 +996,14 @@ fn second_agent_on_the_same_log_loses_nothing() {
 /// A full disk, made real with a file-size limit (`ulimit -f`, SIGXFSZ
 /// ignored so writes fail with EFBIG like ENOSPC would): the agent keeps
 /// reading and scoring, says what to check, never corrupts the file, and
-/// keeps what it had committed.
+/// keeps what it had committed. The limit caps the spill too: what it
+/// holds is written at the next start, what it could not take is reported
+/// lost per sensor and seq range.
 #[test]
 fn full_disk_keeps_the_agent_running_and_the_file_intact() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
+    let runtime = dir.path().join("run");
     let out = std::process::Command::new("bash")
         .arg("-c")
         .arg(r#"ulimit -f 100; trap "" XFSZ; exec "$@""#)
@@ -1010,6 +1013,7 @@ fn full_disk_keeps_the_agent_running_and_the_file_intact() {
         .arg(&db)
         .args(["--speed", "1000", "--count", "300"])
         .env("NO_COLOR", "1")
+        .env("RUNTIME_DIRECTORY", &runtime)
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
@@ -1018,16 +1022,23 @@ fn full_disk_keeps_the_agent_running_and_the_file_intact() {
     // Every cycle still ran: the last sensor reached seq 299.
     assert!(stdout.contains("seq 299"), "{stdout}");
     assert!(
-        stdout.contains("commit failed, readings kept in memory")
+        stdout.contains("readings held (and spilled) until the log takes them")
             && stdout.contains("the disk may be full or failing"),
         "{stdout}"
     );
-    // At the stop the readings that never reached the disk are reported lost.
+    // At the stop the readings the limited spill could not take are
+    // reported lost, per sensor: "lost N readings of sensor X, seq A..299".
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("could not be written to the log"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("spilled "), "{stderr}");
+    let mut first_lost = std::collections::BTreeMap::new();
+    for line in stderr.lines().filter(|l| l.contains("ERROR lost ")) {
+        let rest = &line[line.find(" of sensor ").unwrap() + " of sensor ".len()..];
+        let (sensor, rest) = rest.split_once(", seq ").unwrap();
+        let (first, rest) = rest.split_once("..").unwrap();
+        assert!(rest.starts_with("299 "), "{line}");
+        first_lost.insert(sensor.to_string(), first.parse::<i64>().unwrap());
+    }
+    assert_eq!(first_lost.len(), 4, "a loss line per sensor:\n{stderr}");
     let conn = Connection::open(&db).unwrap();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -1039,6 +1050,22 @@ fn full_disk_keeps_the_agent_running_and_the_file_intact() {
         let expected: Vec<i64> = (0..i64::try_from(seqs.len()).unwrap()).collect();
         assert_eq!(seqs, expected, "{sensor}: committed rows are gapless");
     }
+    // With space again, the next start writes the spill: every seq before
+    // the lost ones is in the log (and the lost ones, never published, are
+    // handed out again).
+    let out = edgeprio(dir.path())
+        .args(["demo", "--speed", "1000", "--count", "1", "--db"])
+        .arg(&db)
+        .env("RUNTIME_DIRECTORY", &runtime)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("read "), "{}", text(&out.stderr));
+    for (sensor, seqs) in common::seqs_by_sensor(&common::readings(&db)) {
+        let expected: Vec<i64> = (0..=first_lost[&sensor]).collect();
+        assert_eq!(seqs, expected, "{sensor}: spilled rows written, gapless");
+    }
+    assert!(std::fs::read_dir(&runtime).unwrap().next().is_none());
 }
 
 // ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use std::time::Duration;
 
+use super::spill::{self, Held};
 use crate::clock::Clock;
 use crate::config::{Config, SensorConfig};
 use crate::domain::{
@@ -16,10 +17,9 @@ use crate::domain::{
 use crate::sensor::{self, OpenError, ReadError, Resume, Sensor};
 use crate::store::{AgentStatus, PassReport, Retention, Store, StoreError};
 
-/// How many committed-but-failed readings are kept in memory for the next
-/// commit attempt (about four days of four sensors at 15 s): a full disk or
-/// a locked file must not lose readings, but memory is finite too.
-const MAX_PENDING: usize = 100_000;
+/// How often a log that keeps refusing writes is mentioned again after the
+/// first ERROR: once per cycle would flood the journal of a full disk.
+const OUTAGE_REMINDER: Duration = Duration::from_mins(10);
 
 /// Most attempts at one sensor in one cycle, whatever the time budget: a
 /// simulated sensor has no 2 s spacing to pace its retries.
@@ -57,8 +57,10 @@ pub struct CycleReport {
     pub errors: Vec<SensorError>,
     /// The outbox depth after the commit.
     pub outbox_depth: Option<u64>,
-    /// Why the commit failed; the readings are kept and retried.
+    /// Why the commit failed; the readings are held and retried.
     pub commit_error: Option<String>,
+    /// Readings held for the log after this cycle (0 once it takes them).
+    pub held: usize,
     /// The retention pass that finished this cycle, if one did.
     pub retention: Option<PassReport>,
 }
@@ -75,8 +77,11 @@ pub struct Station {
     pub(crate) slots: Vec<Slot>,
     store: Store,
     status: AgentStatus,
-    /// Readings and errors whose commit failed, oldest first.
-    pending: (Vec<Reading>, Vec<SensorError>),
+    /// Readings, errors and losses the log has not taken yet, and their
+    /// spill.
+    held: Held,
+    /// The failed commits since the log last took a write, if it refuses.
+    outage: Option<Outage>,
     /// Deletes what `[store]` says the log no longer keeps.
     retention: Retention,
 }
@@ -89,10 +94,26 @@ impl Station {
         period: Duration,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Station> {
+        Self::open_carrying(config, period, clock, None)
+    }
+
+    /// [`Station::open`] that takes over what an agent stopped for a
+    /// reload still `carried` (the log would not take it); without it, what
+    /// a stopped agent spilled is read back.
+    pub fn open_carrying(
+        config: &Config,
+        period: Duration,
+        clock: Arc<dyn Clock>,
+        carried: Option<Held>,
+    ) -> anyhow::Result<Station> {
         let sensor_clock = clock.clone();
-        Self::open_with(config, period, clock, |sc, resume| {
-            sensor::open(sc, resume, &sensor_clock)
-        })
+        Self::open_inner(
+            config,
+            period,
+            clock,
+            |sc, resume| sensor::open(sc, resume, &sensor_clock),
+            carried,
+        )
     }
 
     /// [`Station::open`] with the sensors built by `opener`: how tests put
@@ -101,16 +122,64 @@ impl Station {
         config: &Config,
         period: Duration,
         clock: Arc<dyn Clock>,
+        opener: impl FnMut(&SensorConfig, Resume) -> Result<Box<dyn Sensor>, OpenError>,
+    ) -> anyhow::Result<Station> {
+        Self::open_inner(config, period, clock, opener, None)
+    }
+
+    fn open_inner(
+        config: &Config,
+        period: Duration,
+        clock: Arc<dyn Clock>,
         mut opener: impl FnMut(&SensorConfig, Resume) -> Result<Box<dyn Sensor>, OpenError>,
+        carried: Option<Held>,
     ) -> anyhow::Result<Station> {
         let now_ms = clock.wall_ms();
         let store = Store::open(&config.db, crate::store::Access::Writer)?;
-        let history = store.history(&config.node)?;
+        let mut history = store.history(&config.node)?;
+        let mut held = take_held(config, carried);
+        // Held readings go in with one transaction: if the log has one of
+        // them, it has all, and the agent stopped between that commit and
+        // removing the spill. Committing them again would renumber them
+        // into duplicates.
+        if let Some(first) = held.readings().first()
+            && store.contains(first)?
+        {
+            tracing::warn!(
+                spill = %held.path().display(),
+                "the log already has the {} spilled readings (the agent stopped before it \
+                 removed the spill): removing the spill",
+                held.readings().len()
+            );
+            held.committed();
+        }
+        // Held readings were never committed, so never published: they keep
+        // their seqs, and the sensors go on after them.
+        for r in held.readings().iter().filter(|r| r.node == config.node) {
+            let newer = history.get(&r.sensor).is_none_or(|h| r.seq > h.last_seq);
+            if newer {
+                history.insert(
+                    r.sensor.clone(),
+                    crate::store::SensorHistory {
+                        last_seq: r.seq,
+                        last: r.sample,
+                        last_ts_ms: r.ts_ms,
+                    },
+                );
+            }
+        }
+        // Nor are seqs given up: the log's losses and the held ones.
+        let mut lost = store.last_lost_seqs(&config.node)?;
+        for l in held.losses().iter().filter(|l| l.node == config.node) {
+            let seq = lost.entry(l.sensor.clone()).or_default();
+            *seq = (*seq).max(l.last_seq);
+        }
         let mut slots = Vec::with_capacity(config.sensors.len());
         for sc in &config.sensors {
             let h = history.get(&sc.id);
+            let after_lost = lost.get(&sc.id).map_or(0, |&s| s.saturating_add(1));
             let resume = Resume {
-                next_seq: h.map_or(0, |h| h.last_seq + 1),
+                next_seq: h.map_or(0, |h| h.last_seq + 1).max(after_lost),
                 last: h.map(|h| h.last),
             };
             let sensor =
@@ -153,16 +222,23 @@ impl Station {
                 heartbeat_ms: now_ms,
                 interval_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
             },
-            pending: (Vec::new(), Vec::new()),
+            held,
+            outage: None,
             retention: Retention::new(config.store.retention, config.store.min_free),
         };
         // The status row exists from the start, so the publisher (started
         // next) has a row to record the broker state in, and a reader sees
-        // the agent running before its first cycle ends.
-        station
-            .store
-            .commit_cycle(&[], &[], &station.status)
-            .context("cannot write the agent's status row")?;
+        // the agent running before its first cycle ends; what is held goes
+        // in with it. A log that refuses writes (full, remounted read-only)
+        // does not stop the start: `commit` logs it, and the cycles hold
+        // their readings.
+        let taken = station.held.readings().len();
+        if station.commit().is_ok() && taken > 0 {
+            tracing::info!(
+                db = %config.db.display(),
+                "the log accepts writes again: wrote the {taken} held readings"
+            );
+        }
         Ok(station)
     }
 
@@ -231,34 +307,12 @@ impl Station {
         }
         let now_ms = self.clock.wall_ms();
         self.status.heartbeat_ms = now_ms;
-        self.pending.0.extend(report.readings.iter().cloned());
-        self.pending.1.extend(report.errors.iter().cloned());
-        let mut result = self
-            .store
-            .commit_cycle(&self.pending.0, &self.pending.1, &self.status);
-        if result.as_ref().is_err_and(StoreError::is_conflict) {
-            self.renumber_after_conflict();
-            result = self
-                .store
-                .commit_cycle(&self.pending.0, &self.pending.1, &self.status);
+        self.held.hold(&report.readings, &report.errors, now_ms);
+        match self.commit() {
+            Ok(depth) => report.outbox_depth = Some(depth),
+            Err(e) => report.commit_error = Some(e),
         }
-        match result {
-            Ok(depth) => {
-                self.pending.0.clear();
-                self.pending.1.clear();
-                report.outbox_depth = Some(depth);
-            }
-            Err(e) => {
-                self.shed_overflow();
-                tracing::error!(
-                    db = %self.store.path().display(),
-                    pending = self.pending.0.len(),
-                    "cannot commit to the log, keeping the readings in memory and retrying \
-                     next cycle: {e}"
-                );
-                report.commit_error = Some(e.to_string());
-            }
-        }
+        report.held = self.held.readings().len();
         // After the commit, whether or not it succeeded: a full disk is
         // when shedding old rows matters most.
         report.retention = self.retain(now_ms);
@@ -294,10 +348,19 @@ impl Station {
                 return;
             }
         };
+        let lost = self.store.last_lost_seqs(&self.node).unwrap_or_default();
         let mut renumbered = 0;
         for slot in &mut self.slots {
-            let mut next = history.get(&slot.id).map_or(0, |h| h.last_seq + 1);
-            for r in self.pending.0.iter_mut().filter(|r| r.sensor == slot.id) {
+            let mut next = history
+                .get(&slot.id)
+                .map_or(0, |h| h.last_seq + 1)
+                .max(lost.get(&slot.id).map_or(0, |&s| s.saturating_add(1)));
+            for r in self
+                .held
+                .readings_mut()
+                .iter_mut()
+                .filter(|r| r.node == self.node && r.sensor == slot.id)
+            {
                 if r.seq != next {
                     r.seq = next;
                     renumbered += 1;
@@ -314,38 +377,180 @@ impl Station {
         );
     }
 
-    fn shed_overflow(&mut self) {
-        let over = self.pending.0.len().saturating_sub(MAX_PENDING);
-        if over > 0 {
-            self.pending.0.drain(..over);
-            tracing::error!(
-                dropped = over,
-                "in-memory backlog full: dropped the oldest readings"
-            );
+    /// Commits what is held (with the heartbeat): the losses first, then
+    /// the readings and errors. On failure everything stays held and is
+    /// spilled; the outage is logged once, then every
+    /// [`OUTAGE_REMINDER`].
+    fn commit(&mut self) -> Result<u64, String> {
+        let wrote = self.held.readings().len();
+        let result = self.try_commit();
+        let now = self.clock.monotonic();
+        match result {
+            Ok(depth) => {
+                if let Some(outage) = self.outage.take() {
+                    tracing::info!(
+                        db = %self.store.path().display(),
+                        "the log accepts writes again after {} failed commits ({}): wrote {wrote} \
+                         held readings",
+                        outage.failed,
+                        humantime::format_duration(Duration::from_secs(
+                            now.saturating_sub(outage.since).as_secs()
+                        )),
+                    );
+                }
+                Ok(depth)
+            }
+            Err(e) => {
+                let spilled = self.held.spill();
+                let held = self.held.readings().len();
+                let spill = self.held.path().display();
+                match &mut self.outage {
+                    None => {
+                        tracing::error!(
+                            db = %self.store.path().display(),
+                            "cannot commit to the log, holding {held} readings ({spilled} of them \
+                             spilled to {spill}) and retrying every cycle: {e}"
+                        );
+                        self.outage = Some(Outage::new(now));
+                    }
+                    Some(outage) => {
+                        if outage.again(now) {
+                            tracing::error!(
+                                db = %self.store.path().display(),
+                                "the log still refuses writes after {} failed commits ({}): \
+                                 holding {held} readings ({spilled} of them spilled to {spill}): \
+                                 {e}",
+                                outage.failed,
+                                humantime::format_duration(Duration::from_secs(
+                                    now.saturating_sub(outage.since).as_secs()
+                                )),
+                            );
+                        }
+                    }
+                }
+                Err(e.to_string())
+            }
         }
-        let over = self.pending.1.len().saturating_sub(MAX_PENDING);
-        self.pending.1.drain(..over);
     }
 
-    /// Records a clean stop; readings that could not be committed are
-    /// tried once more first.
-    pub fn stop(&mut self) -> Result<(), StoreError> {
-        self.status.heartbeat_ms = self.clock.wall_ms();
-        if !self.pending.0.is_empty() || !self.pending.1.is_empty() {
-            if let Err(e) = self
-                .store
-                .commit_cycle(&self.pending.0, &self.pending.1, &self.status)
-            {
-                tracing::error!(
-                    lost = self.pending.0.len(),
-                    "stopping with readings that could not be written to the log: they are lost"
-                );
-                return Err(e);
+    fn try_commit(&mut self) -> Result<u64, StoreError> {
+        if !self.held.losses().is_empty() {
+            self.store.record_losses(self.held.losses())?;
+            for l in self.held.losses() {
+                tracing::warn!("recorded in the log (table lost_readings): {l}");
             }
-            self.pending.0.clear();
-            self.pending.1.clear();
+            self.held.losses_recorded();
         }
-        self.store.mark_stopped(&self.status)
+        let mut result =
+            self.store
+                .commit_cycle(self.held.readings(), self.held.errors(), &self.status);
+        if result.as_ref().is_err_and(StoreError::is_conflict) {
+            self.renumber_after_conflict();
+            result =
+                self.store
+                    .commit_cycle(self.held.readings(), self.held.errors(), &self.status);
+        }
+        let depth = result?;
+        self.held.committed();
+        Ok(depth)
+    }
+
+    /// Records a clean stop; what is held is tried once more first. If the
+    /// log still refuses it, it is spilled and returned, to be carried into
+    /// a reloaded agent or settled ([`Held::settle`]) at the final stop.
+    pub fn stop(&mut self) -> Result<Option<Held>, StoreError> {
+        self.status.heartbeat_ms = self.clock.wall_ms();
+        if !self.held.is_empty() && self.commit().is_err() {
+            // Best effort: the log refuses writes, the dashboard tells a
+            // stopped agent by its heartbeat.
+            if let Err(e) = self.store.mark_stopped(&self.status) {
+                tracing::debug!("cannot mark the agent stopped in the log: {e}");
+            }
+            let empty = Held::new(self.held.path().to_path_buf(), self.store.path());
+            return Ok(Some(std::mem::replace(&mut self.held, empty)));
+        }
+        self.store.mark_stopped(&self.status)?;
+        Ok(None)
+    }
+}
+
+/// The held readings a station starts with: those `carried` over a
+/// reload, or those a stopped agent spilled for this log.
+fn take_held(config: &Config, carried: Option<Held>) -> Held {
+    if let Some(held) = carried {
+        if !held.is_empty() {
+            tracing::info!(
+                "carried {} held readings into the reloaded agent: they go to the log once it \
+                 accepts writes",
+                held.readings().len()
+            );
+        }
+        return held;
+    }
+    let path = spill::spill_path(&spill::runtime_dir(), &config.db);
+    match Held::restore(path.clone(), &config.db) {
+        Ok((held, restored)) => {
+            if restored.dropped_bytes > 0 {
+                tracing::warn!(
+                    spill = %path.display(),
+                    "dropped the last {} bytes of the spill: a record torn by a crash or \
+                     damaged (its checksum does not match)",
+                    restored.dropped_bytes
+                );
+            }
+            if !held.is_empty() {
+                tracing::info!(
+                    spill = %path.display(),
+                    "read {} readings back from the spill {}: they go to the log once it \
+                     accepts writes",
+                    restored.readings,
+                    path.display()
+                );
+            }
+            held
+        }
+        Err(e) => {
+            tracing::error!(
+                spill = %path.display(),
+                "cannot read the spill {}: {e}; starting without it (readings a stopped agent \
+                 spilled there are not in the log)",
+                path.display()
+            );
+            Held::new(path, &config.db)
+        }
+    }
+}
+
+/// A run of failed commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Outage {
+    /// When the first one failed (monotonic).
+    since: Duration,
+    /// How many failed.
+    failed: u64,
+    /// When it was last logged (monotonic).
+    said: Duration,
+}
+
+impl Outage {
+    /// The first failed commit, at `now` (logged by the caller).
+    fn new(now: Duration) -> Outage {
+        Outage {
+            since: now,
+            failed: 1,
+            said: now,
+        }
+    }
+
+    /// One more failed commit at `now`: whether to log it, which is once
+    /// per [`OUTAGE_REMINDER`].
+    fn again(&mut self, now: Duration) -> bool {
+        self.failed += 1;
+        if now.saturating_sub(self.said) >= OUTAGE_REMINDER {
+            self.said = now;
+            return true;
+        }
+        false
     }
 }
 
@@ -1215,14 +1420,24 @@ mod tests {
         station_with(dir, "")
     }
 
-    /// A station on `dir/e.db` with one simulated sensor; `extra` is TOML
-    /// appended to the config.
-    fn station_with(dir: &std::path::Path, extra: &str) -> Station {
+    /// The config of [`station_with`].
+    fn st_config_with(dir: &std::path::Path, extra: &str) -> Config {
         let text = format!(
             "node = \"t\"\ndb = {:?}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\nprofile = \"heater\"\n{extra}",
             dir.join("e.db").display().to_string()
         );
-        let config = Config::parse(&text, None).unwrap();
+        Config::parse(&text, None).unwrap()
+    }
+
+    /// The config of [`station`].
+    fn st_config(dir: &std::path::Path) -> Config {
+        st_config_with(dir, "")
+    }
+
+    /// A station on `dir/e.db` with one simulated sensor; `extra` is TOML
+    /// appended to the config.
+    fn station_with(dir: &std::path::Path, extra: &str) -> Station {
+        let config = st_config_with(dir, extra);
         Station::open(
             &config,
             config.interval,
@@ -1292,6 +1507,9 @@ mod tests {
     fn full_disk_keeps_readings_in_memory_and_writes_them_later() {
         let dir = tempfile::tempdir().unwrap();
         let mut st = station(dir.path());
+        // The spill goes to the test's directory, not the machine's /run.
+        let spill = dir.path().join("run/e.spill");
+        st.held = Held::new(spill.clone(), &dir.path().join("e.db"));
         assert!(st.cycle(None).commit_error.is_none());
         // Fill the file up: every page in use is all it may have.
         let pages: i64 = rusqlite::Connection::open(dir.path().join("e.db"))
@@ -1308,13 +1526,133 @@ mod tests {
             }
         }
         assert!(failed > 0, "the cap never bit");
-        assert!(!st.pending.0.is_empty());
+        assert!(!st.held.readings().is_empty());
+        assert!(spill.exists(), "the held readings are spilled");
         // Space comes back: the next cycle writes everything, in order.
         st.store.set_max_pages(1 << 30);
         let report = st.cycle(None);
         assert!(report.commit_error.is_none());
-        assert!(st.pending.0.is_empty());
+        assert_eq!(report.held, 0);
+        assert!(st.held.is_empty());
+        assert!(!spill.exists(), "the spill goes once the log has it");
         assert_eq!(logged_seqs(dir.path()), (0..200).collect::<Vec<_>>());
+    }
+
+    /// Fills the log of `st` up and runs cycles until one commit failed
+    /// and `more` after it.
+    fn fail_commits(st: &mut Station, dir: &std::path::Path, more: usize) {
+        let pages: i64 = rusqlite::Connection::open(dir.join("e.db"))
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        st.store.set_max_pages(pages);
+        let mut cycles = 0;
+        while st.cycle(None).commit_error.is_none() {
+            cycles += 1;
+            assert!(cycles < 200, "the cap never bit");
+        }
+        for _ in 0..more {
+            assert!(st.cycle(None).commit_error.is_some());
+        }
+    }
+
+    #[test]
+    fn a_spill_the_log_already_has_is_not_written_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let spill = dir.path().join("run/e.spill");
+        let mut st = station(dir.path());
+        st.held = Held::new(spill.clone(), &db);
+        st.cycle(None);
+        fail_commits(&mut st, dir.path(), 3);
+        let spilled = std::fs::read(&spill).unwrap();
+        st.store.set_max_pages(1 << 30);
+        assert!(st.cycle(None).commit_error.is_none());
+        assert!(!spill.exists());
+        let logged = logged_seqs(dir.path());
+        drop(st);
+        // The agent stopped after the commit, before removing the spill.
+        std::fs::write(&spill, spilled).unwrap();
+        let (held, _) = Held::restore(spill.clone(), &db).unwrap();
+        assert!(!held.is_empty());
+        let mut st = Station::open_carrying(
+            &st_config(dir.path()),
+            Duration::from_secs(15),
+            Arc::new(crate::clock::SystemClock::new()),
+            Some(held),
+        )
+        .unwrap();
+        assert!(!spill.exists(), "the stale spill is removed");
+        assert!(st.cycle(None).commit_error.is_none());
+        let n = logged.len() as u64;
+        assert_eq!(logged_seqs(dir.path()), (0..=n).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn seqs_given_up_are_never_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("e.db");
+        let mut st = station(dir.path());
+        st.cycle(None);
+        drop(st);
+        // Readings 1..=5 that a stopped agent could not even spill: only
+        // their loss is in the spill.
+        let spill = dir.path().join("run/e.spill");
+        let mut held = Held::new(spill.clone(), &db).with_limit(0);
+        let readings: Vec<Reading> = (1..=5)
+            .map(|seq| Reading {
+                node: "t".into(),
+                sensor: "lab".into(),
+                seq,
+                ts_ms: 1_000,
+                sample: Sample::new(20.0, 50.0),
+                weights: crate::domain::PerChannel {
+                    temperature: 0,
+                    humidity: 0,
+                },
+                priority: 0,
+                route: Route::Batch,
+            })
+            .collect();
+        held.hold(&readings, &[], 1_000);
+        assert_eq!(held.settle(2_000).len(), 1);
+        let (held, _) = Held::restore(spill.clone(), &db).unwrap();
+        let mut st = Station::open_carrying(
+            &st_config(dir.path()),
+            Duration::from_secs(15),
+            Arc::new(crate::clock::SystemClock::new()),
+            Some(held),
+        )
+        .unwrap();
+        assert!(st.cycle(None).commit_error.is_none());
+        assert_eq!(logged_seqs(dir.path()), vec![0, 6]);
+        let (first, last): (i64, i64) = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT first_seq, last_seq FROM lost_readings WHERE sensor = 'lab'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((first, last), (1, 5));
+        // Restarted again: the recorded loss still keeps its seqs taken.
+        drop(st);
+        let mut st = station(dir.path());
+        st.cycle(None);
+        assert_eq!(logged_seqs(dir.path()), vec![0, 6, 7]);
+    }
+
+    #[test]
+    fn a_long_outage_is_mentioned_every_ten_minutes_only() {
+        let start = Duration::from_secs(100);
+        let mut outage = Outage::new(start);
+        // A cycle every 15 s for an hour.
+        let said: Vec<u64> = (1..=240u64)
+            .filter(|i| outage.again(start + Duration::from_secs(15 * i)))
+            .map(|i| 15 * i / 60)
+            .collect();
+        assert_eq!(said, vec![10, 20, 30, 40, 50, 60]);
+        assert_eq!(outage.failed, 241);
     }
 
     #[test]

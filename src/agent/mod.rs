@@ -1,7 +1,11 @@
 //! The agent: a timer that drives read cycles on a blocking thread, with
 //! shutdown passed in (SIGINT/SIGTERM in `run`, a test's future in tests).
+//! What the log refuses (a full disk) is held by `spill` ([`Held`]):
+//! carried into the next agent on a reload ([`run_carrying`]), spilled to
+//! the runtime directory at the final stop ([`settle`]).
 
 mod cycle;
+mod spill;
 #[cfg(test)]
 mod wire_tests;
 
@@ -14,6 +18,7 @@ use anyhow::Context as _;
 use tokio::time::MissedTickBehavior;
 
 pub use cycle::{Checks, CycleReport, Station, Take, read_validated};
+pub use spill::{Held, runtime_dir};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -95,21 +100,59 @@ pub fn now_ms() -> i64 {
 }
 
 /// Runs the agent until `shutdown` resolves (or `--count` is reached).
-/// A cycle in flight when `shutdown` fires is finished and committed first.
+/// A cycle in flight when `shutdown` fires is finished and committed first;
+/// what the log still refuses then is spilled ([`Held::settle`]), and
+/// readings given up make it an error.
 /// `on_cycle` sees every cycle's report (the demo prints it).
 pub async fn run(
+    config: &Config,
+    opts: RunOptions,
+    publisher: impl Publisher,
+    on_cycle: impl FnMut(&CycleReport) + Send,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RunSummary> {
+    let (summary, held) = run_carrying(config, opts, publisher, on_cycle, shutdown, None).await?;
+    match held {
+        Some(held) => settle(held).await.map(|()| summary),
+        None => Ok(summary),
+    }
+}
+
+/// The final stop of an agent whose log refused what it held: spills it,
+/// and fails naming what could not be kept.
+pub async fn settle(held: Held) -> anyhow::Result<()> {
+    let lost = tokio::task::spawn_blocking(move || held.settle(now_ms()))
+        .await
+        .context("the spill thread panicked")?;
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let total: u64 = lost.iter().map(crate::store::Loss::count).sum();
+    let each: Vec<String> = lost.iter().map(ToString::to_string).collect();
+    anyhow::bail!(
+        "stopped with {total} readings neither the log nor the spill could keep: {}",
+        each.join("; ")
+    )
+}
+
+/// [`run`] for a reload: starts with what the previous agent `carried`,
+/// and returns, instead of spilling it for good, what the log still
+/// refused at the stop, for the next agent to carry (or [`settle`]).
+pub async fn run_carrying(
     config: &Config,
     opts: RunOptions,
     mut publisher: impl Publisher,
     mut on_cycle: impl FnMut(&CycleReport) + Send,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<RunSummary> {
+    carried: Option<Held>,
+) -> anyhow::Result<(RunSummary, Option<Held>)> {
     let cfg = config.clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
     let period = opts.period;
-    let mut station = tokio::task::spawn_blocking(move || Station::open(&cfg, period, clock))
-        .await
-        .context("the start-up thread panicked")??;
+    let mut station =
+        tokio::task::spawn_blocking(move || Station::open_carrying(&cfg, period, clock, carried))
+            .await
+            .context("the start-up thread panicked")??;
     publisher.ready();
     tracing::info!(
         node = %config.node,
@@ -164,9 +207,9 @@ pub async fn run(
             report.readings.len(),
             report.errors.len(),
             if report.commit_error.is_some() {
-                ", commit failed (readings kept in memory)"
+                format!(", the log refuses writes: {} readings held", report.held)
             } else {
-                ""
+                String::new()
             }
         ));
         on_cycle(&report);
@@ -180,8 +223,8 @@ pub async fn run(
         .await
         .context("the sensor thread panicked")?;
     publisher.close().await;
-    stopped.context("cannot record the clean stop in the log")?;
-    Ok(summary)
+    let held = stopped.context("cannot record the clean stop in the log")?;
+    Ok((summary, held))
 }
 
 #[cfg(test)]
