@@ -220,11 +220,14 @@ fn parse_when(s: &str) -> Result<When, String> {
     })
 }
 
+/// The range of `dashboard --refresh`.
+const REFRESH_RANGE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_hours(1));
+
 fn parse_refresh(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
-        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(d) if (REFRESH_RANGE.0..=REFRESH_RANGE.1).contains(&d) => Ok(d),
         Ok(_) => Err(format!(
-            "{s:?} is too short; give at least 10ms, e.g. 1s or 250ms"
+            "{s:?} is out of range; give 10ms to 1h, e.g. 1s or 250ms"
         )),
         Err(e) => Err(format!(
             "{s:?} is not a duration ({e}); give e.g. 1s or 250ms"
@@ -232,13 +235,31 @@ fn parse_refresh(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The range of `demo --speed`: from a thousand times slower to a million
+/// times faster than real time.
+pub const SPEED_RANGE: (f64, f64) = (0.001, 1_000_000.0);
+
+/// The shortest cycle `demo --speed` may make of the interval.
+const SHORTEST_DEMO_PERIOD: Duration = Duration::from_micros(1);
+
 fn parse_speed(s: &str) -> Result<f64, String> {
+    let (min, max) = SPEED_RANGE;
     match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(x) if (min..=max).contains(&x) => Ok(x),
         _ => Err(format!(
-            "{s:?} is not a speed factor; give a number greater than 0, e.g. 10 or 1000"
+            "{s:?} is not a speed factor from {min} to {max}: give a number greater than 0, \
+             e.g. 10 or 1000"
         )),
     }
+}
+
+/// `d` of the demo's own time in wall time at `speed` (within
+/// [`SPEED_RANGE`]), or `None` when it would be shorter than 1 µs.
+fn at_speed(d: Duration, speed: f64) -> Option<Duration> {
+    // `d` is at most a year and `speed` at least 0.001: the quotient fits.
+    Duration::try_from_secs_f64(d.as_secs_f64() / speed)
+        .ok()
+        .filter(|p| *p >= SHORTEST_DEMO_PERIOD)
 }
 
 /// Parses the command line, runs the command, and maps errors to an exit
@@ -706,12 +727,22 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.db = args.db;
     // The gap rule counts in the demo's own time, like the period: at
     // `--speed 100` a 150 s limit is 1.5 s of wall time.
-    config.stale_after = config.stale_after.map(|d| {
-        Duration::try_from_secs_f64(d.as_secs_f64() / args.speed).unwrap_or(Duration::MAX)
-    });
+    let period = at_speed(config.interval, args.speed).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--speed {} makes interval = {:?} a cycle shorter than {}; give a smaller --speed \
+             (at most {:.0} for this interval)",
+            args.speed,
+            humantime::format_duration(config.interval).to_string(),
+            humantime::format_duration(SHORTEST_DEMO_PERIOD),
+            config.interval.as_secs_f64() / SHORTEST_DEMO_PERIOD.as_secs_f64()
+        )
+    })?;
+    config.stale_after = config
+        .stale_after
+        .map(|d| at_speed(d, args.speed).unwrap_or(SHORTEST_DEMO_PERIOD));
     let (watch, sub) = demo_mqtt(&mut config, args.broker.as_deref())?;
     let opts = RunOptions {
-        period: Duration::from_secs_f64(config.interval.as_secs_f64() / args.speed),
+        period,
         count: args.count,
     };
     let _ = writeln!(
@@ -789,7 +820,12 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
 fn demo_mqtt(config: &mut Config, broker: Option<&str>) -> anyhow::Result<(String, String)> {
     let watch = match (broker, &config.mqtt) {
         (Some(url), _) => {
-            config.mqtt = Some(config::mqtt_from_url(url, &config.node, config.interval)?);
+            config.mqtt = Some(config::mqtt_from_url(
+                url,
+                &config.node,
+                &config.sensors,
+                config.interval,
+            )?);
             url.to_string()
         }
         (None, Some(m)) => m.url.clone(),
