@@ -370,6 +370,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(db) = &args.db {
                     config.db.clone_from(db);
                 }
+                config.check_files()?;
                 Ok(config)
             };
             let config = load()?;
@@ -390,7 +391,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             query(&db, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ReadOnce => Ok(read_once(&Config::load(&config_path())?)),
+        Command::ReadOnce => Ok(read_once(&Config::load_checked(&config_path())?)),
         Command::Dashboard(args) => {
             let db = match args.db {
                 Some(db) => db,
@@ -424,7 +425,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             let path = config_path();
-            let config = Config::load(&path)?;
+            let config = Config::load_checked(&path)?;
             println!("{} is valid", path.display());
             print!("{}", describe_config(&config));
             Ok(ExitCode::SUCCESS)
@@ -725,6 +726,7 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     config.db = args.db;
+    config.check_files()?;
     // The gap rule counts in the demo's own time, like the period: at
     // `--speed 100` a 150 s limit is 1.5 s of wall time.
     let period = at_speed(config.interval, args.speed).ok_or_else(|| {

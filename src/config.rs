@@ -615,6 +615,57 @@ impl Config {
         v.build(raw, &base, source)
     }
 
+    /// Reads and validates the file at `path`, then checks the files it
+    /// names ([`Config::check_files`]): what every command that runs the
+    /// agent or its sensors uses.
+    pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
+        let config = Self::load(path)?;
+        config.check_files()?;
+        Ok(config)
+    }
+
+    /// Checks the files and directories the configuration names on this
+    /// machine, so that `check-config` catches what `run` would die on:
+    /// `password_file`, `ca_file`, `client_cert`, `client_key` and traces
+    /// must be regular files this user can read (a FIFO would block the
+    /// start), an iio `device` a directory, and `db`, if it exists, a
+    /// regular file. `query` and `dashboard`, which only need `db`, skip
+    /// this: a user may read the log without being able to read the
+    /// password file.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let file = self.source.as_deref().map_or_else(
+            || "built-in demo config".to_string(),
+            |p| p.display().to_string(),
+        );
+        let v = Validator { file: &file };
+        v.db_path(&self.db)?;
+        for (i, s) in self.sensors.iter().enumerate() {
+            match &s.kind {
+                SensorKind::Sim(SimConfig {
+                    profile: SimProfile::Trace(trace),
+                    ..
+                }) => v.readable_file(&format!("sensor[{i}].trace"), trace)?,
+                SensorKind::Iio {
+                    device: Some(dir), ..
+                } => v.directory(&format!("sensor[{i}].device"), dir)?,
+                _ => {}
+            }
+        }
+        if let Some(m) = &self.mqtt {
+            if let PasswordSource::File(f) = &m.password {
+                v.readable_file("mqtt.password_file", f)?;
+            }
+            if let Some(ca) = &m.ca_file {
+                v.readable_file("mqtt.ca_file", ca)?;
+            }
+            if let Some((cert, key)) = &m.client_cert {
+                v.readable_file("mqtt.client_cert", cert)?;
+                v.readable_file("mqtt.client_key", key)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any sensor is real hardware (and so bound by the 2 s rule).
     pub fn has_hardware(&self) -> bool {
         self.sensors.iter().any(|s| s.kind.is_hardware())
@@ -740,6 +791,84 @@ impl Validator<'_> {
             line: None,
             message: message.into(),
         }
+    }
+
+    /// `path` of `key`, checked with `ok` on what it is: a NUL byte, a path
+    /// that does not exist (unless `may_be_missing`) or fails `ok` is an
+    /// error naming the key and the path.
+    fn path_is(
+        &self,
+        key: &str,
+        path: &Path,
+        may_be_missing: bool,
+        ok: impl FnOnce(&std::fs::Metadata) -> Result<(), String>,
+    ) -> Result<(), ConfigError> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let bad = |why: String| self.err(key, format!("{name} = {:?} {why}", path.display().to_string()));
+        if path.as_os_str().as_bytes().contains(&0) {
+            return Err(bad("contains a NUL byte, which no file name can".into()));
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) => ok(&meta).map_err(bad),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_be_missing => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(bad("does not exist; check the path (relative paths start at the \
+                    config file's directory)".into()))
+            }
+            Err(e) => Err(bad(format!("cannot be examined ({e})"))),
+        }
+    }
+
+    /// A regular file this user can read. Opened without blocking, so that
+    /// even a FIFO that replaced the file after the check cannot hang us.
+    fn readable_file(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        self.path_is(key, path, false, |meta| {
+            if !meta.is_file() {
+                return Err(format!(
+                    "is not a regular file ({}); give the path of the file itself",
+                    file_kind(meta.file_type())
+                ));
+            }
+            open_nonblocking(path)
+                .map(drop)
+                .map_err(|e| format!("cannot be read by this user ({e})"))
+        })
+    }
+
+    /// A directory (an iio device's sysfs directory).
+    fn directory(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        self.path_is(key, path, false, |meta| {
+            if meta.is_dir() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "is not a directory ({}); give the device's sysfs directory, e.g. \
+                     /sys/bus/iio/devices/iio:device0",
+                    file_kind(meta.file_type())
+                ))
+            }
+        })
+    }
+
+    /// `db`: the log may not exist yet (the agent creates it), but what is
+    /// there must be a regular file.
+    fn db_path(&self, path: &Path) -> Result<(), ConfigError> {
+        self.path_is("db", path, true, |meta| {
+            if meta.is_dir() {
+                Err("is a directory; give the path of the SQLite file, e.g. \
+                     /var/lib/edgeprio/edgeprio.db (or pass --db FILE)"
+                    .into())
+            } else if !meta.is_file() {
+                Err(format!(
+                    "is not a regular file ({}); the log is an SQLite file: give its path \
+                     (or pass --db FILE)",
+                    file_kind(meta.file_type())
+                ))
+            } else {
+                Ok(())
+            }
+        })
     }
 
     /// `d` if it is within `range`, else an error naming `key`, the value,
@@ -1681,6 +1810,37 @@ fn quoted_short(s: &str) -> String {
         let head: String = s.chars().take(SHOWN).collect();
         format!("{head:?}... ({} bytes)", s.len())
     }
+}
+
+/// What a file system object is, for "is not a regular file (...)".
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a file"
+    }
+}
+
+/// Opens `path` for reading with `O_NONBLOCK`: a FIFO (or a device) opens
+/// at once instead of waiting for a writer, so the caller can refuse it
+/// after a look at the open file. A regular file reads as usual.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+        .open(path)
 }
 
 /// `realtime_max_age` unless the config says otherwise: two intervals.
