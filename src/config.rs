@@ -1297,9 +1297,9 @@ impl Validator<'_> {
             .unwrap_or_default();
         if longest.len() > MQTT_STRING_MAX {
             return Err(bad(format!(
-                "makes the topic {} {} bytes long, more than the {MQTT_STRING_MAX} bytes \
-                 MQTT allows; shorten it by {} bytes",
-                quoted_short(&longest),
+                "makes the longest topic this node publishes (<prefix>{}) {} bytes long, more \
+                 than the {MQTT_STRING_MAX} bytes MQTT allows; shorten it by {} bytes",
+                &longest[prefix.len()..],
                 longest.len(),
                 longest.len() - MQTT_STRING_MAX
             )));
@@ -1323,11 +1323,10 @@ impl Validator<'_> {
             return Err(self.err(
                 "mqtt.client_id",
                 format!(
-                    "client_id = {} ({} bytes): use 1 to {MQTT_STRING_MAX} bytes of text without \
-                     control characters (the MQTT limit, which Mosquitto accepts); up to \
+                    "client_id = {}: use 1 to {MQTT_STRING_MAX} bytes of text without control \
+                     characters (the MQTT limit, which Mosquitto accepts); up to \
                      {CLIENT_ID_PORTABLE} letters and digits work with every broker",
                     quoted_short(&id),
-                    id.len()
                 ),
             ));
         }
@@ -1356,9 +1355,8 @@ impl Validator<'_> {
             return Err(self.err(
                 "mqtt.username",
                 format!(
-                    "username = {} ({} bytes): use 1 to {MQTT_STRING_MAX} bytes, or leave it out",
+                    "username = {}: use 1 to {MQTT_STRING_MAX} bytes, or leave it out",
                     quoted_short(user),
-                    user.len()
                 ),
             ));
         }
