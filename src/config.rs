@@ -2361,6 +2361,172 @@ mod tests {
     }
 
     #[test]
+    fn known_keys_are_every_key_the_file_accepts() {
+        // serde lists a table's fields in its unknown-field error.
+        let listed = |text: &str| -> Vec<String> {
+            let e = err(text);
+            // "expected one of `a`, `b`, `c`" or "expected `a` or `b`".
+            let (_, fields) = e.message.split_once("expected ").unwrap();
+            fields
+                .trim_start_matches("one of ")
+                .split([',', ' '])
+                .filter(|f| f.starts_with('`'))
+                .map(|f| f.trim_matches('`').to_string())
+                .collect()
+        };
+        let tables = [
+            "zz = 1\n".to_string(),
+            format!("[priority]\nzz = 1\n{MINIMAL}"),
+            format!("[priority]\ndeadband = {{ zz = 1 }}\n{MINIMAL}"),
+            format!("{MINIMAL}zz = 1\n"),
+            format!("[mqtt]\nzz = 1\n{MINIMAL}"),
+            format!("[broker]\nzz = 1\n{MINIMAL}"),
+            format!("[metrics]\nzz = 1\n{MINIMAL}"),
+            format!("[store]\nzz = 1\n{MINIMAL}"),
+        ];
+        for text in &tables {
+            for field in listed(text) {
+                assert!(KNOWN_KEYS.contains(&field.as_str()), "{field} is not in KNOWN_KEYS");
+            }
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted_and_parsed_strictly() {
+        assert_eq!(redact_url("mqtt://u:pw@h:1883"), "mqtt://***@h:1883");
+        assert_eq!(redact_url("mqtt://u:a/b@c@h"), "mqtt://***@h");
+        assert_eq!(redact_url("u:pw@h"), "***@h");
+        assert_eq!(redact_url("mqtt://h:1883"), "mqtt://h:1883");
+        let m = |url: &str| parse(&format!("[mqtt]\nurl = {url:?}\n{MINIMAL}"));
+        for url in [
+            "mqtt://[::1",
+            "mqtt:// host",
+            "mqtt://",
+            "mqtt://:1883",
+            "mqtt://h:65536",
+            "mqtt://[::1]x",
+            "mqtt://[nope]:1883",
+            "mqtt://::1",
+            "mqtt://h/path",
+            "mqtt://h?x=1",
+        ] {
+            let e = m(url).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("mqtt.url"), "{url}: {e}");
+            assert!(e.message.contains(&format!("{url:?}")), "{url}: {e}");
+        }
+        let e = m("mqtt://me:hunter2@h").unwrap_err();
+        assert!(
+            !e.to_string().contains("hunter2") && e.message.contains("password_file"),
+            "{e}"
+        );
+        let c = m("mqtt://[fd00::5]:1884/").unwrap().mqtt.unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("fd00::5", 1884));
+        let c = m("mqtts://broker.lan").unwrap().mqtt.unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("broker.lan", 8883));
+    }
+
+    #[test]
+    fn durations_have_ranges_and_the_limits_are_inclusive() {
+        let with = |text: &str| parse(&format!("{text}\n[[sensor]]\nid = \"a\"\nkind = \"sim\"\n"));
+        for (text, key) in [
+            ("interval = \"25h\"", "interval"),
+            ("interval = \"999us\"", "interval"),
+            ("[priority]\nstale_after = \"366d\"", "priority.stale_after"),
+            ("[store]\nretention = \"3651d\"", "store.retention"),
+            ("[mqtt]\nurl = \"mqtt://h\"\nbatch_interval = \"2d\"", "mqtt.batch_interval"),
+            ("[mqtt]\nurl = \"mqtt://h\"\nrealtime_max_age = \"8d\"", "mqtt.realtime_max_age"),
+            ("[priority]\nstep = 100.5", "priority.step"),
+        ] {
+            let e = with(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+        let c = with(
+            "interval = \"1d\"\n[priority]\nstale_after = \"365d\"\nstep = 100\n\
+             [store]\nretention = \"3650d\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+             batch_interval = \"1d\"\nrealtime_max_age = \"7d\"",
+        )
+        .unwrap();
+        assert_eq!(c.interval, DAY);
+        assert_eq!(c.mqtt.unwrap().realtime_max_age, Duration::from_hours(24 * 7));
+        let e = with("interval = \"25h\"").unwrap_err();
+        assert!(e.message.contains("\"1ms\" to \"1d\""), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_never_quoted_in_toml_errors() {
+        for text in [
+            "[mqtt]\nusername = \"u\"\npassword = \"hunter2\n",
+            "[mqtt]\npassword = \"hunter2\"\npassword = \"hunter2\"\n",
+            "[mqtt]\npassword = 4242hunter2\n",
+            "[mqtt]\npasword = \"hunter2\n",
+            "[mqtt]\nurl = \"mqtt://u:hunter2@h\n",
+            "hunter2\n",
+            "a=hunter2\n",
+            "[hunter2\n",
+        ] {
+            let e = err(text).to_string();
+            assert!(!e.contains("hunter2"), "{text:?}: {e}");
+        }
+        let e = err("[mqtt]\npassword = 1234\n");
+        assert!(!e.message.contains("1234"), "{e}");
+        assert!(e.message.contains("expected a string"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_limits_are_checked_against_the_longest_topic() {
+        let m = |lines: &str| parse(&format!("[mqtt]\nurl = \"mqtt://h\"\n{lines}\n{MINIMAL}"));
+        // `<prefix>/<node>/lab/state` is the longest topic of MINIMAL.
+        let node = parse(MINIMAL).unwrap().node;
+        let room = MQTT_STRING_MAX - format!("/{node}/lab/state").len();
+        assert!(m(&format!("topic_prefix = \"{}\"", "p".repeat(room))).is_ok());
+        let e = m(&format!("topic_prefix = \"{}\"", "p".repeat(room + 1))).unwrap_err();
+        assert!(e.message.contains("shorten it by 1 bytes"), "{e}");
+        assert!(m(&format!("topic_prefix = \"{}\"", vec!["l"; 197].join("/"))).is_ok());
+        for prefix in ["$SYS", "$x/y", "a\\u0000b", "a\\u0007b", "a/+", "a//b"] {
+            let e = m(&format!("topic_prefix = \"{prefix}\"")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("mqtt.topic_prefix"), "{prefix}: {e}");
+        }
+        assert!(m(&format!("client_id = \"{}\"", "c".repeat(65_535))).is_ok());
+        for id in [String::new(), "c".repeat(65_536), "a\\u0000".into()] {
+            let e = m(&format!("client_id = \"{id}\"")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("mqtt.client_id"), "{e}");
+            assert!(e.to_string().len() < 400, "a long id is not quoted whole");
+        }
+        let e = m("password = \"p\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("mqtt.username"), "{e}");
+    }
+
+    #[test]
+    fn check_files_names_the_key_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.toml");
+        let load = |body: &str| {
+            std::fs::write(&path, body).unwrap();
+            Config::load_checked(&path)
+        };
+        std::fs::write(dir.path().join("pw"), "p\n").unwrap();
+        let sim = "[[sensor]]\nid = \"a\"\nkind = \"sim\"\n";
+        assert!(load(&format!("db = \"e.db\"\n{sim}")).is_ok(), "a missing db is created");
+        for (body, key, says) in [
+            (format!("db = \"/dev/null\"\n{sim}"), "db", "a character device"),
+            (format!("db = \".\"\n{sim}"), "db", "is a directory"),
+            (format!("db = \"a\\u0000\"\n{sim}"), "db", "NUL byte"),
+            (format!("db = \"e.db\"\n{sim}trace = \"t.csv\"\n"), "sensor[0].trace", "does not exist"),
+            (
+                format!("db = \"e.db\"\n{sim}[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword_file = \".\"\n"),
+                "mqtt.password_file",
+                "a directory",
+            ),
+        ] {
+            let e = load(&body).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+            assert!(e.message.contains(says), "{body}: {e}");
+        }
+        // Parsing alone does not look at the file system.
+        assert!(Config::parse(&format!("db = \"/dev/null\"\n{sim}"), None).is_ok());
+    }
+
+    #[test]
     fn bad_names_are_rejected() {
         let e = err(&format!("node = \"a/b\"\n{MINIMAL}"));
         assert_eq!(e.key.as_deref(), Some("node"));
