@@ -79,7 +79,7 @@ pub struct DashboardArgs {
     #[arg(long, env = "EDGEPRIO_NODE", value_name = "NODE")]
     pub node: Option<String>,
 
-    /// How often to re-read the log (at least 10ms)
+    /// How often to re-read the log (10ms to 1h)
     #[arg(long, env = "EDGEPRIO_REFRESH", value_name = "DURATION", default_value = "1s", value_parser = parse_refresh)]
     pub refresh: Duration,
 }
@@ -113,7 +113,8 @@ pub struct DemoArgs {
     )]
     pub db: PathBuf,
 
-    /// Run time X times faster: a 15 s interval becomes 15/X s
+    /// Run time X times faster: a 15 s interval becomes 15/X s (X from
+    /// 0.001 to 1000000)
     #[arg(long, env = "EDGEPRIO_SPEED", value_name = "X", default_value_t = 1.0, value_parser = parse_speed)]
     pub speed: f64,
 
