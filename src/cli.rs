@@ -730,16 +730,7 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.check_files()?;
     // The gap rule counts in the demo's own time, like the period: at
     // `--speed 100` a 150 s limit is 1.5 s of wall time.
-    let period = at_speed(config.interval, args.speed).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--speed {} makes interval = {:?} a cycle shorter than {}; give a smaller --speed \
-             (at most {:.0} for this interval)",
-            args.speed,
-            humantime::format_duration(config.interval).to_string(),
-            humantime::format_duration(SHORTEST_DEMO_PERIOD),
-            config.interval.as_secs_f64() / SHORTEST_DEMO_PERIOD.as_secs_f64()
-        )
-    })?;
+    let period = demo_period(config.interval, args.speed)?;
     config.stale_after = config
         .stale_after
         .map(|d| at_speed(d, args.speed).unwrap_or(SHORTEST_DEMO_PERIOD));
@@ -815,6 +806,20 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         config.db.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's cycle: `interval` at `speed`, refused when it would be shorter
+/// than [`SHORTEST_DEMO_PERIOD`].
+fn demo_period(interval: Duration, speed: f64) -> anyhow::Result<Duration> {
+    at_speed(interval, speed).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--speed {speed} makes interval = {:?} a cycle shorter than {}; give a smaller \
+             --speed (at most {:.0} for this interval)",
+            humantime::format_duration(interval).to_string(),
+            humantime::format_duration(SHORTEST_DEMO_PERIOD),
+            interval.as_secs_f64() / SHORTEST_DEMO_PERIOD.as_secs_f64()
+        )
+    })
 }
 
 /// Where the demo publishes: `--broker URL`, the config's `[mqtt]`, or an

@@ -73,7 +73,7 @@ pub const FACTOR_MAX: f64 = 100.0;
 pub const MQTT_STRING_MAX: usize = 65_535;
 /// The most topic levels edgeprio publishes under: Mosquitto 2.0 silently
 /// drops a message whose topic has more than 201 levels (tested in
-/// tests/hostile_config.rs).
+/// `tests/hostile_config.rs`).
 pub const TOPIC_LEVELS_MAX: usize = 200;
 /// The client id length MQTT 3.1.1 guarantees every broker accepts
 /// (`[0-9a-zA-Z]`, 1 to 23 bytes); Mosquitto accepts up to
@@ -733,13 +733,55 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
 /// structs; a test keeps the two in step): a syntax error quotes its line
 /// only when the line sets one of these.
 const KNOWN_KEYS: &[&str] = &[
-    "node", "interval", "db", "priority", "sensor", "mqtt", "broker", "metrics", "store",
-    "url", "client_id", "username", "password", "password_file", "ca_file", "client_cert",
-    "client_key", "topic_prefix", "batch_interval", "batch_max", "realtime_max_age",
-    "ha_discovery", "enabled", "listen", "retention", "min_free", "threshold", "step",
-    "max_weight", "realtime_at", "combine", "deadband", "floor", "plausibility", "confirm",
-    "stale_after", "temperature", "humidity", "id", "kind", "pin", "negative", "device", "name",
-    "profile", "trace", "seed", "failure_rate", "offset",
+    "node",
+    "interval",
+    "db",
+    "priority",
+    "sensor",
+    "mqtt",
+    "broker",
+    "metrics",
+    "store",
+    "url",
+    "client_id",
+    "username",
+    "password",
+    "password_file",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "topic_prefix",
+    "batch_interval",
+    "batch_max",
+    "realtime_max_age",
+    "ha_discovery",
+    "enabled",
+    "listen",
+    "retention",
+    "min_free",
+    "threshold",
+    "step",
+    "max_weight",
+    "realtime_at",
+    "combine",
+    "deadband",
+    "floor",
+    "plausibility",
+    "confirm",
+    "stale_after",
+    "temperature",
+    "humidity",
+    "id",
+    "kind",
+    "pin",
+    "negative",
+    "device",
+    "name",
+    "profile",
+    "trace",
+    "seed",
+    "failure_rate",
+    "offset",
 ];
 
 /// Whether `line` opens one of this file's tables (`[mqtt]`, `[[sensor]]`,
@@ -805,17 +847,23 @@ impl Validator<'_> {
     ) -> Result<(), ConfigError> {
         use std::os::unix::ffi::OsStrExt as _;
         let name = key.rsplit('.').next().unwrap_or(key);
-        let bad = |why: String| self.err(key, format!("{name} = {:?} {why}", path.display().to_string()));
+        let bad = |why: String| {
+            self.err(
+                key,
+                format!("{name} = {:?} {why}", path.display().to_string()),
+            )
+        };
         if path.as_os_str().as_bytes().contains(&0) {
             return Err(bad("contains a NUL byte, which no file name can".into()));
         }
         match std::fs::metadata(path) {
             Ok(meta) => ok(&meta).map_err(bad),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_be_missing => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(bad("does not exist; check the path (relative paths start at the \
-                    config file's directory)".into()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(bad(
+                "does not exist; check the path (relative paths start at the \
+                    config file's directory)"
+                    .into(),
+            )),
             Err(e) => Err(bad(format!("cannot be examined ({e})"))),
         }
     }
@@ -889,7 +937,11 @@ impl Validator<'_> {
             format!(
                 "{name} = {:?} is {}: allowed is {:?} to {:?} (default {default})",
                 written(d),
-                if d < range.min { "too short" } else { "too long" },
+                if d < range.min {
+                    "too short"
+                } else {
+                    "too long"
+                },
                 written(range.min),
                 written(range.max),
             ),
@@ -1273,7 +1325,9 @@ impl Validator<'_> {
             return Err(bad("has an empty topic level".into()));
         }
         if prefix.contains(['+', '#']) {
-            return Err(bad("holds a wildcard ('+' or '#'), which no topic name may".into()));
+            return Err(bad(
+                "holds a wildcard ('+' or '#'), which no topic name may".into(),
+            ));
         }
         if prefix.starts_with('$') {
             return Err(bad(
@@ -1290,11 +1344,16 @@ impl Validator<'_> {
             ));
         }
         let topics = Topics::new(&prefix, node);
-        let longest = [topics.realtime(), topics.batch(), topics.status(), topics.raw()]
-            .into_iter()
-            .chain(sensors.iter().map(|s| topics.state(&s.id)))
-            .max_by_key(String::len)
-            .unwrap_or_default();
+        let longest = [
+            topics.realtime(),
+            topics.batch(),
+            topics.status(),
+            topics.raw(),
+        ]
+        .into_iter()
+        .chain(sensors.iter().map(|s| topics.state(&s.id)))
+        .max_by_key(String::len)
+        .unwrap_or_default();
         if longest.len() > MQTT_STRING_MAX {
             return Err(bad(format!(
                 "makes the longest topic this node publishes (<prefix>{}) {} bytes long, more \
@@ -1333,6 +1392,63 @@ impl Validator<'_> {
         Ok(id)
     }
 
+    /// `[mqtt] username`, `password` and `password_file`: what MQTT can
+    /// send, and a password only with a user name.
+    fn credentials(
+        &self,
+        username: Option<&str>,
+        password: Option<String>,
+        password_file: Option<PathBuf>,
+        base: &Path,
+    ) -> Result<PasswordSource, ConfigError> {
+        if let Some(user) = username
+            && (user.is_empty() || user.len() > MQTT_STRING_MAX)
+        {
+            return Err(self.err(
+                "mqtt.username",
+                format!(
+                    "username = {}: use 1 to {MQTT_STRING_MAX} bytes, or leave it out",
+                    quoted_short(user),
+                ),
+            ));
+        }
+        if password.as_ref().is_some_and(|p| p.len() > MQTT_STRING_MAX) {
+            return Err(self.err(
+                "mqtt.password",
+                format!(
+                    "the password (not shown) is longer than the {MQTT_STRING_MAX} bytes MQTT \
+                     can send"
+                ),
+            ));
+        }
+        let source = match (password, password_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "mqtt.password_file",
+                    "give either `password_file` or `password`, not both (prefer password_file)",
+                ));
+            }
+            (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
+            (None, Some(f)) => PasswordSource::File(base.join(f)),
+            (None, None) => PasswordSource::None,
+        };
+        if source != PasswordSource::None && username.is_none() {
+            let key = if matches!(source, PasswordSource::File(_)) {
+                "password_file"
+            } else {
+                "password"
+            };
+            return Err(self.err(
+                "mqtt.username",
+                format!(
+                    "`{key}` is set but `username` is not: MQTT sends a password only with a \
+                     user name; add username = \"...\" to [mqtt]"
+                ),
+            ));
+        }
+        Ok(source)
+    }
+
     fn mqtt(
         &self,
         m: RawMqtt,
@@ -1349,51 +1465,8 @@ impl Validator<'_> {
             )
         })?;
         let (tls, host, port) = self.broker_url(&url)?;
-        if let Some(user) = &m.username
-            && (user.is_empty() || user.len() > MQTT_STRING_MAX)
-        {
-            return Err(self.err(
-                "mqtt.username",
-                format!(
-                    "username = {}: use 1 to {MQTT_STRING_MAX} bytes, or leave it out",
-                    quoted_short(user),
-                ),
-            ));
-        }
-        if m.password.as_ref().is_some_and(|p| p.len() > MQTT_STRING_MAX) {
-            return Err(self.err(
-                "mqtt.password",
-                format!(
-                    "the password (not shown) is longer than the {MQTT_STRING_MAX} bytes MQTT \
-                     can send"
-                ),
-            ));
-        }
-        let password = match (m.password, m.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(
-                    "mqtt.password_file",
-                    "give either `password_file` or `password`, not both (prefer password_file)",
-                ));
-            }
-            (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
-            (None, Some(f)) => PasswordSource::File(base.join(f)),
-            (None, None) => PasswordSource::None,
-        };
-        if password != PasswordSource::None && m.username.is_none() {
-            let key = if matches!(password, PasswordSource::File(_)) {
-                "password_file"
-            } else {
-                "password"
-            };
-            return Err(self.err(
-                "mqtt.username",
-                format!(
-                    "`{key}` is set but `username` is not: MQTT sends a password only with a \
-                     user name; add username = \"...\" to [mqtt]"
-                ),
-            ));
-        }
+        let password =
+            self.credentials(m.username.as_deref(), m.password, m.password_file, base)?;
         if m.ca_file.is_some() && !tls {
             return Err(self.err(
                 "mqtt.ca_file",
@@ -1421,7 +1494,8 @@ impl Validator<'_> {
             node,
             sensors,
         )?;
-        let client_id = self.client_id(m.client_id.unwrap_or_else(|| format!("edgeprio-{node}")))?;
+        let client_id =
+            self.client_id(m.client_id.unwrap_or_else(|| format!("edgeprio-{node}")))?;
         let batch_max = match m.batch_max {
             None => 20,
             Some(n @ 1..=10_000) => usize::try_from(n).unwrap_or(20),
@@ -1850,7 +1924,7 @@ fn default_realtime_max_age(interval: Duration) -> Duration {
 /// anything else as humantime prints it (`"1h 30m"`, `"500ms"`).
 fn written(d: Duration) -> String {
     let secs = d.as_secs();
-    if d.subsec_nanos() == 0 && secs >= DAY.as_secs() && secs % DAY.as_secs() == 0 {
+    if d.subsec_nanos() == 0 && secs >= DAY.as_secs() && secs.is_multiple_of(DAY.as_secs()) {
         format!("{}d", secs / DAY.as_secs())
     } else {
         humantime::format_duration(d).to_string()
@@ -2386,7 +2460,10 @@ mod tests {
         ];
         for text in &tables {
             for field in listed(text) {
-                assert!(KNOWN_KEYS.contains(&field.as_str()), "{field} is not in KNOWN_KEYS");
+                assert!(
+                    KNOWN_KEYS.contains(&field.as_str()),
+                    "{field} is not in KNOWN_KEYS"
+                );
             }
         }
     }
@@ -2433,8 +2510,14 @@ mod tests {
             ("interval = \"999us\"", "interval"),
             ("[priority]\nstale_after = \"366d\"", "priority.stale_after"),
             ("[store]\nretention = \"3651d\"", "store.retention"),
-            ("[mqtt]\nurl = \"mqtt://h\"\nbatch_interval = \"2d\"", "mqtt.batch_interval"),
-            ("[mqtt]\nurl = \"mqtt://h\"\nrealtime_max_age = \"8d\"", "mqtt.realtime_max_age"),
+            (
+                "[mqtt]\nurl = \"mqtt://h\"\nbatch_interval = \"2d\"",
+                "mqtt.batch_interval",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://h\"\nrealtime_max_age = \"8d\"",
+                "mqtt.realtime_max_age",
+            ),
             ("[priority]\nstep = 100.5", "priority.step"),
         ] {
             let e = with(text).unwrap_err();
@@ -2447,7 +2530,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.interval, DAY);
-        assert_eq!(c.mqtt.unwrap().realtime_max_age, Duration::from_hours(24 * 7));
+        assert_eq!(
+            c.mqtt.unwrap().realtime_max_age,
+            Duration::from_hours(24 * 7)
+        );
         let e = with("interval = \"25h\"").unwrap_err();
         assert!(e.message.contains("\"1ms\" to \"1d\""), "{e}");
     }
@@ -2506,14 +2592,27 @@ mod tests {
         };
         std::fs::write(dir.path().join("pw"), "p\n").unwrap();
         let sim = "[[sensor]]\nid = \"a\"\nkind = \"sim\"\n";
-        assert!(load(&format!("db = \"e.db\"\n{sim}")).is_ok(), "a missing db is created");
+        assert!(
+            load(&format!("db = \"e.db\"\n{sim}")).is_ok(),
+            "a missing db is created"
+        );
         for (body, key, says) in [
-            (format!("db = \"/dev/null\"\n{sim}"), "db", "a character device"),
+            (
+                format!("db = \"/dev/null\"\n{sim}"),
+                "db",
+                "a character device",
+            ),
             (format!("db = \".\"\n{sim}"), "db", "is a directory"),
             (format!("db = \"a\\u0000\"\n{sim}"), "db", "NUL byte"),
-            (format!("db = \"e.db\"\n{sim}trace = \"t.csv\"\n"), "sensor[0].trace", "does not exist"),
             (
-                format!("db = \"e.db\"\n{sim}[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword_file = \".\"\n"),
+                format!("db = \"e.db\"\n{sim}trace = \"t.csv\"\n"),
+                "sensor[0].trace",
+                "does not exist",
+            ),
+            (
+                format!(
+                    "db = \"e.db\"\n{sim}[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword_file = \".\"\n"
+                ),
                 "mqtt.password_file",
                 "a directory",
             ),

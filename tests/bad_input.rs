@@ -682,7 +682,11 @@ fn missing_trace_file_is_a_clear_error() {
     )
     .unwrap();
     let db = dir.path().join("e.db");
-    for sub in [&["check-config"][..], &["run", "--db"][..], &["read-once"][..]] {
+    for sub in [
+        &["check-config"][..],
+        &["run", "--db"][..],
+        &["read-once"][..],
+    ] {
         let mut cmd = edgeprio(dir.path());
         cmd.arg("--config").arg(&config).args(sub);
         if sub[0] == "run" {
@@ -691,7 +695,10 @@ fn missing_trace_file_is_a_clear_error() {
         let out = cmd.output().unwrap();
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{sub:?}: {stderr}");
-        assert!(stderr.contains("key `sensor[0].trace`"), "{sub:?}: {stderr}");
+        assert!(
+            stderr.contains("key `sensor[0].trace`"),
+            "{sub:?}: {stderr}"
+        );
         assert!(stderr.contains(&csv.display().to_string()), "{stderr}");
         assert!(stderr.contains("does not exist"), "{stderr}");
         assert_no_panic(&stderr);

@@ -12,6 +12,7 @@
 mod common;
 mod mosquitto;
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -41,11 +42,15 @@ struct Fixture {
 impl Fixture {
     fn new(dir: &Path) -> Fixture {
         std::fs::write(dir.join("pw"), format!("{SECRET}\n")).unwrap();
-        std::fs::write(dir.join("trace.csv"), "temperature_c,humidity_pct\n21,50\n22,51\n").unwrap();
+        std::fs::write(
+            dir.join("trace.csv"),
+            "temperature_c,humidity_pct\n21,50\n22,51\n",
+        )
+        .unwrap();
         std::fs::create_dir(dir.join("a-dir")).unwrap();
         rustix::fs::mkfifoat(
             rustix::fs::CWD,
-            &dir.join("fifo.csv"),
+            dir.join("fifo.csv"),
             rustix::fs::Mode::from_raw_mode(0o600),
         )
         .unwrap();
@@ -70,7 +75,7 @@ fn cfg(f: &Fixture, top: &str, sensor: &str, rest: &str) -> String {
         t.push_str("interval = \"100ms\"\n");
     }
     if !top.contains("db =") {
-        t.push_str(&format!("db = {:?}\n", f.db.display().to_string()));
+        let _ = writeln!(t, "db = {:?}", f.db.display().to_string());
     }
     t.push_str("[[sensor]]\nid = \"s\"\n");
     if !sensor.contains("kind =") {
@@ -108,13 +113,21 @@ struct Case {
 
 use Want::{Key, NotAConfig, Runs};
 
+#[expect(clippy::too_many_lines, reason = "a table, one entry per corpus case")]
 fn cases() -> Vec<Case> {
     let case = |name, toml, want| Case { name, toml, want };
     vec![
         // Item 2: extreme durations and factors.
         case(
             "interval u64::MAX seconds",
-            |f| cfg(f, "interval = \"18446744073709551615s\"\n", "", &mqtt(f, "")),
+            |f| {
+                cfg(
+                    f,
+                    "interval = \"18446744073709551615s\"\n",
+                    "",
+                    &mqtt(f, ""),
+                )
+            },
             Key("interval", &["too long"]),
         ),
         case(
@@ -245,7 +258,12 @@ fn cases() -> Vec<Case> {
             "topic_prefix of 70,000 characters",
             |f| {
                 let prefix = "p".repeat(70_000);
-                cfg(f, "", "", &mqtt(f, &format!("topic_prefix = \"{prefix}\"\n")))
+                cfg(
+                    f,
+                    "",
+                    "",
+                    &mqtt(f, &format!("topic_prefix = \"{prefix}\"\n")),
+                )
             },
             Key("mqtt.topic_prefix", &["65535 bytes"]),
         ),
@@ -253,7 +271,12 @@ fn cases() -> Vec<Case> {
             "topic_prefix of 198 levels",
             |f| {
                 let prefix = vec!["l"; 198].join("/");
-                cfg(f, "", "", &mqtt(f, &format!("topic_prefix = \"{prefix}\"\n")))
+                cfg(
+                    f,
+                    "",
+                    "",
+                    &mqtt(f, &format!("topic_prefix = \"{prefix}\"\n")),
+                )
             },
             Key("mqtt.topic_prefix", &["has 198 levels"]),
         ),
@@ -383,7 +406,10 @@ fn cases() -> Vec<Case> {
                     f,
                     "",
                     "",
-                    &mqtt(f, &format!("username = \"u\"\npassword = {NUMERIC_SECRET}\n")),
+                    &mqtt(
+                        f,
+                        &format!("username = \"u\"\npassword = {NUMERIC_SECRET}\n"),
+                    ),
                 )
             },
             Key("mqtt.password", &["expected a string"]),
@@ -395,7 +421,14 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "password_file without username",
-            |f| cfg(f, "", "", &mqtt(f, &format!("password_file = {}\n", f.path("pw")))),
+            |f| {
+                cfg(
+                    f,
+                    "",
+                    "",
+                    &mqtt(f, &format!("password_file = {}\n", f.path("pw"))),
+                )
+            },
             Key("mqtt.username", &[]),
         ),
         case(
@@ -405,7 +438,10 @@ fn cases() -> Vec<Case> {
                     f,
                     "",
                     "",
-                    &mqtt(f, &format!("username = \"u\"\npassword_file = {}\n", f.path("pw"))),
+                    &mqtt(
+                        f,
+                        &format!("username = \"u\"\npassword_file = {}\n", f.path("pw")),
+                    ),
                 )
             },
             Runs,
@@ -418,7 +454,10 @@ fn cases() -> Vec<Case> {
                     f,
                     "",
                     "",
-                    &mqtt(f, &format!("username = \"u\"\npassword_file = {}\n", f.path("gone"))),
+                    &mqtt(
+                        f,
+                        &format!("username = \"u\"\npassword_file = {}\n", f.path("gone")),
+                    ),
                 )
             },
             Key("mqtt.password_file", &["does not exist"]),
@@ -430,7 +469,10 @@ fn cases() -> Vec<Case> {
                     f,
                     "",
                     "",
-                    &mqtt(f, &format!("username = \"u\"\npassword_file = {}\n", f.path("a-dir"))),
+                    &mqtt(
+                        f,
+                        &format!("username = \"u\"\npassword_file = {}\n", f.path("a-dir")),
+                    ),
                 )
             },
             Key("mqtt.password_file", &["not a regular file (a directory)"]),
@@ -531,7 +573,11 @@ fn cases() -> Vec<Case> {
             Key("db", &["NUL byte"]),
         ),
         // A file that is no config: a password file given as --config.
-        case("the password file as --config", |_| SECRET.to_string(), NotAConfig),
+        case(
+            "the password file as --config",
+            |_| SECRET.to_string(),
+            NotAConfig,
+        ),
         case(
             "a TLS key as --config",
             |_| format!("-----BEGIN PRIVATE KEY-----\nMIIEv{SECRET}\n-----END PRIVATE KEY-----\n"),
@@ -640,23 +686,21 @@ fn run_problems(f: &Fixture, config: &Path, want: Want) -> Vec<String> {
             None => return vec!["run: did not stop within 10 s of SIGTERM".into()],
         }
     } else {
-        match child.wait_timeout(REFUSE_WITHIN) {
-            Some(status) => status.code(),
-            None => {
-                // Hanging at start-up: does SIGTERM at least end it?
-                send_signal(child.id(), "TERM");
-                let after = child.wait_timeout(Duration::from_secs(3));
-                return vec![format!(
-                    "run: still running after {REFUSE_WITHIN:?} ({}):\n{}",
-                    if after.is_some() {
-                        "SIGTERM ended it"
-                    } else {
-                        "and ignores SIGTERM"
-                    },
-                    stderr()
-                )];
-            }
-        }
+        let Some(status) = child.wait_timeout(REFUSE_WITHIN) else {
+            // Hanging at start-up: does SIGTERM at least end it?
+            send_signal(child.id(), "TERM");
+            let after = child.wait_timeout(Duration::from_secs(3));
+            return vec![format!(
+                "run: still running after {REFUSE_WITHIN:?} ({}):\n{}",
+                if after.is_some() {
+                    "SIGTERM ended it"
+                } else {
+                    "and ignores SIGTERM"
+                },
+                stderr()
+            )];
+        };
+        status.code()
     };
     let out = stderr();
     let mut p = problems_of("run", code, &out, want);
@@ -710,6 +754,7 @@ fn every_hostile_config_is_refused_naming_its_key_or_runs_without_leaking() {
 /// with a password. Each: no panic, no secret, the exit and the text it
 /// must have.
 #[test]
+#[expect(clippy::too_many_lines, reason = "a table, one entry per command line")]
 fn hostile_command_lines_are_refused_naming_the_option() {
     let dir = tempfile::tempdir().unwrap();
     let f = Fixture::new(dir.path());
@@ -746,7 +791,13 @@ fn hostile_command_lines_are_refused_naming_the_option() {
             &["key `mqtt.url`", "password_file"],
         ),
         (
-            vec!["dashboard", "--db", &db, "--refresh", "18446744073709551615s"],
+            vec![
+                "dashboard",
+                "--db",
+                &db,
+                "--refresh",
+                "18446744073709551615s",
+            ],
             2,
             &["--refresh"],
         ),
@@ -770,11 +821,7 @@ fn hostile_command_lines_are_refused_naming_the_option() {
             1,
             &["/dev/null", "not a regular file"],
         ),
-        (
-            vec!["query", "--db", &a_dir],
-            1,
-            &["is a directory"],
-        ),
+        (vec!["query", "--db", &a_dir], 1, &["is a directory"]),
         (
             vec!["--config", &creds_s, "doctor", "--reads", "1"],
             1,
@@ -851,9 +898,11 @@ fn publishes_on(dir: &Path, config: &Path, sub: &Sub, topic: &str) -> String {
         .stdout(Stdio::null())
         .stderr(common::stderr_file(&err));
     let mut agent = ChildGuard::spawn(cmd);
-    sub.wait(Duration::from_secs(20), "the agent's state message", |msgs| {
-        msgs.iter().any(|m| m.topic == topic)
-    });
+    sub.wait(
+        Duration::from_secs(20),
+        "the agent's state message",
+        |msgs| msgs.iter().any(|m| m.topic == topic),
+    );
     send_signal(agent.id(), "TERM");
     let status = agent
         .wait_timeout(Duration::from_secs(10))
@@ -943,7 +992,18 @@ fn the_longest_and_deepest_accepted_topic_prefixes_publish() {
     let too_deep = vec!["d"; 202].join("/");
     let port = broker.url().rsplit(':').next().unwrap().to_string();
     let out = std::process::Command::new(mosquitto::tool("mosquitto_pub"))
-        .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", &too_deep, "-m", "x"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-q",
+            "1",
+            "-t",
+            &too_deep,
+            "-m",
+            "x",
+        ])
         .output()
         .unwrap();
     assert!(

@@ -539,7 +539,12 @@ mod tests {
     fn a_fifo_trace_is_refused_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("t.csv");
-        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
         // No writer ever opens it: a blocking open would wait forever.
         let e = load_trace(&fifo).unwrap_err();
         assert!(e.to_string().contains("not a regular file (a FIFO)"), "{e}");
