@@ -396,9 +396,19 @@ impl<'de> Deserialize<'de> for Dur {
         d.deserialize_str(TextVisitor {
             expecting: r#"a duration string such as "15s", "500ms" or "2m""#,
             parse: |v| {
-                humantime::parse_duration(v).map(Dur).map_err(|e| {
+                let d = humantime::parse_duration(v).map_err(|e| {
                     format!(r#"invalid duration "{v}" ({e}): write it like "15s", "500ms" or "2m""#)
-                })
+                })?;
+                // Quoted as written: "18446744073709551615s", not as
+                // 584542046090 years and change. Each key's own range
+                // (`in_range`) is checked after this.
+                if d > RETENTION_RANGE.max {
+                    return Err(format!(
+                        r#"duration "{v}" is too long: no setting allows more than "{}""#,
+                        written(RETENTION_RANGE.max)
+                    ));
+                }
+                Ok(Dur(d))
             },
         })
     }
