@@ -681,17 +681,20 @@ fn describe_config(c: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "  mqtt      {} as {:?}, user {}, password {password}{}, topics {}/{}/..., \
+            "  mqtt      {} as {}, user {}, password {password}{}, topics {}/{}/..., \
              batch every {} or {} readings{}",
             m.url,
-            m.client_id,
+            config::quoted_short(&m.client_id),
             m.username.as_deref().unwrap_or("(none)"),
             if std::env::var_os(config::PASSWORD_ENV).is_some() {
                 format!(" (overridden by {})", config::PASSWORD_ENV)
             } else {
                 String::new()
             },
-            m.topic_prefix,
+            // Bare unless it is too long to print whole.
+            Some(config::quoted_short(&m.topic_prefix))
+                .filter(|q| *q != format!("{:?}", m.topic_prefix))
+                .unwrap_or_else(|| m.topic_prefix.clone()),
             c.node,
             humantime::format_duration(m.batch_interval),
             m.batch_max,

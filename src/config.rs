@@ -1884,7 +1884,7 @@ pub fn redact_url(url: &str) -> String {
 
 /// A user's string for a message: whole if short, else its start and its
 /// length, so a 100,000-character value does not flood the terminal.
-fn quoted_short(s: &str) -> String {
+pub fn quoted_short(s: &str) -> String {
     const SHOWN: usize = 40;
     if s.chars().count() <= SHOWN + 20 {
         format!("{s:?}")
