@@ -1060,3 +1060,63 @@ fn dollar_topics_are_dropped_or_unseen_so_a_dollar_prefix_is_refused() {
         );
     }
 }
+
+/// A trace replaced by a FIFO under a running agent, then SIGHUP: the
+/// reload refuses the file by key and path and the agent goes on with the
+/// configuration it has; SIGTERM then stops it at once. (Before: the reload
+/// opened the FIFO, blocked with no writer, and the agent ignored SIGTERM.)
+#[test]
+fn a_trace_turned_fifo_is_refused_at_reload_and_sigterm_still_stops_the_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fixture::new(dir.path());
+    let trace = f.dir.join("trace.csv");
+    let config = f.dir.join("reload.toml");
+    std::fs::write(
+        &config,
+        cfg(&f, "", &format!("trace = {}\n", f.path("trace.csv")), ""),
+    )
+    .unwrap();
+    let err = f.dir.join("reload.err");
+    let mut cmd = std_cmd(&f.dir);
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(common::stderr_file(&err));
+    let mut agent = ChildGuard::spawn(cmd);
+    let stderr = || std::fs::read_to_string(&err).unwrap_or_default();
+    wait_for(Duration::from_secs(20), "the first readings", || {
+        logged_rows(&f.db) > 0
+    });
+    std::fs::remove_file(&trace).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &trace,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+    send_signal(agent.id(), "HUP");
+    wait_for(Duration::from_secs(10), "the reload to be refused", || {
+        stderr().contains("keeping the configuration in use")
+    });
+    let log = stderr();
+    assert!(
+        log.contains("key `sensor[0].trace`") && log.contains("not a regular file (a FIFO)"),
+        "{log}"
+    );
+    // Still logging with the old configuration.
+    let before = logged_rows(&f.db);
+    wait_for(Duration::from_secs(10), "more readings", || {
+        logged_rows(&f.db) > before
+    });
+    send_signal(agent.id(), "TERM");
+    let status = agent.wait_timeout(Duration::from_secs(10));
+    let log = stderr();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "no clean exit within 10 s of SIGTERM:\n{log}"
+    );
+    common::assert_no_panic(&log);
+}
