@@ -79,7 +79,7 @@ pub struct DashboardArgs {
     #[arg(long, env = "EDGEPRIO_NODE", value_name = "NODE")]
     pub node: Option<String>,
 
-    /// How often to re-read the log (at least 10ms)
+    /// How often to re-read the log (10ms to 1h)
     #[arg(long, env = "EDGEPRIO_REFRESH", value_name = "DURATION", default_value = "1s", value_parser = parse_refresh)]
     pub refresh: Duration,
 }
@@ -113,7 +113,8 @@ pub struct DemoArgs {
     )]
     pub db: PathBuf,
 
-    /// Run time X times faster: a 15 s interval becomes 15/X s
+    /// Run time X times faster: a 15 s interval becomes 15/X s (X from
+    /// 0.001 to 1000000)
     #[arg(long, env = "EDGEPRIO_SPEED", value_name = "X", default_value_t = 1.0, value_parser = parse_speed)]
     pub speed: f64,
 
@@ -220,11 +221,14 @@ fn parse_when(s: &str) -> Result<When, String> {
     })
 }
 
+/// The range of `dashboard --refresh`.
+const REFRESH_RANGE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_hours(1));
+
 fn parse_refresh(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
-        Ok(d) if d >= Duration::from_millis(10) => Ok(d),
+        Ok(d) if (REFRESH_RANGE.0..=REFRESH_RANGE.1).contains(&d) => Ok(d),
         Ok(_) => Err(format!(
-            "{s:?} is too short; give at least 10ms, e.g. 1s or 250ms"
+            "{s:?} is out of range; give 10ms to 1h, e.g. 1s or 250ms"
         )),
         Err(e) => Err(format!(
             "{s:?} is not a duration ({e}); give e.g. 1s or 250ms"
@@ -232,13 +236,31 @@ fn parse_refresh(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The range of `demo --speed`: from a thousand times slower to a million
+/// times faster than real time.
+pub const SPEED_RANGE: (f64, f64) = (0.001, 1_000_000.0);
+
+/// The shortest cycle `demo --speed` may make of the interval.
+const SHORTEST_DEMO_PERIOD: Duration = Duration::from_micros(1);
+
 fn parse_speed(s: &str) -> Result<f64, String> {
+    let (min, max) = SPEED_RANGE;
     match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(x) if (min..=max).contains(&x) => Ok(x),
         _ => Err(format!(
-            "{s:?} is not a speed factor; give a number greater than 0, e.g. 10 or 1000"
+            "{s:?} is not a speed factor from {min} to {max}: give a number greater than 0, \
+             e.g. 10 or 1000"
         )),
     }
+}
+
+/// `d` of the demo's own time in wall time at `speed` (within
+/// [`SPEED_RANGE`]), or `None` when it would be shorter than 1 µs.
+fn at_speed(d: Duration, speed: f64) -> Option<Duration> {
+    // `d` is at most a year and `speed` at least 0.001: the quotient fits.
+    Duration::try_from_secs_f64(d.as_secs_f64() / speed)
+        .ok()
+        .filter(|p| *p >= SHORTEST_DEMO_PERIOD)
 }
 
 /// Parses the command line, runs the command, and maps errors to an exit
@@ -349,6 +371,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(db) = &args.db {
                     config.db.clone_from(db);
                 }
+                config.check_files()?;
                 Ok(config)
             };
             let config = load()?;
@@ -369,7 +392,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             query(&db, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ReadOnce => Ok(read_once(&Config::load(&config_path())?)),
+        Command::ReadOnce => Ok(read_once(&Config::load_checked(&config_path())?)),
         Command::Dashboard(args) => {
             let db = match args.db {
                 Some(db) => db,
@@ -403,7 +426,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             let path = config_path();
-            let config = Config::load(&path)?;
+            let config = Config::load_checked(&path)?;
             println!("{} is valid", path.display());
             print!("{}", describe_config(&config));
             Ok(ExitCode::SUCCESS)
@@ -665,17 +688,20 @@ fn describe_config(c: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "  mqtt      {} as {:?}, user {}, password {password}{}, topics {}/{}/..., \
+            "  mqtt      {} as {}, user {}, password {password}{}, topics {}/{}/..., \
              batch every {} or {} readings{}",
             m.url,
-            m.client_id,
+            config::quoted_short(&m.client_id),
             m.username.as_deref().unwrap_or("(none)"),
             if std::env::var_os(config::PASSWORD_ENV).is_some() {
                 format!(" (overridden by {})", config::PASSWORD_ENV)
             } else {
                 String::new()
             },
-            m.topic_prefix,
+            // Bare unless it is too long to print whole.
+            Some(config::quoted_short(&m.topic_prefix))
+                .filter(|q| *q != format!("{:?}", m.topic_prefix))
+                .unwrap_or_else(|| m.topic_prefix.clone()),
             c.node,
             humantime::format_duration(m.batch_interval),
             m.batch_max,
@@ -711,14 +737,16 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
     }
     config.db = args.db;
+    config.check_files()?;
     // The gap rule counts in the demo's own time, like the period: at
     // `--speed 100` a 150 s limit is 1.5 s of wall time.
-    config.stale_after = config.stale_after.map(|d| {
-        Duration::try_from_secs_f64(d.as_secs_f64() / args.speed).unwrap_or(Duration::MAX)
-    });
+    let period = demo_period(config.interval, args.speed)?;
+    config.stale_after = config
+        .stale_after
+        .map(|d| at_speed(d, args.speed).unwrap_or(SHORTEST_DEMO_PERIOD));
     let (watch, sub) = demo_mqtt(&mut config, args.broker.as_deref())?;
     let opts = RunOptions {
-        period: Duration::from_secs_f64(config.interval.as_secs_f64() / args.speed),
+        period,
         count: args.count,
     };
     let _ = writeln!(
@@ -790,13 +818,32 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The demo's cycle: `interval` at `speed`, refused when it would be shorter
+/// than [`SHORTEST_DEMO_PERIOD`].
+fn demo_period(interval: Duration, speed: f64) -> anyhow::Result<Duration> {
+    at_speed(interval, speed).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--speed {speed} makes interval = {:?} a cycle shorter than {}; give a smaller \
+             --speed (at most {:.0} for this interval)",
+            humantime::format_duration(interval).to_string(),
+            humantime::format_duration(SHORTEST_DEMO_PERIOD),
+            interval.as_secs_f64() / SHORTEST_DEMO_PERIOD.as_secs_f64()
+        )
+    })
+}
+
 /// Where the demo publishes: `--broker URL`, the config's `[mqtt]`, or an
 /// embedded broker on a free loopback port. Returns what to tell the user
 /// and the `mosquitto_sub` line to watch it with.
 fn demo_mqtt(config: &mut Config, broker: Option<&str>) -> anyhow::Result<(String, String)> {
     let watch = match (broker, &config.mqtt) {
         (Some(url), _) => {
-            config.mqtt = Some(config::mqtt_from_url(url, &config.node, config.interval)?);
+            config.mqtt = Some(config::mqtt_from_url(
+                url,
+                &config.node,
+                &config.sensors,
+                config.interval,
+            )?);
             url.to_string()
         }
         (None, Some(m)) => m.url.clone(),

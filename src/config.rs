@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{Channel, Combine, PerChannel, Plausibility, PriorityParams};
+use crate::domain::{Channel, Combine, PerChannel, Plausibility, PriorityParams, Topics};
 use crate::sensor::frame::{Model, Negative};
 
 /// Where the config file lives unless `--config` says otherwise.
@@ -24,6 +24,61 @@ pub const OFFSET_LIMIT: PerChannel<f64> = PerChannel {
 };
 /// The built-in demo configuration, used by `edgeprio demo` without `--config`.
 pub const DEMO_TOML: &str = include_str!("../assets/demo.toml");
+
+/// A day, the unit of the longest ranges below.
+const DAY: Duration = Duration::from_hours(24);
+
+/// The allowed range of a duration key, inclusive. Every duration is
+/// checked against one when the file is read (README, "Configuration
+/// reference"), so that nothing computed from it (`3 x interval`, a
+/// deadline, a cut-off in ms) can overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// The shortest allowed value.
+    pub min: Duration,
+    /// The longest allowed value.
+    pub max: Duration,
+}
+
+/// `interval`: 1 ms (simulated sensors; the parts have floors of their own)
+/// to a day.
+pub const INTERVAL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(1),
+    max: DAY,
+};
+/// `[priority] stale_after` (unless `"0s"`): at least 2 x interval, at
+/// most a year.
+pub const STALE_AFTER_MAX: Duration = Duration::from_hours(24 * 365);
+/// `[mqtt] batch_interval`.
+pub const BATCH_INTERVAL_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(1),
+    max: DAY,
+};
+/// `[mqtt] realtime_max_age`.
+pub const REALTIME_MAX_AGE_RANGE: DurationRange = DurationRange {
+    min: Duration::from_millis(1),
+    max: Duration::from_hours(24 * 7),
+};
+/// `[store] retention`: at least an hour (old rows are deleted once an
+/// hour), at most ten years.
+pub const RETENTION_RANGE: DurationRange = DurationRange {
+    min: Duration::from_hours(1),
+    max: Duration::from_hours(24 * 3650),
+};
+/// The largest `[priority] threshold` and `step`: a change of 10,000 %.
+pub const FACTOR_MAX: f64 = 100.0;
+
+/// The longest string MQTT can carry (a 2-byte length, in UTF-8 bytes):
+/// the limit of a topic name, a client id and a user name.
+pub const MQTT_STRING_MAX: usize = 65_535;
+/// The most topic levels edgeprio publishes under: Mosquitto 2.0 silently
+/// drops a message whose topic has more than 201 levels (tested in
+/// `tests/hostile_config.rs`).
+pub const TOPIC_LEVELS_MAX: usize = 200;
+/// The client id length MQTT 3.1.1 guarantees every broker accepts
+/// (`[0-9a-zA-Z]`, 1 to 23 bytes); Mosquitto accepts up to
+/// [`MQTT_STRING_MAX`].
+pub const CLIENT_ID_PORTABLE: usize = 23;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -341,9 +396,19 @@ impl<'de> Deserialize<'de> for Dur {
         d.deserialize_str(TextVisitor {
             expecting: r#"a duration string such as "15s", "500ms" or "2m""#,
             parse: |v| {
-                humantime::parse_duration(v).map(Dur).map_err(|e| {
+                let d = humantime::parse_duration(v).map_err(|e| {
                     format!(r#"invalid duration "{v}" ({e}): write it like "15s", "500ms" or "2m""#)
-                })
+                })?;
+                // Quoted as written: "18446744073709551615s", not as
+                // 584542046090 years and change. Each key's own range
+                // (`in_range`) is checked after this.
+                if d > RETENTION_RANGE.max {
+                    return Err(format!(
+                        r#"duration "{v}" is too long: no setting allows more than "{}""#,
+                        written(RETENTION_RANGE.max)
+                    ));
+                }
+                Ok(Dur(d))
             },
         })
     }
@@ -560,6 +625,57 @@ impl Config {
         v.build(raw, &base, source)
     }
 
+    /// Reads and validates the file at `path`, then checks the files it
+    /// names ([`Config::check_files`]): what every command that runs the
+    /// agent or its sensors uses.
+    pub fn load_checked(path: &Path) -> Result<Config, ConfigError> {
+        let config = Self::load(path)?;
+        config.check_files()?;
+        Ok(config)
+    }
+
+    /// Checks the files and directories the configuration names on this
+    /// machine, so that `check-config` catches what `run` would die on:
+    /// `password_file`, `ca_file`, `client_cert`, `client_key` and traces
+    /// must be regular files this user can read (a FIFO would block the
+    /// start), an iio `device` a directory, and `db`, if it exists, a
+    /// regular file. `query` and `dashboard`, which only need `db`, skip
+    /// this: a user may read the log without being able to read the
+    /// password file.
+    pub fn check_files(&self) -> Result<(), ConfigError> {
+        let file = self.source.as_deref().map_or_else(
+            || "built-in demo config".to_string(),
+            |p| p.display().to_string(),
+        );
+        let v = Validator { file: &file };
+        v.db_path(&self.db)?;
+        for (i, s) in self.sensors.iter().enumerate() {
+            match &s.kind {
+                SensorKind::Sim(SimConfig {
+                    profile: SimProfile::Trace(trace),
+                    ..
+                }) => v.readable_file(&format!("sensor[{i}].trace"), trace)?,
+                SensorKind::Iio {
+                    device: Some(dir), ..
+                } => v.directory(&format!("sensor[{i}].device"), dir)?,
+                _ => {}
+            }
+        }
+        if let Some(m) = &self.mqtt {
+            if let PasswordSource::File(f) = &m.password {
+                v.readable_file("mqtt.password_file", f)?;
+            }
+            if let Some(ca) = &m.ca_file {
+                v.readable_file("mqtt.ca_file", ca)?;
+            }
+            if let Some((cert, key)) = &m.client_cert {
+                v.readable_file("mqtt.client_cert", cert)?;
+                v.readable_file("mqtt.client_key", key)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Whether any sensor is real hardware (and so bound by the 2 s rule).
     pub fn has_hardware(&self) -> bool {
         self.sensors.iter().any(|s| s.kind.is_hardware())
@@ -573,21 +689,47 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
     let de = toml::Deserializer::parse(text).map_err(|e| {
         let line = line_of(e.span());
         let source = line.and_then(|n| text.lines().nth(n - 1)).map(str::trim);
+        let key = line.and_then(|n| key_on_line(text, n));
+        let what = e.message().trim_end();
         ConfigError {
             file: file.to_string(),
-            key: line.and_then(|n| key_on_line(text, n)),
             line,
-            message: match source {
-                Some(src) => format!("not valid TOML: {} in `{src}`", e.message().trim_end()),
-                None => format!("not valid TOML: {}", e.message().trim_end()),
+            message: match (source, &key) {
+                (Some(src), _) if is_known_table(src) => {
+                    format!("not valid TOML: {what} in `{src}`")
+                }
+                (Some(src), Some(k)) if !holds_secret(k) && !src.contains('@') => {
+                    format!("not valid TOML: {what} in `{src}`")
+                }
+                (Some(_), Some(k)) => format!(
+                    "not valid TOML: {what} in `{} = ...` (the value is not shown: it may be \
+                     a secret)",
+                    k.rsplit('.').next().unwrap_or(k)
+                ),
+                // A line that is not `known_key = ...` may be anything,
+                // even a password file or a TLS key given as --config.
+                (Some(_), None) => format!(
+                    "not valid TOML: {what} (the line is not shown: it is not a setting of \
+                     this file, and may be a secret; is this the config file?)"
+                ),
+                (None, _) => format!("not valid TOML: {what}"),
             },
+            key,
         }
     })?;
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        let key = e.path().to_string();
         let inner = e.into_inner();
-        let message = inner.message().to_string();
-        let key = path;
+        let message = if holds_secret(&key) && !inner.message().starts_with("unknown field") {
+            // serde quotes the value (`invalid type: integer `1234``).
+            let expected = inner
+                .message()
+                .rsplit_once(", expected ")
+                .map_or(String::new(), |(_, exp)| format!("; expected {exp}"));
+            format!("the value is not valid here (not shown: it may be a secret){expected}")
+        } else {
+            inner.message().to_string()
+        };
         ConfigError {
             file: file.to_string(),
             key: Some(key),
@@ -597,12 +739,84 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
+/// Every key name a config file may hold (the fields of the `Raw*`
+/// structs; a test keeps the two in step): a syntax error quotes its line
+/// only when the line sets one of these.
+const KNOWN_KEYS: &[&str] = &[
+    "node",
+    "interval",
+    "db",
+    "priority",
+    "sensor",
+    "mqtt",
+    "broker",
+    "metrics",
+    "store",
+    "url",
+    "client_id",
+    "username",
+    "password",
+    "password_file",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "topic_prefix",
+    "batch_interval",
+    "batch_max",
+    "realtime_max_age",
+    "ha_discovery",
+    "enabled",
+    "listen",
+    "retention",
+    "min_free",
+    "threshold",
+    "step",
+    "max_weight",
+    "realtime_at",
+    "combine",
+    "deadband",
+    "floor",
+    "plausibility",
+    "confirm",
+    "stale_after",
+    "temperature",
+    "humidity",
+    "id",
+    "kind",
+    "pin",
+    "negative",
+    "device",
+    "name",
+    "profile",
+    "trace",
+    "seed",
+    "failure_rate",
+    "offset",
+];
+
+/// Whether `line` opens one of this file's tables (`[mqtt]`, `[[sensor]]`,
+/// or a broken `[mqtt`).
+fn is_known_table(line: &str) -> bool {
+    line.starts_with('[')
+        && KNOWN_KEYS.contains(&line.trim_matches(|c| c == '[' || c == ']').trim())
+}
+
+/// Whether the key (dotted path) holds, or may hold, a secret: its value is
+/// never quoted in a message.
+fn holds_secret(key: &str) -> bool {
+    let name = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "cred"]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
 /// The dotted key written on 1-based line `n`, e.g. `mqtt.url` for `url = ...`
-/// under `[mqtt]`: a syntax error still names the key it broke.
+/// under `[mqtt]`: a syntax error still names the key it broke. Only keys
+/// this file knows count: anything else on the line may be a secret.
 fn key_on_line(text: &str, n: usize) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let key = lines.get(n - 1)?.split_once('=')?.0.trim();
-    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+    if !KNOWN_KEYS.contains(&key) {
         return None;
     }
     let table = lines[..n - 1]
@@ -629,6 +843,119 @@ impl Validator<'_> {
             line: None,
             message: message.into(),
         }
+    }
+
+    /// `path` of `key`, checked with `ok` on what it is: a NUL byte, a path
+    /// that does not exist (unless `may_be_missing`) or fails `ok` is an
+    /// error naming the key and the path.
+    fn path_is(
+        &self,
+        key: &str,
+        path: &Path,
+        may_be_missing: bool,
+        ok: impl FnOnce(&std::fs::Metadata) -> Result<(), String>,
+    ) -> Result<(), ConfigError> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let bad = |why: String| {
+            self.err(
+                key,
+                format!("{name} = {:?} {why}", path.display().to_string()),
+            )
+        };
+        if path.as_os_str().as_bytes().contains(&0) {
+            return Err(bad("contains a NUL byte, which no file name can".into()));
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) => ok(&meta).map_err(bad),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && may_be_missing => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(bad(
+                "does not exist; check the path (relative paths start at the \
+                    config file's directory)"
+                    .into(),
+            )),
+            Err(e) => Err(bad(format!("cannot be examined ({e})"))),
+        }
+    }
+
+    /// A regular file this user can read. Opened without blocking, so that
+    /// even a FIFO that replaced the file after the check cannot hang us.
+    fn readable_file(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        self.path_is(key, path, false, |meta| {
+            if !meta.is_file() {
+                return Err(format!(
+                    "is not a regular file ({}); give the path of the file itself",
+                    file_kind(meta.file_type())
+                ));
+            }
+            open_nonblocking(path)
+                .map(drop)
+                .map_err(|e| format!("cannot be read by this user ({e})"))
+        })
+    }
+
+    /// A directory (an iio device's sysfs directory).
+    fn directory(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        self.path_is(key, path, false, |meta| {
+            if meta.is_dir() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "is not a directory ({}); give the device's sysfs directory, e.g. \
+                     /sys/bus/iio/devices/iio:device0",
+                    file_kind(meta.file_type())
+                ))
+            }
+        })
+    }
+
+    /// `db`: the log may not exist yet (the agent creates it), but what is
+    /// there must be a regular file.
+    fn db_path(&self, path: &Path) -> Result<(), ConfigError> {
+        self.path_is("db", path, true, |meta| {
+            if meta.is_dir() {
+                Err("is a directory; give the path of the SQLite file, e.g. \
+                     /var/lib/edgeprio/edgeprio.db (or pass --db FILE)"
+                    .into())
+            } else if !meta.is_file() {
+                Err(format!(
+                    "is not a regular file ({}); the log is an SQLite file: give its path \
+                     (or pass --db FILE)",
+                    file_kind(meta.file_type())
+                ))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// `d` if it is within `range`, else an error naming `key`, the value,
+    /// the range and the default.
+    fn in_range(
+        &self,
+        key: &str,
+        d: Duration,
+        range: DurationRange,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        if (range.min..=range.max).contains(&d) {
+            return Ok(d);
+        }
+        let name = key.rsplit('.').next().unwrap_or(key);
+        Err(self.err(
+            key,
+            format!(
+                "{name} = {:?} is {}: allowed is {:?} to {:?} (default {default})",
+                written(d),
+                if d < range.min {
+                    "too short"
+                } else {
+                    "too long"
+                },
+                written(range.min),
+                written(range.max),
+            ),
+        ))
     }
 
     fn build(
@@ -668,7 +995,7 @@ impl Validator<'_> {
             _ => None,
         };
         let mqtt = match raw.mqtt {
-            Some(m) => Some(self.mqtt(m, &node, interval, base)?),
+            Some(m) => Some(self.mqtt(m, &node, &sensors, interval, base)?),
             // A node that is its own gateway publishes to its own broker.
             None => broker
                 .as_ref()
@@ -738,10 +1065,12 @@ impl Validator<'_> {
         raw: Option<Duration>,
         sensors: &[SensorConfig],
     ) -> Result<Duration, ConfigError> {
-        let interval = raw.unwrap_or(Duration::from_secs(15));
-        if interval.is_zero() {
-            return Err(self.err("interval", "interval = \"0s\": must be longer than 0"));
-        }
+        let interval = self.in_range(
+            "interval",
+            raw.unwrap_or(Duration::from_secs(15)),
+            INTERVAL_RANGE,
+            "\"15s\"",
+        )?;
         if let Some(slow) = sensors
             .iter()
             .filter(|s| interval < s.kind.min_interval())
@@ -781,6 +1110,16 @@ impl Validator<'_> {
         match raw {
             None => Ok(Some(interval.saturating_mul(10))),
             Some(d) if d.is_zero() => Ok(None),
+            Some(d) if d > STALE_AFTER_MAX => Err(self.err(
+                "priority.stale_after",
+                format!(
+                    "stale_after = {:?} is too long: allowed is {:?} (2 x interval) to {:?}, \
+                     or \"0s\" to turn the rule off",
+                    written(d),
+                    written(floor),
+                    written(STALE_AFTER_MAX)
+                ),
+            )),
             Some(d) if d >= floor => Ok(Some(d)),
             Some(d) => Err(self.err(
                 "priority.stale_after",
@@ -826,17 +1165,17 @@ impl Validator<'_> {
         let d = StoreConfig::default();
         let retention = match raw.and_then(|r| r.retention) {
             None => d.retention,
-            Some(Dur(r)) if r >= Duration::from_hours(1) => r,
-            Some(Dur(r)) => {
+            Some(Dur(r)) if r < RETENTION_RANGE.min => {
                 return Err(self.err(
                     "store.retention",
                     format!(
                         "retention = {:?} is too short: it must be at least \"1h\" (old rows \
                          are deleted once an hour); write it like \"30d\" (the default) or \"12h\"",
-                        humantime::format_duration(r).to_string()
+                        written(r)
                     ),
                 ));
             }
+            Some(Dur(r)) => self.in_range("store.retention", r, RETENTION_RANGE, "\"30d\"")?,
         };
         Ok(StoreConfig {
             retention,
@@ -895,55 +1234,236 @@ impl Validator<'_> {
     }
 
     /// Splits `mqtt://host:port` / `mqtts://[v6]:port` into its parts.
+    /// Credentials in the URL are refused (they would travel into logs,
+    /// the status table and the dashboard), and no message quotes them.
     fn broker_url(&self, url: &str) -> Result<(bool, String, u16), ConfigError> {
+        let shown = redact_url(url);
+        let bad = |why: &str| {
+            self.err(
+                "mqtt.url",
+                format!(
+                    "url = {shown:?} {why}; write it like \"mqtt://192.168.1.10:1883\", \
+                     \"mqtts://broker.lan\" or \"mqtt://[fd00::5]:1883\""
+                ),
+            )
+        };
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
         } else if let Some(rest) = url.strip_prefix("mqtt://") {
             (false, rest)
         } else {
+            return Err(bad("must start with mqtt:// or mqtts:// (TLS)"));
+        };
+        if rest.contains('@') {
             return Err(self.err(
                 "mqtt.url",
-                format!("url = {url:?} must start with mqtt:// or mqtts:// (TLS)"),
-            ));
-        };
-        let rest = rest.trim_end_matches('/');
-        // `[v6::addr]:port`, `host:port`, or a bare host.
-        let (host, port) = match rest.strip_prefix('[').and_then(|r| r.split_once(']')) {
-            Some((h, tail)) => (h, tail.strip_prefix(':')),
-            None => match rest.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            },
-        };
-        let port = match port {
-            None => {
-                if tls {
-                    8883
-                } else {
-                    1883
-                }
-            }
-            Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                self.err(
-                    "mqtt.url",
-                    format!("url = {url:?}: port {p:?} is not a number from 1 to 65535"),
-                )
-            })?,
-        };
-        let host = host.to_string();
-        if host.is_empty() || host.contains('/') {
-            return Err(self.err(
-                "mqtt.url",
-                format!("url = {url:?} has no usable host; write mqtt://HOST:PORT"),
+                format!(
+                    "url = {shown:?} holds credentials, which would show up in logs and in the \
+                     status: remove them from the URL and set `username` and `password_file` \
+                     in [mqtt] instead"
+                ),
             ));
         }
-        Ok((tls, host, port))
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        // `[v6::addr]:port`, `host:port`, or a bare host.
+        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+            let (host, tail) = bracketed
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed '[' (an IPv6 address is written [fd00::5])"))?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad(&format!(
+                    "has {host:?} in brackets, which is not an IPv6 address"
+                )));
+            }
+            let port = match tail {
+                "" => None,
+                _ => Some(
+                    tail.strip_prefix(':')
+                        .ok_or_else(|| bad("has something other than :PORT after the ']'"))?,
+                ),
+            };
+            (host, port)
+        } else {
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            };
+            let hostname_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+            if host.is_empty() {
+                return Err(bad("has no host"));
+            }
+            if !host.chars().all(hostname_char) {
+                return Err(bad(&format!(
+                    "has host {host:?}, which is not a host name or an address (no spaces, \
+                     paths or '?'; an IPv6 address goes in brackets)"
+                )));
+            }
+            (host, port)
+        };
+        let port = match port {
+            None if tls => 8883,
+            None => 1883,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad(&format!("has port {p:?}, not a number from 1 to 65535")))?,
+        };
+        Ok((tls, host.to_string(), port))
+    }
+
+    /// `[mqtt] topic_prefix`: topic levels a broker accepts for every topic
+    /// this node publishes (DESIGN.md, "MQTT contract"), checked against
+    /// the longest of them.
+    fn topic_prefix(
+        &self,
+        prefix: String,
+        node: &str,
+        sensors: &[SensorConfig],
+    ) -> Result<String, ConfigError> {
+        let bad = |why: String| {
+            self.err(
+                "mqtt.topic_prefix",
+                format!(
+                    "topic_prefix = {} {why}; use one or more non-empty topic levels without \
+                     '+' or '#', e.g. \"edgeprio\" or \"site/edgeprio\"",
+                    quoted_short(&prefix)
+                ),
+            )
+        };
+        if prefix.split('/').any(str::is_empty) {
+            return Err(bad("has an empty topic level".into()));
+        }
+        if prefix.contains(['+', '#']) {
+            return Err(bad(
+                "holds a wildcard ('+' or '#'), which no topic name may".into(),
+            ));
+        }
+        if prefix.starts_with('$') {
+            return Err(bad(
+                "starts with '$': brokers keep such topics ($SYS/...) for themselves and \
+                 refuse or drop what a client publishes there"
+                    .into(),
+            ));
+        }
+        if prefix.chars().any(char::is_control) {
+            return Err(bad(
+                "holds a control character: MQTT forbids U+0000 and brokers such as \
+                 Mosquitto refuse the others"
+                    .into(),
+            ));
+        }
+        let topics = Topics::new(&prefix, node);
+        let longest = [
+            topics.realtime(),
+            topics.batch(),
+            topics.status(),
+            topics.raw(),
+        ]
+        .into_iter()
+        .chain(sensors.iter().map(|s| topics.state(&s.id)))
+        .max_by_key(String::len)
+        .unwrap_or_default();
+        if longest.len() > MQTT_STRING_MAX {
+            return Err(bad(format!(
+                "makes the longest topic this node publishes (<prefix>{}) {} bytes long, more \
+                 than the {MQTT_STRING_MAX} bytes MQTT allows; shorten it by {} bytes",
+                &longest[prefix.len()..],
+                longest.len(),
+                longest.len() - MQTT_STRING_MAX
+            )));
+        }
+        let levels = prefix.split('/').count() + 3;
+        if levels > TOPIC_LEVELS_MAX {
+            return Err(bad(format!(
+                "has {} levels, which makes topics <prefix>/<node>/<sensor>/state of {levels} \
+                 levels; brokers drop deeper topics (Mosquitto: more than 201), so use at most \
+                 {} levels",
+                levels - 3,
+                TOPIC_LEVELS_MAX - 3
+            )));
+        }
+        Ok(prefix)
+    }
+
+    /// `[mqtt] client_id`: what a broker takes.
+    fn client_id(&self, id: String) -> Result<String, ConfigError> {
+        if id.is_empty() || id.len() > MQTT_STRING_MAX || id.chars().any(char::is_control) {
+            return Err(self.err(
+                "mqtt.client_id",
+                format!(
+                    "client_id = {}: use 1 to {MQTT_STRING_MAX} bytes of text without control \
+                     characters (the MQTT limit, which Mosquitto accepts); up to \
+                     {CLIENT_ID_PORTABLE} letters and digits work with every broker",
+                    quoted_short(&id),
+                ),
+            ));
+        }
+        Ok(id)
+    }
+
+    /// `[mqtt] username`, `password` and `password_file`: what MQTT can
+    /// send, and a password only with a user name.
+    fn credentials(
+        &self,
+        username: Option<&str>,
+        password: Option<String>,
+        password_file: Option<PathBuf>,
+        base: &Path,
+    ) -> Result<PasswordSource, ConfigError> {
+        if let Some(user) = username
+            && (user.is_empty() || user.len() > MQTT_STRING_MAX)
+        {
+            return Err(self.err(
+                "mqtt.username",
+                format!(
+                    "username = {}: use 1 to {MQTT_STRING_MAX} bytes, or leave it out",
+                    quoted_short(user),
+                ),
+            ));
+        }
+        if password.as_ref().is_some_and(|p| p.len() > MQTT_STRING_MAX) {
+            return Err(self.err(
+                "mqtt.password",
+                format!(
+                    "the password (not shown) is longer than the {MQTT_STRING_MAX} bytes MQTT \
+                     can send"
+                ),
+            ));
+        }
+        let source = match (password, password_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "mqtt.password_file",
+                    "give either `password_file` or `password`, not both (prefer password_file)",
+                ));
+            }
+            (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
+            (None, Some(f)) => PasswordSource::File(base.join(f)),
+            (None, None) => PasswordSource::None,
+        };
+        if source != PasswordSource::None && username.is_none() {
+            let key = if matches!(source, PasswordSource::File(_)) {
+                "password_file"
+            } else {
+                "password"
+            };
+            return Err(self.err(
+                "mqtt.username",
+                format!(
+                    "`{key}` is set but `username` is not: MQTT sends a password only with a \
+                     user name; add username = \"...\" to [mqtt]"
+                ),
+            ));
+        }
+        Ok(source)
     }
 
     fn mqtt(
         &self,
         m: RawMqtt,
         node: &str,
+        sensors: &[SensorConfig],
         interval: Duration,
         base: &Path,
     ) -> Result<MqttConfig, ConfigError> {
@@ -955,17 +1475,8 @@ impl Validator<'_> {
             )
         })?;
         let (tls, host, port) = self.broker_url(&url)?;
-        let password = match (m.password, m.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(self.err(
-                    "mqtt.password_file",
-                    "give either `password_file` or `password`, not both (prefer password_file)",
-                ));
-            }
-            (Some(p), None) => PasswordSource::Inline(Secret::new(p)),
-            (None, Some(f)) => PasswordSource::File(base.join(f)),
-            (None, None) => PasswordSource::None,
-        };
+        let password =
+            self.credentials(m.username.as_deref(), m.password, m.password_file, base)?;
         if m.ca_file.is_some() && !tls {
             return Err(self.err(
                 "mqtt.ca_file",
@@ -988,21 +1499,13 @@ impl Validator<'_> {
             }
             (None, None) => None,
         };
-        let topic_prefix = m.topic_prefix.unwrap_or_else(|| "edgeprio".into());
-        if topic_prefix.is_empty()
-            || topic_prefix.starts_with('/')
-            || topic_prefix.ends_with('/')
-            || topic_prefix.contains(['+', '#'])
-            || topic_prefix.split('/').any(str::is_empty)
-        {
-            return Err(self.err(
-                "mqtt.topic_prefix",
-                format!(
-                    "topic_prefix = {topic_prefix:?}: use one or more non-empty topic levels \
-                     without '+' or '#', e.g. \"edgeprio\" or \"site/edgeprio\""
-                ),
-            ));
-        }
+        let topic_prefix = self.topic_prefix(
+            m.topic_prefix.unwrap_or_else(|| "edgeprio".into()),
+            node,
+            sensors,
+        )?;
+        let client_id =
+            self.client_id(m.client_id.unwrap_or_else(|| format!("edgeprio-{node}")))?;
         let batch_max = match m.batch_max {
             None => 20,
             Some(n @ 1..=10_000) => usize::try_from(n).unwrap_or(20),
@@ -1013,28 +1516,31 @@ impl Validator<'_> {
                 ));
             }
         };
-        let positive = |key: &str, d: Option<Dur>, default: Duration| match d {
-            None => Ok(default),
-            Some(Dur(d)) if !d.is_zero() => Ok(d),
-            Some(_) => Err(self.err(
-                format!("mqtt.{key}"),
-                format!("{key} = \"0s\": must be longer than 0"),
-            )),
-        };
         Ok(MqttConfig {
             url,
             tls,
             host,
             port,
-            client_id: m.client_id.unwrap_or_else(|| format!("edgeprio-{node}")),
+            client_id,
             username: m.username,
             password,
             ca_file: m.ca_file.map(|f| base.join(f)),
             client_cert,
             topic_prefix,
-            batch_interval: positive("batch_interval", m.batch_interval, Duration::from_mins(1))?,
+            batch_interval: self.in_range(
+                "mqtt.batch_interval",
+                m.batch_interval.map_or(Duration::from_mins(1), |d| d.0),
+                BATCH_INTERVAL_RANGE,
+                "\"1m\"",
+            )?,
             batch_max,
-            realtime_max_age: positive("realtime_max_age", m.realtime_max_age, interval * 2)?,
+            realtime_max_age: self.in_range(
+                "mqtt.realtime_max_age",
+                m.realtime_max_age
+                    .map_or_else(|| default_realtime_max_age(interval), |d| d.0),
+                REALTIME_MAX_AGE_RANGE,
+                "2 x interval",
+            )?,
             ha_discovery: m.ha_discovery.unwrap_or(false),
         })
     }
@@ -1043,10 +1549,13 @@ impl Validator<'_> {
         let d = PriorityParams::default();
         let positive = |key: &str, v: Option<f64>, default: f64| match v {
             None => Ok(default),
-            Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Some(v) if v > 0.0 && v <= FACTOR_MAX => Ok(v),
             Some(v) => Err(self.err(
                 format!("priority.{key}"),
-                format!("{key} = {v}: must be a number greater than 0 (default {default})"),
+                format!(
+                    "{key} = {v:?}: must be a number greater than 0 and at most {FACTOR_MAX} \
+                     (default {default})"
+                ),
             )),
         };
         let max_weight = match raw.max_weight {
@@ -1106,7 +1615,7 @@ impl Validator<'_> {
             Some(v) if v.is_finite() && ok(v) => Ok(v),
             Some(v) => Err(self.err(
                 format!("{key}.{name}"),
-                format!("{name} = {v}: {allowed} (default {default})"),
+                format!("{name} = {v:?}: {allowed} (default {default})"),
             )),
         };
         Ok(PerChannel {
@@ -1263,7 +1772,12 @@ impl Validator<'_> {
 }
 
 /// An `[mqtt]` section with only `url` set, for `demo --broker URL`.
-pub fn mqtt_from_url(url: &str, node: &str, interval: Duration) -> Result<MqttConfig, ConfigError> {
+pub fn mqtt_from_url(
+    url: &str,
+    node: &str,
+    sensors: &[SensorConfig],
+    interval: Duration,
+) -> Result<MqttConfig, ConfigError> {
     let v = Validator { file: "--broker" };
     let raw = RawMqtt {
         url: Some(url.to_string()),
@@ -1280,7 +1794,7 @@ pub fn mqtt_from_url(url: &str, node: &str, interval: Duration) -> Result<MqttCo
         realtime_max_age: None,
         ha_discovery: None,
     };
-    v.mqtt(raw, node, interval, Path::new(""))
+    v.mqtt(raw, node, sensors, interval, Path::new(""))
 }
 
 impl MqttConfig {
@@ -1304,7 +1818,7 @@ impl MqttConfig {
             topic_prefix: "edgeprio".into(),
             batch_interval: Duration::from_mins(1),
             batch_max: 20,
-            realtime_max_age: interval * 2,
+            realtime_max_age: default_realtime_max_age(interval),
             ha_discovery: false,
         }
     }
@@ -1354,6 +1868,77 @@ pub fn world_readable_secrets(config: &Config) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `url` for messages: anything before an `@` (user-info: a user name and
+/// perhaps a password) becomes `***`. A password may hold '/' or '#', so
+/// everything up to the last `@` goes.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    match rest.rfind('@') {
+        Some(at) if scheme.is_empty() => format!("***{}", &rest[at..]),
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// A user's string for a message: whole if short, else its start and its
+/// length, so a 100,000-character value does not flood the terminal.
+pub fn quoted_short(s: &str) -> String {
+    const SHOWN: usize = 40;
+    if s.chars().count() <= SHOWN + 20 {
+        format!("{s:?}")
+    } else {
+        let head: String = s.chars().take(SHOWN).collect();
+        format!("{head:?}... ({} bytes)", s.len())
+    }
+}
+
+/// What a file system object is, for "is not a regular file (...)".
+pub fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a file"
+    }
+}
+
+/// Opens `path` for reading with `O_NONBLOCK`: a FIFO (or a device) opens
+/// at once instead of waiting for a writer, so the caller can refuse it
+/// after a look at the open file. A regular file reads as usual.
+pub fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::File::options()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
+        .open(path)
+}
+
+/// `realtime_max_age` unless the config says otherwise: two intervals.
+fn default_realtime_max_age(interval: Duration) -> Duration {
+    interval.saturating_mul(2)
+}
+
+/// A duration as a config file would write it: whole days as `"30d"`,
+/// anything else as humantime prints it (`"1h 30m"`, `"500ms"`).
+fn written(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() == 0 && secs >= DAY.as_secs() && secs.is_multiple_of(DAY.as_secs()) {
+        format!("{}d", secs / DAY.as_secs())
+    } else {
+        humantime::format_duration(d).to_string()
+    }
 }
 
 /// Checks a node name or sensor id: both become MQTT topic levels and
@@ -1660,7 +2245,7 @@ mod tests {
         assert_eq!(m.realtime_max_age, Duration::from_secs(30));
         assert!(m.client_id.starts_with("edgeprio-"));
         let c = parse(&format!(
-            "[mqtt]\nurl = \"mqtts://[::1]\"\nca_file = \"ca.pem\"\npassword_file = \"pw\"\n{MINIMAL}"
+            "[mqtt]\nurl = \"mqtts://[::1]\"\nca_file = \"ca.pem\"\nusername = \"u\"\npassword_file = \"pw\"\n{MINIMAL}"
         ))
         .unwrap();
         let m = c.mqtt.unwrap();
@@ -1853,10 +2438,201 @@ mod tests {
     #[test]
     fn secrets_never_show_in_debug_output() {
         let c = parse(&format!(
-            "[mqtt]\nurl = \"mqtt://x\"\npassword = \"hunter2\"\n{MINIMAL}"
+            "[mqtt]\nurl = \"mqtt://x\"\nusername = \"u\"\npassword = \"hunter2\"\n{MINIMAL}"
         ))
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn known_keys_are_every_key_the_file_accepts() {
+        // serde lists a table's fields in its unknown-field error.
+        let listed = |text: &str| -> Vec<String> {
+            let e = err(text);
+            // "expected one of `a`, `b`, `c`" or "expected `a` or `b`".
+            let (_, fields) = e.message.split_once("expected ").unwrap();
+            fields
+                .trim_start_matches("one of ")
+                .split([',', ' '])
+                .filter(|f| f.starts_with('`'))
+                .map(|f| f.trim_matches('`').to_string())
+                .collect()
+        };
+        let tables = [
+            "zz = 1\n".to_string(),
+            format!("[priority]\nzz = 1\n{MINIMAL}"),
+            format!("[priority]\ndeadband = {{ zz = 1 }}\n{MINIMAL}"),
+            format!("{MINIMAL}zz = 1\n"),
+            format!("[mqtt]\nzz = 1\n{MINIMAL}"),
+            format!("[broker]\nzz = 1\n{MINIMAL}"),
+            format!("[metrics]\nzz = 1\n{MINIMAL}"),
+            format!("[store]\nzz = 1\n{MINIMAL}"),
+        ];
+        for text in &tables {
+            for field in listed(text) {
+                assert!(
+                    KNOWN_KEYS.contains(&field.as_str()),
+                    "{field} is not in KNOWN_KEYS"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn urls_are_redacted_and_parsed_strictly() {
+        assert_eq!(redact_url("mqtt://u:pw@h:1883"), "mqtt://***@h:1883");
+        assert_eq!(redact_url("mqtt://u:a/b@c@h"), "mqtt://***@h");
+        assert_eq!(redact_url("u:pw@h"), "***@h");
+        assert_eq!(redact_url("mqtt://h:1883"), "mqtt://h:1883");
+        let m = |url: &str| parse(&format!("[mqtt]\nurl = {url:?}\n{MINIMAL}"));
+        for url in [
+            "mqtt://[::1",
+            "mqtt:// host",
+            "mqtt://",
+            "mqtt://:1883",
+            "mqtt://h:65536",
+            "mqtt://[::1]x",
+            "mqtt://[nope]:1883",
+            "mqtt://::1",
+            "mqtt://h/path",
+            "mqtt://h?x=1",
+        ] {
+            let e = m(url).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("mqtt.url"), "{url}: {e}");
+            assert!(e.message.contains(&format!("{url:?}")), "{url}: {e}");
+        }
+        let e = m("mqtt://me:hunter2@h").unwrap_err();
+        assert!(
+            !e.to_string().contains("hunter2") && e.message.contains("password_file"),
+            "{e}"
+        );
+        let c = m("mqtt://[fd00::5]:1884/").unwrap().mqtt.unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("fd00::5", 1884));
+        let c = m("mqtts://broker.lan").unwrap().mqtt.unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("broker.lan", 8883));
+    }
+
+    #[test]
+    fn durations_have_ranges_and_the_limits_are_inclusive() {
+        let with = |text: &str| parse(&format!("{text}\n[[sensor]]\nid = \"a\"\nkind = \"sim\"\n"));
+        for (text, key) in [
+            ("interval = \"25h\"", "interval"),
+            ("interval = \"999us\"", "interval"),
+            ("[priority]\nstale_after = \"366d\"", "priority.stale_after"),
+            ("[store]\nretention = \"3651d\"", "store.retention"),
+            (
+                "[mqtt]\nurl = \"mqtt://h\"\nbatch_interval = \"2d\"",
+                "mqtt.batch_interval",
+            ),
+            (
+                "[mqtt]\nurl = \"mqtt://h\"\nrealtime_max_age = \"8d\"",
+                "mqtt.realtime_max_age",
+            ),
+            ("[priority]\nstep = 100.5", "priority.step"),
+        ] {
+            let e = with(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+        }
+        let c = with(
+            "interval = \"1d\"\n[priority]\nstale_after = \"365d\"\nstep = 100\n\
+             [store]\nretention = \"3650d\"\n[mqtt]\nurl = \"mqtt://h\"\n\
+             batch_interval = \"1d\"\nrealtime_max_age = \"7d\"",
+        )
+        .unwrap();
+        assert_eq!(c.interval, DAY);
+        assert_eq!(
+            c.mqtt.unwrap().realtime_max_age,
+            Duration::from_hours(24 * 7)
+        );
+        let e = with("interval = \"25h\"").unwrap_err();
+        assert!(e.message.contains("\"1ms\" to \"1d\""), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_never_quoted_in_toml_errors() {
+        for text in [
+            "[mqtt]\nusername = \"u\"\npassword = \"hunter2\n",
+            "[mqtt]\npassword = \"hunter2\"\npassword = \"hunter2\"\n",
+            "[mqtt]\npassword = 4242hunter2\n",
+            "[mqtt]\npasword = \"hunter2\n",
+            "[mqtt]\nurl = \"mqtt://u:hunter2@h\n",
+            "hunter2\n",
+            "a=hunter2\n",
+            "[hunter2\n",
+        ] {
+            let e = err(text).to_string();
+            assert!(!e.contains("hunter2"), "{text:?}: {e}");
+        }
+        let e = err("[mqtt]\npassword = 1234\n");
+        assert!(!e.message.contains("1234"), "{e}");
+        assert!(e.message.contains("expected a string"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_limits_are_checked_against_the_longest_topic() {
+        let m = |lines: &str| parse(&format!("[mqtt]\nurl = \"mqtt://h\"\n{lines}\n{MINIMAL}"));
+        // `<prefix>/<node>/lab/state` is the longest topic of MINIMAL.
+        let node = parse(MINIMAL).unwrap().node;
+        let room = MQTT_STRING_MAX - format!("/{node}/lab/state").len();
+        assert!(m(&format!("topic_prefix = \"{}\"", "p".repeat(room))).is_ok());
+        let e = m(&format!("topic_prefix = \"{}\"", "p".repeat(room + 1))).unwrap_err();
+        assert!(e.message.contains("shorten it by 1 bytes"), "{e}");
+        assert!(m(&format!("topic_prefix = \"{}\"", vec!["l"; 197].join("/"))).is_ok());
+        for prefix in ["$SYS", "$x/y", "a\\u0000b", "a\\u0007b", "a/+", "a//b"] {
+            let e = m(&format!("topic_prefix = \"{prefix}\"")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("mqtt.topic_prefix"), "{prefix}: {e}");
+        }
+        assert!(m(&format!("client_id = \"{}\"", "c".repeat(65_535))).is_ok());
+        for id in [String::new(), "c".repeat(65_536), "a\\u0000".into()] {
+            let e = m(&format!("client_id = \"{id}\"")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("mqtt.client_id"), "{e}");
+            assert!(e.to_string().len() < 400, "a long id is not quoted whole");
+        }
+        let e = m("password = \"p\"").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("mqtt.username"), "{e}");
+    }
+
+    #[test]
+    fn check_files_names_the_key_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.toml");
+        let load = |body: &str| {
+            std::fs::write(&path, body).unwrap();
+            Config::load_checked(&path)
+        };
+        std::fs::write(dir.path().join("pw"), "p\n").unwrap();
+        let sim = "[[sensor]]\nid = \"a\"\nkind = \"sim\"\n";
+        assert!(
+            load(&format!("db = \"e.db\"\n{sim}")).is_ok(),
+            "a missing db is created"
+        );
+        for (body, key, says) in [
+            (
+                format!("db = \"/dev/null\"\n{sim}"),
+                "db",
+                "a character device",
+            ),
+            (format!("db = \".\"\n{sim}"), "db", "is a directory"),
+            (format!("db = \"a\\u0000\"\n{sim}"), "db", "NUL byte"),
+            (
+                format!("db = \"e.db\"\n{sim}trace = \"t.csv\"\n"),
+                "sensor[0].trace",
+                "does not exist",
+            ),
+            (
+                format!(
+                    "db = \"e.db\"\n{sim}[mqtt]\nurl = \"mqtt://h\"\nusername = \"u\"\npassword_file = \".\"\n"
+                ),
+                "mqtt.password_file",
+                "a directory",
+            ),
+        ] {
+            let e = load(&body).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{body}: {e}");
+            assert!(e.message.contains(says), "{body}: {e}");
+        }
+        // Parsing alone does not look at the file system.
+        assert!(Config::parse(&format!("db = \"/dev/null\"\n{sim}"), None).is_ok());
     }
 
     #[test]

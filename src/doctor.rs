@@ -100,7 +100,7 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         report(&f);
         all.push(f);
     };
-    let config = match Config::load(path) {
+    let config = match Config::load_checked(path) {
         Ok(c) => {
             emit(Finding::new(
                 Level::Ok,

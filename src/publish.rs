@@ -91,7 +91,9 @@ impl MqttPublisher {
                 .map(|s| (s.id.clone(), s.kind.model()))
                 .collect(),
             // Three intervals, rounded up to whole seconds.
-            expire_after_s: (config.interval * 3)
+            expire_after_s: config
+                .interval
+                .saturating_mul(3)
                 .as_millis()
                 .div_ceil(1000)
                 .try_into()

@@ -100,7 +100,9 @@ impl Watchdog {
 
     /// A watchdog of `timeout` for cycles every `period`.
     pub fn new(timeout: Duration, period: Duration) -> Watchdog {
-        let stall_after = period * 2 + Duration::from_secs(5);
+        let stall_after = period
+            .saturating_mul(2)
+            .saturating_add(Duration::from_secs(5));
         if timeout <= period {
             tracing::warn!(
                 watchdog = %humantime::format_duration(timeout),

@@ -461,6 +461,26 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        // SQLite calls /dev/null "disk I/O error" and a directory "unable
+        // to open database file", and a NUL byte fails three layers deep:
+        // say what the path is instead, once.
+        let not_a_file = |reason: &str| StoreError::NotADatabase {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).contains(&0) {
+            return Err(not_a_file("the path contains a NUL byte"));
+        }
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => return Err(not_a_file("it is a directory")),
+            Ok(m) if !m.is_file() => {
+                return Err(not_a_file(&format!(
+                    "it is not a regular file but {}",
+                    crate::config::file_kind(m.file_type())
+                )));
+            }
+            _ => {}
+        }
         let flags = match access {
             Access::Writer => {
                 let dir = match path.parent() {

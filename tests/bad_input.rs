@@ -665,8 +665,9 @@ fn trace_with_bad_row_names_file_line_and_value() {
     }
 }
 
-/// A trace path that does not exist: the agent refuses to start and names
-/// the path.
+/// A trace path that does not exist is a config error (issue 12, item 3:
+/// `check-config` passed it and `run` died at start-up): `check-config`,
+/// `run` and `read-once` exit 78 naming the key and the path.
 #[test]
 fn missing_trace_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -680,18 +681,29 @@ fn missing_trace_file_is_a_clear_error() {
         ),
     )
     .unwrap();
-    let out = edgeprio(dir.path())
-        .arg("--config")
-        .arg(&config)
-        .args(["run", "--db"])
-        .arg(dir.path().join("e.db"))
-        .output()
-        .unwrap();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&csv.display().to_string()), "{stderr}");
-    assert!(stderr.contains("cannot read trace"), "{stderr}");
-    assert_no_panic(&stderr);
+    let db = dir.path().join("e.db");
+    for sub in [
+        &["check-config"][..],
+        &["run", "--db"][..],
+        &["read-once"][..],
+    ] {
+        let mut cmd = edgeprio(dir.path());
+        cmd.arg("--config").arg(&config).args(sub);
+        if sub[0] == "run" {
+            cmd.arg(&db);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{sub:?}: {stderr}");
+        assert!(
+            stderr.contains("key `sensor[0].trace`"),
+            "{sub:?}: {stderr}"
+        );
+        assert!(stderr.contains(&csv.display().to_string()), "{stderr}");
+        assert!(stderr.contains("does not exist"), "{stderr}");
+        assert_no_panic(&stderr);
+    }
+    assert!(!db.exists(), "a refused config must not create the log");
 }
 
 /// Bad command-line values are usage errors (exit 2) that say what is

@@ -206,7 +206,7 @@ impl Station {
         let mut station = Station {
             node: config.node.clone(),
             clock,
-            budget: period.mul_f64(0.8),
+            budget: period.saturating_mul(4) / 5,
             checks: Checks {
                 bound: config.plausibility,
                 confirm: config.confirm,

@@ -94,11 +94,26 @@ pub fn heater_trace() -> Vec<Sample> {
 
 /// Loads a user's trace: a CSV file with a header naming `temperature_c` and
 /// `humidity_pct`; other columns are ignored.
+///
+/// Opened without blocking and refused unless it is a regular file: a FIFO
+/// put there after `check-config` would otherwise hang the start-up, deaf
+/// to SIGTERM, until something writes to it.
 pub fn load_trace(path: &Path) -> Result<Vec<Sample>, TraceError> {
-    let file = std::fs::File::open(path).map_err(|e| TraceError::Unreadable {
+    let unreadable = |reason: String| TraceError::Unreadable {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let file = crate::config::open_nonblocking(path).map_err(|e| unreadable(e.to_string()))?;
+    let kind = file
+        .metadata()
+        .map_err(|e| unreadable(e.to_string()))?
+        .file_type();
+    if !kind.is_file() {
+        return Err(unreadable(format!(
+            "it is not a regular file ({})",
+            crate::config::file_kind(kind)
+        )));
+    }
     parse_trace(file, path)
 }
 
@@ -518,6 +533,23 @@ mod tests {
             assert!(n > 150, "{kind}: {n}");
         }
         assert!(ok > 3500);
+    }
+
+    #[test]
+    fn a_fifo_trace_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("t.csv");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        // No writer ever opens it: a blocking open would wait forever.
+        let e = load_trace(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file (a FIFO)"), "{e}");
+        let e = load_trace(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
     }
 
     #[test]
