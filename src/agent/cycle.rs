@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use std::time::Duration;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, Jump, JumpWatch, Now, TakenAt};
 use crate::config::{Config, SensorConfig};
 use crate::domain::{
     Doubt, ErrorKind, Plausibility, Reading, Route, Sample, Scorer, SensorError, SensorRange,
@@ -61,6 +61,8 @@ pub struct CycleReport {
     pub commit_error: Option<String>,
     /// The retention pass that finished this cycle, if one did.
     pub retention: Option<PassReport>,
+    /// The wall clock was set since the last cycle (logged at WARN).
+    pub clock_jump: Option<Jump>,
 }
 
 /// The blocking half of the agent: sensors, scorers and the log.
@@ -79,6 +81,11 @@ pub struct Station {
     pending: (Vec<Reading>, Vec<SensorError>),
     /// Deletes what `[store]` says the log no longer keeps.
     retention: Retention,
+    /// Notices the wall clock being set between cycles.
+    jumps: JumpWatch,
+    /// Where each reading's monotonic taken-at goes, for the publisher to
+    /// tell how long it waited; `None` without a publisher that asks.
+    taken: Option<TakenAt>,
 }
 
 impl Station {
@@ -155,7 +162,13 @@ impl Station {
             },
             pending: (Vec::new(), Vec::new()),
             retention: Retention::new(config.store.retention, config.store.min_free),
+            jumps: JumpWatch::default(),
+            taken: None,
         };
+        station
+            .retention
+            .begin(&station.store)
+            .context("cannot read the log's newest rows")?;
         // The status row exists from the start, so the publisher (started
         // next) has a row to record the broker state in, and a reader sees
         // the agent running before its first cycle ends.
@@ -164,6 +177,11 @@ impl Station {
             .commit_cycle(&[], &[], &station.status)
             .context("cannot write the agent's status row")?;
         Ok(station)
+    }
+
+    /// Records when each reading is taken into `taken` from now on.
+    pub(crate) fn record_taken(&mut self, taken: TakenAt) {
+        self.taken = Some(taken);
     }
 
     /// Runs one cycle: reads every sensor (skipping those with `produced >=
@@ -189,13 +207,19 @@ impl Station {
                 }
                 let clock = &self.clock;
                 let range = slot.sensor.range();
+                // The reading's first frame: its monotonic taken-at.
+                let mut first_at = Duration::ZERO;
                 // Every frame, the re-read too, keeps the sensor's spacing.
                 let mut take = |take: Take| {
                     let ready = slot
                         .last_attempt
                         .map_or(Duration::ZERO, |t| t + slot.sensor.min_interval());
                     clock.sleep_until(ready);
-                    slot.last_attempt = Some(clock.monotonic());
+                    let at = clock.monotonic();
+                    if take == Take::Read {
+                        first_at = at;
+                    }
+                    slot.last_attempt = Some(at);
                     let ts_ms = clock.wall_ms();
                     let result = match take {
                         Take::Read => slot.sensor.read(),
@@ -210,6 +234,9 @@ impl Station {
                     failed.push(i);
                     continue;
                 };
+                if let Some(taken) = &self.taken {
+                    taken.record(&slot.id, slot.next_seq, first_at);
+                }
                 let score = slot.scorer.score_at(sample, now_ms);
                 report.readings.push(Reading {
                     node: self.node.clone(),
@@ -229,8 +256,9 @@ impl Station {
                 break;
             }
         }
-        let now_ms = self.clock.wall_ms();
-        self.status.heartbeat_ms = now_ms;
+        let now = self.clock.now();
+        report.clock_jump = self.watch_clock(now);
+        self.status.heartbeat_ms = now.wall_ms;
         self.pending.0.extend(report.readings.iter().cloned());
         self.pending.1.extend(report.errors.iter().cloned());
         let mut result = self
@@ -261,16 +289,28 @@ impl Station {
         }
         // After the commit, whether or not it succeeded: a full disk is
         // when shedding old rows matters most.
-        report.retention = self.retain(now_ms);
+        report.retention = self.retain(now);
         report
     }
 
+    /// Says so when the wall clock was set since the last cycle.
+    fn watch_clock(&mut self, now: Now) -> Option<Jump> {
+        let jump = self.jumps.observe(now)?;
+        tracing::warn!(
+            by_ms = jump.by_ms,
+            "the system clock jumped {jump}: readings are stamped with the new time from now \
+             on; schedules, retention and how long readings wait are measured on the \
+             monotonic clock and are not affected"
+        );
+        Some(jump)
+    }
+
     /// Works on retention for at most [`RETENTION_BUDGET`].
-    fn retain(&mut self, now_ms: i64) -> Option<PassReport> {
+    fn retain(&mut self, now: Now) -> Option<PassReport> {
         let clock = &self.clock;
         let deadline = clock.monotonic() + RETENTION_BUDGET;
         self.retention
-            .run(&mut self.store, &self.node, now_ms, || {
+            .run(&mut self.store, &self.node, now, || {
                 clock.monotonic() < deadline
             })
             .unwrap_or_else(|e| {
@@ -1244,10 +1284,13 @@ mod tests {
     #[test]
     fn cycles_delete_published_rows_past_the_retention_only() {
         let dir = tempfile::tempdir().unwrap();
-        let mut st = station_with(dir.path(), "[store]\nretention = \"2d\"\n");
+        let st = station_with(dir.path(), "[store]\nretention = \"2d\"\n");
         // Three days ago: a reading the broker acknowledged, one it never
-        // got, and a failed read.
+        // got, and a failed read, logged before the agent (re)starts: what
+        // the agent writes itself is not expired before it is two days old
+        // by the monotonic clock, whatever its stamp says.
         let old = st.clock.wall_ms() - 3 * 86_400_000;
+        drop(st);
         rusqlite::Connection::open(dir.path().join("e.db"))
             .unwrap()
             .execute_batch(&format!(
@@ -1259,6 +1302,7 @@ mod tests {
                  VALUES ({old}, 't', 'old', 'timeout', 'no answer');"
             ))
             .unwrap();
+        let mut st = station_with(dir.path(), "[store]\nretention = \"2d\"\n");
         // The pass starts in the first cycle and spends a bounded time per
         // cycle: on a slow machine (qemu) it finishes in a later one.
         let mut cycles = 0;
