@@ -39,7 +39,8 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -55,7 +56,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::agent::CycleReport;
 use crate::clock::{Clock, SystemClock};
@@ -71,16 +72,20 @@ const ROUTES: [Route; 2] = [Route::Realtime, Route::Batch];
 /// hold a connection slot for ever.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest the request head may take to arrive.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the request head may take to arrive: a scraper sends it as
+/// soon as it connects, so a connection still silent after this is idle
+/// and is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest request head read (hyper's minimum buffer): a scrape request is a
 /// few hundred bytes; anything larger is answered 431 and dropped.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// Scrape connections served at once; further clients wait in the listen
-/// backlog, so memory stays bounded whoever connects.
-const MAX_CONNECTIONS: usize = 8;
+/// Connections held at once. Every connection is accepted at once (a
+/// scrape never waits behind idle ones in the listen backlog); past this
+/// many, the oldest one that has not sent its request yet is closed to make
+/// room, so memory stays bounded whoever connects and however many.
+const MAX_CONNECTIONS: usize = 64;
 
 /// Pause after a failed `accept` (out of file descriptors, say), so the
 /// loop does not spin while the condition lasts.
@@ -490,25 +495,45 @@ impl Drop for Endpoint {
     }
 }
 
+/// A connection being served.
+struct Held {
+    /// Its task, to close it early.
+    task: AbortHandle,
+    /// Set once its request head has arrived: until then it is idle.
+    asked: Arc<AtomicBool>,
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves; scrapes
 /// in flight then are dropped.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Future<Output = ()>) {
     // Dropping the set when the loop ends aborts the scrapes in flight.
     let mut connections = JoinSet::new();
+    // Oldest first.
+    let mut held: VecDeque<Held> = VecDeque::new();
     tokio::pin!(shutdown);
     loop {
-        let room = connections.len() < MAX_CONNECTIONS;
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             Some(_) = connections.join_next() => {}
-            accepted = listener.accept(), if room => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let scrape = connection(stream, metrics.clone());
-                    connections.spawn(async move {
-                        // Running out of time only ends a stuck client's connection.
-                        let _ = tokio::time::timeout(CONNECTION_TIMEOUT, scrape).await;
-                    });
+                    held.retain(|h| !h.task.is_finished());
+                    if held.len() >= MAX_CONNECTIONS {
+                        // An idle one, or else the oldest: a scrape is
+                        // answered in milliseconds, so it is a slow reader.
+                        let i = held
+                            .iter()
+                            .position(|h| !h.asked.load(Relaxed))
+                            .unwrap_or(0);
+                        if let Some(h) = held.remove(i) {
+                            h.task.abort();
+                        }
+                    }
+                    let asked = Arc::new(AtomicBool::new(false));
+                    let scrape = connection(stream, metrics.clone(), asked.clone());
+                    let task = connections.spawn(serve_one(scrape, asked.clone()));
+                    held.push_back(Held { task, asked });
                 }
                 Err(e) => {
                     tracing::warn!("metrics endpoint: cannot accept a connection: {e}");
@@ -519,9 +544,25 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Futur
     }
 }
 
-/// Answers the one request of a connection.
-async fn connection(stream: TcpStream, metrics: Metrics) {
+/// Runs `scrape` within the time limits: closed if its request head has
+/// not arrived after [`HEADER_TIMEOUT`] (`asked` says whether it has),
+/// and after [`CONNECTION_TIMEOUT`] in any case.
+async fn serve_one(scrape: impl Future<Output = ()>, asked: Arc<AtomicBool>) {
+    tokio::pin!(scrape);
+    tokio::select! {
+        () = &mut scrape => return,
+        () = tokio::time::sleep(HEADER_TIMEOUT) => {}
+    }
+    if asked.load(Relaxed) {
+        // Running out of time only ends a stuck client's connection.
+        let _ = tokio::time::timeout(CONNECTION_TIMEOUT - HEADER_TIMEOUT, scrape).await;
+    }
+}
+
+/// Answers the one request of a connection; sets `asked` when it arrives.
+async fn connection(stream: TcpStream, metrics: Metrics, asked: Arc<AtomicBool>) {
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        asked.store(true, Relaxed);
         let accept = req
             .headers()
             .get(header::ACCEPT)
