@@ -20,6 +20,7 @@
 //! | `edgeprio_last_reading_age_seconds` | gauge, computed at scrape time | `sensor` |
 //! | `edgeprio_outbox_depth` | gauge | |
 //! | `edgeprio_broker_connected` | gauge, 0 or 1; absent without a broker | |
+//! | `edgeprio_clock_jumps_total` | counter: the wall clock was set by more than 2 s | `direction` (`forward`, `backward`) |
 //! | `edgeprio_build_info` | info | `version`, `arch`, `os` |
 //!
 //! A sensor that has produced no reading since start has no age series,
@@ -132,7 +133,13 @@ struct State {
     outbox_depth: AtomicU64,
     /// One of the `BROKER_*` values.
     broker: AtomicU8,
+    /// Wall-clock jumps seen by the read cycle, indexed like
+    /// [`JUMP_DIRECTIONS`]: a Pi's clock set by NTP after boot, or set back.
+    clock_jumps: [AtomicU64; JUMP_DIRECTIONS.len()],
 }
+
+/// The `direction` labels of `edgeprio_clock_jumps_total`.
+const JUMP_DIRECTIONS: [&str; 2] = ["forward", "backward"];
 
 #[derive(Debug)]
 struct SensorCounters {
@@ -177,6 +184,7 @@ impl Metrics {
                 sensors,
                 outbox_depth: AtomicU64::new(u64::MAX),
                 broker: AtomicU8::new(broker),
+                clock_jumps: Default::default(),
             }),
             clock,
         }
@@ -194,6 +202,10 @@ impl Metrics {
         }
         if let Some(depth) = report.outbox_depth {
             self.set_outbox_depth(depth);
+        }
+        if let Some(jump) = report.clock_jump {
+            let i = usize::from(!jump.forward());
+            self.state.clock_jumps[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -378,6 +390,18 @@ impl Collector for Scrape {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(i64::from(broker == BROKER_UP)).encode(gauge)?;
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "clock_jumps",
+                "Times the system clock was set by more than 2 s, by direction.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (direction, n) in JUMP_DIRECTIONS.iter().zip(&s.clock_jumps) {
+                ConstCounter::new(n.load(Relaxed))
+                    .encode(family.encode_family(&[("direction", *direction)])?)?;
+            }
         }
         let info = Info::new([
             ("version", env!("CARGO_PKG_VERSION")),
@@ -709,11 +733,13 @@ mod tests {
                 5,
             ),
         ];
-        for (readings, errors, depth) in cycles {
+        for (i, (readings, errors, depth)) in cycles.into_iter().enumerate() {
             m.record_cycle(&CycleReport {
                 readings,
                 errors,
                 outbox_depth: Some(depth),
+                // NTP set the clock forward during the second cycle.
+                clock_jump: (i == 1).then_some(crate::clock::Jump { by_ms: 60_000 }),
                 ..CycleReport::default()
             });
         }
@@ -760,6 +786,10 @@ edgeprio_outbox_depth{node="pi"} 5
 # HELP edgeprio_broker_connected Whether the MQTT broker is connected (1) or not (0).
 # TYPE edgeprio_broker_connected gauge
 edgeprio_broker_connected{node="pi"} 1
+# HELP edgeprio_clock_jumps Times the system clock was set by more than 2 s, by direction.
+# TYPE edgeprio_clock_jumps counter
+edgeprio_clock_jumps_total{node="pi",direction="forward"} 1
+edgeprio_clock_jumps_total{node="pi",direction="backward"} 0
 # HELP edgeprio_build The running edgeprio.
 # TYPE edgeprio_build info
 "#;
@@ -842,6 +872,24 @@ edgeprio_broker_connected{node="pi"} 1
         m.reading("ghost", Route::Realtime, T0);
         m.read_failure("ghost", ErrorKind::Io);
         assert_eq!(m.encode(T0 + 32_500, Format::OpenMetrics), before);
+    }
+
+    #[test]
+    fn clock_jumps_are_counted_by_direction() {
+        let m = Metrics::new(&config(""));
+        let jump = |by_ms| CycleReport {
+            clock_jump: Some(crate::clock::Jump { by_ms }),
+            ..CycleReport::default()
+        };
+        m.record_cycle(&jump(-3 * 365 * 86_400_000));
+        m.record_cycle(&jump(-5_000));
+        m.record_cycle(&CycleReport::default());
+        let text = m.encode(T0, Format::Prometheus);
+        assert!(
+            text.contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"backward\"} 2\n")
+                && text.contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"forward\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -86,6 +86,17 @@ fn start(files: &mosquitto::AgentFiles, clock: &FakeClock) -> Agent {
     Agent::start(files, &env)
 }
 
+/// The metrics endpoint's exposition.
+fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("an answer");
+    out
+}
+
 /// Whether `stderr` has a WARN line saying the clock jumped `direction`.
 fn logs_jump(stderr: &str, direction: &str) -> bool {
     let needle = format!("system clock jumped {direction} by");
@@ -102,12 +113,16 @@ fn logs_jump(stderr: &str, direction: &str) -> bool {
 fn ntp_setting_the_clock_forward_from_2020_deletes_no_published_reading() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), &Spec::default());
+    let metrics = mosquitto::free_port();
     let files = agent_config(
         dir.path(),
         "fwd",
         "200ms",
         &[Sensor::Heater("lab")],
-        &format!("url = \"{}\"\nbatch_interval = \"1s\"\n", broker.url()),
+        &format!(
+            "url = \"{}\"\nbatch_interval = \"1s\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+            broker.url()
+        ),
     );
     let clock = FakeClock::new(dir.path(), "@2020-01-01 00:00:00");
     let mut agent = start(&files, &clock);
@@ -148,6 +163,11 @@ fn ntp_setting_the_clock_forward_from_2020_deletes_no_published_reading() {
         )
         .unwrap();
     assert_eq!(pruned, 0);
+    let jumps = scrape(metrics);
+    assert!(
+        jumps.contains("edgeprio_clock_jumps_total{node=\"fwd\",direction=\"forward\"} 1\n"),
+        "{jumps}"
+    );
     let stderr = agent.stop();
     assert!(logs_jump(&stderr, "forward"), "{stderr}");
 }
