@@ -16,7 +16,7 @@ mod mosquitto;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Row, now_ms, readings, wait_for};
+use common::{ChildGuard, Row, now_ms, open_ro, readings, send_signal, std_cmd, wait_for};
 use mosquitto::{
     Agent, Broker, Sensor, Spec, Sub, agent_config, broker_row, seen_readings, wait_all_seen,
     wait_progress,
@@ -252,4 +252,78 @@ fn a_reading_held_through_an_outage_and_a_clock_set_back_goes_out_late() {
     }
     let stderr = agent.stop();
     assert!(logs_jump(&stderr, "backward"), "{stderr}");
+}
+
+/// The wall time of the node's last retention pass, once there is one.
+fn last_prune_ms(db: &Path, node: &str) -> Option<i64> {
+    if !db.exists() {
+        return None;
+    }
+    open_ro(db)
+        .query_row(
+            "SELECT last_prune_ms FROM agent_status WHERE node = ?1",
+            [node],
+            |r| r.get(0),
+        )
+        .ok()
+        .flatten()
+}
+
+/// The clock is set back a year while the agent runs, its retention
+/// passes a second apart (`prune_every`). Before the fix the next pass was
+/// due a second after the old time, that is a year later by the new clock:
+/// no pass ran again (76 minutes without one in the issue, with the hourly
+/// default).
+#[test]
+fn retention_passes_go_on_after_the_clock_is_set_back_a_year() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ret.db");
+    let config = dir.path().join("ret.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node = \"ret\"\ninterval = \"200ms\"\ndb = {:?}\n[store]\nprune_every = \"1s\"\n\
+             [[sensor]]\nid = \"lab\"\nkind = \"sim\"\nprofile = \"heater\"\n",
+            db.display().to_string()
+        ),
+    )
+    .unwrap();
+    let clock = FakeClock::new(dir.path(), "+0");
+    let err = dir.path().join("ret.err");
+    let mut cmd = std_cmd(dir.path());
+    cmd.arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(common::stderr_file(&err));
+    for (key, value) in clock.env() {
+        cmd.env(key, value);
+    }
+    let mut agent = ChildGuard::spawn(cmd);
+    let stderr = || std::fs::read_to_string(&err).unwrap_or_default();
+    let mut running = || {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            panic!("run exited ({status}): {}", stderr());
+        }
+    };
+    wait_for(Duration::from_secs(30), "the first retention pass", || {
+        running();
+        last_prune_ms(&db, "ret").is_some()
+    });
+    clock.set("-1y");
+    let jumped_ms = now_ms();
+    wait_for(
+        Duration::from_secs(20),
+        "a retention pass after the jump",
+        || {
+            running();
+            last_prune_ms(&db, "ret").is_some_and(|t| t < jumped_ms - YEAR_MS / 2)
+        },
+    );
+    send_signal(agent.id(), "TERM");
+    let status = agent
+        .wait_timeout(Duration::from_secs(20))
+        .expect("run stops within 20 s of SIGTERM");
+    assert!(status.success(), "{status}: {}", stderr());
+    assert!(logs_jump(&stderr(), "backward"), "{}", stderr());
 }

@@ -161,7 +161,8 @@ impl Station {
                 interval_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
             },
             pending: (Vec::new(), Vec::new()),
-            retention: Retention::new(config.store.retention, config.store.min_free),
+            retention: Retention::new(config.store.retention, config.store.min_free)
+                .every(config.store.prune_every),
             jumps: JumpWatch::default(),
             taken: None,
         };

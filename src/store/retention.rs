@@ -41,7 +41,8 @@ use crate::clock::Now;
 /// Readings examined (and at most deleted) per transaction.
 const BATCH_ROWS: usize = 1_000;
 
-/// Time between two passes, on the monotonic clock.
+/// Time between two passes, on the monotonic clock, unless
+/// `store.prune_every` says otherwise.
 const PASS_EVERY: Duration = Duration::from_hours(1);
 
 /// `PRAGMA auto_vacuum`'s value for `INCREMENTAL`.
@@ -446,6 +447,8 @@ pub struct Retention {
     min_free: u64,
     /// When the next pass is due (monotonic); `None`: at once.
     next_pass: Option<Duration>,
+    /// Time between two passes.
+    every: Duration,
     /// The log's newest rows when this process started: rows up to it are
     /// judged by their timestamps alone (nothing else is known of them).
     start: Option<Watermark>,
@@ -469,11 +472,18 @@ impl Retention {
             keep,
             min_free,
             next_pass: None,
+            every: PASS_EVERY,
             start: None,
             marks: VecDeque::new(),
             pass: None,
             short: false,
         }
+    }
+
+    /// Retention whose passes are `every` apart instead of an hour.
+    #[must_use]
+    pub fn every(self, every: Duration) -> Self {
+        Self { every, ..self }
     }
 
     /// Notes where the log stands as this process starts: what it writes
@@ -537,7 +547,7 @@ impl Retention {
             if !due && !newly_short {
                 return Ok(None);
             }
-            self.next_pass = Some(now.mono.saturating_add(PASS_EVERY));
+            self.next_pass = Some(now.mono.saturating_add(self.every));
             let upto = self.expirable(store, now.mono)?;
             let cutoff_ms = now_ms.saturating_sub(self.keep_ms);
             self.pass = Some(Pass {
