@@ -157,7 +157,8 @@ impl JumpWatch {
     pub fn observe(&mut self, now: Now) -> Option<Jump> {
         let prev = self.last.replace(now)?;
         let wall = now.wall_ms.saturating_sub(prev.wall_ms);
-        let mono = i64::try_from(now.mono.saturating_sub(prev.mono).as_millis()).unwrap_or(i64::MAX);
+        let mono =
+            i64::try_from(now.mono.saturating_sub(prev.mono).as_millis()).unwrap_or(i64::MAX);
         let by_ms = wall.saturating_sub(mono);
         (Duration::from_millis(by_ms.unsigned_abs()) > JUMP_THRESHOLD).then_some(Jump { by_ms })
     }
@@ -350,7 +351,10 @@ mod tests {
         let jump = watch.observe(clock.now()).expect("a jump");
         assert_eq!(jump.by_ms, 6 * YEAR_MS);
         assert_eq!(jump.direction(), "forward");
-        assert_eq!(jump.to_string(), "forward by 5years 11months 28days 21h 50m 24s");
+        assert_eq!(
+            jump.to_string(),
+            "forward by 5years 11months 28days 21h 50m 24s"
+        );
         clock.pass(15_000);
         assert_eq!(watch.observe(clock.now()), None, "the jump is told once");
         clock.set_wall(-3_000);
@@ -369,7 +373,13 @@ mod tests {
         // The clock is set forward six years, then back three.
         clock.set_wall(6 * YEAR_MS);
         let w = taken.waited("lab", 7, ts);
-        assert_eq!(w, Waited { at_least: Duration::from_secs(10), known: true });
+        assert_eq!(
+            w,
+            Waited {
+                at_least: Duration::from_secs(10),
+                known: true
+            }
+        );
         assert!(w.within(Duration::from_secs(30)));
         clock.set_wall(-9 * YEAR_MS);
         clock.pass(20_000);
@@ -386,7 +396,13 @@ mod tests {
         let taken = TakenAt::new(clock.clone());
         // Taken by an earlier process 40 s ago.
         let w = taken.waited("lab", 1, clock.wall_ms() - 40_000);
-        assert_eq!(w, Waited { at_least: Duration::from_secs(40), known: true });
+        assert_eq!(
+            w,
+            Waited {
+                at_least: Duration::from_secs(40),
+                known: true
+            }
+        );
         // The wall clock is set back: the reading keeps ageing.
         clock.set_wall(-YEAR_MS);
         clock.pass(5_000);
@@ -401,7 +417,13 @@ mod tests {
         // that did not see it happen.
         let ts = clock.wall_ms() + 3 * YEAR_MS;
         let w = taken.waited("lab", 3, ts);
-        assert_eq!(w, Waited { at_least: Duration::ZERO, known: false });
+        assert_eq!(
+            w,
+            Waited {
+                at_least: Duration::ZERO,
+                known: false
+            }
+        );
         assert!(!w.within(Duration::from_secs(30)));
         // It still ages, so a batch that waits for it is flushed.
         clock.pass(60_000);

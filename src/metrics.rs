@@ -35,12 +35,12 @@
 //!   the network (the endpoint has no authentication).
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -579,7 +579,8 @@ async fn serve_one(scrape: impl Future<Output = ()>, asked: Arc<AtomicBool>) {
     }
     if asked.load(Relaxed) {
         // Running out of time only ends a stuck client's connection.
-        let _ = tokio::time::timeout(CONNECTION_TIMEOUT - HEADER_TIMEOUT, scrape).await;
+        let _ =
+            tokio::time::timeout(CONNECTION_TIMEOUT.saturating_sub(HEADER_TIMEOUT), scrape).await;
     }
 }
 
@@ -887,7 +888,8 @@ edgeprio_clock_jumps_total{node="pi",direction="backward"} 0
         let text = m.encode(T0, Format::Prometheus);
         assert!(
             text.contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"backward\"} 2\n")
-                && text.contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"forward\"} 0\n"),
+                && text
+                    .contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"forward\"} 0\n"),
             "{text}"
         );
     }

@@ -91,7 +91,8 @@ fn scrape(port: u16) -> String {
     use std::io::{Read as _, Write as _};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).expect("an answer");
     out
@@ -137,15 +138,19 @@ fn ntp_setting_the_clock_forward_from_2020_deletes_no_published_reading() {
     );
 
     clock.set("+0");
-    wait_for(Duration::from_secs(30), "five readings stamped today", || {
-        agent.assert_running();
-        let today = now_ms() - 86_400_000;
-        readings(&files.db)
-            .iter()
-            .filter(|r| r.ts_ms > today)
-            .count()
-            >= 5
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "five readings stamped today",
+        || {
+            agent.assert_running();
+            let today = now_ms() - 86_400_000;
+            readings(&files.db)
+                .iter()
+                .filter(|r| r.ts_ms > today)
+                .count()
+                >= 5
+        },
+    );
     let left: Vec<i64> = readings(&files.db).iter().map(|r| r.id).collect();
     let gone: Vec<&Row> = published.iter().filter(|r| !left.contains(&r.id)).collect();
     assert!(
@@ -205,25 +210,35 @@ fn a_reading_held_through_an_outage_and_a_clock_set_back_goes_out_late() {
     wait_progress(&mut agent, &files.db, &["alt"], 5, 5);
     broker.save();
     broker.kill();
-    wait_for(Duration::from_secs(10), "the agent to lose the broker", || {
-        broker_row(&files.db, "back").is_some_and(|b| b.state == "disconnected")
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the agent to lose the broker",
+        || broker_row(&files.db, "back").is_some_and(|b| b.state == "disconnected"),
+    );
     let down_ms = now_ms();
-    wait_for(Duration::from_secs(10), "readings logged in the outage", || {
-        agent.assert_running();
-        readings(&files.db)
-            .iter()
-            .filter(|r| r.ts_ms > down_ms && r.route == "realtime")
-            .count()
-            >= 3
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "readings logged in the outage",
+        || {
+            agent.assert_running();
+            readings(&files.db)
+                .iter()
+                .filter(|r| r.ts_ms > down_ms && r.route == "realtime")
+                .count()
+                >= 3
+        },
+    );
     clock.set("-3y");
-    wait_for(Duration::from_secs(10), "readings stamped three years ago", || {
-        agent.assert_running();
-        readings(&files.db)
-            .iter()
-            .any(|r| r.ts_ms < down_ms - 2 * YEAR_MS)
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "readings stamped three years ago",
+        || {
+            agent.assert_running();
+            readings(&files.db)
+                .iter()
+                .any(|r| r.ts_ms < down_ms - 2 * YEAR_MS)
+        },
+    );
     let held: Vec<Row> = readings(&files.db)
         .into_iter()
         .filter(|r| r.ts_ms > down_ms && r.route == "realtime")

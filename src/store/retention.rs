@@ -167,9 +167,11 @@ impl Store {
     fn watermark(&self) -> Result<Watermark, StoreError> {
         let max = |table: &str| {
             self.conn
-                .query_row(&format!("SELECT coalesce(max(id), 0) FROM {table}"), [], |r| {
-                    r.get::<_, i64>(0)
-                })
+                .query_row(
+                    &format!("SELECT coalesce(max(id), 0) FROM {table}"),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map_err(|e| self.sqlite(e))
         };
         Ok(Watermark {
@@ -953,7 +955,14 @@ mod tests {
         r.begin(&s).unwrap();
         // This process logs and publishes 100 readings in 2020, a second apart.
         let rows: Vec<Reading> = (10..110)
-            .map(|i| reading("a", i, Y2020 + i64::try_from(i).unwrap() * 1_000, Route::Batch))
+            .map(|i| {
+                reading(
+                    "a",
+                    i,
+                    Y2020 + i64::try_from(i).unwrap() * 1_000,
+                    Route::Batch,
+                )
+            })
             .collect();
         s.insert_readings(&rows).unwrap();
         s.conn
@@ -968,8 +977,13 @@ mod tests {
         };
         let due = boot.mono + Duration::from_hours(1);
         assert_eq!(
-            r.run(&mut s, "pi", after(due - Duration::from_millis(1)), || true)
-                .unwrap(),
+            r.run(
+                &mut s,
+                "pi",
+                after(due.saturating_sub(Duration::from_millis(1))),
+                || true
+            )
+            .unwrap(),
             None,
             "the jump does not hurry the next pass"
         );
@@ -1015,7 +1029,10 @@ mod tests {
         assert_eq!(report.steps, 3, "a pass ran on time: {report:?}");
         // Their stamps are now in the future: they are kept, not expired.
         assert_eq!(report.expired, 0);
-        assert_eq!(s.housekeeping("pi").unwrap().unwrap().last_prune_ms, Some(hour.wall_ms));
+        assert_eq!(
+            s.housekeeping("pi").unwrap().unwrap().last_prune_ms,
+            Some(hour.wall_ms)
+        );
     }
 
     #[test]
@@ -1025,7 +1042,14 @@ mod tests {
         let now = 40 * DAY_MS;
         let mut cursor = Cursor::START;
         let b = s
-            .delete_batch("pi", Why::Expired, &mut cursor, now, Watermark::ALL, BATCH_ROWS)
+            .delete_batch(
+                "pi",
+                Why::Expired,
+                &mut cursor,
+                now,
+                Watermark::ALL,
+                BATCH_ROWS,
+            )
             .unwrap();
         assert_eq!((b.examined, b.readings, b.through), (1_000, 1_000, false));
         assert_eq!(count(&s, "SELECT count(*) FROM readings"), 4_500);
@@ -1145,7 +1169,10 @@ mod tests {
         assert_eq!(s.housekeeping("pi").unwrap().unwrap().shed_readings, n / 10);
 
         // A known shortage waits for the next hour: one error an hour.
-        assert_eq!(r.run(&mut s, "pi", at(now + MINUTE_MS), || true).unwrap(), None);
+        assert_eq!(
+            r.run(&mut s, "pi", at(now + MINUTE_MS), || true).unwrap(),
+            None
+        );
         let again = pass(&mut r, &mut s, now + HOUR_MS);
         assert_eq!(again.shed, n / 10);
     }
