@@ -197,10 +197,12 @@ struct Stamp {
     known: bool,
 }
 
-/// Readings remembered per sensor: about 3.5 days of readings every 15 s.
-/// A reading older than that was in the outbox for days and is late
-/// whichever clock says so; the oldest are forgotten first.
-const MAX_STAMPS: usize = 20_000;
+/// Readings remembered per sensor (about 17 hours of readings every 15 s,
+/// some 160 KiB): the oldest seqs are forgotten first, and a forgotten
+/// reading is aged by its timestamp again, so after a long outage the
+/// memory stays small and what is lost is the age of readings that are
+/// late anyway.
+const MAX_STAMPS: usize = 4_096;
 
 /// When this process took (or first saw) each reading, on the monotonic
 /// clock: how long a reading has waited is measured on it, whatever the
@@ -252,16 +254,17 @@ impl TakenAt {
         let stamp = {
             let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
             let of_sensor = all.entry(sensor.to_owned()).or_default();
-            *of_sensor.entry(seq).or_insert_with(|| {
+            let stamp = *of_sensor.entry(seq).or_insert_with(|| {
                 let age_ms = now.wall_ms.saturating_sub(ts_ms);
                 Stamp {
                     seen: now.mono,
                     age_then: Duration::from_millis(u64::try_from(age_ms).unwrap_or(0)),
                     known: age_ms >= 0,
                 }
-            })
+            });
+            trim(of_sensor);
+            stamp
         };
-        self.trim(sensor);
         Waited {
             at_least: stamp.age_then + now.mono.saturating_sub(stamp.seen),
             known: stamp.known,
@@ -269,22 +272,17 @@ impl TakenAt {
     }
 
     fn insert(&self, sensor: &str, seq: u64, stamp: Stamp) {
-        self.stamps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(sensor.to_owned())
-            .or_default()
-            .insert(seq, stamp);
-        self.trim(sensor);
-    }
-
-    fn trim(&self, sensor: &str) {
         let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(of_sensor) = all.get_mut(sensor) {
-            while of_sensor.len() > MAX_STAMPS {
-                of_sensor.pop_first();
-            }
-        }
+        let of_sensor = all.entry(sensor.to_owned()).or_default();
+        of_sensor.insert(seq, stamp);
+        trim(of_sensor);
+    }
+}
+
+/// Forgets a sensor's oldest readings past [`MAX_STAMPS`].
+fn trim(of_sensor: &mut BTreeMap<u64, Stamp>) {
+    while of_sensor.len() > MAX_STAMPS {
+        of_sensor.pop_first();
     }
 }
 
