@@ -1285,13 +1285,12 @@ mod tests {
     #[test]
     fn cycles_delete_published_rows_past_the_retention_only() {
         let dir = tempfile::tempdir().unwrap();
-        let st = station_with(dir.path(), "[store]\nretention = \"2d\"\n");
         // Three days ago: a reading the broker acknowledged, one it never
-        // got, and a failed read, logged before the agent (re)starts: what
-        // the agent writes itself is not expired before it is two days old
-        // by the monotonic clock, whatever its stamp says.
-        let old = st.clock.wall_ms() - 3 * 86_400_000;
-        drop(st);
+        // got, and a failed read, logged before the agent starts: what the
+        // agent writes itself is not expired before it is two days old by
+        // the monotonic clock, whatever its stamp says.
+        drop(Store::open(&dir.path().join("e.db"), crate::store::Access::Writer).unwrap());
+        let old = crate::clock::SystemClock::new().wall_ms() - 3 * 86_400_000;
         rusqlite::Connection::open(dir.path().join("e.db"))
             .unwrap()
             .execute_batch(&format!(

@@ -29,8 +29,9 @@
 //! Every delete is a transaction: a crash or a full disk mid-pass leaves
 //! the log as it was before that batch, never half-written.
 
-use std::collections::VecDeque;
-use std::path::Path;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
@@ -424,6 +425,24 @@ struct Watermark {
     error: i64,
 }
 
+/// What a process knows of a log's rows on the monotonic clock.
+#[derive(Debug, Clone)]
+struct Ledger {
+    /// The log's newest rows when this process first opened it: rows up
+    /// to it are judged by their timestamps alone (nothing else is known
+    /// of them).
+    start: Watermark,
+    /// The watermark at the start of passes, oldest first, with its
+    /// monotonic time: rows up to one taken `keep` ago are old enough to
+    /// expire on both clocks.
+    marks: VecDeque<(Duration, Watermark)>,
+}
+
+/// Each log's ledger, by path, for the life of the process: a reload
+/// opens the log again, and what the process wrote before it is no older
+/// for that.
+static LEDGERS: LazyLock<Mutex<HashMap<PathBuf, Ledger>>> = LazyLock::new(Mutex::default);
+
 /// A pass notes a new watermark once the last is 1/`MARKS_PER_KEEP` of
 /// the retention old: at most that many (plus one) are kept whatever the
 /// retention, and a row is expired at most that share of it late.
@@ -451,13 +470,9 @@ pub struct Retention {
     next_pass: Option<Duration>,
     /// Time between two passes.
     every: Duration,
-    /// The log's newest rows when this process started: rows up to it are
-    /// judged by their timestamps alone (nothing else is known of them).
-    start: Option<Watermark>,
-    /// The watermark at the start of each pass, oldest first, with its
-    /// monotonic time: rows up to one taken `keep` ago are old enough to
-    /// expire on both clocks.
-    marks: VecDeque<(Duration, Watermark)>,
+    /// What this process knows of the log's rows on the monotonic clock;
+    /// `None` until [`Retention::begin`].
+    ledger: Option<Ledger>,
     pass: Option<Pass>,
     /// Whether the last pass found the disk nearly full. A new shortage
     /// starts a pass at once; a known one waits for the next hour, so the
@@ -475,8 +490,7 @@ impl Retention {
             min_free,
             next_pass: None,
             every: PASS_EVERY,
-            start: None,
-            marks: VecDeque::new(),
+            ledger: None,
             pass: None,
             short: false,
         }
@@ -492,9 +506,23 @@ impl Retention {
     /// from here on expires only once it is `store.retention` old by the
     /// monotonic clock. The first [`Retention::run`] does it if this was
     /// not called.
+    /// A reload (SIGHUP) builds a new `Retention` on the same log in the
+    /// same process, which picks up the ledger where the last one left it.
     pub fn begin(&mut self, store: &Store) -> Result<(), StoreError> {
-        if self.start.is_none() {
-            self.start = Some(store.watermark()?);
+        if self.ledger.is_none() {
+            let mut ledgers = LEDGERS.lock().unwrap_or_else(PoisonError::into_inner);
+            let ledger = match ledgers.get(store.path()) {
+                Some(known) => known.clone(),
+                None => {
+                    let new = Ledger {
+                        start: store.watermark()?,
+                        marks: VecDeque::new(),
+                    };
+                    ledgers.insert(store.path().to_owned(), new.clone());
+                    new
+                }
+            };
+            self.ledger = Some(ledger);
         }
         Ok(())
     }
@@ -503,23 +531,28 @@ impl Retention {
     /// before this process, and those written `keep` ago or more.
     fn expirable(&mut self, store: &Store, mono: Duration) -> Result<Watermark, StoreError> {
         self.begin(store)?;
-        let start = self.start.expect("begin sets it");
-        let step = self.keep / MARKS_PER_KEEP;
-        if self
+        let (keep, step) = (self.keep, self.keep / MARKS_PER_KEEP);
+        let ledger = self.ledger.as_mut().expect("begin sets it");
+        if ledger
             .marks
             .back()
             .is_none_or(|&(at, _)| at.saturating_add(step) <= mono)
         {
-            self.marks.push_back((mono, store.watermark()?));
+            ledger.marks.push_back((mono, store.watermark()?));
         }
         // Keep the newest mark that is old enough, and every newer one.
-        while self.marks.len() > 1 && self.marks[1].0.saturating_add(self.keep) <= mono {
-            self.marks.pop_front();
+        while ledger.marks.len() > 1 && ledger.marks[1].0.saturating_add(keep) <= mono {
+            ledger.marks.pop_front();
         }
-        Ok(match self.marks.front() {
-            Some(&(at, mark)) if at.saturating_add(self.keep) <= mono => mark,
-            _ => start,
-        })
+        let upto = match ledger.marks.front() {
+            Some(&(at, mark)) if at.saturating_add(keep) <= mono => mark,
+            _ => ledger.start,
+        };
+        LEDGERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(store.path().to_owned(), ledger.clone());
+        Ok(upto)
     }
 
     fn is_short(&self, space: &Space) -> bool {
@@ -992,6 +1025,11 @@ mod tests {
         // alone: nothing else is known of them.
         assert_eq!(report.expired, 10);
         assert_eq!(left(&s), (10..110).map(|i| (i, true)).collect::<Vec<_>>());
+        // A reload (SIGHUP) starts a new retention in the same process: it
+        // knows what the process wrote.
+        let mut r = Retention::new(THIRTY_DAYS, 0);
+        r.begin(&s).unwrap();
+        assert_eq!(pass_at(&mut r, &mut s, after(due)).expired, 0);
         // Once they are 30 days old by the monotonic clock, they go.
         let month = boot.mono + THIRTY_DAYS;
         let mut mono = due;
