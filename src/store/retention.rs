@@ -218,7 +218,7 @@ impl Store {
     /// `cursor` and older than `cutoff_ms`, oldest first, and deletes the
     /// published ones; then up to `rows` sensor errors logged before the
     /// point the scan reached (before `cutoff_ms` once it is through).
-    /// Rows written after `upto` are neither examined nor deleted.
+    /// Rows written after `upto` are not deleted.
     /// Counts the deleted readings in `node`'s status row, in the same
     /// transaction. Deleted readings leave `readings_minute` through its
     /// trigger.
@@ -240,10 +240,13 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         let limit = i64::try_from(rows).unwrap_or(i64::MAX);
+        // (id, ts_ms, deletable)
         let examined: Vec<(i64, i64, bool)> = tx
             .prepare_cached(
-                "SELECT id, ts_ms, published_ms IS NOT NULL FROM readings
-                 WHERE (ts_ms, id) > (?1, ?2) AND ts_ms < ?3 AND id <= ?5
+                // Rows after `upto` are examined (and stepped over once a
+                // pass, like the outbox), not deleted.
+                "SELECT id, ts_ms, published_ms IS NOT NULL AND id <= ?5 FROM readings
+                 WHERE (ts_ms, id) > (?1, ?2) AND ts_ms < ?3
                  ORDER BY ts_ms, id LIMIT ?4",
             )
             .and_then(|mut stmt| {
@@ -259,8 +262,8 @@ impl Store {
             let mut delete = tx
                 .prepare_cached("DELETE FROM readings WHERE id = ?1")
                 .map_err(err)?;
-            for &(id, _, published) in &examined {
-                if published {
+            for &(id, _, deletable) in &examined {
+                if deletable {
                     readings += delete.execute([id]).map_err(err)? as u64;
                 }
             }
@@ -511,16 +514,15 @@ impl Retention {
     pub fn begin(&mut self, store: &Store) -> Result<(), StoreError> {
         if self.ledger.is_none() {
             let mut ledgers = LEDGERS.lock().unwrap_or_else(PoisonError::into_inner);
-            let ledger = match ledgers.get(store.path()) {
-                Some(known) => known.clone(),
-                None => {
-                    let new = Ledger {
-                        start: store.watermark()?,
-                        marks: VecDeque::new(),
-                    };
-                    ledgers.insert(store.path().to_owned(), new.clone());
-                    new
-                }
+            let ledger = if let Some(known) = ledgers.get(store.path()) {
+                known.clone()
+            } else {
+                let new = Ledger {
+                    start: store.watermark()?,
+                    marks: VecDeque::new(),
+                };
+                ledgers.insert(store.path().to_owned(), new.clone());
+                new
             };
             self.ledger = Some(ledger);
         }
