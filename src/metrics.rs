@@ -5,7 +5,10 @@
 //! The agent only bumps atomic counters ([`Metrics::record_cycle`],
 //! [`Metrics::set_broker`]); the exposition is built when a scrape arrives,
 //! on the endpoint's own task, so a slow or hostile client never holds up a
-//! read cycle. `prometheus-client` writes the text formats; HTTP is hyper's
+//! read cycle. Every connection is accepted at once; at most 64 are held
+//! (the oldest idle one is closed for a new one), and one that sends no
+//! request within 3 s is closed: idle clients cannot keep a scrape
+//! waiting. `prometheus-client` writes the text formats; HTTP is hyper's
 //! (already compiled in for the embedded broker's console).
 //!
 //! # Series
