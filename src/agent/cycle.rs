@@ -970,11 +970,12 @@ mod tests {
             Ok(Sample::new(22.0, 72.6)),
         ]);
         let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
-        let metrics = crate::metrics::Metrics::with_clock(&scripted_config(dir.path(), ""), clock);
+        let metrics =
+            crate::metrics::Metrics::with_clock(&scripted_config(dir.path(), ""), clock.clone());
         for _ in 0..2 {
             metrics.record_cycle(&st.cycle(None));
         }
-        let text = metrics.encode(0, crate::metrics::Format::OpenMetrics);
+        let text = metrics.encode(clock.now(), crate::metrics::Format::OpenMetrics);
         for series in [
             "edgeprio_read_failures_total{node=\"t\",sensor=\"lab\",kind=\"spike\"} 1\n",
             "edgeprio_readings_total{node=\"t\",sensor=\"lab\",route=\"realtime\"} 0\n",
