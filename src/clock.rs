@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -231,6 +232,18 @@ impl TakenAt {
         }
     }
 
+    /// The process's record for the log at `db`, on the system clock: a
+    /// reload (SIGHUP) starts a new publisher on the same log, and the
+    /// readings still in its outbox keep the ages they have.
+    pub fn of_log(db: &Path) -> Self {
+        static LOGS: LazyLock<Mutex<HashMap<PathBuf, TakenAt>>> = LazyLock::new(Mutex::default);
+        LOGS.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(db.to_owned())
+            .or_insert_with(|| TakenAt::new(Arc::new(SystemClock::new())))
+            .clone()
+    }
+
     /// The reading `seq` of `sensor` was taken at monotonic time `at`.
     pub fn record(&self, sensor: &str, seq: u64, at: Duration) {
         self.insert(
@@ -426,6 +439,18 @@ mod tests {
         // It still ages, so a batch that waits for it is flushed.
         clock.pass(60_000);
         assert_eq!(taken.waited("lab", 3, ts).at_least, Duration::from_mins(1));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_record_of_its_log() {
+        let (a, b) = (Path::new("/run/x/a.db"), Path::new("/run/x/b.db"));
+        let first = TakenAt::of_log(a);
+        first.record("lab", 1, Duration::ZERO);
+        let ts = SystemClock::new().wall_ms() + 365 * 86_400_000;
+        // A reading stamped a year ahead: known to the record of its log
+        // (taken at the monotonic origin), unknown to another log's.
+        assert!(TakenAt::of_log(a).waited("lab", 1, ts).known);
+        assert!(!TakenAt::of_log(b).waited("lab", 1, ts).known);
     }
 
     #[test]

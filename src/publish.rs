@@ -32,7 +32,7 @@ use rumqttc::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Publisher, now_ms};
-use crate::clock::{SystemClock, TakenAt};
+use crate::clock::TakenAt;
 use crate::config::{Config, MqttConfig};
 use crate::domain::{Route, Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
 use crate::store::{Access, Acked, BrokerState, Store, StoredReading};
@@ -83,7 +83,7 @@ impl MqttPublisher {
     /// runtime) when the agent says the log is ready.
     pub fn new(config: &Config, mqtt: &MqttConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let taken = TakenAt::new(Arc::new(SystemClock::new()));
+        let taken = TakenAt::of_log(&config.db);
         let ctx = Ctx {
             node: config.node.clone(),
             topics: Topics::new(&mqtt.topic_prefix, &config.node),
