@@ -217,6 +217,8 @@ pub struct StoreConfig {
     /// agent logs an error every hour and deletes the oldest published
     /// readings early; 0 turns the guard off.
     pub min_free: u64,
+    /// Time between two retention passes, on the monotonic clock.
+    pub prune_every: Duration,
 }
 
 impl Default for StoreConfig {
@@ -224,9 +226,14 @@ impl Default for StoreConfig {
         Self {
             retention: Duration::from_hours(24 * 30),
             min_free: 64 << 20,
+            prune_every: Duration::from_hours(1),
         }
     }
 }
+
+/// The range of `[store] prune_every`.
+pub const PRUNE_EVERY_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_hours(24);
 
 /// One `[[sensor]]` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -483,6 +490,7 @@ struct RawMetrics {
 struct RawStore {
     retention: Option<Dur>,
     min_free: Option<Size>,
+    prune_every: Option<Dur>,
 }
 
 /// A size in bytes written like `"64MiB"`, `"1GB"` or `"0"`.
@@ -768,6 +776,7 @@ const KNOWN_KEYS: &[&str] = &[
     "enabled",
     "listen",
     "retention",
+    "prune_every",
     "min_free",
     "threshold",
     "step",
@@ -1177,9 +1186,24 @@ impl Validator<'_> {
             }
             Some(Dur(r)) => self.in_range("store.retention", r, RETENTION_RANGE, "\"30d\"")?,
         };
+        let prune_every = match raw.and_then(|r| r.prune_every) {
+            None => d.prune_every,
+            Some(Dur(p)) if PRUNE_EVERY_RANGE.contains(&p) => p,
+            Some(Dur(p)) => {
+                return Err(self.err(
+                    "store.prune_every",
+                    format!(
+                        "prune_every = {:?} is out of range: it must be from \"1s\" to \"24h\" \
+                         (the default is \"1h\")",
+                        humantime::format_duration(p).to_string()
+                    ),
+                ));
+            }
+        };
         Ok(StoreConfig {
             retention,
             min_free: raw.and_then(|r| r.min_free).map_or(d.min_free, |s| s.0),
+            prune_every,
         })
     }
 
@@ -2276,6 +2300,17 @@ mod tests {
         assert_eq!(c.store.min_free, 1_500_000_000);
         let c = parse(&format!("[store]\nmin_free = \"0\"\n{MINIMAL}")).unwrap();
         assert_eq!(c.store.min_free, 0);
+        assert_eq!(c.store.prune_every, Duration::from_hours(1));
+        let c = parse(&format!("[store]\nprune_every = \"10s\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.store.prune_every, Duration::from_secs(10));
+        for bad in ["0s", "500ms", "2d"] {
+            let e = err(&format!("[store]\nprune_every = \"{bad}\"\n{MINIMAL}"));
+            assert_eq!(e.key.as_deref(), Some("store.prune_every"), "{e}");
+            assert!(
+                e.message.contains(bad) && e.message.contains("from \"1s\" to \"24h\""),
+                "{e}"
+            );
+        }
         assert_eq!(parse_size("512KiB"), Some(512 * 1024));
         assert_eq!(parse_size("2gib"), Some(2 << 30));
     }

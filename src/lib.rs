@@ -15,7 +15,8 @@
 //! - [`agent`]: the read cycle and the timer loop that drives it, with
 //!   shutdown passed in; readings the log refuses are held, carried over a
 //!   reload and spilled to the runtime directory ([`agent::Held`]).
-//! - [`clock`]: monotonic time, wall time and sleeping, real or virtual.
+//! - [`clock`]: monotonic time, wall time and sleeping, real or virtual;
+//!   wall-clock jumps and how long readings waited, on the monotonic clock.
 //! - [`publish`]: MQTT publishing from the log's outbox, acknowledged row by
 //!   row; [`broker`]: the embedded broker.
 //! - [`metrics`]: the optional Prometheus endpoint (`GET /metrics`).

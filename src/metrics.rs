@@ -5,7 +5,10 @@
 //! The agent only bumps atomic counters ([`Metrics::record_cycle`],
 //! [`Metrics::set_broker`]); the exposition is built when a scrape arrives,
 //! on the endpoint's own task, so a slow or hostile client never holds up a
-//! read cycle. `prometheus-client` writes the text formats; HTTP is hyper's
+//! read cycle. Every connection is accepted at once; at most 64 are held
+//! (the oldest idle one is closed for a new one), and one that sends no
+//! request within 3 s is closed: idle clients cannot keep a scrape
+//! waiting. `prometheus-client` writes the text formats; HTTP is hyper's
 //! (already compiled in for the embedded broker's console).
 //!
 //! # Series
@@ -17,9 +20,10 @@
 //! | --- | --- | --- |
 //! | `edgeprio_readings_total` | counter | `sensor`, `route` |
 //! | `edgeprio_read_failures_total` | counter | `sensor`, `kind` |
-//! | `edgeprio_last_reading_age_seconds` | gauge, computed at scrape time | `sensor` |
+//! | `edgeprio_last_reading_age_seconds` | gauge, computed at scrape time on the monotonic clock | `sensor` |
 //! | `edgeprio_outbox_depth` | gauge | |
 //! | `edgeprio_broker_connected` | gauge, 0 or 1; absent without a broker | |
+//! | `edgeprio_clock_jumps_total` | counter: the wall clock was set by more than 2 s | `direction` (`forward`, `backward`) |
 //! | `edgeprio_build_info` | info | `version`, `arch`, `os` |
 //!
 //! A sensor that has produced no reading since start has no age series,
@@ -34,12 +38,13 @@
 //!   the network (the endpoint has no authentication).
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -55,10 +60,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 use crate::agent::CycleReport;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Now, SystemClock};
 use crate::config::Config;
 use crate::domain::{ErrorKind, Route};
 use crate::store::BrokerState;
@@ -71,16 +76,20 @@ const ROUTES: [Route; 2] = [Route::Realtime, Route::Batch];
 /// hold a connection slot for ever.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest the request head may take to arrive.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the request head may take to arrive: a scraper sends it as
+/// soon as it connects, so a connection still silent after this is idle
+/// and is closed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Largest request head read (hyper's minimum buffer): a scrape request is a
 /// few hundred bytes; anything larger is answered 431 and dropped.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// Scrape connections served at once; further clients wait in the listen
-/// backlog, so memory stays bounded whoever connects.
-const MAX_CONNECTIONS: usize = 8;
+/// Connections held at once. Every connection is accepted at once (a
+/// scrape never waits behind idle ones in the listen backlog); past this
+/// many, the oldest one that has not sent its request yet is closed to make
+/// room, so memory stays bounded whoever connects and however many.
+const MAX_CONNECTIONS: usize = 64;
 
 /// Pause after a failed `accept` (out of file descriptors, say), so the
 /// loop does not spin while the condition lasts.
@@ -104,7 +113,7 @@ const BROKER_UP: u8 = 2;
 pub struct Metrics {
     /// The counters, shared by every clone.
     state: Arc<State>,
-    /// Wall time for the reading ages; a fixed clock in tests.
+    /// The clocks reading ages are measured on; a hand-set one in tests.
     clock: Arc<dyn Clock>,
 }
 
@@ -127,7 +136,13 @@ struct State {
     outbox_depth: AtomicU64,
     /// One of the `BROKER_*` values.
     broker: AtomicU8,
+    /// Wall-clock jumps seen by the read cycle, indexed like
+    /// [`JUMP_DIRECTIONS`]: a Pi's clock set by NTP after boot, or set back.
+    clock_jumps: [AtomicU64; JUMP_DIRECTIONS.len()],
 }
+
+/// The `direction` labels of `edgeprio_clock_jumps_total`.
+const JUMP_DIRECTIONS: [&str; 2] = ["forward", "backward"];
 
 #[derive(Debug)]
 struct SensorCounters {
@@ -137,8 +152,11 @@ struct SensorCounters {
     readings: [AtomicU64; ROUTES.len()],
     /// Failed reads per kind, indexed like [`ErrorKind::ALL`].
     failures: [AtomicU64; ErrorKind::ALL.len()],
-    /// Unix ms of the newest reading; `i64::MIN` until the first.
-    last_ts_ms: AtomicI64,
+    /// When the newest reading was taken, on the monotonic clock, in ms
+    /// plus one; 0 until the first. Its age is measured on the monotonic
+    /// clock, so setting the wall clock neither ages nor rejuvenates it
+    /// (a dead sensor's age keeps growing after the clock is set back).
+    last_taken: AtomicU64,
 }
 
 impl Metrics {
@@ -158,7 +176,7 @@ impl Metrics {
                 id: s.id.clone(),
                 readings: Default::default(),
                 failures: Default::default(),
-                last_ts_ms: AtomicI64::new(i64::MIN),
+                last_taken: AtomicU64::new(0),
             })
             .collect();
         let broker = if config.mqtt.is_some() {
@@ -172,6 +190,7 @@ impl Metrics {
                 sensors,
                 outbox_depth: AtomicU64::new(u64::MAX),
                 broker: AtomicU8::new(broker),
+                clock_jumps: Default::default(),
             }),
             clock,
         }
@@ -190,10 +209,16 @@ impl Metrics {
         if let Some(depth) = report.outbox_depth {
             self.set_outbox_depth(depth);
         }
+        if let Some(jump) = report.clock_jump {
+            let i = usize::from(!jump.forward());
+            self.state.clock_jumps[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// Counts one reading of `sensor`, taken at `ts_ms` (Unix ms), sent on
     /// `route`. Unknown sensors are ignored: labels come from the config.
+    /// The reading is recorded moments after it was taken: its wall-clock
+    /// age now (0 if negative) dates it on the monotonic clock.
     pub fn reading(&self, sensor: &str, route: Route, ts_ms: i64) {
         if let Some(s) = self.sensor(sensor) {
             let i = match route {
@@ -201,7 +226,10 @@ impl Metrics {
                 Route::Batch => 1,
             };
             s.readings[i].fetch_add(1, Relaxed);
-            s.last_ts_ms.fetch_max(ts_ms, Relaxed);
+            let now = self.clock.now();
+            let age = u64::try_from(now.wall_ms.saturating_sub(ts_ms)).unwrap_or(0);
+            let taken = millis(now.mono).saturating_sub(age);
+            s.last_taken.fetch_max(taken.saturating_add(1), Relaxed);
         }
     }
 
@@ -234,14 +262,14 @@ impl Metrics {
         self.state.broker.store(v, Relaxed);
     }
 
-    /// The exposition in `format`, with reading ages as of `now_ms` (Unix
-    /// ms).
-    pub fn encode(&self, now_ms: i64, format: Format) -> String {
+    /// The exposition in `format`, with reading ages as of `now` (on its
+    /// monotonic clock, which must be this `Metrics`' clock).
+    pub fn encode(&self, now: Now, format: Format) -> String {
         let node = (Cow::Borrowed("node"), Cow::Owned(self.state.node.clone()));
         let mut registry = Registry::with_prefix_and_labels("edgeprio", std::iter::once(node));
         registry.register_collector(Box::new(Scrape {
             state: self.state.clone(),
-            now_ms,
+            now_ms: millis(now.mono),
         }));
         let mut out = String::with_capacity(4096);
         match format {
@@ -298,13 +326,18 @@ impl Format {
     }
 }
 
+/// Milliseconds of a monotonic time.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One scrape's view of the counters, with the time the ages are taken at.
 #[derive(Debug)]
 struct Scrape {
     /// The counters to read.
     state: Arc<State>,
-    /// Unix ms the reading ages are measured at.
-    now_ms: i64,
+    /// Monotonic ms the reading ages are measured at.
+    now_ms: u64,
 }
 
 impl Collector for Scrape {
@@ -346,9 +379,9 @@ impl Collector for Scrape {
                 MetricType::Gauge,
             )?;
             for sensor in &s.sensors {
-                let ts = sensor.last_ts_ms.load(Relaxed);
-                if ts != i64::MIN {
-                    let age = self.now_ms.saturating_sub(ts) as f64 / 1000.0;
+                let taken = sensor.last_taken.load(Relaxed);
+                if taken != 0 {
+                    let age = self.now_ms.saturating_sub(taken - 1) as f64 / 1000.0;
                     let labels = [("sensor", sensor.id.as_str())];
                     ConstGauge::new(age).encode(family.encode_family(&labels)?)?;
                 }
@@ -373,6 +406,18 @@ impl Collector for Scrape {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(i64::from(broker == BROKER_UP)).encode(gauge)?;
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "clock_jumps",
+                "Times the system clock was set by more than 2 s, by direction.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (direction, n) in JUMP_DIRECTIONS.iter().zip(&s.clock_jumps) {
+                ConstCounter::new(n.load(Relaxed))
+                    .encode(family.encode_family(&[("direction", *direction)])?)?;
+            }
         }
         let info = Info::new([
             ("version", env!("CARGO_PKG_VERSION")),
@@ -490,25 +535,45 @@ impl Drop for Endpoint {
     }
 }
 
+/// A connection being served.
+struct Held {
+    /// Its task, to close it early.
+    task: AbortHandle,
+    /// Set once its request head has arrived: until then it is idle.
+    asked: Arc<AtomicBool>,
+}
+
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves; scrapes
 /// in flight then are dropped.
 pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Future<Output = ()>) {
     // Dropping the set when the loop ends aborts the scrapes in flight.
     let mut connections = JoinSet::new();
+    // Oldest first.
+    let mut held: VecDeque<Held> = VecDeque::new();
     tokio::pin!(shutdown);
     loop {
-        let room = connections.len() < MAX_CONNECTIONS;
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             Some(_) = connections.join_next() => {}
-            accepted = listener.accept(), if room => match accepted {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let scrape = connection(stream, metrics.clone());
-                    connections.spawn(async move {
-                        // Running out of time only ends a stuck client's connection.
-                        let _ = tokio::time::timeout(CONNECTION_TIMEOUT, scrape).await;
-                    });
+                    held.retain(|h| !h.task.is_finished());
+                    if held.len() >= MAX_CONNECTIONS {
+                        // An idle one, or else the oldest: a scrape is
+                        // answered in milliseconds, so it is a slow reader.
+                        let i = held
+                            .iter()
+                            .position(|h| !h.asked.load(Relaxed))
+                            .unwrap_or(0);
+                        if let Some(h) = held.remove(i) {
+                            h.task.abort();
+                        }
+                    }
+                    let asked = Arc::new(AtomicBool::new(false));
+                    let scrape = connection(stream, metrics.clone(), asked.clone());
+                    let task = connections.spawn(serve_one(scrape, asked.clone()));
+                    held.push_back(Held { task, asked });
                 }
                 Err(e) => {
                     tracing::warn!("metrics endpoint: cannot accept a connection: {e}");
@@ -519,9 +584,26 @@ pub async fn serve(listener: TcpListener, metrics: Metrics, shutdown: impl Futur
     }
 }
 
-/// Answers the one request of a connection.
-async fn connection(stream: TcpStream, metrics: Metrics) {
+/// Runs `scrape` within the time limits: closed if its request head has
+/// not arrived after [`HEADER_TIMEOUT`] (`asked` says whether it has),
+/// and after [`CONNECTION_TIMEOUT`] in any case.
+async fn serve_one(scrape: impl Future<Output = ()>, asked: Arc<AtomicBool>) {
+    tokio::pin!(scrape);
+    tokio::select! {
+        () = &mut scrape => return,
+        () = tokio::time::sleep(HEADER_TIMEOUT) => {}
+    }
+    if asked.load(Relaxed) {
+        // Running out of time only ends a stuck client's connection.
+        let _ =
+            tokio::time::timeout(CONNECTION_TIMEOUT.saturating_sub(HEADER_TIMEOUT), scrape).await;
+    }
+}
+
+/// Answers the one request of a connection; sets `asked` when it arrives.
+async fn connection(stream: TcpStream, metrics: Metrics, asked: Arc<AtomicBool>) {
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        asked.store(true, Relaxed);
         let accept = req
             .headers()
             .get(header::ACCEPT)
@@ -575,7 +657,7 @@ fn respond(
         return r;
     }
     let format = Format::negotiate(accept);
-    let body = metrics.encode(metrics.clock.wall_ms(), format);
+    let body = metrics.encode(metrics.clock.now(), format);
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -588,18 +670,38 @@ fn respond(
 mod tests {
     use std::io::{Read as _, Write as _};
 
+    use std::sync::atomic::AtomicI64;
+
     use super::*;
     use crate::domain::{PerChannel, Reading, Sample, SensorError};
 
     /// 2023-11-14T22:13:20Z: the first cycle of the tests.
     const T0: i64 = 1_700_000_000_000;
 
-    /// Wall time that only moves when a test says so.
-    struct FixedClock(AtomicI64);
+    /// Time that only moves when a test says so: the wall clock, and a
+    /// monotonic clock that started an hour before T0 unless the wall clock
+    /// was set (`set_wall`).
+    struct FixedClock(AtomicI64, AtomicI64);
+
+    impl FixedClock {
+        fn at(wall_ms: i64) -> Arc<Self> {
+            Arc::new(FixedClock(AtomicI64::new(wall_ms), AtomicI64::new(0)))
+        }
+        /// Time passes until the wall clock says `wall_ms`.
+        fn pass_to(&self, wall_ms: i64) {
+            self.0.store(wall_ms, Relaxed);
+        }
+        /// The wall clock is set by `by_ms`; no time passes.
+        fn set_wall(&self, by_ms: i64) {
+            self.0.fetch_add(by_ms, Relaxed);
+            self.1.fetch_add(by_ms, Relaxed);
+        }
+    }
 
     impl Clock for FixedClock {
         fn monotonic(&self) -> Duration {
-            Duration::ZERO
+            let wall = self.0.load(Relaxed) - self.1.load(Relaxed);
+            Duration::from_millis(u64::try_from(wall - T0 + 3_600_000).unwrap())
         }
         fn wall_ms(&self) -> i64 {
             self.0.load(Relaxed)
@@ -647,7 +749,7 @@ mod tests {
 
     /// Three cycles, 15 s apart from `T0`: `lab` reads real-time every
     /// time, `hall` once on the batch path and then fails its checksum.
-    fn three_cycles(m: &Metrics) {
+    fn three_cycles(m: &Metrics, clock: &FixedClock) {
         let cycles = [
             (
                 vec![
@@ -668,11 +770,14 @@ mod tests {
                 5,
             ),
         ];
-        for (readings, errors, depth) in cycles {
+        for (i, (readings, errors, depth)) in cycles.into_iter().enumerate() {
+            clock.pass_to(T0 + 15_000 * i64::try_from(i).unwrap());
             m.record_cycle(&CycleReport {
                 readings,
                 errors,
                 outbox_depth: Some(depth),
+                // NTP set the clock forward during the second cycle.
+                clock_jump: (i == 1).then_some(crate::clock::Jump { by_ms: 60_000 }),
                 ..CycleReport::default()
             });
         }
@@ -719,6 +824,10 @@ edgeprio_outbox_depth{node="pi"} 5
 # HELP edgeprio_broker_connected Whether the MQTT broker is connected (1) or not (0).
 # TYPE edgeprio_broker_connected gauge
 edgeprio_broker_connected{node="pi"} 1
+# HELP edgeprio_clock_jumps Times the system clock was set by more than 2 s, by direction.
+# TYPE edgeprio_clock_jumps counter
+edgeprio_clock_jumps_total{node="pi",direction="forward"} 1
+edgeprio_clock_jumps_total{node="pi",direction="backward"} 0
 # HELP edgeprio_build The running edgeprio.
 # TYPE edgeprio_build info
 "#;
@@ -726,21 +835,27 @@ edgeprio_broker_connected{node="pi"} 1
     }
 
     fn recorded() -> Metrics {
-        let m = Metrics::new(&config("[mqtt]\nurl = \"mqtt://127.0.0.1\""));
-        three_cycles(&m);
+        let clock = FixedClock::at(T0);
+        let m = Metrics::with_clock(&config("[mqtt]\nurl = \"mqtt://127.0.0.1\""), clock.clone());
+        three_cycles(&m, &clock);
         m.set_broker(BrokerState::Connected);
         m
     }
 
+    /// `wall_ms` on a [`FixedClock`] whose wall clock was never set.
+    fn now(wall_ms: i64) -> Now {
+        FixedClock::at(wall_ms).now()
+    }
+
     #[test]
     fn openmetrics_exposition_lists_every_series() {
-        let text = recorded().encode(T0 + 32_500, Format::OpenMetrics);
+        let text = recorded().encode(now(T0 + 32_500), Format::OpenMetrics);
         assert_eq!(text, expected_openmetrics());
     }
 
     #[test]
     fn prometheus_text_exposition_has_the_same_samples() {
-        let text = recorded().encode(T0 + 32_500, Format::Prometheus);
+        let text = recorded().encode(now(T0 + 32_500), Format::Prometheus);
         let samples = |t: &str| -> Vec<String> {
             t.lines()
                 .filter(|l| !l.starts_with('#'))
@@ -763,7 +878,7 @@ edgeprio_broker_connected{node="pi"} 1
     fn reading_age_is_taken_at_scrape_time() {
         let m = recorded();
         let age = |now_ms| {
-            m.encode(now_ms, Format::OpenMetrics)
+            m.encode(now(now_ms), Format::OpenMetrics)
                 .lines()
                 .find_map(|l| {
                     l.strip_prefix("edgeprio_last_reading_age_seconds{node=\"pi\",sensor=\"lab\"} ")
@@ -777,9 +892,36 @@ edgeprio_broker_connected{node="pi"} 1
     }
 
     #[test]
+    fn reading_age_is_measured_on_the_monotonic_clock() {
+        let clock = FixedClock::at(T0);
+        let m = Metrics::with_clock(&config(""), clock.clone());
+        m.reading("lab", Route::Batch, T0);
+        let age = || {
+            m.encode(clock.now(), Format::Prometheus)
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("edgeprio_last_reading_age_seconds{node=\"pi\",sensor=\"lab\"} ")
+                })
+                .expect("lab has an age")
+                .to_string()
+        };
+        clock.pass_to(T0 + 5_000);
+        assert_eq!(age(), "5.0");
+        // The clock is set back a year, and lab says nothing more: its age
+        // keeps growing from 5 s, neither negative nor stuck.
+        clock.set_wall(-365 * 86_400_000);
+        assert_eq!(age(), "5.0");
+        clock.pass_to(clock.wall_ms() + 60_000);
+        assert_eq!(age(), "65.0");
+        // Set forward six years: still 65 s, not six years.
+        clock.set_wall(6 * 365 * 86_400_000);
+        assert_eq!(age(), "65.0");
+    }
+
+    #[test]
     fn sensors_without_readings_and_unknown_depth_have_no_series() {
         let m = Metrics::new(&config(""));
-        let text = m.encode(T0, Format::OpenMetrics);
+        let text = m.encode(now(T0), Format::OpenMetrics);
         assert!(
             !text.contains("edgeprio_last_reading_age_seconds{"),
             "{text}"
@@ -797,17 +939,36 @@ edgeprio_broker_connected{node="pi"} 1
     #[test]
     fn unknown_sensors_add_no_series() {
         let m = recorded();
-        let before = m.encode(T0 + 32_500, Format::OpenMetrics);
+        let before = m.encode(now(T0 + 32_500), Format::OpenMetrics);
         m.reading("ghost", Route::Realtime, T0);
         m.read_failure("ghost", ErrorKind::Io);
-        assert_eq!(m.encode(T0 + 32_500, Format::OpenMetrics), before);
+        assert_eq!(m.encode(now(T0 + 32_500), Format::OpenMetrics), before);
+    }
+
+    #[test]
+    fn clock_jumps_are_counted_by_direction() {
+        let m = Metrics::new(&config(""));
+        let jump = |by_ms| CycleReport {
+            clock_jump: Some(crate::clock::Jump { by_ms }),
+            ..CycleReport::default()
+        };
+        m.record_cycle(&jump(-3 * 365 * 86_400_000));
+        m.record_cycle(&jump(-5_000));
+        m.record_cycle(&CycleReport::default());
+        let text = m.encode(now(T0), Format::Prometheus);
+        assert!(
+            text.contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"backward\"} 2\n")
+                && text
+                    .contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"forward\"} 0\n"),
+            "{text}"
+        );
     }
 
     #[test]
     fn broker_series_follows_the_publisher() {
         let m = Metrics::new(&config("[mqtt]\nurl = \"mqtt://127.0.0.1\""));
         let connected = |m: &Metrics| {
-            m.encode(T0, Format::OpenMetrics)
+            m.encode(now(T0), Format::OpenMetrics)
                 .lines()
                 .find_map(|l| l.strip_prefix("edgeprio_broker_connected{node=\"pi\"} "))
                 .map(str::to_string)
@@ -904,9 +1065,10 @@ edgeprio_broker_connected{node="pi"} 1
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_endpoint_answers_with_the_expected_series() {
-        let clock = Arc::new(FixedClock(AtomicI64::new(T0 + 32_500)));
+        let clock = FixedClock::at(T0);
         let m = Metrics::with_clock(&config("[mqtt]\nurl = \"mqtt://127.0.0.1\""), clock.clone());
-        three_cycles(&m);
+        three_cycles(&m, &clock);
+        clock.pass_to(T0 + 32_500);
         m.set_broker(BrokerState::Connected);
         let (addr, _stop, _task) = start(m).await;
 
@@ -918,7 +1080,7 @@ edgeprio_broker_connected{node="pi"} 1
         assert_eq!(a.body, expected_openmetrics());
 
         // The age grows between scrapes, with nothing recorded.
-        clock.0.store(T0 + 42_500, Relaxed);
+        clock.pass_to(T0 + 42_500);
         let a = http(addr, get("/metrics", PROMETHEUS_ACCEPT))
             .await
             .unwrap();

@@ -32,6 +32,7 @@ use rumqttc::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Publisher, now_ms};
+use crate::clock::TakenAt;
 use crate::config::{Config, MqttConfig};
 use crate::domain::{Route, Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
 use crate::store::{Access, Acked, BrokerState, Store, StoredReading};
@@ -64,6 +65,8 @@ pub struct MqttPublisher {
     /// The task's context and inbox until `ready` starts it.
     pending: Option<(Ctx, mpsc::UnboundedReceiver<Cmd>)>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Shared with the agent, which records into it.
+    taken: TakenAt,
 }
 
 impl MqttPublisher {
@@ -80,6 +83,7 @@ impl MqttPublisher {
     /// runtime) when the agent says the log is ready.
     pub fn new(config: &Config, mqtt: &MqttConfig) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let taken = TakenAt::of_log(&config.db);
         let ctx = Ctx {
             node: config.node.clone(),
             topics: Topics::new(&mqtt.topic_prefix, &config.node),
@@ -101,11 +105,13 @@ impl MqttPublisher {
                 .max(1),
             store: Arc::new(Mutex::new(None)),
             metrics: None,
+            taken: taken.clone(),
         };
         Self {
             tx,
             pending: Some((ctx, rx)),
             task: None,
+            taken,
         }
     }
 }
@@ -115,6 +121,10 @@ impl Publisher for MqttPublisher {
         if let Some((ctx, rx)) = self.pending.take() {
             self.task = Some(tokio::spawn(run(ctx, rx)));
         }
+    }
+
+    fn taken(&self) -> Option<TakenAt> {
+        Some(self.taken.clone())
     }
 
     fn committed(&mut self, _readings: &[crate::domain::Reading]) {
@@ -147,6 +157,17 @@ struct Ctx {
     store: Arc<Mutex<Option<Store>>>,
     /// Where the broker state is exported, if metrics are on.
     metrics: Option<crate::metrics::Metrics>,
+    /// When each reading was taken, on the monotonic clock: how long a
+    /// row has waited (for `late` and the batch flush) is measured on it.
+    taken: TakenAt,
+}
+
+impl Ctx {
+    /// How long `row` has waited since it was taken.
+    fn waited(&self, row: &StoredReading) -> crate::clock::Waited {
+        let r = &row.reading;
+        self.taken.waited(&r.sensor, r.seq, r.ts_ms)
+    }
 }
 
 impl Ctx {
@@ -716,11 +737,10 @@ impl Session {
                 .map_err(|e| format!("cannot read the outbox: {e}"))?;
             let Some(last) = rows.last() else { break };
             self.sent_upto = last.id;
-            let now = now_ms();
-            let max_age = i64::try_from(ctx.mqtt.realtime_max_age.as_millis()).unwrap_or(i64::MAX);
             for row in rows {
                 self.window += 1;
-                let fresh = now - row.reading.ts_ms <= max_age;
+                // A reading of unknown age (stamped in the future) is late.
+                let fresh = ctx.waited(&row).within(ctx.mqtt.realtime_max_age);
                 if fresh {
                     let state = serde_json::to_vec(&WireReading::from(&row.reading))
                         .map_err(|e| e.to_string())?;
@@ -753,12 +773,12 @@ impl Session {
     /// or always when `all`.
     async fn flush_batch(&mut self, ctx: &Ctx, all: bool) -> Result<(), String> {
         let max = ctx.mqtt.batch_max;
-        let wait = i64::try_from(ctx.mqtt.batch_interval.as_millis()).unwrap_or(i64::MAX);
+        let wait = ctx.mqtt.batch_interval;
         loop {
             let due = match self.batch.first() {
                 None => false,
                 Some((oldest, _)) => {
-                    all || self.batch.len() >= max || now_ms() - oldest.reading.ts_ms >= wait
+                    all || self.batch.len() >= max || ctx.waited(oldest).at_least >= wait
                 }
             };
             if !due {
@@ -861,6 +881,13 @@ impl Publisher for AnyPublisher {
         match self {
             AnyPublisher::Mqtt(p) => p.ready(),
             AnyPublisher::Unpublished(p) => p.ready(),
+        }
+    }
+
+    fn taken(&self) -> Option<TakenAt> {
+        match self {
+            AnyPublisher::Mqtt(p) => p.taken(),
+            AnyPublisher::Unpublished(p) => p.taken(),
         }
     }
 

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use super::spill::{self, Held};
-use crate::clock::Clock;
+use crate::clock::{Clock, Jump, JumpWatch, Now, TakenAt};
 use crate::config::{Config, SensorConfig};
 use crate::domain::{
     Doubt, ErrorKind, Plausibility, Reading, Route, Sample, Scorer, SensorError, SensorRange,
@@ -63,6 +63,8 @@ pub struct CycleReport {
     pub held: usize,
     /// The retention pass that finished this cycle, if one did.
     pub retention: Option<PassReport>,
+    /// The wall clock was set since the last cycle (logged at WARN).
+    pub clock_jump: Option<Jump>,
 }
 
 /// The blocking half of the agent: sensors, scorers and the log.
@@ -84,6 +86,11 @@ pub struct Station {
     outage: Option<Outage>,
     /// Deletes what `[store]` says the log no longer keeps.
     retention: Retention,
+    /// Notices the wall clock being set between cycles.
+    jumps: JumpWatch,
+    /// Where each reading's monotonic taken-at goes, for the publisher to
+    /// tell how long it waited; `None` without a publisher that asks.
+    taken: Option<TakenAt>,
 }
 
 impl Station {
@@ -224,8 +231,15 @@ impl Station {
             },
             held,
             outage: None,
-            retention: Retention::new(config.store.retention, config.store.min_free),
+            retention: Retention::new(config.store.retention, config.store.min_free)
+                .every(config.store.prune_every),
+            jumps: JumpWatch::default(),
+            taken: None,
         };
+        station
+            .retention
+            .begin(&station.store)
+            .context("cannot read the log's newest rows")?;
         // The status row exists from the start, so the publisher (started
         // next) has a row to record the broker state in, and a reader sees
         // the agent running before its first cycle ends; what is held goes
@@ -240,6 +254,11 @@ impl Station {
             );
         }
         Ok(station)
+    }
+
+    /// Records when each reading is taken into `taken` from now on.
+    pub(crate) fn record_taken(&mut self, taken: TakenAt) {
+        self.taken = Some(taken);
     }
 
     /// Runs one cycle: reads every sensor (skipping those with `produced >=
@@ -265,13 +284,19 @@ impl Station {
                 }
                 let clock = &self.clock;
                 let range = slot.sensor.range();
+                // The reading's first frame: its monotonic taken-at.
+                let mut first_at = Duration::ZERO;
                 // Every frame, the re-read too, keeps the sensor's spacing.
                 let mut take = |take: Take| {
                     let ready = slot
                         .last_attempt
                         .map_or(Duration::ZERO, |t| t + slot.sensor.min_interval());
                     clock.sleep_until(ready);
-                    slot.last_attempt = Some(clock.monotonic());
+                    let at = clock.monotonic();
+                    if take == Take::Read {
+                        first_at = at;
+                    }
+                    slot.last_attempt = Some(at);
                     let ts_ms = clock.wall_ms();
                     let result = match take {
                         Take::Read => slot.sensor.read(),
@@ -286,6 +311,9 @@ impl Station {
                     failed.push(i);
                     continue;
                 };
+                if let Some(taken) = &self.taken {
+                    taken.record(&slot.id, slot.next_seq, first_at);
+                }
                 let score = slot.scorer.score_at(sample, now_ms);
                 report.readings.push(Reading {
                     node: self.node.clone(),
@@ -305,9 +333,11 @@ impl Station {
                 break;
             }
         }
-        let now_ms = self.clock.wall_ms();
-        self.status.heartbeat_ms = now_ms;
-        self.held.hold(&report.readings, &report.errors, now_ms);
+        let now = self.clock.now();
+        report.clock_jump = self.watch_clock(now);
+        self.status.heartbeat_ms = now.wall_ms;
+        self.held
+            .hold(&report.readings, &report.errors, now.wall_ms);
         match self.commit() {
             Ok(depth) => report.outbox_depth = Some(depth),
             Err(e) => report.commit_error = Some(e),
@@ -315,16 +345,28 @@ impl Station {
         report.held = self.held.readings().len();
         // After the commit, whether or not it succeeded: a full disk is
         // when shedding old rows matters most.
-        report.retention = self.retain(now_ms);
+        report.retention = self.retain(now);
         report
     }
 
+    /// Says so when the wall clock was set since the last cycle.
+    fn watch_clock(&mut self, now: Now) -> Option<Jump> {
+        let jump = self.jumps.observe(now)?;
+        tracing::warn!(
+            by_ms = jump.by_ms,
+            "the system clock jumped {jump}: readings are stamped with the new time from now \
+             on; schedules, retention and how long readings wait are measured on the \
+             monotonic clock and are not affected"
+        );
+        Some(jump)
+    }
+
     /// Works on retention for at most [`RETENTION_BUDGET`].
-    fn retain(&mut self, now_ms: i64) -> Option<PassReport> {
+    fn retain(&mut self, now: Now) -> Option<PassReport> {
         let clock = &self.clock;
         let deadline = clock.monotonic() + RETENTION_BUDGET;
         self.retention
-            .run(&mut self.store, &self.node, now_ms, || {
+            .run(&mut self.store, &self.node, now, || {
                 clock.monotonic() < deadline
             })
             .unwrap_or_else(|e| {
@@ -1134,11 +1176,12 @@ mod tests {
             Ok(Sample::new(22.0, 72.6)),
         ]);
         let mut st = scripted_station(dir.path(), "", clock.clone(), sensor);
-        let metrics = crate::metrics::Metrics::with_clock(&scripted_config(dir.path(), ""), clock);
+        let metrics =
+            crate::metrics::Metrics::with_clock(&scripted_config(dir.path(), ""), clock.clone());
         for _ in 0..2 {
             metrics.record_cycle(&st.cycle(None));
         }
-        let text = metrics.encode(0, crate::metrics::Format::OpenMetrics);
+        let text = metrics.encode(clock.now(), crate::metrics::Format::OpenMetrics);
         for series in [
             "edgeprio_read_failures_total{node=\"t\",sensor=\"lab\",kind=\"spike\"} 1\n",
             "edgeprio_readings_total{node=\"t\",sensor=\"lab\",route=\"realtime\"} 0\n",
@@ -1459,10 +1502,12 @@ mod tests {
     #[test]
     fn cycles_delete_published_rows_past_the_retention_only() {
         let dir = tempfile::tempdir().unwrap();
-        let mut st = station_with(dir.path(), "[store]\nretention = \"2d\"\n");
         // Three days ago: a reading the broker acknowledged, one it never
-        // got, and a failed read.
-        let old = st.clock.wall_ms() - 3 * 86_400_000;
+        // got, and a failed read, logged before the agent starts: what the
+        // agent writes itself is not expired before it is two days old by
+        // the monotonic clock, whatever its stamp says.
+        drop(Store::open(&dir.path().join("e.db"), crate::store::Access::Writer).unwrap());
+        let old = crate::clock::SystemClock::new().wall_ms() - 3 * 86_400_000;
         rusqlite::Connection::open(dir.path().join("e.db"))
             .unwrap()
             .execute_batch(&format!(
@@ -1474,6 +1519,7 @@ mod tests {
                  VALUES ({old}, 't', 'old', 'timeout', 'no answer');"
             ))
             .unwrap();
+        let mut st = station_with(dir.path(), "[store]\nretention = \"2d\"\n");
         // The pass starts in the first cycle and spends a bounded time per
         // cycle: on a slow machine (qemu) it finishes in a later one.
         let mut cycles = 0;

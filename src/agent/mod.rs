@@ -33,6 +33,12 @@ pub trait Publisher: Send {
     /// from here on the publisher may read it.
     fn ready(&mut self) {}
 
+    /// Where the agent records when it took each reading, on the
+    /// monotonic clock, if this publisher judges freshness by it.
+    fn taken(&self) -> Option<crate::clock::TakenAt> {
+        None
+    }
+
     /// Called after each successful commit with the cycle's readings. Must
     /// not block: the sensor loop never waits on the network.
     fn committed(&mut self, readings: &[Reading]);
@@ -153,6 +159,9 @@ pub async fn run_carrying(
         tokio::task::spawn_blocking(move || Station::open_carrying(&cfg, period, clock, carried))
             .await
             .context("the start-up thread panicked")??;
+    if let Some(taken) = publisher.taken() {
+        station.record_taken(taken);
+    }
     publisher.ready();
     tracing::info!(
         node = %config.node,

@@ -1,14 +1,19 @@
 //! Retention: the log keeps `store.retention` of what it has published and
 //! leaves the disk some room (DESIGN.md, `[store]`).
 //!
-//! Once an hour the agent runs a *pass*, a little at a time at the end of
+//! Once an hour (of monotonic time: setting the clock neither hurries nor
+//! delays it) the agent runs a *pass*, a little at a time at the end of
 //! its cycles ([`Retention::run`]). Each batch is one short transaction, so
 //! a pass never holds the write lock for long nor delays a read cycle by
 //! more than the budget the agent gives it:
 //!
 //! 1. **Expire**: published readings and sensor errors older than the
 //!    cutoff go, oldest first. Unpublished readings are the outbox:
-//!    retention never deletes them, however old.
+//!    retention never deletes them, however old. Nor does it delete what
+//!    this process wrote less than `store.retention` ago by the monotonic
+//!    clock, whatever their timestamps say: a Pi boots with an old time
+//!    and NTP sets it forward, years at once, and rows stamped before
+//!    that are seconds old, not years ([`Watermark`]).
 //! 2. **Shed**, only when the disk is nearly full (its free space plus the
 //!    free pages inside the log below `store.min_free`): an error is logged,
 //!    and the oldest published readings (with the errors logged before
@@ -24,17 +29,22 @@
 //! Every delete is a transaction: a crash or a full disk mid-pass leaves
 //! the log as it was before that batch, never half-written.
 
-use std::path::Path;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
 use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 
 use super::{Store, StoreError, classify};
+use crate::clock::Now;
 
 /// Readings examined (and at most deleted) per transaction.
 const BATCH_ROWS: usize = 1_000;
 
-/// Time between two passes.
-const PASS_EVERY_MS: i64 = 3_600_000;
+/// Time between two passes, on the monotonic clock, unless
+/// `store.prune_every` says otherwise.
+const PASS_EVERY: Duration = Duration::from_hours(1);
 
 /// `PRAGMA auto_vacuum`'s value for `INCREMENTAL`.
 const AUTO_VACUUM_INCREMENTAL: u64 = 2;
@@ -154,6 +164,23 @@ impl Store {
         })
     }
 
+    /// The newest row ids of the log: rows written from now on are newer.
+    fn watermark(&self) -> Result<Watermark, StoreError> {
+        let max = |table: &str| {
+            self.conn
+                .query_row(
+                    &format!("SELECT coalesce(max(id), 0) FROM {table}"),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(|e| self.sqlite(e))
+        };
+        Ok(Watermark {
+            reading: max("readings")?,
+            error: max("sensor_errors")?,
+        })
+    }
+
     /// Retention's status columns of `node`; `None` if no agent of this
     /// version has written them.
     pub fn housekeeping(&self, node: &str) -> Result<Option<Housekeeping>, StoreError> {
@@ -191,6 +218,7 @@ impl Store {
     /// `cursor` and older than `cutoff_ms`, oldest first, and deletes the
     /// published ones; then up to `rows` sensor errors logged before the
     /// point the scan reached (before `cutoff_ms` once it is through).
+    /// Rows written after `upto` are not deleted.
     /// Counts the deleted readings in `node`'s status row, in the same
     /// transaction. Deleted readings leave `readings_minute` through its
     /// trigger.
@@ -200,6 +228,7 @@ impl Store {
         why: Why,
         cursor: &mut Cursor,
         cutoff_ms: i64,
+        upto: Watermark,
         rows: usize,
     ) -> Result<Batch, StoreError> {
         let path = self.path.clone();
@@ -211,16 +240,20 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(err)?;
         let limit = i64::try_from(rows).unwrap_or(i64::MAX);
+        // (id, ts_ms, deletable)
         let examined: Vec<(i64, i64, bool)> = tx
             .prepare_cached(
-                "SELECT id, ts_ms, published_ms IS NOT NULL FROM readings
+                // Rows after `upto` are examined (and stepped over once a
+                // pass, like the outbox), not deleted.
+                "SELECT id, ts_ms, published_ms IS NOT NULL AND id <= ?5 FROM readings
                  WHERE (ts_ms, id) > (?1, ?2) AND ts_ms < ?3
                  ORDER BY ts_ms, id LIMIT ?4",
             )
             .and_then(|mut stmt| {
-                stmt.query_map(params![cursor.ts_ms, cursor.id, cutoff_ms, limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
+                stmt.query_map(
+                    params![cursor.ts_ms, cursor.id, cutoff_ms, limit, upto.reading],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?
                 .collect()
             })
             .map_err(err)?;
@@ -229,8 +262,8 @@ impl Store {
             let mut delete = tx
                 .prepare_cached("DELETE FROM readings WHERE id = ?1")
                 .map_err(err)?;
-            for &(id, _, published) in &examined {
-                if published {
+            for &(id, _, deletable) in &examined {
+                if deletable {
                     readings += delete.execute([id]).map_err(err)? as u64;
                 }
             }
@@ -243,8 +276,9 @@ impl Store {
         let errors = tx
             .execute(
                 "DELETE FROM sensor_errors WHERE id IN (
-                   SELECT id FROM sensor_errors WHERE ts_ms < ?1 ORDER BY ts_ms LIMIT ?2)",
-                params![horizon, limit],
+                   SELECT id FROM sensor_errors WHERE ts_ms < ?1 AND id <= ?3
+                   ORDER BY ts_ms LIMIT ?2)",
+                params![horizon, limit, upto.error],
             )
             .map_err(err)? as u64;
         let count = match why {
@@ -373,9 +407,56 @@ struct Pass {
     /// Published rows older than this expire (a whole minute, so that
     /// `readings_minute` loses whole minutes).
     cutoff_ms: i64,
+    /// Rows newer than this are younger than the retention by the
+    /// monotonic clock: expiry leaves them alone.
+    upto: Watermark,
     cursor: Cursor,
     phase: Phase,
     report: PassReport,
+}
+
+/// The newest row ids at some moment: rows with larger ids were written
+/// after it. Ids only grow (`readings` and `sensor_errors` are rowid
+/// tables whose rows are only ever deleted oldest first), so "written
+/// before the monotonic time t" is "id at most the watermark taken at t",
+/// whatever the rows' timestamps say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watermark {
+    /// The newest `readings.id`.
+    reading: i64,
+    /// The newest `sensor_errors.id`.
+    error: i64,
+}
+
+/// What a process knows of a log's rows on the monotonic clock.
+#[derive(Debug, Clone)]
+struct Ledger {
+    /// The log's newest rows when this process first opened it: rows up
+    /// to it are judged by their timestamps alone (nothing else is known
+    /// of them).
+    start: Watermark,
+    /// The watermark at the start of passes, oldest first, with its
+    /// monotonic time: rows up to one taken `keep` ago are old enough to
+    /// expire on both clocks.
+    marks: VecDeque<(Duration, Watermark)>,
+}
+
+/// Each log's ledger, by path, for the life of the process: a reload
+/// opens the log again, and what the process wrote before it is no older
+/// for that.
+static LEDGERS: LazyLock<Mutex<HashMap<PathBuf, Ledger>>> = LazyLock::new(Mutex::default);
+
+/// A pass notes a new watermark once the last is 1/`MARKS_PER_KEEP` of
+/// the retention old: at most that many (plus one) are kept whatever the
+/// retention, and a row is expired at most that share of it late.
+const MARKS_PER_KEEP: u32 = 64;
+
+impl Watermark {
+    /// Every row there will ever be.
+    const ALL: Watermark = Watermark {
+        reading: i64::MAX,
+        error: i64::MAX,
+    };
 }
 
 /// The agent's retention: when passes run, and how far the current one
@@ -384,10 +465,17 @@ struct Pass {
 pub struct Retention {
     /// How long published rows are kept (ms).
     keep_ms: i64,
+    /// [`Retention::keep_ms`] on the monotonic clock.
+    keep: Duration,
     /// The headroom below which the disk counts as nearly full; 0 = never.
     min_free: u64,
-    /// When the next pass is due (Unix ms).
-    next_pass_ms: i64,
+    /// When the next pass is due (monotonic); `None`: at once.
+    next_pass: Option<Duration>,
+    /// Time between two passes.
+    every: Duration,
+    /// What this process knows of the log's rows on the monotonic clock;
+    /// `None` until [`Retention::begin`].
+    ledger: Option<Ledger>,
     pass: Option<Pass>,
     /// Whether the last pass found the disk nearly full. A new shortage
     /// starts a pass at once; a known one waits for the next hour, so the
@@ -401,43 +489,108 @@ impl Retention {
     pub fn new(keep: std::time::Duration, min_free: u64) -> Self {
         Self {
             keep_ms: i64::try_from(keep.as_millis()).unwrap_or(i64::MAX),
+            keep,
             min_free,
-            next_pass_ms: i64::MIN,
+            next_pass: None,
+            every: PASS_EVERY,
+            ledger: None,
             pass: None,
             short: false,
         }
+    }
+
+    /// Retention whose passes are `every` apart instead of an hour.
+    #[must_use]
+    pub fn every(self, every: Duration) -> Self {
+        Self { every, ..self }
+    }
+
+    /// Notes where the log stands as this process starts: what it writes
+    /// from here on expires only once it is `store.retention` old by the
+    /// monotonic clock. The first [`Retention::run`] does it if this was
+    /// not called.
+    /// A reload (SIGHUP) builds a new `Retention` on the same log in the
+    /// same process, which picks up the ledger where the last one left it.
+    pub fn begin(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.ledger.is_none() {
+            let mut ledgers = LEDGERS.lock().unwrap_or_else(PoisonError::into_inner);
+            let ledger = if let Some(known) = ledgers.get(store.path()) {
+                known.clone()
+            } else {
+                let new = Ledger {
+                    start: store.watermark()?,
+                    marks: VecDeque::new(),
+                };
+                ledgers.insert(store.path().to_owned(), new.clone());
+                new
+            };
+            self.ledger = Some(ledger);
+        }
+        Ok(())
+    }
+
+    /// The rows a pass starting at `mono` may expire: those written
+    /// before this process, and those written `keep` ago or more.
+    fn expirable(&mut self, store: &Store, mono: Duration) -> Result<Watermark, StoreError> {
+        self.begin(store)?;
+        let (keep, step) = (self.keep, self.keep / MARKS_PER_KEEP);
+        let ledger = self.ledger.as_mut().expect("begin sets it");
+        if ledger
+            .marks
+            .back()
+            .is_none_or(|&(at, _)| at.saturating_add(step) <= mono)
+        {
+            ledger.marks.push_back((mono, store.watermark()?));
+        }
+        // Keep the newest mark that is old enough, and every newer one.
+        while ledger.marks.len() > 1 && ledger.marks[1].0.saturating_add(keep) <= mono {
+            ledger.marks.pop_front();
+        }
+        let upto = match ledger.marks.front() {
+            Some(&(at, mark)) if at.saturating_add(keep) <= mono => mark,
+            _ => ledger.start,
+        };
+        LEDGERS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(store.path().to_owned(), ledger.clone());
+        Ok(upto)
     }
 
     fn is_short(&self, space: &Space) -> bool {
         self.min_free > 0 && space.headroom().is_some_and(|h| h < self.min_free)
     }
 
-    /// Moves retention on at `now_ms`: starts a pass when one is due (or
+    /// Moves retention on at `now`: starts a pass when one is due (or
     /// when the disk has just become nearly full), then works on it one
     /// step at a time for as long as `more` says the cycle's budget allows,
     /// and at least one step. Returns the report of a pass that finished.
     /// On an error the pass is dropped and the next one is tried in an
-    /// hour; nothing is half-deleted.
+    /// hour; nothing is half-deleted. Passes are scheduled on `now.mono`;
+    /// `now.wall_ms` only sets the cutoff.
     pub fn run(
         &mut self,
         store: &mut Store,
         node: &str,
-        now_ms: i64,
+        now: Now,
         more: impl FnMut() -> bool,
     ) -> Result<Option<PassReport>, StoreError> {
+        let now_ms = now.wall_ms;
         if self.pass.is_none() {
-            let due = now_ms >= self.next_pass_ms;
+            let due = self.next_pass.is_none_or(|t| now.mono >= t);
             // A failed measurement is no shortage: the hourly pass will
             // say what is wrong, not every cycle.
             let newly_short = !self.short && store.space().is_ok_and(|space| self.is_short(&space));
             if !due && !newly_short {
                 return Ok(None);
             }
-            self.next_pass_ms = now_ms.saturating_add(PASS_EVERY_MS);
+            self.next_pass = Some(now.mono.saturating_add(self.every));
+            let upto = self.expirable(store, now.mono)?;
             let cutoff_ms = now_ms.saturating_sub(self.keep_ms);
             self.pass = Some(Pass {
                 started_ms: now_ms,
                 cutoff_ms: cutoff_ms - cutoff_ms.rem_euclid(super::MINUTE_MS),
+                upto,
                 cursor: Cursor::START,
                 phase: Phase::Expire,
                 report: PassReport::default(),
@@ -467,6 +620,7 @@ impl Retention {
                         Why::Expired,
                         &mut pass.cursor,
                         pass.cutoff_ms,
+                        pass.upto,
                         BATCH_ROWS,
                     )?;
                     pass.report.expired += b.readings;
@@ -477,11 +631,13 @@ impl Retention {
                 }
                 Phase::Shed { left } => {
                     let rows = usize::try_from(left).map_or(BATCH_ROWS, |l| l.min(BATCH_ROWS));
+                    // A nearly full disk needs room whatever the rows' age.
                     let b = store.delete_batch(
                         node,
                         Why::Shed,
                         &mut pass.cursor,
                         pass.started_ms,
+                        Watermark::ALL,
                         rows,
                     )?;
                     pass.report.shed += b.readings;
@@ -721,9 +877,23 @@ mod tests {
         s.conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
+    /// `now_ms` on both clocks: a machine whose clock was never set since
+    /// the Unix epoch (the tests' logs start there).
+    fn at(now_ms: i64) -> Now {
+        Now {
+            mono: Duration::from_millis(u64::try_from(now_ms).unwrap()),
+            wall_ms: now_ms,
+        }
+    }
+
     /// Runs a whole pass at `now_ms`, as fast as it goes.
     fn pass(r: &mut Retention, s: &mut Store, now_ms: i64) -> PassReport {
-        r.run(s, "pi", now_ms, || true)
+        pass_at(r, s, at(now_ms))
+    }
+
+    /// Runs a whole pass at `now`, as fast as it goes.
+    fn pass_at(r: &mut Retention, s: &mut Store, now: Now) -> PassReport {
+        r.run(s, "pi", now, || true)
             .unwrap()
             .expect("a pass was due")
     }
@@ -792,7 +962,7 @@ mod tests {
         // Not again within the hour; then only what has aged since: seq
         // 1,680 (unpublished, kept) and 1,681.
         assert_eq!(
-            r.run(&mut s, "pi", now + HOUR_MS - 1, || true).unwrap(),
+            r.run(&mut s, "pi", at(now + HOUR_MS - 1), || true).unwrap(),
             None
         );
         let next = pass(&mut r, &mut s, now + 2 * HOUR_MS);
@@ -803,6 +973,108 @@ mod tests {
         );
     }
 
+    /// 2020-01-01T00:00:00Z: what a Pi without a real-time clock boots with.
+    const Y2020: i64 = 1_577_836_800_000;
+    const YEAR_MS: i64 = 365 * DAY_MS;
+
+    #[test]
+    fn a_forward_jump_expires_nothing_this_process_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        // A log from before this process: 20 days old by its stamps.
+        let mut s = log(dir.path(), 10, Y2020 - 20 * DAY_MS, MINUTE_MS, |_| true);
+        let mut r = Retention::new(THIRTY_DAYS, 0);
+        let boot = Now {
+            mono: Duration::from_secs(5),
+            wall_ms: Y2020,
+        };
+        r.begin(&s).unwrap();
+        // This process logs and publishes 100 readings in 2020, a second apart.
+        let rows: Vec<Reading> = (10..110)
+            .map(|i| {
+                reading(
+                    "a",
+                    i,
+                    Y2020 + i64::try_from(i).unwrap() * 1_000,
+                    Route::Batch,
+                )
+            })
+            .collect();
+        s.insert_readings(&rows).unwrap();
+        s.conn
+            .execute("UPDATE readings SET published_ms = ts_ms + 1", [])
+            .unwrap();
+        assert_eq!(pass_at(&mut r, &mut s, boot).expired, 0);
+        // NTP sets the clock six years forward, two minutes later; a pass
+        // is due an hour later.
+        let after = |mono: Duration| Now {
+            mono,
+            wall_ms: Y2020 + 6 * YEAR_MS + i64::try_from(mono.as_millis()).unwrap(),
+        };
+        let due = boot.mono + Duration::from_hours(1);
+        assert_eq!(
+            r.run(
+                &mut s,
+                "pi",
+                after(due.saturating_sub(Duration::from_millis(1))),
+                || true
+            )
+            .unwrap(),
+            None,
+            "the jump does not hurry the next pass"
+        );
+        let report = pass_at(&mut r, &mut s, after(due));
+        // Only the rows from before this process, judged by their stamps
+        // alone: nothing else is known of them.
+        assert_eq!(report.expired, 10);
+        assert_eq!(left(&s), (10..110).map(|i| (i, true)).collect::<Vec<_>>());
+        // A reload (SIGHUP) starts a new retention in the same process: it
+        // knows what the process wrote.
+        let mut r = Retention::new(THIRTY_DAYS, 0);
+        r.begin(&s).unwrap();
+        assert_eq!(pass_at(&mut r, &mut s, after(due)).expired, 0);
+        // Once they are 30 days old by the monotonic clock, they go.
+        let month = boot.mono + THIRTY_DAYS;
+        let mut mono = due;
+        while mono < month + Duration::from_hours(12) {
+            mono += Duration::from_hours(1);
+            let _ = r.run(&mut s, "pi", after(mono), || true).unwrap();
+            if mono < month {
+                assert_eq!(count(&s, "SELECT count(*) FROM readings"), 100, "{mono:?}");
+            }
+        }
+        assert_eq!(count(&s, "SELECT count(*) FROM readings"), 0);
+    }
+
+    #[test]
+    fn a_backward_jump_does_not_delay_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Y2020 + YEAR_MS;
+        let mut s = log(dir.path(), 100, now - 40 * DAY_MS, MINUTE_MS, |i| i < 50);
+        let mut r = Retention::new(THIRTY_DAYS, 0);
+        let start = Now {
+            mono: Duration::from_secs(1),
+            wall_ms: now,
+        };
+        assert_eq!(pass_at(&mut r, &mut s, start).expired, 50);
+        // The clock is set back a year; rows published since are 41 days
+        // old by the new clock an hour later.
+        s.conn
+            .execute("UPDATE readings SET published_ms = ts_ms + 1", [])
+            .unwrap();
+        let hour = Now {
+            mono: start.mono + Duration::from_hours(1),
+            wall_ms: now - YEAR_MS + HOUR_MS,
+        };
+        let report = pass_at(&mut r, &mut s, hour);
+        assert_eq!(report.steps, 3, "a pass ran on time: {report:?}");
+        // Their stamps are now in the future: they are kept, not expired.
+        assert_eq!(report.expired, 0);
+        assert_eq!(
+            s.housekeeping("pi").unwrap().unwrap().last_prune_ms,
+            Some(hour.wall_ms)
+        );
+    }
+
     #[test]
     fn batches_are_bounded_and_a_pass_spreads_over_cycles() {
         let dir = tempfile::tempdir().unwrap();
@@ -810,7 +1082,14 @@ mod tests {
         let now = 40 * DAY_MS;
         let mut cursor = Cursor::START;
         let b = s
-            .delete_batch("pi", Why::Expired, &mut cursor, now, BATCH_ROWS)
+            .delete_batch(
+                "pi",
+                Why::Expired,
+                &mut cursor,
+                now,
+                Watermark::ALL,
+                BATCH_ROWS,
+            )
             .unwrap();
         assert_eq!((b.examined, b.readings, b.through), (1_000, 1_000, false));
         assert_eq!(count(&s, "SELECT count(*) FROM readings"), 4_500);
@@ -820,7 +1099,7 @@ mod tests {
         let mut r = Retention::new(THIRTY_DAYS, 0);
         let mut cycles = 1;
         let report = loop {
-            if let Some(report) = r.run(&mut s, "pi", now, || false).unwrap() {
+            if let Some(report) = r.run(&mut s, "pi", at(now), || false).unwrap() {
                 break report;
             }
             cycles += 1;
@@ -930,7 +1209,10 @@ mod tests {
         assert_eq!(s.housekeeping("pi").unwrap().unwrap().shed_readings, n / 10);
 
         // A known shortage waits for the next hour: one error an hour.
-        assert_eq!(r.run(&mut s, "pi", now + MINUTE_MS, || true).unwrap(), None);
+        assert_eq!(
+            r.run(&mut s, "pi", at(now + MINUTE_MS), || true).unwrap(),
+            None
+        );
         let again = pass(&mut r, &mut s, now + HOUR_MS);
         assert_eq!(again.shed, n / 10);
     }
@@ -942,12 +1224,12 @@ mod tests {
         let now = 100 * MINUTE_MS;
         let mut r = Retention::new(THIRTY_DAYS, u64::MAX);
         // The last pass, ten minutes ago, found room.
-        r.next_pass_ms = now + 50 * MINUTE_MS;
+        r.next_pass = Some(at(now + 50 * MINUTE_MS).mono);
         assert!(!r.short);
-        let report = r.run(&mut s, "pi", now, || true).unwrap().unwrap();
+        let report = r.run(&mut s, "pi", at(now), || true).unwrap().unwrap();
         assert_eq!(report.shed, 10);
         assert!(r.short);
-        assert_eq!(r.next_pass_ms, now + HOUR_MS);
+        assert_eq!(r.next_pass, Some(at(now + HOUR_MS).mono));
     }
 
     #[test]
