@@ -75,7 +75,23 @@ pub fn std_cmd(dir: &Path) -> std::process::Command {
     cmd.env_remove("RUST_BACKTRACE");
     cmd.env_remove("RUST_LIB_BACKTRACE");
     cmd.env("NO_COLOR", "1");
+    // A readings spill (a test's full disk) goes to a directory of the test
+    // run's, never to the machine's /run/edgeprio; a test that wants its
+    // own sets RUNTIME_DIRECTORY again.
+    cmd.env("RUNTIME_DIRECTORY", test_runtime_dir());
     cmd
+}
+
+/// The runtime directory of the tests' agents (see [`std_cmd`]), in the
+/// build's own temporary directory. Spill files are named after their
+/// log's path, so tests running at once never share one.
+fn test_runtime_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("runtime");
+        std::fs::create_dir_all(&dir).expect("cannot make the tests' runtime directory");
+        dir
+    })
 }
 
 /// An `assert_cmd::Command` for the binary, run in `dir`, with a timeout.
