@@ -61,6 +61,9 @@ pub struct CycleReport {
     pub commit_error: Option<String>,
     /// The retention pass that finished this cycle, if one did.
     pub retention: Option<PassReport>,
+    /// The log file was deleted or replaced, and the agent moved to the
+    /// log now at its path (`Store::follow_path`).
+    pub log_switched: bool,
 }
 
 /// The blocking half of the agent: sensors, scorers and the log.
@@ -233,6 +236,15 @@ impl Station {
         self.status.heartbeat_ms = now_ms;
         self.pending.0.extend(report.readings.iter().cloned());
         self.pending.1.extend(report.errors.iter().cloned());
+        if let Ok(Some(switched)) = self
+            .store
+            .follow_path(&self.node, now_ms, &mut self.pending.0)
+        {
+            for slot in &mut self.slots {
+                slot.next_seq = switched.next_seq.get(&slot.id).copied().unwrap_or(0);
+            }
+            report.log_switched = true;
+        }
         let mut result = self
             .store
             .commit_cycle(&self.pending.0, &self.pending.1, &self.status);
