@@ -1245,7 +1245,7 @@ impl Store {
         }
         let to = new.log_id()?;
         let since = self.lost_since.unwrap_or(now_ms);
-        let note = format!(
+        let record = format!(
             "the log file was {what} while the agent ran (noticed at {}); log {from} \
              became log {to} and {carried_n} unpublished readings were carried over to it \
              with new seqs",
@@ -1254,10 +1254,10 @@ impl Store {
         new.conn
             .execute(
                 "UPDATE log_identity SET replaced_ms = ?1, replaced = ?2",
-                params![since, note],
+                params![since, record],
             )
             .map_err(|e| new.sqlite(e))?;
-        tracing::error!(db = %self.path.display(), from = %from, to = %to, carried = carried_n, "{note}");
+        tracing::error!(db = %self.path.display(), from = %from, to = %to, carried = carried_n, "{record}");
         // The old connection closes here, without a checkpoint (`Drop`).
         std::mem::swap(self, &mut new);
         Ok(Some(Switched {
@@ -1339,6 +1339,15 @@ fn lock_writer(db: &Path, held: &mut Option<std::fs::File>) -> Result<std::fs::F
     }
 }
 
+/// Whether a file mode gives the group and others nothing.
+#[expect(
+    clippy::verbose_bit_mask,
+    reason = "the group and other bits read best as the mask `chmod` uses"
+)]
+fn only_owner(mode: u32) -> bool {
+    mode & 0o077 == 0
+}
+
 /// Opens the lock file at `lock`, making sure only this user can open it
 /// (see [`lock_writer`]).
 fn private_lock_file(lock: &Path) -> std::io::Result<std::fs::File> {
@@ -1357,7 +1366,7 @@ fn private_lock_file(lock: &Path) -> std::io::Result<std::fs::File> {
         let m = f.metadata()?;
         Ok(m.file_type().is_file()
             && m.uid() == rustix::process::geteuid().as_raw()
-            && m.mode() & 0o077 == 0)
+            && only_owner(m.mode()))
     };
     match open(false, lock) {
         Ok(f) if private(&f)? => return Ok(f),

@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::io::Read as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -151,7 +152,6 @@ fn member_flock(lock: &Path) -> Result<ChildGuard, String> {
     wait_for(Duration::from_secs(10), "the member's flock", || {
         if let Ok(Some(_)) = holder.child.try_wait() {
             let mut err = String::new();
-            use std::io::Read as _;
             if let Some(mut e) = holder.child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }

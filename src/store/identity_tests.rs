@@ -179,7 +179,40 @@ fn the_lock_file_is_private_and_a_wide_one_is_replaced() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".new"))
+        .filter(|n| n.contains(".lock."))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn rows_the_publisher_marked_are_not_carried_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    s.insert_readings(&[reading("a", 0), reading("a", 1), reading("b", 0)])
+        .unwrap();
+    let mut pending = Vec::new();
+    assert_eq!(s.follow_path("pi", 5, &mut pending).unwrap(), None);
+    let mut o = Store::open(&path, Access::Outbox).unwrap();
+    o.mark_published(
+        "pi",
+        &[Acked {
+            route: Route::Batch,
+            ids: vec![1, 2],
+            late: 0,
+            at_ms: 2,
+        }],
+    )
+    .unwrap();
+    s.insert_readings(&[reading("a", 2)]).unwrap();
+    assert_eq!(s.follow_path("pi", 5, &mut pending).unwrap(), None);
+    let kept = dir.path().join("kept.db");
+    std::fs::hard_link(&path, &kept).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let sw = s.follow_path("pi", 7, &mut pending).unwrap().unwrap();
+    assert_eq!(sw.carried, 2, "{pending:?}");
+    drop(o);
+    drop(s);
+    let k = Store::open(&kept, Access::ReadOnly).unwrap();
+    assert_eq!(k.readings(&ReadingFilter::default()).unwrap().len(), 4);
 }

@@ -29,9 +29,10 @@ pub const INSTALL_HINT: &str =
 
 /// The keys of a reading on the wire (DESIGN.md, "MQTT contract"); a
 /// reading sent late on the batch topic has `"late": true` as well.
-pub const READING_KEYS: [&str; 10] = [
+pub const READING_KEYS: [&str; 11] = [
     "node",
     "sensor",
+    "log",
     "seq",
     "ts_ms",
     "ts",
