@@ -216,3 +216,38 @@ fn rows_the_publisher_marked_are_not_carried_over() {
     let k = Store::open(&kept, Access::ReadOnly).unwrap();
     assert_eq!(k.readings(&ReadingFilter::default()).unwrap().len(), 4);
 }
+
+#[test]
+fn a_foreign_file_at_the_path_is_refused_and_the_old_file_kept_until_it_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    s.insert_readings(&[reading("a", 0)]).unwrap();
+    assert_eq!(s.follow_path("pi", 1, &mut Vec::new()).unwrap(), None);
+    let old = s.log_id().unwrap();
+    let other = dir.path().join("other.db");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    std::fs::rename(&other, &path).unwrap();
+    let mut pending = vec![reading("a", 1)];
+    let e = s.follow_path("pi", 2, &mut pending).unwrap_err();
+    assert!(matches!(e, StoreError::Foreign { .. }), "{e}");
+    // Still on the old file, which takes the cycle's readings.
+    assert_eq!(s.log_id().unwrap(), old);
+    s.insert_readings(&pending).unwrap();
+    // The other program's file is untouched.
+    let n: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    // Once it is gone, the agent moves to a new log with everything.
+    std::fs::remove_file(&path).unwrap();
+    let mut pending = Vec::new();
+    let sw = s.follow_path("pi", 3, &mut pending).unwrap().unwrap();
+    assert_eq!(sw.carried, 2);
+    let (at, _) = s.log_identity().unwrap().replaced.unwrap();
+    assert_eq!(at, 2, "since when the path did not name the agent's file");
+}
