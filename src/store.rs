@@ -546,8 +546,12 @@ pub struct Store {
     /// The identity of the log, read at open; `None` only for a reader of
     /// a log older than schema 5.
     log: Option<LogId>,
-    /// The file the connection has open (writer and outbox): how a file
-    /// deleted or replaced under the agent is noticed.
+    /// The schema version the file had when it was opened.
+    opened_version: i64,
+    /// The file the writer has open: how a file deleted or replaced under
+    /// the agent is noticed. (`SQLite` itself keeps a connection to a file
+    /// that is no longer at its path from checkpointing on close, which
+    /// would delete "<path>-wal", by then another log's, by name.)
     file: Option<FileId>,
     /// The `-wal` and `-shm` files last seen beside it: after the main
     /// file vanished, these (and only these) are taken away from the path
@@ -556,22 +560,6 @@ pub struct Store {
     /// Since when the path no longer names `file` (Unix ms), until a log
     /// at the path could be opened.
     lost_since: Option<i64>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        // The last connection to close checkpoints its WAL and deletes
-        // "<path>-wal" by name. For a file that is no longer at its path,
-        // that name may be the WAL of the new log there now.
-        if let Some(file) = self.file
-            && !FileId::of(&self.path).is_ok_and(|f| f.same_file(file))
-        {
-            let _ = self.conn.set_db_config(
-                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-                true,
-            );
-        }
-    }
 }
 
 impl std::fmt::Debug for Store {
@@ -631,12 +619,14 @@ impl Store {
             path: path.to_path_buf(),
             writer_lock: None,
             log: None,
+            opened_version: 0,
             file: None,
             sidecars: [None; 2],
             lost_since: None,
         };
         // The first real read tells a damaged or non-SQLite file apart.
         let (version, app_id) = store.identity()?;
+        store.opened_version = version;
         store.check_ours(version, app_id)?;
         match access {
             Access::Writer => {
@@ -675,7 +665,6 @@ impl Store {
                     .pragma_update(None, "synchronous", "FULL")
                     .map_err(|e| classify(path, e))?;
                 store.log = Some(store.log_identity()?.log);
-                store.file = FileId::of(path).ok();
             }
         }
         Ok(store)
@@ -686,7 +675,7 @@ impl Store {
     pub fn log_id(&self) -> Result<LogId, StoreError> {
         self.log.ok_or_else(|| StoreError::TooOld {
             path: self.path.clone(),
-            found: 4,
+            found: self.opened_version,
             needed: SCHEMA_VERSION,
         })
     }
@@ -1175,7 +1164,7 @@ impl Store {
         now_ms: i64,
         pending: &mut Vec<Reading>,
     ) -> Result<Option<Switched>, StoreError> {
-        let Some(file) = self.file.filter(|_| self.writer_lock.is_some()) else {
+        let Some(file) = self.file else {
             return Ok(None);
         };
         let what = match FileId::of(&self.path) {

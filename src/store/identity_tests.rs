@@ -102,7 +102,7 @@ fn logs_of_schema_four_get_an_identity_when_the_agent_migrates_them() {
     }
     let old = Store::open(&path, Access::ReadOnly).unwrap();
     let e = old.log_id().unwrap_err();
-    assert!(matches!(e, StoreError::TooOld { .. }), "{e}");
+    assert!(matches!(e, StoreError::TooOld { found: 4, .. }), "{e}");
     drop(old);
     let s = Store::open(&path, Access::Writer).unwrap();
     let id = s.log_identity().unwrap();
@@ -211,7 +211,14 @@ fn rows_the_publisher_marked_are_not_carried_over() {
     std::fs::remove_file(&path).unwrap();
     let sw = s.follow_path("pi", 7, &mut pending).unwrap().unwrap();
     assert_eq!(sw.carried, 2, "{pending:?}");
+    s.insert_readings(&pending).unwrap();
+    // The publisher's connection to the old file closes last: it must not
+    // checkpoint and delete "e.db-wal", which is the new log's WAL now
+    // (SQLite checks that a file is still at its path before it does).
     drop(o);
+    let r = Store::open(&path, Access::ReadOnly).unwrap();
+    assert_eq!(r.readings(&ReadingFilter::default()).unwrap().len(), 2);
+    drop(r);
     drop(s);
     let k = Store::open(&kept, Access::ReadOnly).unwrap();
     assert_eq!(k.readings(&ReadingFilter::default()).unwrap().len(), 4);

@@ -779,7 +779,8 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// `(sensor, seq)`, the deduplication key with the node.
+    /// `(sensor, seq)`: with the node and the log (one per test run here),
+    /// the deduplication key.
     pub fn key(&self) -> (String, i64) {
         (
             self.reading["sensor"]
