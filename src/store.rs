@@ -1263,14 +1263,15 @@ impl Store {
         self.sidecars = ["-wal", "-shm"].map(|s| FileId::of(&sidecar(&self.path, s)).ok());
     }
 
-    /// Writes what the WAL holds into the old file (for whoever keeps it)
-    /// and takes its `-wal` and `-shm` off the path: a log opened there
+    /// Writes what the WAL holds into the old file (for whoever keeps it:
+    /// a file moved away is whole again; this may wait for readers, up to
+    /// the busy timeout, once) and takes its `-wal` and `-shm` off the path: a log opened there
     /// next would take them for its own. Files there that are not the ones
     /// last seen beside the old file belong to the new one and stay.
     fn release_sidecars(&self) {
         let _ = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()));
         for (suffix, seen) in ["-wal", "-shm"].into_iter().zip(self.sidecars) {
             let path = sidecar(&self.path, suffix);
             if let (Some(seen), Ok(now)) = (seen, FileId::of(&path))

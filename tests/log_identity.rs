@@ -75,6 +75,26 @@ fn freeze_until_unpublished(broker: &Broker, db: &Path, n: i64) -> i64 {
     after
 }
 
+/// A connection to the log file now at `db`, kept open (by the test, which
+/// the agent does not know of) so that the file can still be read after it
+/// is deleted or replaced, WAL included.
+fn hold(db: &Path) -> rusqlite::Connection {
+    let conn = open_ro(db);
+    // The first read opens the WAL and the shared memory too.
+    let _: i64 = conn
+        .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap();
+    conn
+}
+
+/// The readings and the identity of the file `held` has open: a snapshot
+/// of it at `copy`, read as any log is.
+fn held_log(held: &rusqlite::Connection, copy: &Path) -> (Vec<Row>, String) {
+    held.execute(&format!("VACUUM INTO '{}'", copy.display()), [])
+        .unwrap();
+    (readings(copy), log_id(copy))
+}
+
 /// Waits until `what` appears in the agent's stderr; returns how long it
 /// took.
 fn wait_stderr(agent: &mut Agent, what: &str, limit: Duration) -> Duration {
@@ -163,10 +183,9 @@ fn a_log_deleted_under_the_running_agent_is_noticed_and_nothing_is_lost_or_reuse
     // Readings waiting for the broker when the file goes: they must still
     // be delivered.
     let frozen = freeze_until_unpublished(&broker, &files.db, 6);
-    // The old file stays reachable for the test (not for the agent: its
+    // The old file stays readable for the test (not for the agent: its
     // path is gone).
-    let kept = dir.path().join("kept.db");
-    std::fs::hard_link(&files.db, &kept).unwrap();
+    let held = hold(&files.db);
     let switched_ms = common::now_ms();
     std::fs::remove_file(&files.db).unwrap();
     let took = wait_stderr(
@@ -174,21 +193,19 @@ fn a_log_deleted_under_the_running_agent_is_noticed_and_nothing_is_lost_or_reuse
         "the log file was deleted while the agent was writing it",
         NOTICE_WITHIN,
     );
-    let old_id = log_id(&kept);
     broker.thaw();
     wait_for(Duration::from_secs(20), "the new log", || {
         try_log_id(&files.db).is_some()
     });
     let new_id = log_id(&files.db);
-    assert_ne!(new_id, old_id, "a new log gets a new identity");
     wait_progress(&mut agent, &files.db, &SENSORS, 10, 20);
     let stderr = agent.stop();
+    let (old_rows, old_id) = held_log(&held, &dir.path().join("old.db"));
+    assert_ne!(new_id, old_id, "a new log gets a new identity");
     assert!(
         stderr.contains(&format!("log {old_id} became log {new_id}")),
         "{stderr}"
     );
-
-    let old_rows = readings(&kept);
     let new_rows = readings(&files.db);
     let carried = new_rows
         .iter()
@@ -222,15 +239,16 @@ fn a_log_replaced_under_the_running_agent_by_a_backup_gets_its_own_identity() {
     // Consumers get more readings, with seqs the backup will hand out again.
     wait_progress(&mut agent, &files.db, &SENSORS, 15, 25);
     let frozen = freeze_until_unpublished(&broker, &files.db, 4);
-    let kept = dir.path().join("kept.db");
-    std::fs::hard_link(&files.db, &kept).unwrap();
+    let held = hold(&files.db);
+    // The copy holds the original's identity, until the agent opens it.
+    let old_id = try_log_id(&backup);
     std::fs::rename(&backup, &files.db).unwrap();
     wait_stderr(
         &mut agent,
         "the log file was replaced by another file while the agent was writing it",
         NOTICE_WITHIN,
     );
-    let old_id = log_id(&kept);
+    let old_id = old_id.expect("the backup holds the log's identity");
     broker.thaw();
     wait_for(
         Duration::from_secs(20),
@@ -246,10 +264,9 @@ fn a_log_replaced_under_the_running_agent_by_a_backup_gets_its_own_identity() {
     );
     // The restored copy continued its own seqs, under an identity of its
     // own: every one of them is a new key to consumers.
-    let all: Vec<Row> = readings(&kept)
-        .into_iter()
-        .chain(readings(&files.db))
-        .collect();
+    let (old_rows, held_id) = held_log(&held, &dir.path().join("old.db"));
+    assert_eq!(held_id, old_id);
+    let all: Vec<Row> = old_rows.into_iter().chain(restored).collect();
     assert_no_key_reused_and_nothing_lost(&sub, &files.base(), &all);
     let out = doctor(dir.path(), &files.config);
     assert!(
