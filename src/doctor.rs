@@ -483,20 +483,17 @@ fn database(config: &Config) -> Finding {
                 .as_ref()
                 .map_or_else(String::new, |i| format!("; log {}", i.log));
             let message = format!("{} is writable; {agent}; outbox {depth}{log}", db.display());
-            match identity.and_then(|i| i.replaced) {
-                Some((at_ms, what)) if crate::agent::now_ms() - at_ms < REPLACED_SHOWN_MS => {
-                    replaced_while_running(db, &message, &what)
-                }
-                _ => Finding::new(Level::Ok, "database", message),
+            match identity
+                .as_ref()
+                .and_then(|i| i.recent_replacement(crate::agent::now_ms()))
+            {
+                Some(what) => replaced_while_running(db, &message, what),
+                None => Finding::new(Level::Ok, "database", message),
             }
         }
         Err(e) => Finding::new(Level::Fail, "database", e.to_string()),
     }
 }
-
-/// How long `doctor` keeps warning that the log was deleted or replaced
-/// under the agent: long enough to be seen after a weekend.
-const REPLACED_SHOWN_MS: i64 = 7 * 86_400_000;
 
 /// The agent found its log file deleted or replaced while it ran
 /// (`Store::follow_path`) and moved to the log at the path.

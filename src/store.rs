@@ -522,6 +522,41 @@ impl FileId {
     }
 }
 
+/// How long `doctor` and the dashboard say that the log file was deleted
+/// or replaced under the agent: long enough to be seen after a weekend.
+pub const REPLACED_SHOWN_MS: i64 = 7 * 86_400_000;
+
+impl LogIdentity {
+    /// What the agent found at its path while it ran, if that was less
+    /// than [`REPLACED_SHOWN_MS`] before `now_ms`.
+    pub fn recent_replacement(&self, now_ms: i64) -> Option<&str> {
+        self.replaced
+            .as_ref()
+            .filter(|(at, _)| now_ms - at < REPLACED_SHOWN_MS)
+            .map(|(_, what)| what.as_str())
+    }
+}
+
+/// Reads `log_identity`.
+fn log_identity_row(conn: &Connection, path: &Path) -> Result<LogIdentity, StoreError> {
+    let (id, since_ms, replaced_ms, replaced): (String, i64, Option<i64>, Option<String>) = conn
+        .query_row(
+            "SELECT log_id, since_ms, replaced_ms, replaced FROM log_identity",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .map_err(|e| classify(path, e))?;
+    let log = LogId::parse(&id).ok_or_else(|| StoreError::NotADatabase {
+        path: path.to_path_buf(),
+        reason: format!("its log_identity holds {id:?}, not 16 hex digits"),
+    })?;
+    Ok(LogIdentity {
+        log,
+        since_ms,
+        replaced: replaced_ms.zip(replaced),
+    })
+}
+
 /// The log a writer followed to its path after the file it had open was
 /// deleted or replaced (see [`Store::follow_path`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -682,23 +717,7 @@ impl Store {
 
     /// The identity record, as the agent last wrote it.
     pub fn log_identity(&self) -> Result<LogIdentity, StoreError> {
-        let (id, since_ms, replaced_ms, replaced): (String, i64, Option<i64>, Option<String>) =
-            self.conn
-                .query_row(
-                    "SELECT log_id, since_ms, replaced_ms, replaced FROM log_identity",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-                )
-                .map_err(|e| self.sqlite(e))?;
-        let log = LogId::parse(&id).ok_or_else(|| StoreError::NotADatabase {
-            path: self.path.clone(),
-            reason: format!("its log_identity holds {id:?}, not 16 hex digits"),
-        })?;
-        Ok(LogIdentity {
-            log,
-            since_ms,
-            replaced: replaced_ms.zip(replaced),
-        })
+        log_identity_row(&self.conn, &self.path)
     }
 
     /// Keeps the identity if this is the file it was drawn for (or the
