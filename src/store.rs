@@ -1234,39 +1234,55 @@ impl Store {
                 return Err(e);
             }
         };
-        let carried: Vec<Reading> = self
-            .outbox(node, 0, usize::MAX)?
-            .into_iter()
-            .map(|r| r.reading)
-            .collect();
+        // Everything that can fail comes first: a failed switch is tried
+        // again next cycle, from the same state (and the same lock).
+        let prepared = (|| {
+            let carried: Vec<Reading> = self
+                .outbox(node, 0, usize::MAX)?
+                .into_iter()
+                .map(|r| r.reading)
+                .collect();
+            let next_seq: std::collections::HashMap<String, u64> = new
+                .history(node)?
+                .into_iter()
+                .map(|(sensor, h)| (sensor, h.last_seq.saturating_add(1)))
+                .collect();
+            let to = new.log_id()?;
+            let since = self.lost_since.unwrap_or(now_ms);
+            let record = format!(
+                "the log file was {what} while the agent ran (noticed at {}); log {from} \
+                 became log {to} and {} unpublished readings were carried over to it \
+                 with new seqs",
+                crate::domain::rfc3339_ms(since),
+                carried.len()
+            );
+            new.conn
+                .execute(
+                    "UPDATE log_identity SET replaced_ms = ?1, replaced = ?2",
+                    params![since, record],
+                )
+                .map_err(|e| new.sqlite(e))?;
+            Ok((carried, next_seq, to, record))
+        })();
+        let (carried, mut next_seq, to, record) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(lock) = new.writer_lock.take() {
+                    self.writer_lock = Some(lock);
+                }
+                return Err(e);
+            }
+        };
         let carried_n = carried.len();
         pending.splice(0..0, carried);
-        let history = new.history(node)?;
-        let mut next_seq: std::collections::HashMap<String, u64> = history
-            .into_iter()
-            .map(|(sensor, h)| (sensor, h.last_seq.saturating_add(1)))
-            .collect();
         for r in pending.iter_mut() {
             let next = next_seq.entry(r.sensor.clone()).or_insert(0);
             r.seq = *next;
             *next = next.saturating_add(1);
         }
-        let to = new.log_id()?;
-        let since = self.lost_since.unwrap_or(now_ms);
-        let record = format!(
-            "the log file was {what} while the agent ran (noticed at {}); log {from} \
-             became log {to} and {carried_n} unpublished readings were carried over to it \
-             with new seqs",
-            crate::domain::rfc3339_ms(since)
-        );
-        new.conn
-            .execute(
-                "UPDATE log_identity SET replaced_ms = ?1, replaced = ?2",
-                params![since, record],
-            )
-            .map_err(|e| new.sqlite(e))?;
         tracing::error!(db = %self.path.display(), from = %from, to = %to, carried = carried_n, "{record}");
-        // The old connection closes here, without a checkpoint (`Drop`).
+        // The old connection closes here; SQLite does not checkpoint a file
+        // that is no longer at its path.
         std::mem::swap(self, &mut new);
         Ok(Some(Switched {
             from,

@@ -243,6 +243,9 @@ impl Station {
             for slot in &mut self.slots {
                 slot.next_seq = switched.next_seq.get(&slot.id).copied().unwrap_or(0);
             }
+            // This cycle's readings are the last ones pending, renumbered.
+            let from = self.pending.0.len() - report.readings.len();
+            report.readings.clone_from_slice(&self.pending.0[from..]);
             report.log_switched = true;
         }
         let mut result = self
