@@ -468,33 +468,31 @@ struct FileId {
 }
 
 impl FileId {
+    /// The file `path` names (through symlinks).
     fn of(path: &Path) -> std::io::Result<FileId> {
-        use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
-        let st = statx(
-            CWD,
-            path,
-            AtFlags::empty(),
-            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
-        )?;
-        let btime_ns = (st.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| {
-            st.stx_btime
-                .tv_sec
-                .saturating_mul(1_000_000_000)
-                .saturating_add(i64::from(st.stx_btime.tv_nsec))
-        });
-        Ok(FileId {
-            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
-            ino: st.stx_ino,
-            btime_ns,
-        })
+        Self::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty())
     }
 
+    /// The file `path` names, or the symlink itself.
+    fn of_link(path: &Path) -> std::io::Result<FileId> {
+        Self::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// The file `file` has open.
     fn of_file(file: &std::fs::File) -> std::io::Result<FileId> {
-        use rustix::fs::{AtFlags, StatxFlags, statx};
-        let st = statx(
-            file,
-            "",
-            AtFlags::EMPTY_PATH,
+        Self::statx(file, "", rustix::fs::AtFlags::EMPTY_PATH)
+    }
+
+    fn statx<Fd: std::os::fd::AsFd>(
+        dir: Fd,
+        path: impl rustix::path::Arg,
+        flags: rustix::fs::AtFlags,
+    ) -> std::io::Result<FileId> {
+        use rustix::fs::StatxFlags;
+        let st = rustix::fs::statx(
+            dir,
+            path,
+            flags,
             StatxFlags::BASIC_STATS | StatxFlags::BTIME,
         )?;
         let btime_ns = (st.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| {
@@ -1398,6 +1396,9 @@ fn private_lock_file(lock: &Path) -> std::io::Result<std::fs::File> {
         // Not ours to open, or a symlink: replaced below all the same.
         Ok(_) | Err(_) => {}
     }
+    // What is there, to tell it from what another agent starting at the
+    // same moment may put there meanwhile.
+    let seen = FileId::of_link(lock)?;
     let mut tmp = lock.as_os_str().to_owned();
     tmp.push(format!(".{}.new", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -1406,11 +1407,23 @@ fn private_lock_file(lock: &Path) -> std::io::Result<std::fs::File> {
     // The umask may have taken bits the mode asked for, never added any;
     // set it exactly all the same.
     rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o600))?;
-    if let Err(e) = std::fs::rename(&tmp, lock) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(file)
+    let exchange = |a: &Path, b: &Path| {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)
+    };
+    let placed = match exchange(&tmp, lock) {
+        // `tmp` names what was at the lock path: the file seen above, or
+        // the private lock file of another agent that replaced it first,
+        // which is put back (and then found busy).
+        Ok(()) if FileId::of_link(&tmp).is_ok_and(|f| f.same_file(seen)) => Ok(file),
+        Ok(()) => exchange(&tmp, lock)
+            .map_err(std::io::Error::from)
+            .and_then(|()| open(false, lock)),
+        // A file system without RENAME_EXCHANGE: replace it outright.
+        Err(_) => std::fs::rename(&tmp, lock).map(|()| file),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    placed
 }
 
 /// A sensor's readings within one minute, summed for `readings_minute`.
