@@ -1007,7 +1007,11 @@ fn query(db: &Path, args: &QueryArgs) -> anyhow::Result<()> {
         limit: args.limit.or(if args.follow { Some(10) } else { None }),
     };
     let stdout = std::io::stdout();
-    let mut printer = Printer::new(args.format, stdout.lock());
+    let log = match args.format {
+        Format::Json => Some(store.log_id()?),
+        Format::Table | Format::Csv => None,
+    };
+    let mut printer = Printer::new(args.format, stdout.lock(), log);
     let rows = store.readings(&filter)?;
     printer.header()?;
     printer.rows(&rows)?;
@@ -1041,6 +1045,8 @@ fn query(db: &Path, args: &QueryArgs) -> anyhow::Result<()> {
 struct Printer<W: std::io::Write> {
     format: Format,
     out: W,
+    /// The log's identity: JSON lines carry it, as readings on the wire do.
+    log: Option<crate::domain::LogId>,
 }
 
 #[derive(serde::Serialize)]
@@ -1052,8 +1058,8 @@ struct JsonRow<'a> {
 }
 
 impl<W: std::io::Write> Printer<W> {
-    fn new(format: Format, out: W) -> Self {
-        Self { format, out }
+    fn new(format: Format, out: W, log: Option<crate::domain::LogId>) -> Self {
+        Self { format, out, log }
     }
 
     fn header(&mut self) -> std::io::Result<()> {
@@ -1113,9 +1119,10 @@ impl<W: std::io::Write> Printer<W> {
                     w.flush()?;
                 }
                 Format::Json => {
+                    let log = self.log.expect("query reads the log id for JSON output");
                     let line = JsonRow {
                         id: row.id,
-                        reading: WireReading::from(r),
+                        reading: WireReading::new(r, log),
                         published_ms: row.published_ms,
                     };
                     serde_json::to_writer(&mut self.out, &line)?;

@@ -284,6 +284,16 @@ impl TakenAt {
         }
     }
 
+    /// Forgets every reading: their seqs now name other readings (the log
+    /// was followed to a new file and what it held was renumbered), which
+    /// are aged by their timestamps from here on.
+    pub fn forget_all(&self) {
+        self.stamps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
     fn insert(&self, sensor: &str, seq: u64, stamp: Stamp) {
         let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
         let of_sensor = all.entry(sensor.to_owned()).or_default();

@@ -463,9 +463,11 @@ fn database(config: &Config) -> Finding {
     }
     match Store::open(db, Access::ReadOnly).and_then(|s| {
         let depth = s.outbox_depth(&config.node)?;
-        Ok((s.status(&config.node)?, depth))
+        // A log the agent has not migrated yet has no identity to show.
+        let identity = s.log_identity().ok();
+        Ok((s.status(&config.node)?, depth, identity))
     }) {
-        Ok((status, depth)) => {
+        Ok((status, depth, identity)) => {
             let agent = status.map_or_else(
                 || "no agent has run for this node yet".to_string(),
                 |s| {
@@ -477,14 +479,38 @@ fn database(config: &Config) -> Finding {
                     )
                 },
             );
-            Finding::new(
-                Level::Ok,
-                "database",
-                format!("{} is writable; {agent}; outbox {depth}", db.display()),
-            )
+            let log = identity
+                .as_ref()
+                .map_or_else(String::new, |i| format!("; log {}", i.log));
+            let message = format!("{} is writable; {agent}; outbox {depth}{log}", db.display());
+            match identity
+                .as_ref()
+                .and_then(|i| i.recent_replacement(crate::agent::now_ms()))
+            {
+                Some(what) => replaced_while_running(db, &message, what),
+                None => Finding::new(Level::Ok, "database", message),
+            }
         }
         Err(e) => Finding::new(Level::Fail, "database", e.to_string()),
     }
+}
+
+/// The agent found its log file deleted or replaced while it ran
+/// (`Store::follow_path`) and moved to the log at the path.
+fn replaced_while_running(db: &Path, message: &str, what: &str) -> Finding {
+    Finding::new(
+        Level::Warn,
+        "database",
+        format!("{message}; the log file was deleted or replaced while the agent ran: {what}"),
+    )
+    .fix(format!(
+        "find what deleted or replaced {} (a cleanup job, a restore, a hand-run rm or mv) and \
+         stop it, or stop the agent first (systemctl stop edgeprio) when you move or restore \
+         the log; readings the old file had published stay with consumers under the old log \
+         id, the rest were carried over (some may arrive twice, under both ids); this warning \
+         goes after 7 days",
+        db.display()
+    ))
 }
 
 #[cfg(test)]

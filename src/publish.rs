@@ -22,6 +22,7 @@
 //! log line, and the task retries with capped exponential backoff.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::agent::{Publisher, now_ms};
 use crate::clock::TakenAt;
 use crate::config::{Config, MqttConfig};
-use crate::domain::{Route, Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
+use crate::domain::{LogId, Route, Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
 use crate::store::{Access, Acked, BrokerState, Store, StoredReading};
 
 /// Most rows handed to the broker and not yet acknowledged (or waiting in
@@ -67,6 +68,9 @@ pub struct MqttPublisher {
     task: Option<tokio::task::JoinHandle<()>>,
     /// Shared with the agent, which records into it.
     taken: TakenAt,
+    /// Bumped when the agent follows its log to a new file: the task's
+    /// connection is then to the old one.
+    log_epoch: Arc<AtomicU64>,
 }
 
 impl MqttPublisher {
@@ -104,11 +108,13 @@ impl MqttPublisher {
                 .unwrap_or(u64::MAX)
                 .max(1),
             store: Arc::new(Mutex::new(None)),
+            log_epoch: Arc::new(AtomicU64::new(0)),
             metrics: None,
             taken: taken.clone(),
         };
         Self {
             tx,
+            log_epoch: ctx.log_epoch.clone(),
             pending: Some((ctx, rx)),
             task: None,
             taken,
@@ -129,6 +135,12 @@ impl Publisher for MqttPublisher {
 
     fn committed(&mut self, _readings: &[crate::domain::Reading]) {
         // The task reads the rows from the log itself: nothing to copy.
+        let _ = self.tx.send(Cmd::Committed);
+    }
+
+    fn log_reopened(&mut self) {
+        self.taken.forget_all();
+        self.log_epoch.fetch_add(1, Ordering::SeqCst);
         let _ = self.tx.send(Cmd::Committed);
     }
 
@@ -153,8 +165,12 @@ struct Ctx {
     sensors: Vec<(String, &'static str)>,
     expire_after_s: u64,
     /// The outbox connection, opened on first use (the agent creates and
-    /// migrates the file before the first commit).
-    store: Arc<Mutex<Option<Store>>>,
+    /// migrates the file before the first commit), with the `log_epoch` it
+    /// was opened in.
+    store: Arc<Mutex<Option<(Store, u64)>>>,
+    /// Bumped by [`MqttPublisher::log_reopened`]; only then is the path
+    /// opened again (before, a new file there may not be a log yet).
+    log_epoch: Arc<AtomicU64>,
     /// Where the broker state is exported, if metrics are on.
     metrics: Option<crate::metrics::Metrics>,
     /// When each reading was taken, on the monotonic clock: how long a
@@ -178,12 +194,16 @@ impl Ctx {
     ) -> Result<T, String> {
         let store = self.store.clone();
         let db = self.db.clone();
+        let epoch = self.log_epoch.load(Ordering::SeqCst);
         tokio::task::spawn_blocking(move || {
             let mut guard = store.lock().unwrap_or_else(PoisonError::into_inner);
-            if guard.is_none() {
-                *guard = Some(Store::open(&db, Access::Outbox).map_err(|e| e.to_string())?);
+            if guard.as_ref().is_none_or(|(_, e)| *e != epoch) {
+                // The old connection closes before the path is opened again.
+                *guard = None;
+                let s = Store::open(&db, Access::Outbox).map_err(|e| e.to_string())?;
+                *guard = Some((s, epoch));
             }
-            let s = guard.as_mut().expect("opened just above");
+            let (s, _) = guard.as_mut().expect("opened just above");
             f(s).map_err(|e| e.to_string())
         })
         .await
@@ -583,6 +603,9 @@ struct Session {
     window: usize,
     /// Batch rows waiting for their flush, with their late flag.
     batch: Vec<(StoredReading, bool)>,
+    /// The log the rows above were read from: row ids mean something only
+    /// in it.
+    log: Option<LogId>,
 }
 
 impl Session {
@@ -595,7 +618,22 @@ impl Session {
             sent_upto: 0,
             window: 0,
             batch: Vec::new(),
+            log: None,
         }
+    }
+
+    /// The agent moved to another log file (see `Store::follow_path`): the
+    /// rows in flight and in the batch belong to the old one, whose
+    /// unpublished rows the new one holds now, so they are forgotten and
+    /// the new log's outbox is read from its start.
+    fn forget_log(&mut self) {
+        for msg in self.queued.iter_mut().chain(self.inflight.values_mut()) {
+            msg.rows = None;
+        }
+        self.acks.clear();
+        self.batch.clear();
+        self.sent_upto = 0;
+        self.window = 0;
     }
 
     async fn publish(
@@ -715,8 +753,16 @@ impl Session {
         }
         let acks = std::mem::take(&mut self.acks);
         let node = ctx.node.clone();
+        let log = self.log;
         if let Err(e) = ctx
-            .with_store(move |s| s.mark_published(&node, &acks))
+            .with_store(move |s| {
+                // Acknowledged rows of a log the agent has left: their ids
+                // name other rows in this one.
+                if Some(s.log_id()?) != log {
+                    return Ok(());
+                }
+                s.mark_published(&node, &acks)
+            })
             .await
         {
             // The rows stay unpublished and are sent again: duplicates,
@@ -731,10 +777,19 @@ impl Session {
         while self.window < WINDOW {
             let (node, after) = (ctx.node.clone(), self.sent_upto);
             let limit = FETCH.min(WINDOW - self.window);
-            let rows = ctx
-                .with_store(move |s| s.outbox(&node, after, limit))
+            let (rows, log) = ctx
+                .with_store(move |s| Ok((s.outbox(&node, after, limit)?, s.log_id()?)))
                 .await
                 .map_err(|e| format!("cannot read the outbox: {e}"))?;
+            if self.log != Some(log) {
+                if self.log.is_some() {
+                    self.forget_log();
+                    // Read again from the new log's start.
+                    self.log = Some(log);
+                    continue;
+                }
+                self.log = Some(log);
+            }
             let Some(last) = rows.last() else { break };
             self.sent_upto = last.id;
             for row in rows {
@@ -742,7 +797,7 @@ impl Session {
                 // A reading of unknown age (stamped in the future) is late.
                 let fresh = ctx.waited(&row).within(ctx.mqtt.realtime_max_age);
                 if fresh {
-                    let state = serde_json::to_vec(&WireReading::from(&row.reading))
+                    let state = serde_json::to_vec(&WireReading::new(&row.reading, log))
                         .map_err(|e| e.to_string())?;
                     self.publish(
                         &ctx.topics.state(&row.reading.sensor),
@@ -754,7 +809,7 @@ impl Session {
                 }
                 match (row.reading.route, fresh) {
                     (Route::Realtime, true) => {
-                        let payload = serde_json::to_vec(&WireReading::from(&row.reading))
+                        let payload = serde_json::to_vec(&WireReading::new(&row.reading, log))
                             .map_err(|e| e.to_string())?;
                         self.send_rows(ctx, Route::Realtime, payload, vec![row.id], 0)
                             .await?;
@@ -786,11 +841,14 @@ impl Session {
             }
             let take = self.batch.len().min(max);
             let chunk: Vec<(StoredReading, bool)> = self.batch.drain(..take).collect();
+            let log = self
+                .log
+                .expect("batch rows were read from the outbox, with their log");
             let wire: Vec<WireReading<'_>> = chunk
                 .iter()
                 .map(|(r, late)| WireReading {
                     late: *late,
-                    ..WireReading::from(&r.reading)
+                    ..WireReading::new(&r.reading, log)
                 })
                 .collect();
             let payload = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
@@ -895,6 +953,13 @@ impl Publisher for AnyPublisher {
         match self {
             AnyPublisher::Mqtt(p) => p.committed(readings),
             AnyPublisher::Unpublished(p) => p.committed(readings),
+        }
+    }
+
+    fn log_reopened(&mut self) {
+        match self {
+            AnyPublisher::Mqtt(p) => p.log_reopened(),
+            AnyPublisher::Unpublished(p) => p.log_reopened(),
         }
     }
 

@@ -20,8 +20,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use thiserror::Error;
 
-use crate::domain::{PerChannel, Reading, Route, Sample, SensorError};
+use crate::domain::{LogId, PerChannel, Reading, Route, Sample, SensorError};
 
+#[cfg(test)]
+mod identity_tests;
 mod lost;
 mod retention;
 mod window;
@@ -137,6 +139,26 @@ const MIGRATIONS: &[&str] = &[
         count     INTEGER NOT NULL,
         reason    TEXT    NOT NULL
     );",
+    // 6: the log's identity (README, "The log's identity"): a random id
+    // drawn once, carried by every reading on the wire, so that the seqs of
+    // a new log (which start at 0 again) are never taken for those of an
+    // earlier one. `file_*` is the file it was drawn for: a copy (a
+    // restored backup) opened at the path gets an id of its own. Only the
+    // agent writes it; `replaced_*` says what the agent last found at its
+    // path while it ran (the dashboard and doctor show it).
+    "CREATE TABLE log_identity (
+        one            INTEGER PRIMARY KEY CHECK (one = 1),
+        log_id         TEXT    NOT NULL
+                       CHECK (length(log_id) = 16 AND NOT log_id GLOB '*[^0-9a-f]*'),
+        since_ms       INTEGER NOT NULL,
+        file_dev       INTEGER,
+        file_ino       INTEGER,
+        file_btime_ns  INTEGER,
+        replaced_ms    INTEGER,
+        replaced       TEXT
+    );
+    INSERT INTO log_identity (one, log_id, since_ms)
+        VALUES (1, lower(hex(randomblob(8))), CAST(unixepoch('subsec') * 1000 AS INTEGER));",
 ];
 
 /// The schema version this build writes.
@@ -437,6 +459,131 @@ pub struct SensorHistory {
     pub last_ts_ms: i64,
 }
 
+/// The log's identity record (table `log_identity`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogIdentity {
+    /// The id every reading of this log carries on the wire.
+    pub log: LogId,
+    /// When it was drawn (Unix ms): the log's creation, its migration to
+    /// schema 5, or the first open of a copy.
+    pub since_ms: i64,
+    /// When the agent found its file deleted or replaced while it ran,
+    /// and what it did about it.
+    pub replaced: Option<(i64, String)>,
+}
+
+/// What tells a file from a copy of it, from another file put at its path,
+/// or from a file restored into the inode number it had: device, inode
+/// and, where the file system records one, the birth time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    btime_ns: Option<i64>,
+}
+
+impl FileId {
+    /// The file `path` names (through symlinks).
+    fn of(path: &Path) -> std::io::Result<FileId> {
+        Self::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::empty())
+    }
+
+    /// The file `path` names, or the symlink itself.
+    fn of_link(path: &Path) -> std::io::Result<FileId> {
+        Self::statx(rustix::fs::CWD, path, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// The file `file` has open.
+    fn of_file(file: &std::fs::File) -> std::io::Result<FileId> {
+        Self::statx(file, "", rustix::fs::AtFlags::EMPTY_PATH)
+    }
+
+    fn statx<Fd: std::os::fd::AsFd>(
+        dir: Fd,
+        path: impl rustix::path::Arg,
+        flags: rustix::fs::AtFlags,
+    ) -> std::io::Result<FileId> {
+        use rustix::fs::StatxFlags;
+        let st = rustix::fs::statx(
+            dir,
+            path,
+            flags,
+            StatxFlags::BASIC_STATS | StatxFlags::BTIME,
+        )?;
+        let btime_ns = (st.stx_mask & StatxFlags::BTIME.bits() != 0).then(|| {
+            st.stx_btime
+                .tv_sec
+                .saturating_mul(1_000_000_000)
+                .saturating_add(i64::from(st.stx_btime.tv_nsec))
+        });
+        Ok(FileId {
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            btime_ns,
+        })
+    }
+
+    /// Whether both name the same file (a birth time only one side knows
+    /// decides nothing).
+    fn same_file(self, other: FileId) -> bool {
+        self.dev == other.dev
+            && self.ino == other.ino
+            && match (self.btime_ns, other.btime_ns) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+/// How long `doctor` and the dashboard say that the log file was deleted
+/// or replaced under the agent: long enough to be seen after a weekend.
+pub const REPLACED_SHOWN_MS: i64 = 7 * 86_400_000;
+
+impl LogIdentity {
+    /// What the agent found at its path while it ran, if that was less
+    /// than [`REPLACED_SHOWN_MS`] before `now_ms`.
+    pub fn recent_replacement(&self, now_ms: i64) -> Option<&str> {
+        self.replaced
+            .as_ref()
+            .filter(|(at, _)| now_ms - at < REPLACED_SHOWN_MS)
+            .map(|(_, what)| what.as_str())
+    }
+}
+
+/// Reads `log_identity`.
+fn log_identity_row(conn: &Connection, path: &Path) -> Result<LogIdentity, StoreError> {
+    let (id, since_ms, replaced_ms, replaced): (String, i64, Option<i64>, Option<String>) = conn
+        .query_row(
+            "SELECT log_id, since_ms, replaced_ms, replaced FROM log_identity",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .map_err(|e| classify(path, e))?;
+    let log = LogId::parse(&id).ok_or_else(|| StoreError::NotADatabase {
+        path: path.to_path_buf(),
+        reason: format!("its log_identity holds {id:?}, not 16 hex digits"),
+    })?;
+    Ok(LogIdentity {
+        log,
+        since_ms,
+        replaced: replaced_ms.zip(replaced),
+    })
+}
+
+/// The log a writer followed to its path after the file it had open was
+/// deleted or replaced (see [`Store::follow_path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switched {
+    /// The identity of the file the agent had open.
+    pub from: LogId,
+    /// The identity of the log now at the path.
+    pub to: LogId,
+    /// Unpublished readings carried over from the old file.
+    pub carried: usize,
+    /// Per sensor, the seq the next reading gets in the new log.
+    pub next_seq: std::collections::HashMap<String, u64>,
+}
+
 /// An open log.
 pub struct Store {
     conn: Connection,
@@ -444,6 +591,23 @@ pub struct Store {
     /// The writer's exclusive lock on `<db>.lock`, held for the store's
     /// lifetime (declared after `conn` so it is released last).
     writer_lock: Option<std::fs::File>,
+    /// The identity of the log, read at open; `None` only for a reader of
+    /// a log older than schema 5.
+    log: Option<LogId>,
+    /// The schema version the file had when it was opened.
+    opened_version: i64,
+    /// The file the writer has open: how a file deleted or replaced under
+    /// the agent is noticed. (`SQLite` itself keeps a connection to a file
+    /// that is no longer at its path from checkpointing on close, which
+    /// would delete "<path>-wal", by then another log's, by name.)
+    file: Option<FileId>,
+    /// The `-wal` and `-shm` files last seen beside it: after the main
+    /// file vanished, these (and only these) are taken away from the path
+    /// before a new log is opened there, which would otherwise adopt them.
+    sidecars: [Option<FileId>; 2],
+    /// Since when the path no longer names `file` (Unix ms), until a log
+    /// at the path could be opened.
+    lost_since: Option<i64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -457,6 +621,16 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (and for a writer, creates and migrates) the log at `path`.
     pub fn open(path: &Path, access: Access) -> Result<Store, StoreError> {
+        Self::open_holding(path, access, &mut None)
+    }
+
+    /// [`Store::open`]; a writer that already holds the lock file (it
+    /// follows its path to a new file) keeps it.
+    fn open_holding(
+        path: &Path,
+        access: Access,
+        held: &mut Option<std::fs::File>,
+    ) -> Result<Store, StoreError> {
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -512,17 +686,34 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             writer_lock: None,
+            log: None,
+            opened_version: 0,
+            file: None,
+            sidecars: [None; 2],
+            lost_since: None,
         };
         // The first real read tells a damaged or non-SQLite file apart.
         let (version, app_id) = store.identity()?;
+        store.opened_version = version;
         store.check_ours(version, app_id)?;
         match access {
             Access::Writer => {
                 // Only a file known to be ours gets a lock file beside it.
-                store.writer_lock = Some(lock_writer(path)?);
+                store.writer_lock = Some(lock_writer(path, held)?);
                 store.prepare_writer(version)?;
+                let file = FileId::of(path).map_err(|e| StoreError::NotWritable {
+                    path: path.to_path_buf(),
+                    reason: format!("cannot stat it: {e}"),
+                })?;
+                store.log = Some(store.claim_identity(file)?);
+                store.file = Some(file);
             }
-            Access::ReadOnly => store.check_reader(version)?,
+            Access::ReadOnly => {
+                store.check_reader(version)?;
+                if version >= 5 {
+                    store.log = Some(store.log_identity()?.log);
+                }
+            }
             Access::Outbox => {
                 if version < SCHEMA_VERSION {
                     // The agent opens (and migrates) the log first.
@@ -541,9 +732,87 @@ impl Store {
                     .conn
                     .pragma_update(None, "synchronous", "FULL")
                     .map_err(|e| classify(path, e))?;
+                store.log = Some(store.log_identity()?.log);
             }
         }
         Ok(store)
+    }
+
+    /// The identity of this log, which every reading of it carries on the
+    /// wire. A reader of a log the agent has not migrated yet has none.
+    pub fn log_id(&self) -> Result<LogId, StoreError> {
+        self.log.ok_or_else(|| StoreError::TooOld {
+            path: self.path.clone(),
+            found: self.opened_version,
+            needed: SCHEMA_VERSION,
+        })
+    }
+
+    /// The identity record, as the agent last wrote it.
+    pub fn log_identity(&self) -> Result<LogIdentity, StoreError> {
+        log_identity_row(&self.conn, &self.path)
+    }
+
+    /// Keeps the identity if this is the file it was drawn for (or the
+    /// first file to claim it: a new or just migrated log), otherwise draws
+    /// a new one: a copy may hold seqs that consumers already have from the
+    /// original, and the original may go on handing out more of them.
+    fn claim_identity(&self, file: FileId) -> Result<LogId, StoreError> {
+        // A row deleted by hand is drawn again.
+        self.conn
+            .execute(
+                "INSERT INTO log_identity (one, log_id, since_ms)
+                 VALUES (1, lower(hex(randomblob(8))), CAST(unixepoch('subsec') * 1000 AS INTEGER))
+                 ON CONFLICT DO NOTHING",
+                [],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let current = self.log_identity();
+        let recorded: (Option<i64>, Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                "SELECT file_dev, file_ino, file_btime_ns FROM log_identity",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let (dev, ino) = (file.dev.cast_signed(), file.ino.cast_signed());
+        let same = match recorded {
+            (Some(d), Some(i), btime) => FileId {
+                dev: d.cast_unsigned(),
+                ino: i.cast_unsigned(),
+                btime_ns: btime,
+            }
+            .same_file(file),
+            _ => true,
+        };
+        let fresh = !same || current.is_err();
+        let id: String = self
+            .conn
+            .query_row(
+                "UPDATE log_identity SET
+                    log_id = CASE WHEN ?4 THEN lower(hex(randomblob(8))) ELSE log_id END,
+                    since_ms = CASE WHEN ?4 THEN CAST(unixepoch('subsec') * 1000 AS INTEGER)
+                               ELSE since_ms END,
+                    file_dev = ?1, file_ino = ?2, file_btime_ns = ?3
+                 RETURNING log_id",
+                params![dev, ino, file.btime_ns, fresh],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let log =
+            LogId::parse(&id).expect("the UPDATE just wrote 16 hex digits or kept a checked id");
+        if fresh {
+            tracing::warn!(
+                db = %self.path.display(),
+                old_log = %current.map_or_else(|_| "unreadable".into(), |c| c.log.to_string()),
+                new_log = %log,
+                "this log file is a copy (a restored backup, or a file put in place of the \
+                 original): it is not the file its identity was drawn for, so it gets a new \
+                 identity; consumers tell its readings from the original's by it"
+            );
+        }
+        Ok(log)
     }
 
     /// The file this store is on.
@@ -944,39 +1213,270 @@ impl Store {
     pub fn outbox_depth(&self, node: &str) -> Result<u64, StoreError> {
         outbox_depth(&self.conn, node).map_err(|e| self.sqlite(e))
     }
+
+    /// Checks, once per cycle, that the path still names the file the
+    /// writer has open. A file deleted or replaced under the agent is
+    /// followed: said loudly (once), then the log now at the path is opened
+    /// (a new one, with a new identity, if the path is empty; a replacement
+    /// as the log it is, with its own identity), and the old file's
+    /// unpublished readings move into `pending`, in front, renumbered with
+    /// the rest to follow the new log's seqs. They are still delivered,
+    /// under the new identity; the old file is left alone. Until a log can
+    /// be opened at the path (it holds another program's file, say), the
+    /// agent keeps writing the old file, which only this process can still
+    /// reach, and tries again every cycle.
+    ///
+    /// `Ok(None)`: nothing happened. `Err`: the file is gone and no log can
+    /// be opened at the path yet.
+    pub fn follow_path(
+        &mut self,
+        node: &str,
+        now_ms: i64,
+        pending: &mut Vec<Reading>,
+    ) -> Result<Option<Switched>, StoreError> {
+        let Some(file) = self.file else {
+            return Ok(None);
+        };
+        let what = match FileId::of(&self.path) {
+            Ok(f) if f.same_file(file) => {
+                self.note_sidecars();
+                return Ok(None);
+            }
+            Ok(_) => "replaced by another file",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "deleted",
+            // Cannot tell (a permission changed): nothing to act on.
+            Err(_) => return Ok(None),
+        };
+        let from = self.log_id()?;
+        let first = self.lost_since.is_none();
+        if first {
+            self.lost_since = Some(now_ms);
+            tracing::error!(
+                db = %self.path.display(),
+                log = %from,
+                "the log file was {what} while the agent was writing it: opening the log now \
+                 at {} and carrying this file's unpublished readings over to it; do not \
+                 delete, move or replace the log of a running agent (stop it first)",
+                self.path.display()
+            );
+            self.release_sidecars();
+        }
+        let mut held = self.writer_lock.take();
+        let opened = Store::open_holding(&self.path, Access::Writer, &mut held);
+        // A lock the new store did not take (it locked a new lock file:
+        // the old one went with the log) is let go with the old store.
+        self.writer_lock = held;
+        let mut new = match opened {
+            Ok(new) => new,
+            Err(e) => {
+                if self.writer_lock.is_none() {
+                    // Taken, then lost with the store that failed to open.
+                    self.writer_lock = lock_writer(&self.path, &mut None).ok();
+                }
+                if first {
+                    tracing::error!(
+                        db = %self.path.display(),
+                        "cannot open a log at the path of the one that was {what}, so the \
+                         agent keeps writing the old file, which only it can still reach (its \
+                         readings are lost if it stops before this is fixed), and tries again \
+                         every cycle: {e}"
+                    );
+                }
+                return Err(e);
+            }
+        };
+        // Everything that can fail comes first: a failed switch is tried
+        // again next cycle, from the same state (and the same lock).
+        let prepared = (|| {
+            let carried: Vec<Reading> = self
+                .outbox(node, 0, usize::MAX)?
+                .into_iter()
+                .map(|r| r.reading)
+                .collect();
+            let next_seq: std::collections::HashMap<String, u64> = new
+                .history(node)?
+                .into_iter()
+                .map(|(sensor, h)| (sensor, h.last_seq.saturating_add(1)))
+                .collect();
+            let to = new.log_id()?;
+            let since = self.lost_since.unwrap_or(now_ms);
+            let record = format!(
+                "the log file was {what} while the agent ran (noticed at {}); log {from} \
+                 became log {to} and {} unpublished readings were carried over to it \
+                 with new seqs",
+                crate::domain::rfc3339_ms(since),
+                carried.len()
+            );
+            new.conn
+                .execute(
+                    "UPDATE log_identity SET replaced_ms = ?1, replaced = ?2",
+                    params![since, record],
+                )
+                .map_err(|e| new.sqlite(e))?;
+            Ok((carried, next_seq, to, record))
+        })();
+        let (carried, mut next_seq, to, record) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(lock) = new.writer_lock.take() {
+                    self.writer_lock = Some(lock);
+                }
+                return Err(e);
+            }
+        };
+        let carried_n = carried.len();
+        pending.splice(0..0, carried);
+        for r in pending.iter_mut() {
+            let next = next_seq.entry(r.sensor.clone()).or_insert(0);
+            r.seq = *next;
+            *next = next.saturating_add(1);
+        }
+        tracing::error!(db = %self.path.display(), from = %from, to = %to, carried = carried_n, "{record}");
+        // The old connection closes here; SQLite does not checkpoint a file
+        // that is no longer at its path.
+        std::mem::swap(self, &mut new);
+        Ok(Some(Switched {
+            from,
+            to,
+            carried: carried_n,
+            next_seq,
+        }))
+    }
+
+    /// Remembers the `-wal` and `-shm` files beside the log while it is
+    /// where it should be.
+    fn note_sidecars(&mut self) {
+        self.sidecars = ["-wal", "-shm"].map(|s| FileId::of(&sidecar(&self.path, s)).ok());
+    }
+
+    /// Writes what the WAL holds into the old file (for whoever keeps it:
+    /// a file moved away is whole again; this may wait for readers, up to
+    /// the busy timeout, once) and takes its `-wal` and `-shm` off the path: a log opened there
+    /// next would take them for its own. Files there that are not the ones
+    /// last seen beside the old file belong to the new one and stay.
+    fn release_sidecars(&self) {
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()));
+        for (suffix, seen) in ["-wal", "-shm"].into_iter().zip(self.sidecars) {
+            let path = sidecar(&self.path, suffix);
+            if let (Some(seen), Ok(now)) = (seen, FileId::of(&path))
+                && seen.same_file(now)
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
+/// `<db><suffix>`: the files `SQLite` keeps beside a log.
+fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// The lock file beside a log.
 pub fn lock_path(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
+    sidecar(db, ".lock")
 }
 
 /// Takes the exclusive writer lock of `db` (an advisory `flock`, released by
 /// the kernel when the process dies, so a crash never leaves it stale).
-fn lock_writer(db: &Path) -> Result<std::fs::File, StoreError> {
+/// `held` is a lock this process already holds: kept if it is still the
+/// lock file at the path.
+///
+/// Anyone who can open the lock file can `flock` it and keep the agent from
+/// starting, so only the agent's user may: the file is created with mode
+/// 0600, whatever the umask, and one that others can open (made with the
+/// umask by an older edgeprio, or owned by another user) is replaced by a
+/// private one before it is locked. A descriptor someone opened on the old
+/// file then locks nothing.
+fn lock_writer(db: &Path, held: &mut Option<std::fs::File>) -> Result<std::fs::File, StoreError> {
     let lock = lock_path(db);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .map_err(|e| StoreError::NotWritable {
-            path: db.to_path_buf(),
-            reason: format!("cannot create the lock file {}: {e}", lock.display()),
-        })?;
+    if let Some(h) = held.as_ref()
+        && let (Ok(a), Ok(b)) = (FileId::of_file(h), FileId::of(&lock))
+        && a.same_file(b)
+    {
+        return Ok(held.take().expect("checked just above"));
+    }
+    let not_writable = |what: &str, e: &dyn std::fmt::Display| StoreError::NotWritable {
+        path: db.to_path_buf(),
+        reason: format!("cannot {what} the lock file {}: {e}", lock.display()),
+    };
+    let file = private_lock_file(&lock).map_err(|e| not_writable("create", &e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
             path: db.to_path_buf(),
             lock,
         }),
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::NotWritable {
-            path: db.to_path_buf(),
-            reason: format!("cannot lock {}: {e}", lock.display()),
-        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(not_writable("lock", &e)),
     }
+}
+
+/// Whether a file mode gives the group and others nothing.
+#[expect(
+    clippy::verbose_bit_mask,
+    reason = "the group and other bits read best as the mask `chmod` uses"
+)]
+fn only_owner(mode: u32) -> bool {
+    mode & 0o077 == 0
+}
+
+/// Opens the lock file at `lock`, making sure only this user can open it
+/// (see [`lock_writer`]).
+fn private_lock_file(lock: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let open = |create_new: bool, path: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(!create_new)
+            .create_new(create_new)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+            .open(path)
+    };
+    let private = |f: &std::fs::File| -> std::io::Result<bool> {
+        let m = f.metadata()?;
+        Ok(m.file_type().is_file()
+            && m.uid() == rustix::process::geteuid().as_raw()
+            && only_owner(m.mode()))
+    };
+    match open(false, lock) {
+        Ok(f) if private(&f)? => return Ok(f),
+        // Not ours to open, or a symlink: replaced below all the same.
+        Ok(_) | Err(_) => {}
+    }
+    // What is there, to tell it from what another agent starting at the
+    // same moment may put there meanwhile.
+    let seen = FileId::of_link(lock)?;
+    let mut tmp = lock.as_os_str().to_owned();
+    tmp.push(format!(".{}.new", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let file = open(true, &tmp)?;
+    // The umask may have taken bits the mode asked for, never added any;
+    // set it exactly all the same.
+    rustix::fs::fchmod(&file, rustix::fs::Mode::from_raw_mode(0o600))?;
+    let exchange = |a: &Path, b: &Path| {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE)
+    };
+    let placed = match exchange(&tmp, lock) {
+        // `tmp` names what was at the lock path: the file seen above, or
+        // the private lock file of another agent that replaced it first,
+        // which is put back (and then found busy).
+        Ok(()) if FileId::of_link(&tmp).is_ok_and(|f| f.same_file(seen)) => Ok(file),
+        Ok(()) => exchange(&tmp, lock)
+            .map_err(std::io::Error::from)
+            .and_then(|()| open(false, lock)),
+        // A file system without RENAME_EXCHANGE: replace it outright.
+        Err(_) => std::fs::rename(&tmp, lock).map(|()| file),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    placed
 }
 
 /// A sensor's readings within one minute, summed for `readings_minute`.

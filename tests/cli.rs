@@ -160,6 +160,7 @@ fn assert_json_matches(v: &Value, r: &Row, follow: bool) {
         "id",
         "node",
         "sensor",
+        "log",
         "seq",
         "ts_ms",
         "ts",

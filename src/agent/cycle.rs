@@ -65,6 +65,9 @@ pub struct CycleReport {
     pub retention: Option<PassReport>,
     /// The wall clock was set since the last cycle (logged at WARN).
     pub clock_jump: Option<Jump>,
+    /// The log file was deleted or replaced, and the agent moved to the
+    /// log now at its path (`Store::follow_path`).
+    pub log_switched: bool,
 }
 
 /// The blocking half of the agent: sensors, scorers and the log.
@@ -338,6 +341,19 @@ impl Station {
         self.status.heartbeat_ms = now.wall_ms;
         self.held
             .hold(&report.readings, &report.errors, now.wall_ms);
+        if let Ok(Some(switched)) =
+            self.store
+                .follow_path(&self.node, now.wall_ms, self.held.readings_vec_mut())
+        {
+            for slot in &mut self.slots {
+                slot.next_seq = switched.next_seq.get(&slot.id).copied().unwrap_or(0);
+            }
+            // This cycle's readings are the last ones held, renumbered.
+            let held = self.held.readings();
+            let from = held.len().saturating_sub(report.readings.len());
+            report.readings = held[from..].to_vec();
+            report.log_switched = true;
+        }
         match self.commit() {
             Ok(depth) => report.outbox_depth = Some(depth),
             Err(e) => report.commit_error = Some(e),

@@ -43,6 +43,12 @@ pub trait Publisher: Send {
     /// not block: the sensor loop never waits on the network.
     fn committed(&mut self, readings: &[Reading]);
 
+    /// Called when the agent followed its log to a new file (the one it
+    /// had was deleted or replaced, see `Store::follow_path`): a
+    /// connection to the old file must be opened again, and row ids read
+    /// from it mean nothing in the new one.
+    fn log_reopened(&mut self) {}
+
     /// Called once after the last commit: send what can be sent, say
     /// `offline`, disconnect. Bounded in time.
     fn close(self) -> impl Future<Output = ()> + Send;
@@ -206,6 +212,9 @@ pub async fn run_carrying(
         progress.cycle_done();
         summary.cycles += 1;
         summary.errors += report.errors.len() as u64;
+        if report.log_switched {
+            publisher.log_reopened();
+        }
         if report.commit_error.is_none() {
             summary.readings += report.readings.len() as u64;
             publisher.committed(&report.readings);

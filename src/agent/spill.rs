@@ -374,6 +374,14 @@ impl Held {
         &mut self.readings
     }
 
+    /// The held readings, to carry others in front of them and renumber
+    /// them all (a log followed to a new file): the spill is rewritten at
+    /// the next [`Held::spill`].
+    pub fn readings_vec_mut(&mut self) -> &mut Vec<Reading> {
+        self.dirty = true;
+        &mut self.readings
+    }
+
     /// Holds a cycle's readings and errors, up to `MAX_HELD` of each;
     /// readings past it are given up, as losses (at `now_ms`).
     pub fn hold(&mut self, readings: &[Reading], errors: &[SensorError], now_ms: i64) {

@@ -145,6 +145,9 @@ pub struct Header {
     pub broker_for_ms: Option<i64>,
     /// Readings not yet acknowledged (counted now, not the agent's copy).
     pub outbox: u64,
+    /// The log file was deleted or replaced while the agent ran (within
+    /// the last week): what the agent found and did.
+    pub log_replaced: Option<String>,
 }
 
 /// The latest reading of a sensor.
@@ -407,6 +410,7 @@ impl Header {
             broker_error: None,
             broker_for_ms: None,
             outbox,
+            log_replaced: None,
         }
     }
 }
@@ -443,6 +447,10 @@ fn header(snap: &Snapshot<'_>, node: &str, now_ms: i64) -> Result<Header, StoreE
         h.broker_error = broker.error;
         h.broker_for_ms = broker.since_ms.map(|s| now_ms - s);
     }
+    h.log_replaced = snap
+        .log_identity()?
+        .recent_replacement(now_ms)
+        .map(str::to_owned);
     Ok(h)
 }
 
@@ -592,6 +600,36 @@ mod tests {
         drop(store);
         let s = load(&reader(&path), None, NOW, View::default()).expect("state");
         assert_eq!(s.header.agent, AgentState::Stopped);
+    }
+
+    #[test]
+    fn a_log_replaced_under_the_agent_shows_for_a_week() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build(dir.path(), Scenario::Live);
+        assert_eq!(
+            state_of(Scenario::Live, View::default())
+                .header
+                .log_replaced,
+            None
+        );
+        let note = |at: i64| {
+            rusqlite::Connection::open(&path)
+                .expect("open")
+                .execute(
+                    "UPDATE log_identity SET replaced_ms = ?1, replaced = 'the log file was deleted'",
+                    [at],
+                )
+                .expect("update");
+            load(&reader(&path), None, NOW, View::default())
+                .expect("state")
+                .header
+                .log_replaced
+        };
+        assert_eq!(
+            note(NOW - 1_000).as_deref(),
+            Some("the log file was deleted")
+        );
+        assert_eq!(note(NOW - crate::store::REPLACED_SHOWN_MS), None);
     }
 
     #[test]

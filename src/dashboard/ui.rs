@@ -224,6 +224,12 @@ fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
     if let Some(up) = h.uptime_ms {
         first.push(Span::raw(format!("  up {}", age(up))));
     }
+    if h.log_replaced.is_some() {
+        first.push(Span::styled(
+            "  log file deleted or replaced under the agent: see edgeprio doctor",
+            t.bad(),
+        ));
+    }
     let mut second = vec![Span::raw("broker ")];
     let mut error_at = None;
     match h.broker {
@@ -802,6 +808,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_log_replaced_under_the_agent_is_said_in_the_header() {
+        let mut state = state_of(Scenario::Live, 2);
+        let line = |state: &State| {
+            let terminal = screen(state, 120, 40);
+            let buf = terminal.backend().buffer();
+            (0..120)
+                .map(|x| buf[(x, 0)].symbol().to_owned())
+                .collect::<String>()
+        };
+        assert!(!line(&state).contains("replaced"), "{}", line(&state));
+        state.header.log_replaced = Some("the log file was deleted while the agent ran".into());
+        assert!(
+            line(&state).contains("log file deleted or replaced under the agent"),
+            "{}",
+            line(&state)
+        );
     }
 
     #[test]

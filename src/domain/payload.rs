@@ -2,11 +2,100 @@
 //! --format json` prints the same shape so scripts handle both alike. Also
 //! the node's topics and the Home Assistant discovery configs.
 
+use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::reading::{Reading, Route};
+
+/// The identity of one log file: a random 64-bit number drawn when the log
+/// is created (or when a copy of a log is opened as a log of its own), on
+/// the wire as 16 lower-case hex digits. Seqs restart with every log, so a
+/// seq means something only together with the log that handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogId(u64);
+
+impl LogId {
+    /// The id from its number.
+    pub fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// Parses the 16-hex-digit form (the only form: `SQLite` writes it as
+    /// `lower(hex(randomblob(8)))`).
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 16
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        u64::from_str_radix(s, 16).ok().map(Self)
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for LogId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LogId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        LogId::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "log {s:?} is not a log identity: 16 lower-case hex digits are allowed"
+            ))
+        })
+    }
+}
+
+/// What a consumer deduplicates readings on (README, "MQTT"): a reading is
+/// the same reading only if node, sensor, log and seq all match. The
+/// gateway and the collectors use this type, never their own tuple.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+pub struct ReadingKey {
+    /// Node name.
+    pub node: String,
+    /// Sensor id.
+    pub sensor: String,
+    /// The log that handed out `seq`.
+    pub log: LogId,
+    /// Sequence number within (node, sensor, log).
+    pub seq: u64,
+}
+
+impl ReadingKey {
+    /// The key of a reading about to be sent.
+    pub fn of(w: &WireReading<'_>) -> Self {
+        Self {
+            node: w.node.to_owned(),
+            sensor: w.sensor.to_owned(),
+            log: w.log,
+            seq: w.seq,
+        }
+    }
+
+    /// The keys of a received payload: one reading (real-time, state) or a
+    /// JSON array of them (batch). Other fields are ignored; a reading
+    /// without `log` (an edgeprio before logs had identities) is an error
+    /// that says so.
+    pub fn parse_payload(payload: &[u8]) -> Result<Vec<ReadingKey>, serde_json::Error> {
+        match serde_json::from_slice::<serde_json::Value>(payload)? {
+            v @ serde_json::Value::Array(_) => serde_json::from_value(v),
+            v => serde_json::from_value(v).map(|k| vec![k]),
+        }
+    }
+}
 
 /// Channel weights as they appear in a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -17,7 +106,7 @@ pub struct WireWeights {
     pub humidity: u32,
 }
 
-/// One reading as JSON: `{"node","sensor","seq","ts_ms","ts",
+/// One reading as JSON: `{"node","sensor","log","seq","ts_ms","ts",
 /// "temperature_c","humidity_pct","weight":{..},"priority","route"}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WireReading<'a> {
@@ -25,7 +114,10 @@ pub struct WireReading<'a> {
     pub node: &'a str,
     /// Sensor id.
     pub sensor: &'a str,
-    /// Sequence number per (node, sensor).
+    /// The identity of the log the reading is in: seqs restart with every
+    /// log, so it is part of the deduplication key ([`ReadingKey`]).
+    pub log: LogId,
+    /// Sequence number per (node, sensor, log).
     pub seq: u64,
     /// Unix time in milliseconds.
     pub ts_ms: i64,
@@ -47,11 +139,13 @@ pub struct WireReading<'a> {
     pub late: bool,
 }
 
-impl<'a> From<&'a Reading> for WireReading<'a> {
-    fn from(r: &'a Reading) -> Self {
+impl<'a> WireReading<'a> {
+    /// `r`, a reading of the log `log`, as it goes on the wire.
+    pub fn new(r: &'a Reading, log: LogId) -> Self {
         Self {
             node: &r.node,
             sensor: &r.sensor,
+            log,
             seq: r.seq,
             ts_ms: r.ts_ms,
             ts: rfc3339_ms(r.ts_ms),
@@ -288,11 +382,12 @@ mod tests {
             priority: 2,
             route: Route::Realtime,
         };
-        let json = serde_json::to_value(WireReading::from(&r)).unwrap();
+        let log = LogId::parse("00c0ffee12345678").unwrap();
+        let json = serde_json::to_value(WireReading::new(&r, log)).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
-                "node": "pi", "sensor": "lab", "seq": 8,
+                "node": "pi", "sensor": "lab", "log": "00c0ffee12345678", "seq": 8,
                 "ts_ms": 1_764_028_800_000i64, "ts": "2025-11-25T00:00:00.000Z",
                 "temperature_c": 28.0, "humidity_pct": 48.0,
                 "weight": {"temperature": 2, "humidity": 2},
@@ -301,9 +396,57 @@ mod tests {
         );
         let late = WireReading {
             late: true,
-            ..WireReading::from(&r)
+            ..WireReading::new(&r, log)
         };
         assert_eq!(serde_json::to_value(late).unwrap()["late"], true);
+    }
+
+    #[test]
+    fn log_ids_are_sixteen_lower_case_hex_digits() {
+        let id = LogId::parse("0123456789abcdef").unwrap();
+        assert_eq!(id.to_string(), "0123456789abcdef");
+        assert_eq!(LogId::new(1).to_string(), "0000000000000001");
+        for bad in [
+            "0123456789ABCDEF",
+            "0123456789abcde",
+            "0123456789abcdef0",
+            "+123456789abcdef",
+            "",
+        ] {
+            assert_eq!(LogId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_deduplication_key_reads_back_from_every_payload_shape() {
+        let r = Reading {
+            node: "pi".into(),
+            sensor: "lab".into(),
+            seq: 3,
+            ts_ms: 1_000,
+            sample: Sample::new(20.0, 50.0),
+            weights: PerChannel {
+                temperature: 0,
+                humidity: 0,
+            },
+            priority: 0,
+            route: Route::Batch,
+        };
+        let (a, b) = (LogId::new(0xa), LogId::new(0xb));
+        let one = serde_json::to_vec(&WireReading::new(&r, a)).unwrap();
+        let key = ReadingKey::parse_payload(&one).unwrap();
+        assert_eq!(key, vec![ReadingKey::of(&WireReading::new(&r, a))]);
+        let many = serde_json::to_vec(&[WireReading::new(&r, a), WireReading::new(&r, b)]).unwrap();
+        let keys = ReadingKey::parse_payload(&many).unwrap();
+        // The same (node, sensor, seq) from two logs: two readings.
+        assert_eq!(keys.len(), 2);
+        assert_ne!(keys[0], keys[1]);
+        let old = br#"{"node":"pi","sensor":"lab","seq":3}"#;
+        let e = ReadingKey::parse_payload(old).unwrap_err().to_string();
+        assert!(e.contains("log"), "{e}");
+        let bad = br#"{"node":"pi","sensor":"lab","seq":3,"log":"XYZ"}"#;
+        let e = ReadingKey::parse_payload(bad).unwrap_err().to_string();
+        assert!(e.contains("16 lower-case hex digits"), "{e}");
     }
 
     #[test]

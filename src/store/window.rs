@@ -9,8 +9,8 @@
 use rusqlite::{OptionalExtension as _, Transaction, params};
 
 use super::{
-    AgentStatus, BrokerStatus, MINUTE_MS, SCHEMA_VERSION, Store, StoreError, StoredReading,
-    broker_row, classify, row_to_reading, status_row,
+    AgentStatus, BrokerStatus, LogIdentity, MINUTE_MS, SCHEMA_VERSION, Store, StoreError,
+    StoredReading, broker_row, classify, log_identity_row, row_to_reading, status_row,
 };
 use crate::domain::{ErrorKind, SensorError};
 
@@ -108,6 +108,11 @@ impl Snapshot<'_> {
             )
             .optional()
             .map_err(|e| self.err(e))
+    }
+
+    /// The log's identity record (what the agent last found at its path).
+    pub fn log_identity(&self) -> Result<LogIdentity, StoreError> {
+        log_identity_row(&self.tx, &self.store.path)
     }
 
     /// The status row of `node`: the agent's and the publisher's parts.

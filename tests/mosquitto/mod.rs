@@ -29,9 +29,10 @@ pub const INSTALL_HINT: &str =
 
 /// The keys of a reading on the wire (DESIGN.md, "MQTT contract"); a
 /// reading sent late on the batch topic has `"late": true` as well.
-pub const READING_KEYS: [&str; 10] = [
+pub const READING_KEYS: [&str; 11] = [
     "node",
     "sensor",
+    "log",
     "seq",
     "ts_ms",
     "ts",
@@ -778,7 +779,8 @@ pub struct Seen {
 }
 
 impl Seen {
-    /// `(sensor, seq)`, the deduplication key with the node.
+    /// `(sensor, seq)`: with the node and the log (one per test run here),
+    /// the deduplication key.
     pub fn key(&self) -> (String, i64) {
         (
             self.reading["sensor"]
