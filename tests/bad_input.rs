@@ -1006,7 +1006,8 @@ fn second_agent_on_the_same_log_loses_nothing() {
 }
 
 /// A full disk, made real with a file-size limit (`ulimit -f`, SIGXFSZ
-/// ignored so writes fail with EFBIG like ENOSPC would): the agent keeps
+/// ignored so writes fail with EFBIG like ENOSPC would; 200 KiB: the WAL
+/// of the migrations and a few cycles, about 15 readings): the agent keeps
 /// reading and scoring, says what to check, never corrupts the file, and
 /// keeps what it had committed. The limit caps the spill too: what it
 /// holds is written at the next start, what it could not take is reported
@@ -1018,7 +1019,7 @@ fn full_disk_keeps_the_agent_running_and_the_file_intact() {
     let runtime = dir.path().join("run");
     let out = std::process::Command::new("bash")
         .arg("-c")
-        .arg(r#"ulimit -f 100; trap "" XFSZ; exec "$@""#)
+        .arg(r#"ulimit -f 200; trap "" XFSZ; exec "$@""#)
         .arg("bash")
         .args(common::bin_argv())
         .args(["demo", "--db"])
