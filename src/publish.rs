@@ -99,6 +99,7 @@ impl MqttPublisher {
                 .max(1),
             store: Arc::new(Mutex::new(None)),
             metrics: None,
+            outbox_trouble: OutboxTrouble::default(),
         };
         Self {
             tx,
@@ -145,6 +146,39 @@ struct Ctx {
     store: Arc<Mutex<Option<Store>>>,
     /// Where the broker state is exported, if metrics are on.
     metrics: Option<crate::metrics::Metrics>,
+    /// Why the outbox cannot be read, as last reported.
+    outbox_trouble: OutboxTrouble,
+}
+
+/// Reports a failing outbox read once, not at every retry, and says when
+/// it reads again: a damaged log fails every read the same way.
+#[derive(Default)]
+struct OutboxTrouble(Mutex<Option<String>>);
+
+impl OutboxTrouble {
+    /// The rows of a successful read; a failed one is logged if its error
+    /// is new.
+    fn read<T>(&self, read: Result<T, String>) -> Option<T> {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match read {
+            Ok(rows) => {
+                if last.take().is_some() {
+                    tracing::info!("the outbox can be read again; publishing resumes");
+                }
+                Some(rows)
+            }
+            Err(e) => {
+                if last.as_deref() != Some(e.as_str()) {
+                    tracing::error!(
+                        "cannot read the outbox, nothing is published until it can be read \
+                         (retried every 200 ms, said once): {e}"
+                    );
+                    *last = Some(e);
+                }
+                None
+            }
+        }
+    }
 }
 
 impl Ctx {
@@ -708,12 +742,17 @@ impl Session {
         while self.window < WINDOW {
             let (node, after) = (ctx.node.clone(), self.sent_upto);
             let limit = FETCH.min(WINDOW - self.window);
-            let rows = ctx
+            let read = ctx
                 .with_store(move |s| s.outbox(&node, after, limit))
-                .await
-                .map_err(|e| format!("cannot read the outbox: {e}"))?;
-            let Some(last) = rows.last() else { break };
-            self.sent_upto = last.id;
+                .await;
+            // The log's trouble is not the broker's: the session stays up,
+            // and the next tick or commit tries again.
+            let Some(rows) = ctx.outbox_trouble.read(read) else {
+                break;
+            };
+            let Some(last) = rows.last_id else { break };
+            self.sent_upto = last;
+            let rows = rows.rows;
             let now = now_ms();
             let max_age = i64::try_from(ctx.mqtt.realtime_max_age.as_millis()).unwrap_or(i64::MAX);
             for row in rows {

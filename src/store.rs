@@ -20,12 +20,14 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use thiserror::Error;
 
-use crate::domain::{PerChannel, Reading, Route, Sample, SensorError};
+use crate::domain::{Reading, Route, Sample, SensorError};
 
 mod retention;
+mod rows;
 mod window;
 
 pub use retention::{Housekeeping, PassReport, Retention, Space};
+pub use rows::{BadRow, MAX_SEQ, SKIPPED_MS, next_seq};
 pub use window::{Bucket, RouteCounts, Snapshot, StoredError};
 
 /// `PRAGMA application_id` of an edgeprio log ("EDPR"): tells our files
@@ -205,7 +207,22 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
-    /// The file is not `SQLite` at all, or is damaged.
+    /// `SQLite` found damaged pages in the file (`SQLITE_CORRUPT`): a
+    /// broken index, a torn write on a failing SD card.
+    #[error(
+        "the log {path} is corrupt ({reason}): stop the agent (systemctl stop edgeprio), then \
+         `sqlite3 {path} 'REINDEX'` repairs a damaged index; if `sqlite3 {path} \
+         'PRAGMA integrity_check'` still reports errors, recover the rows with \
+         `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move that file in place, or \
+         move the log away (the agent starts a new one); `edgeprio doctor` checks the file"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What `SQLite` said.
+        reason: String,
+    },
+    /// The file is not `SQLite` at all.
     #[error(
         "{path} is not a usable SQLite database ({reason}); edgeprio will not touch it: \
          move it away, or point `db` / --db at another file"
@@ -269,13 +286,20 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether a write clashed with rows already in the log (the same
-    /// (node, sensor, seq) written by someone else).
+    /// (node, sensor, seq) written by someone else): only the UNIQUE
+    /// constraint on the seq, never a CHECK or NOT NULL failure, which
+    /// renumbering cannot fix.
     pub fn is_conflict(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sqlite { source, .. }
-                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
-        )
+        match self {
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, msg),
+                ..
+            } => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    && msg.as_deref().is_some_and(|m| m.contains("readings.seq"))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -413,13 +437,36 @@ pub struct BrokerStatus {
 /// Where each sensor's history left off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SensorHistory {
-    /// The highest seq logged.
+    /// The highest seq logged (of the rows whose seq is an integer: a hand
+    /// edit's text seq can never clash with one the agent hands out).
     pub last_seq: u64,
-    /// The values of that reading.
-    pub last: Sample,
+    /// The row that holds it, for the message when no seq is left after it.
+    pub last_id: i64,
+    /// The values of the newest reading that decodes (normally the one
+    /// with `last_seq`).
+    pub last: Option<Sample>,
     /// When it was read (Unix ms): how old the restored `prev` is, for the
     /// gap rule.
-    pub last_ts_ms: i64,
+    pub last_ts_ms: Option<i64>,
+}
+
+impl SensorHistory {
+    /// The seq the sensor's next reading gets; `None` when `last_seq` is
+    /// [`MAX_SEQ`] (see [`next_seq`]).
+    pub fn next_seq(&self) -> Option<u64> {
+        next_seq(self.last_seq)
+    }
+}
+
+/// Unpublished rows read from the outbox.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutboxRows {
+    /// The rows that decode, oldest first.
+    pub rows: Vec<StoredReading>,
+    /// Rows that do not: reported and taken out of the outbox.
+    pub skipped: Vec<BadRow>,
+    /// The highest row id read, decoded or not: where the next read starts.
+    pub last_id: Option<i64>,
 }
 
 /// An open log.
@@ -429,6 +476,8 @@ pub struct Store {
     /// The writer's exclusive lock on `<db>.lock`, held for the store's
     /// lifetime (declared after `conn` so it is released last).
     writer_lock: Option<std::fs::File>,
+    /// The undecodable rows already reported by this store.
+    reported: rows::Reported,
 }
 
 impl std::fmt::Debug for Store {
@@ -477,6 +526,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             writer_lock: None,
+            reported: rows::Reported::default(),
         };
         // The first real read tells a damaged or non-SQLite file apart.
         let (version, app_id) = store.identity()?;
@@ -631,34 +681,58 @@ impl Store {
     }
 
     /// Where each sensor of `node` left off: highest seq and its values.
+    /// Rows whose seq is not an integer are left out (they cannot clash
+    /// with an integer seq), and the values come from the newest row that
+    /// decodes, so one bad row never keeps the agent or `query` from
+    /// starting.
     pub fn history(
         &self,
         node: &str,
     ) -> Result<std::collections::HashMap<String, SensorHistory>, StoreError> {
+        // `id` is the row of max(seq): SQLite's bare column with max().
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT r.sensor, r.seq, r.temperature_c, r.humidity_pct, r.ts_ms
-                 FROM readings r
-                 JOIN (SELECT sensor, max(seq) AS seq FROM readings WHERE node = ?1 GROUP BY sensor) m
-                   ON r.sensor = m.sensor AND r.seq = m.seq
-                 WHERE r.node = ?1",
+                "SELECT sensor, max(seq), id FROM readings
+                 WHERE node = ?1 AND typeof(seq) = 'integer' AND typeof(sensor) = 'text'
+                 GROUP BY sensor",
             )
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([node], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    SensorHistory {
-                        last_seq: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                        last: Sample::new(r.get(2)?, r.get(3)?),
-                        last_ts_ms: r.get(4)?,
-                    },
-                ))
-            })
+        let tops: Vec<(String, i64, i64)> = stmt
+            .query_map([node], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(Iterator::collect)
             .map_err(|e| self.sqlite(e))?;
-        Ok(rows)
+        let mut last = self
+            .conn
+            .prepare(
+                "SELECT temperature_c, humidity_pct, ts_ms FROM readings
+                 WHERE node = ?1 AND sensor = ?2 AND typeof(seq) = 'integer'
+                   AND typeof(ts_ms) = 'integer'
+                   AND typeof(temperature_c) IN ('real', 'integer')
+                   AND typeof(humidity_pct) IN ('real', 'integer')
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = std::collections::HashMap::new();
+        for (sensor, seq, id) in tops {
+            let values = last
+                .query_row(params![node, sensor], |r| {
+                    Ok((Sample::new(r.get(0)?, r.get(1)?), r.get::<_, i64>(2)?))
+                })
+                .optional()
+                .map_err(|e| self.sqlite(e))?;
+            out.insert(
+                sensor,
+                SensorHistory {
+                    // A negative seq (CHECKs switched off) counts as none.
+                    last_seq: seq.try_into().unwrap_or(0),
+                    last_id: id,
+                    last: values.map(|v| v.0),
+                    last_ts_ms: values.map(|v| v.1),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Commits one cycle: its readings, its sensor errors and the heartbeat,
@@ -758,10 +832,11 @@ impl Store {
             &filter.after_id.unwrap_or(0),
             &limit,
         ];
-        let rows = stmt
-            .query_map(args.as_slice(), row_to_reading)
-            .and_then(Iterator::collect)
+        let (rows, bad) = stmt
+            .query(args.as_slice())
+            .and_then(rows::decode_all)
             .map_err(|e| self.sqlite(e))?;
+        self.reported.warn(&bad, |_| "it is left out".into());
         Ok(rows)
     }
 
@@ -799,29 +874,64 @@ impl Store {
             .expect("max_page_count is settable");
     }
 
-    /// Unpublished readings of `node` after row `after_id`, oldest first.
+    /// Unpublished readings of `node` after row `after_id`, oldest first,
+    /// at most `limit` rows in all. A row that does not decode is reported
+    /// and taken out of the outbox ([`SKIPPED_MS`]): it can never be
+    /// published, and must not be read again at every reconnect.
     pub fn outbox(
-        &self,
+        &mut self,
         node: &str,
         after_id: i64,
         limit: usize,
-    ) -> Result<Vec<StoredReading>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                        weight_temperature, weight_humidity, priority, route, published_ms
-                 FROM readings
-                 WHERE node = ?1 AND published_ms IS NULL AND id > ?2
-                 ORDER BY id LIMIT ?3",
-            )
-            .map_err(|e| self.sqlite(e))?;
+    ) -> Result<OutboxRows, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![node, after_id, limit], row_to_reading)
-            .and_then(Iterator::collect)
-            .map_err(|e| self.sqlite(e))?;
-        Ok(rows)
+        let (rows, skipped, last_id) = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM readings
+                     WHERE node = ?1 AND published_ms IS NULL AND id > ?2
+                     ORDER BY id LIMIT ?3",
+                    rows::READING_COLUMNS
+                ))
+                .map_err(|e| self.sqlite(e))?;
+            let (rows, skipped) = stmt
+                .query(params![node, after_id, limit])
+                .and_then(rows::decode_all)
+                .map_err(|e| classify(&self.path, e))?;
+            let last_id = rows
+                .iter()
+                .map(|r| r.id)
+                .chain(skipped.iter().map(|b| b.id))
+                .max();
+            (rows, skipped, last_id)
+        };
+        if !skipped.is_empty() {
+            let mut mark = self
+                .conn
+                .prepare_cached(
+                    "UPDATE readings SET published_ms = ?1 WHERE id = ?2 AND published_ms IS NULL",
+                )
+                .map_err(|e| self.sqlite(e))?;
+            for b in &skipped {
+                mark.execute(params![SKIPPED_MS, b.id])
+                    .map_err(|e| classify(&self.path, e))?;
+            }
+            let db = self.path.display();
+            self.reported.warn(&skipped, |b| {
+                format!(
+                    "it is never published: its published_ms is set to {SKIPPED_MS}, which \
+                     takes it out of the outbox; fix the value, then `sqlite3 {db} 'UPDATE \
+                     readings SET published_ms = NULL WHERE id = {}'` sends it, or delete the row",
+                    b.id
+                )
+            });
+        }
+        Ok(OutboxRows {
+            rows,
+            skipped,
+            last_id,
+        })
     }
 
     /// Marks acknowledged rows with the time their PUBACK arrived, and
@@ -949,10 +1059,13 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
     )?;
     let mut minutes: BTreeMap<(&str, &str, i64), MinuteTotals> = BTreeMap::new();
     for r in readings {
+        // Never clamped: a clamped seq would clash with the row holding it.
+        let seq = i64::try_from(r.seq)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         stmt.execute(params![
             r.node,
             r.sensor,
-            i64::try_from(r.seq).unwrap_or(i64::MAX),
+            seq,
             r.ts_ms,
             r.sample.temperature,
             r.sample.humidity,
@@ -1097,27 +1210,6 @@ fn bad_text(col: usize, value: &str) -> rusqlite::Error {
     )
 }
 
-fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
-    let route: String = r.get(10)?;
-    Ok(StoredReading {
-        id: r.get(0)?,
-        reading: Reading {
-            node: r.get(1)?,
-            sensor: r.get(2)?,
-            seq: r.get::<_, i64>(3)?.try_into().unwrap_or(0),
-            ts_ms: r.get(4)?,
-            sample: Sample::new(r.get(5)?, r.get(6)?),
-            weights: PerChannel {
-                temperature: r.get(7)?,
-                humidity: r.get(8)?,
-            },
-            priority: r.get(9)?,
-            route: Route::parse(&route).ok_or_else(|| bad_text(10, &route))?,
-        },
-        published_ms: r.get(11)?,
-    })
-}
-
 /// Turns `SQLite`'s error codes into errors that say what to do.
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{
@@ -1126,7 +1218,11 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     };
     let code = e.sqlite_error_code();
     match code {
-        Some(NotADatabase | DatabaseCorrupt) => StoreError::NotADatabase {
+        Some(DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        Some(NotADatabase) => StoreError::NotADatabase {
             path: path.to_path_buf(),
             reason: e.to_string(),
         },
@@ -1152,6 +1248,7 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::PerChannel;
 
     fn reading(sensor: &str, seq: u64, t: f64, route: Route) -> Reading {
         Reading {
@@ -1222,8 +1319,9 @@ mod tests {
             h["a"],
             SensorHistory {
                 last_seq: 1,
-                last: Sample::new(21.0, 50.0),
-                last_ts_ms: 1_000,
+                last_id: 2,
+                last: Some(Sample::new(21.0, 50.0)),
+                last_ts_ms: Some(1_000),
             }
         );
         assert_eq!(h["b"].last_seq, 0);
@@ -1404,10 +1502,11 @@ mod tests {
             .collect();
         w.commit_cycle(&rows, &[], &status()).unwrap();
         let mut o = Store::open(&path, Access::Outbox).unwrap();
-        assert_eq!(o.outbox("pi", 0, 100).unwrap().len(), 5);
+        assert_eq!(o.outbox("pi", 0, 100).unwrap().rows.len(), 5);
         assert_eq!(
             o.outbox("pi", 3, 100)
                 .unwrap()
+                .rows
                 .iter()
                 .map(|r| r.id)
                 .collect::<Vec<_>>(),
@@ -1432,6 +1531,7 @@ mod tests {
         let left: Vec<i64> = o
             .outbox("pi", 0, 100)
             .unwrap()
+            .rows
             .iter()
             .map(|r| r.id)
             .collect();

@@ -14,7 +14,7 @@ use crate::domain::{
     SpikeVerdict, resolve_reread,
 };
 use crate::sensor::{self, OpenError, ReadError, Resume, Sensor};
-use crate::store::{AgentStatus, PassReport, Retention, Store, StoreError};
+use crate::store::{AgentStatus, MAX_SEQ, PassReport, Retention, Store, StoreError};
 
 /// How many committed-but-failed readings are kept in memory for the next
 /// commit attempt (about four days of four sensors at 15 s): a full disk or
@@ -42,8 +42,10 @@ pub(crate) struct Slot {
     /// When the last read of this sensor started (monotonic).
     last_attempt: Option<Duration>,
     scorer: Scorer,
-    /// The seq the next accepted reading gets.
-    next_seq: u64,
+    /// The seq the next accepted reading gets; `None` once the sensor's
+    /// seq reached [`MAX_SEQ`]: it is not read any more (see
+    /// [`seq_exhausted`]).
+    next_seq: Option<u64>,
     /// Readings accepted by this process (for `--count`).
     pub produced: u64,
 }
@@ -109,9 +111,13 @@ impl Station {
         let mut slots = Vec::with_capacity(config.sensors.len());
         for sc in &config.sensors {
             let h = history.get(&sc.id);
+            let next_seq = h.map_or(Some(0), crate::store::SensorHistory::next_seq);
+            if next_seq.is_none() {
+                seq_exhausted(&sc.id, h, store.path());
+            }
             let resume = Resume {
-                next_seq: h.map_or(0, |h| h.last_seq + 1),
-                last: h.map(|h| h.last),
+                next_seq: next_seq.unwrap_or(MAX_SEQ),
+                last: h.and_then(|h| h.last),
             };
             let sensor =
                 opener(sc, resume).with_context(|| format!("cannot open sensor {:?}", sc.id))?;
@@ -123,14 +129,14 @@ impl Station {
             );
             let mut scorer = Scorer::new(config.priority, resume.last);
             if let Some(stale_after) = config.stale_after {
-                scorer = scorer.with_gap_rule(stale_after, h.map(|h| h.last_ts_ms));
+                scorer = scorer.with_gap_rule(stale_after, h.and_then(|h| h.last_ts_ms));
             }
             slots.push(Slot {
                 id: sc.id.clone(),
                 sensor,
                 last_attempt: None,
                 scorer,
-                next_seq: resume.next_seq,
+                next_seq,
                 produced: 0,
             });
         }
@@ -175,7 +181,10 @@ impl Station {
         let start = self.clock.monotonic();
         let deadline = start + self.budget;
         let mut todo: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| limit.is_none_or(|l| self.slots[i].produced < l))
+            .filter(|&i| {
+                let slot = &self.slots[i];
+                slot.next_seq.is_some() && limit.is_none_or(|l| slot.produced < l)
+            })
             .collect();
         for attempt in 0..MAX_ATTEMPTS {
             let mut failed = Vec::new();
@@ -211,17 +220,21 @@ impl Station {
                     continue;
                 };
                 let score = slot.scorer.score_at(sample, now_ms);
+                let seq = slot.next_seq.expect("only sensors with a next seq are read");
                 report.readings.push(Reading {
                     node: self.node.clone(),
                     sensor: slot.id.clone(),
-                    seq: slot.next_seq,
+                    seq,
                     ts_ms: now_ms,
                     sample,
                     weights: score.weights,
                     priority: score.priority,
                     route: score.route,
                 });
-                slot.next_seq += 1;
+                slot.next_seq = crate::store::next_seq(seq);
+                if slot.next_seq.is_none() {
+                    seq_exhausted(&slot.id, None, self.store.path());
+                }
                 slot.produced += 1;
             }
             todo = failed;
@@ -296,13 +309,31 @@ impl Station {
         };
         let mut renumbered = 0;
         for slot in &mut self.slots {
-            let mut next = history.get(&slot.id).map_or(0, |h| h.last_seq + 1);
-            for r in self.pending.0.iter_mut().filter(|r| r.sensor == slot.id) {
-                if r.seq != next {
-                    r.seq = next;
+            let h = history.get(&slot.id);
+            let mut next = h.map_or(Some(0), crate::store::SensorHistory::next_seq);
+            let before = self.pending.0.len();
+            // Readings no seq is left for cannot be logged (seq_exhausted).
+            self.pending.0.retain_mut(|r| {
+                if r.sensor != slot.id {
+                    return true;
+                }
+                let Some(seq) = next else { return false };
+                if r.seq != seq {
+                    r.seq = seq;
                     renumbered += 1;
                 }
-                next += 1;
+                next = crate::store::next_seq(seq);
+                true
+            });
+            if next.is_none() && slot.next_seq.is_some() {
+                seq_exhausted(&slot.id, h, self.store.path());
+                if self.pending.0.len() < before {
+                    tracing::error!(
+                        sensor = %slot.id,
+                        lost = before - self.pending.0.len(),
+                        "dropped the sensor's pending readings: no seq is left for them"
+                    );
+                }
             }
             slot.next_seq = next;
         }
@@ -476,6 +507,32 @@ pub fn read_validated(
         }
     };
     (accepted, errors)
+}
+
+/// Says, loudly, that `sensor` gets no more readings: its last seq is
+/// [`MAX_SEQ`], the largest the log holds. The agent counts from 0 by 1, so
+/// only a hand edit gets there; handing out a lower seq again would give
+/// consumers a (node, sensor, seq) they may already hold, so the sensor is
+/// not read until the row is fixed, and the other sensors go on.
+fn seq_exhausted(
+    sensor: &str,
+    last: Option<&crate::store::SensorHistory>,
+    db: &std::path::Path,
+) {
+    let row = last.map_or_else(
+        || "the reading just taken".to_owned(),
+        |h| format!("readings row id {}", h.last_id),
+    );
+    tracing::error!(
+        sensor,
+        db = %db.display(),
+        "sensor {sensor:?} is not read any more: {row} has seq {MAX_SEQ}, the largest seq the \
+         log can hold, so no seq is left for its next reading (the agent counts from 0 by 1: \
+         such a seq comes from an edit of the log); fix or delete that row (sqlite3 {} \
+         \"SELECT id, seq FROM readings WHERE sensor = '{sensor}' ORDER BY seq DESC LIMIT 3\"), \
+         then restart the agent",
+        db.display()
+    );
 }
 
 #[cfg(test)]
