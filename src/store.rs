@@ -22,10 +22,12 @@ use thiserror::Error;
 
 use crate::domain::{Reading, Route, Sample, SensorError};
 
+mod integrity;
 mod retention;
 mod rows;
 mod window;
 
+pub use integrity::{FULL_CHECK_UP_TO, FileCheck};
 pub use retention::{Housekeeping, PassReport, Retention, Space};
 pub use rows::{BadRow, MAX_SEQ, SKIPPED_MS, next_seq};
 pub use window::{Bucket, RouteCounts, Snapshot, StoredError};
@@ -211,10 +213,10 @@ pub enum StoreError {
     /// broken index, a torn write on a failing SD card.
     #[error(
         "the log {path} is corrupt ({reason}): stop the agent (systemctl stop edgeprio), then \
-         `sqlite3 {path} 'REINDEX'` repairs a damaged index; if `sqlite3 {path} \
-         'PRAGMA integrity_check'` still reports errors, recover the rows with \
-         `sqlite3 {path} .recover | sqlite3 {path}.recovered` and move that file in place, or \
-         move the log away (the agent starts a new one); `edgeprio doctor` checks the file"
+         `sqlite3 {path} 'REINDEX'` repairs a damaged index; if `edgeprio doctor` (or `sqlite3 \
+         {path} 'PRAGMA integrity_check'`) still reports errors, move the log and its -wal file \
+         away (the agent starts a new log) and save what can be read from the moved copy with \
+         sqlite3's .recover or .dump"
     )]
     Corrupt {
         /// The database file.
