@@ -594,6 +594,8 @@ struct Session {
     window: usize,
     /// Batch rows waiting for their flush, with their late flag.
     batch: Vec<(StoredReading, bool)>,
+    /// Rows read from the outbox since memory was last given back.
+    read_since_release: u64,
 }
 
 impl Session {
@@ -606,7 +608,32 @@ impl Session {
             sent_upto: 0,
             window: 0,
             batch: Vec::new(),
+            read_since_release: 0,
         }
+    }
+
+    /// Once a large backlog has drained (the outbox empty, next to nothing
+    /// in flight or waiting in the batch buffer), gives back what it grew:
+    /// the buffers sized for the window and the outbox connection's page
+    /// cache.
+    async fn release_after_drain(&mut self, ctx: &Ctx) {
+        if self.window >= crate::store::DRAINED_BELOW
+            || self.read_since_release < crate::store::DRAINED_FROM
+        {
+            return;
+        }
+        self.read_since_release = 0;
+        self.queued.shrink_to_fit();
+        self.inflight.shrink_to_fit();
+        self.acks.shrink_to_fit();
+        self.batch.shrink_to_fit();
+        let _ = ctx
+            .with_store(|s| {
+                s.release_memory();
+                Ok(())
+            })
+            .await;
+        tracing::debug!("outbox drained: released its memory");
     }
 
     async fn publish(
@@ -750,9 +777,13 @@ impl Session {
             let Some(rows) = ctx.outbox_trouble.read(read) else {
                 break;
             };
-            let Some(last) = rows.last_id else { break };
+            let Some(last) = rows.last_id else {
+                self.release_after_drain(ctx).await;
+                break;
+            };
             self.sent_upto = last;
             let rows = rows.rows;
+            self.read_since_release += rows.len() as u64;
             let now = now_ms();
             let max_age = i64::try_from(ctx.mqtt.realtime_max_age.as_millis()).unwrap_or(i64::MAX);
             for row in rows {

@@ -213,8 +213,8 @@ fn readings_by_id(db: &Path, ids: &[i64]) -> BTreeSet<(String, i64)> {
 /// A text seq on a sensor's newest row: `query` lists the other rows and
 /// says which one it left out; `run` starts, continues the seq after the
 /// highest integer one, and publishes. Before the fix both refused to
-/// start: "Invalid column type Text at index: 1, name: max(seq)" (run) and
-/// "... at index: 3, name: seq" (query).
+/// start: "error: SQLite error on ...: Invalid column type Text at index: 1,
+/// name: seq" (run; index 3 for query).
 #[test]
 fn a_text_seq_does_not_keep_run_or_query_from_starting() {
     let dir = tempfile::tempdir().unwrap();
@@ -391,10 +391,11 @@ fn damage_index_entry(db: &Path, index: &str, id: u8) {
 /// log is corrupt, with the fix, instead of blaming the broker at every
 /// retry; `doctor` fails the integrity check and says to REINDEX; after
 /// `sqlite3 DB REINDEX` doctor passes and the agent publishes the whole
-/// backlog. Before the fix: "MQTT: cannot read the outbox: SQLite error on
-/// ...: database disk image is malformed; readings stay in the local log and
-/// are sent once the broker is back" at every reconnect (1 s, 2 s, 4 s, ...),
-/// forever, nothing published, and doctor said "ok database".
+/// backlog. Before the fix: "WARN MQTT: cannot read the outbox: ... is not a
+/// usable SQLite database (database disk image is malformed); edgeprio will
+/// not touch it: move it away, ...; readings stay in the local log and are
+/// sent once the broker is back" every second, forever, nothing published,
+/// and doctor said "ok database ... outbox 79".
 #[test]
 fn a_damaged_index_is_named_as_corruption_once_and_reindex_repairs_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -456,9 +457,8 @@ fn a_damaged_index_is_named_as_corruption_once_and_reindex_repairs_it() {
 /// from `dbstat`, its type byte overwritten: REINDEX cannot repair that):
 /// the agent starts and logs, and the publisher says once that the log is
 /// corrupt, with the way out (move the log away); doctor fails the
-/// integrity check. Before the fix: "MQTT: cannot read the outbox: ...
-/// database disk image is malformed; readings stay in the local log and are
-/// sent once the broker is back" at every reconnect, forever.
+/// integrity check. Before the fix: the same "MQTT: cannot read the outbox:
+/// ... is not a usable SQLite database ..." every second, forever.
 #[test]
 fn a_damaged_table_page_is_named_as_corruption_once() {
     let dir = tempfile::tempdir().unwrap();
