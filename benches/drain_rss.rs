@@ -21,11 +21,7 @@ fn main() {
     } else {
         (20_000, Duration::from_secs(2))
     };
-    let f = measure(
-        Path::new(env!("CARGO_BIN_EXE_edgeprio")),
-        rows,
-        settle,
-    );
+    let f = measure(Path::new(env!("CARGO_BIN_EXE_edgeprio")), rows, settle);
     #[expect(clippy::cast_precision_loss, reason = "figures in MiB")]
     let mib = |b: u64| b as f64 / MIB;
     #[expect(clippy::cast_precision_loss, reason = "a rate")]

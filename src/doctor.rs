@@ -194,9 +194,7 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         }
     }
     emit(database(&config));
-    for f in log_integrity(&config.db) {
-        emit(f);
-    }
+    log_integrity(&config.db).into_iter().for_each(&mut emit);
     all
 }
 

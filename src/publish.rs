@@ -769,9 +769,7 @@ impl Session {
         while self.window < WINDOW {
             let (node, after) = (ctx.node.clone(), self.sent_upto);
             let limit = FETCH.min(WINDOW - self.window);
-            let read = ctx
-                .with_store(move |s| s.outbox(&node, after, limit))
-                .await;
+            let read = ctx.with_store(move |s| s.outbox(&node, after, limit)).await;
             // The log's trouble is not the broker's: the session stays up,
             // and the next tick or commit tries again.
             let Some(rows) = ctx.outbox_trouble.read(read) else {

@@ -1037,7 +1037,7 @@ impl Store {
 /// Returns the free memory of glibc's heaps to the kernel. glibc keeps
 /// what a burst freed in its per-thread arenas: after a drain of 1,000,000
 /// readings the agent stayed at 23 MiB (idle: 10.9 MiB) until
-/// `malloc_trim`, which took it to 12.4 MiB (benches/drain_rss.rs). musl's
+/// `malloc_trim`, which took it to 12.4 MiB (`benches/drain_rss.rs`). musl's
 /// allocator (the Pi builds) gives freed memory back by itself.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn trim_heap() {

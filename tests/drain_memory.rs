@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use drain_rss::{MIB, measure};
 
-/// Measured on the debug build, 100,000 readings: before the fix RssAnon
+/// Measured on the debug build, 100,000 readings: before the fix `RssAnon`
 /// idle 2.7 MiB, 9.1 MiB after the drain (+6.4); with it 2.5 and 4.1 MiB
 /// (+1.6: the drain's extra threads, whose stacks go a few seconds later).
 #[test]

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use common::{Row, assert_no_panic, edgeprio, readings, text, wait_for};
 use mosquitto::{
-    Agent, AgentFiles, Broker, Sensor, Spec, Sub, agent_config, free_port, missing, progress, seen_readings,
-    wait_all_seen,
+    Agent, AgentFiles, Broker, Sensor, Spec, Sub, agent_config, free_port, missing, progress,
+    seen_readings, wait_all_seen,
 };
 
 /// Runs `sql` through the sqlite3 CLI, as a user would.
@@ -51,7 +51,9 @@ fn config(dir: &Path, broker: Option<&Broker>) -> AgentFiles {
         "p",
         "100ms",
         &SENSORS,
-        &format!("url = \"{url}\"\nbatch_interval = \"1s\"\nbatch_max = 20\nrealtime_max_age = \"1h\""),
+        &format!(
+            "url = \"{url}\"\nbatch_interval = \"1s\"\nbatch_max = 20\nrealtime_max_age = \"1h\""
+        ),
     )
 }
 
@@ -106,10 +108,10 @@ fn good_rows(db: &Path, bad: &[i64]) -> Vec<Row> {
 /// the middle of an unpublished backlog: every good reading is published,
 /// each bad row is reported once (table, id, column, value), leaves the
 /// outbox (`published_ms` = -1), and is not reported again after a restart.
-/// Before the fix: 0 readings published, and "MQTT: cannot read the outbox:
-/// ... Invalid column type Text at index: 4, name: ts_ms ...; readings stay
-/// in the local log and are sent once the broker is back" every backoff,
-/// blaming the broker.
+/// Before the fix: 0 of 56 readings published, and `MQTT: cannot read the
+/// outbox: ... Invalid column type Text at index: 4, name: ts_ms; readings
+/// stay in the local log and are sent once the broker is back` every
+/// second, blaming the broker.
 #[test]
 fn bad_rows_are_skipped_once_and_every_good_reading_is_published() {
     let dir = tempfile::tempdir().unwrap();
@@ -169,7 +171,9 @@ fn bad_rows_are_skipped_once_and_every_good_reading_is_published() {
     // outbox. The new readings go out as before.
     let sub = Sub::start(&broker, &["edgeprio/#"], None);
     let agent = Agent::start(&files, &[]);
-    let before = sqlite3(db, "SELECT max(id) FROM readings").trim().to_owned();
+    let before = sqlite3(db, "SELECT max(id) FROM readings")
+        .trim()
+        .to_owned();
     wait_for(Duration::from_secs(30), "new readings published", || {
         sqlite3(
             db,
@@ -213,17 +217,23 @@ fn readings_by_id(db: &Path, ids: &[i64]) -> BTreeSet<(String, i64)> {
 /// A text seq on a sensor's newest row: `query` lists the other rows and
 /// says which one it left out; `run` starts, continues the seq after the
 /// highest integer one, and publishes. Before the fix both refused to
-/// start: "error: SQLite error on ...: Invalid column type Text at index: 1,
-/// name: seq" (run; index 3 for query).
+/// start: `error: SQLite error on ...: Invalid column type Text at index: 1,
+/// name: seq` (run; index 3 for query).
 #[test]
 fn a_text_seq_does_not_keep_run_or_query_from_starting() {
     let dir = tempfile::tempdir().unwrap();
     let logged = unpublished_log(dir.path(), 5);
     let db = &logged.db;
-    let newest_a = sqlite3(db, "SELECT id, seq FROM readings WHERE sensor = 'a' ORDER BY seq DESC LIMIT 1");
+    let newest_a = sqlite3(
+        db,
+        "SELECT id, seq FROM readings WHERE sensor = 'a' ORDER BY seq DESC LIMIT 1",
+    );
     let (id, seq) = newest_a.trim().split_once('|').unwrap();
     let (id, seq): (i64, i64) = (id.parse().unwrap(), seq.parse().unwrap());
-    sqlite3(db, &format!("UPDATE readings SET seq = 'nine' WHERE id = {id}"));
+    sqlite3(
+        db,
+        &format!("UPDATE readings SET seq = 'nine' WHERE id = {id}"),
+    );
 
     let out = edgeprio(dir.path())
         .args(["query", "--format", "csv", "--db"])
@@ -233,12 +243,21 @@ fn a_text_seq_does_not_keep_run_or_query_from_starting() {
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_no_panic(&stderr);
     assert!(out.status.success(), "query failed:\n{stderr}");
-    let total: usize = sqlite3(db, "SELECT count(*) FROM readings").trim().parse().unwrap();
-    assert_eq!(stdout.lines().count(), total, "a header and every other row:\n{stdout}");
+    let total: usize = sqlite3(db, "SELECT count(*) FROM readings")
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        stdout.lines().count(),
+        total,
+        "a header and every other row:\n{stdout}"
+    );
     let said = lines_with(&stderr, "cannot be decoded");
     assert_eq!(said.len(), 1, "{stderr}");
     assert!(
-        said[0].contains(&format!("row id {id} of table readings: column seq holds 'nine'")),
+        said[0].contains(&format!(
+            "row id {id} of table readings: column seq holds 'nine'"
+        )),
         "{stderr}"
     );
 
@@ -246,11 +265,15 @@ fn a_text_seq_does_not_keep_run_or_query_from_starting() {
     let files = config(dir.path(), Some(&broker));
     let sub = Sub::start(&broker, &["edgeprio/#"], None);
     let agent = Agent::start(&files, &[]);
-    sub.wait(Duration::from_secs(30), "a new reading of sensor a", |msgs| {
-        seen_readings(msgs, &files.base())
-            .iter()
-            .any(|s| s.key() == ("a".to_owned(), seq + 1))
-    });
+    sub.wait(
+        Duration::from_secs(30),
+        "a new reading of sensor a",
+        |msgs| {
+            seen_readings(msgs, &files.base())
+                .iter()
+                .any(|s| s.key() == ("a".to_owned(), seq + 1))
+        },
+    );
     let stderr = agent.stop();
     // The seq the text replaced is free again, and is the next one handed
     // out: nothing can clash with a text seq.
@@ -283,7 +306,9 @@ fn a_seq_at_i64_max_stops_only_its_own_sensor_loudly() {
          VALUES ('p', 'a', 9223372036854775807, strftime('%s', 'now') * 1000, 20, 50,
                  0, 0, 0, 'batch', strftime('%s', 'now') * 1000)",
     );
-    let max_id = sqlite3(db, "SELECT max(id) FROM readings").trim().to_owned();
+    let max_id = sqlite3(db, "SELECT max(id) FROM readings")
+        .trim()
+        .to_owned();
     let a_before = sqlite3(db, "SELECT count(*) FROM readings WHERE sensor = 'a'");
 
     let broker = Broker::start(dir.path(), &Spec::default());
@@ -312,7 +337,9 @@ fn a_seq_at_i64_max_stops_only_its_own_sensor_loudly() {
     assert!(
         said[0].contains("ERROR")
             && said[0].contains("sensor \"a\"")
-            && said[0].contains(&format!("readings row id {max_id} has seq 9223372036854775807")),
+            && said[0].contains(&format!(
+                "readings row id {max_id} has seq 9223372036854775807"
+            )),
         "{}",
         said[0]
     );
@@ -370,10 +397,13 @@ fn assert_names_corruption(line: &str, db: &Path) {
 /// 8-bit integers.
 fn damage_index_entry(db: &Path, index: &str, id: u8) {
     sqlite3(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-    let root: usize = sqlite3(db, &format!("SELECT rootpage FROM sqlite_master WHERE name = '{index}'"))
-        .trim()
-        .parse()
-        .unwrap();
+    let root: usize = sqlite3(
+        db,
+        &format!("SELECT rootpage FROM sqlite_master WHERE name = '{index}'"),
+    )
+    .trim()
+    .parse()
+    .unwrap();
     let page_size: usize = sqlite3(db, "PRAGMA page_size").trim().parse().unwrap();
     let mut bytes = std::fs::read(db).unwrap();
     let page = &mut bytes[(root - 1) * page_size..root * page_size];
@@ -391,11 +421,11 @@ fn damage_index_entry(db: &Path, index: &str, id: u8) {
 /// log is corrupt, with the fix, instead of blaming the broker at every
 /// retry; `doctor` fails the integrity check and says to REINDEX; after
 /// `sqlite3 DB REINDEX` doctor passes and the agent publishes the whole
-/// backlog. Before the fix: "WARN MQTT: cannot read the outbox: ... is not a
-/// usable SQLite database (database disk image is malformed); edgeprio will
-/// not touch it: move it away, ...; readings stay in the local log and are
-/// sent once the broker is back" every second, forever, nothing published,
-/// and doctor said "ok database ... outbox 79".
+/// backlog. Before the fix: `WARN MQTT: cannot read the outbox: ... is not
+/// a usable SQLite database (database disk image is malformed); edgeprio
+/// will not touch it: move it away, ...; readings stay in the local log and
+/// are sent once the broker is back` every second, forever, nothing
+/// published, and doctor said `ok database ... outbox 79`.
 #[test]
 fn a_damaged_index_is_named_as_corruption_once_and_reindex_repairs_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -430,8 +460,10 @@ fn a_damaged_index_is_named_as_corruption_once_and_reindex_repairs_it() {
     let fail = lines_with(&out, "FAIL  integrity");
     assert_eq!(fail.len(), 1, "{out}");
     assert!(
-        fail[0].contains(&format!("the log {} is corrupt: PRAGMA integrity_check: ", db.display()))
-            && fail[0].contains("missing from index readings_outbox"),
+        fail[0].contains(&format!(
+            "the log {} is corrupt: PRAGMA integrity_check: ",
+            db.display()
+        )) && fail[0].contains("missing from index readings_outbox"),
         "{out}"
     );
     assert!(
@@ -444,7 +476,10 @@ fn a_damaged_index_is_named_as_corruption_once_and_reindex_repairs_it() {
 
     sqlite3(db, "REINDEX");
     let (code, out) = doctor(&files);
-    assert!(out.contains("ok    integrity      PRAGMA integrity_check"), "{out}");
+    assert!(
+        out.contains("ok    integrity      PRAGMA integrity_check"),
+        "{out}"
+    );
     assert_eq!(code, Some(0), "{out}");
     let good = good_rows(db, &[]);
     let sub = Sub::start(&broker, &["edgeprio/#"], None);
@@ -457,8 +492,8 @@ fn a_damaged_index_is_named_as_corruption_once_and_reindex_repairs_it() {
 /// from `dbstat`, its type byte overwritten: REINDEX cannot repair that):
 /// the agent starts and logs, and the publisher says once that the log is
 /// corrupt, with the way out (move the log away); doctor fails the
-/// integrity check. Before the fix: the same "MQTT: cannot read the outbox:
-/// ... is not a usable SQLite database ..." every second, forever.
+/// integrity check. Before the fix: the same `MQTT: cannot read the outbox:
+/// ... is not a usable SQLite database ...` every second, forever.
 #[test]
 fn a_damaged_table_page_is_named_as_corruption_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -497,10 +532,13 @@ fn a_damaged_table_page_is_named_as_corruption_once() {
     // Many retries (every 200 ms) and cycles later, still said once.
     // Counted through the seq index: a scan of the table meets the damage.
     let logged = || -> i64 {
-        sqlite3(db, "SELECT count(*) FROM readings WHERE node = 'p' AND sensor = 'a'")
-            .trim()
-            .parse()
-            .unwrap()
+        sqlite3(
+            db,
+            "SELECT count(*) FROM readings WHERE node = 'p' AND sensor = 'a'",
+        )
+        .trim()
+        .parse()
+        .unwrap()
     };
     let logged_before = logged();
     wait_for(Duration::from_secs(30), "20 more cycles", || {

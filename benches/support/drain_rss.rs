@@ -175,13 +175,17 @@ pub fn measure(bin: &Path, rows: u64, settle: Duration) -> Figures {
 
     let idle_db = dir.path().join("idle.db");
     let idle = start(bin, &config(dir.path(), &idle_db, port), dir.path());
-    wait(Duration::from_secs(60), "the idle agent's first readings", || {
-        Store::open(&idle_db, Access::ReadOnly)
-            .and_then(|s| s.broker("m"))
-            .ok()
-            .flatten()
-            .is_some_and(|b| b.published_batch + b.published_realtime > 0 || b.outbox_depth > 0)
-    });
+    wait(
+        Duration::from_mins(1),
+        "the idle agent's first readings",
+        || {
+            Store::open(&idle_db, Access::ReadOnly)
+                .and_then(|s| s.broker("m"))
+                .ok()
+                .flatten()
+                .is_some_and(|b| b.published_batch + b.published_realtime > 0 || b.outbox_depth > 0)
+        },
+    );
     std::thread::sleep(settle);
     let (idle_rss, _, idle_anon) = rss(idle.0.id());
     drop(idle);
@@ -191,7 +195,7 @@ pub fn measure(bin: &Path, rows: u64, settle: Duration) -> Figures {
     let began = Instant::now();
     let agent = start(bin, &config(dir.path(), &db, port), dir.path());
     // Polled rarely: a reader scanning the outbox competes for the disk.
-    wait(Duration::from_secs(3_600), "the outbox drained", || {
+    wait(Duration::from_hours(1), "the outbox drained", || {
         std::thread::sleep(Duration::from_millis(200));
         outbox(&db).is_some_and(|d| d <= 1)
     });

@@ -220,7 +220,9 @@ impl Station {
                     continue;
                 };
                 let score = slot.scorer.score_at(sample, now_ms);
-                let seq = slot.next_seq.expect("only sensors with a next seq are read");
+                let seq = slot
+                    .next_seq
+                    .expect("only sensors with a next seq are read");
                 report.readings.push(Reading {
                     node: self.node.clone(),
                     sensor: slot.id.clone(),
@@ -514,11 +516,7 @@ pub fn read_validated(
 /// only a hand edit gets there; handing out a lower seq again would give
 /// consumers a (node, sensor, seq) they may already hold, so the sensor is
 /// not read until the row is fixed, and the other sensors go on.
-fn seq_exhausted(
-    sensor: &str,
-    last: Option<&crate::store::SensorHistory>,
-    db: &std::path::Path,
-) {
+fn seq_exhausted(sensor: &str, last: Option<&crate::store::SensorHistory>, db: &std::path::Path) {
     let row = last.map_or_else(
         || "the reading just taken".to_owned(),
         |h| format!("readings row id {}", h.last_id),

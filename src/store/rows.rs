@@ -3,7 +3,7 @@
 //! Users edit the log with `sqlite3`, and neither type affinity nor the
 //! CHECK constraints stop every surprise: `UPDATE readings SET ts_ms =
 //! 'soon'` stores text in an INTEGER column (there is no CHECK on it), and
-//! text passes `CHECK (seq >= 0)` because SQLite orders text after every
+//! text passes `CHECK (seq >= 0)` because `SQLite` orders text after every
 //! number. Such a row is a [`BadRow`]: it is skipped and reported once with
 //! its id, table, column and value, and it never stops the rows after it.
 //! In the outbox it is also marked ([`SKIPPED_MS`]) so that it leaves the
@@ -30,8 +30,7 @@ pub const SKIPPED_MS: i64 = -1;
 
 /// The largest seq the log can hold (`SQLite`'s INTEGER is an i64): a
 /// sensor whose last seq is this one has no next seq.
-#[expect(clippy::cast_sign_loss, reason = "i64::MAX is positive")]
-pub const MAX_SEQ: u64 = i64::MAX as u64;
+pub const MAX_SEQ: u64 = i64::MAX.unsigned_abs();
 
 /// The seq after `seq`, if the log can hold it.
 pub fn next_seq(seq: u64) -> Option<u64> {
@@ -174,10 +173,7 @@ pub(crate) fn decode_reading(
                 sensor: c.text(2, "sensor")?,
                 seq: c.count(3, "seq")?,
                 ts_ms: c.int(4, "ts_ms")?,
-                sample: Sample::new(
-                    c.real(5, "temperature_c")?,
-                    c.real(6, "humidity_pct")?,
-                ),
+                sample: Sample::new(c.real(5, "temperature_c")?, c.real(6, "humidity_pct")?),
                 weights: PerChannel {
                     temperature: c.count(7, "weight_temperature")?,
                     humidity: c.count(8, "weight_humidity")?,

@@ -241,9 +241,7 @@ impl Snapshot<'_> {
                 rows::READING_COLUMNS
             ))
             .map_err(|e| self.err(e))?;
-        let mut found = stmt
-            .query(params![node, sensor])
-            .map_err(|e| self.err(e))?;
+        let mut found = stmt.query(params![node, sensor]).map_err(|e| self.err(e))?;
         // A text seq sorts after every number: the newest good row follows.
         let mut bad = Vec::new();
         let latest = loop {
