@@ -837,11 +837,9 @@ impl Store {
         // The newest `limit` rows, then put back in chronological order.
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT * FROM (
-                   SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                          weight_temperature, weight_humidity, priority, route, published_ms
-                   FROM readings
+                   SELECT {} FROM readings
                    WHERE (?1 IS NULL OR sensor = ?1)
                      AND (?2 IS NULL OR ts_ms >= ?2)
                      AND (?3 IS NULL OR ts_ms < ?3)
@@ -850,7 +848,8 @@ impl Store {
                    ORDER BY id DESC
                    LIMIT ?6
                  ) ORDER BY id",
-            )
+                rows::READING_COLUMNS
+            ))
             .map_err(|e| self.sqlite(e))?;
         let limit = filter
             .limit
@@ -1393,6 +1392,69 @@ mod tests {
         ];
         assert!(s.commit_cycle(&again, &[], &status()).is_err());
         assert_eq!(s.readings(&ReadingFilter::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn undecodable_rows_leave_the_outbox_and_history_skips_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let mut w = Store::open(&path, Access::Writer).unwrap();
+        let rows: Vec<_> = (0..4)
+            .map(|i| reading("a", i, 20.0, Route::Batch))
+            .collect();
+        w.commit_cycle(&rows, &[], &status()).unwrap();
+        // Text passes `seq >= 0`; nothing checks ts_ms.
+        w.conn
+            .execute_batch(
+                "UPDATE readings SET ts_ms = 'soon' WHERE id = 2;
+                 UPDATE readings SET seq = 'x' WHERE id = 4;",
+            )
+            .unwrap();
+        let h = w.history("pi").unwrap();
+        assert_eq!((h["a"].last_seq, h["a"].last_id), (2, 3));
+        assert_eq!(h["a"].last_ts_ms, Some(2_000));
+        let mut o = Store::open(&path, Access::Outbox).unwrap();
+        let got = o.outbox("pi", 0, 100).unwrap();
+        assert_eq!(got.rows.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 3]);
+        let bad: Vec<_> = got.skipped.iter().map(|b| (b.id, b.column)).collect();
+        assert_eq!(bad, [(2, "ts_ms"), (4, "seq")]);
+        assert_eq!(got.skipped[0].value, "'soon' (text)");
+        assert_eq!(got.last_id, Some(4));
+        // Marked: they left the outbox, and its depth.
+        assert!(o.outbox("pi", 0, 100).unwrap().skipped.is_empty());
+        assert_eq!(o.outbox_depth("pi").unwrap(), 2);
+        // Readers skip them too.
+        assert_eq!(w.readings(&ReadingFilter::default()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn only_a_seq_clash_is_a_conflict_and_no_seq_follows_the_largest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        s.commit_cycle(&[reading("a", 0, 20.0, Route::Batch)], &[], &status())
+            .unwrap();
+        let clash = s
+            .commit_cycle(&[reading("a", 0, 20.0, Route::Batch)], &[], &status())
+            .unwrap_err();
+        assert!(clash.is_conflict(), "{clash}");
+        // A CHECK failure is not fixed by renumbering.
+        let hot = s
+            .commit_cycle(&[reading("a", 1, 95.0, Route::Batch)], &[], &status())
+            .unwrap_err();
+        assert!(!hot.is_conflict(), "{hot}");
+        // A seq past what SQLite holds is an error, never clamped.
+        let at = |seq| Reading {
+            seq,
+            ..reading("a", 1, 20.0, Route::Batch)
+        };
+        let e = s
+            .commit_cycle(&[at(MAX_SEQ + 1)], &[], &status())
+            .unwrap_err();
+        assert!(!e.is_conflict(), "{e}");
+        s.commit_cycle(&[at(MAX_SEQ)], &[], &status()).unwrap();
+        let h = s.history("pi").unwrap();
+        assert_eq!(h["a"].last_seq, MAX_SEQ);
+        assert_eq!(h["a"].next_seq(), None);
     }
 
     #[test]

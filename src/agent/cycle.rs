@@ -50,6 +50,14 @@ pub(crate) struct Slot {
     pub produced: u64,
 }
 
+impl Slot {
+    /// Whether the sensor gets no more reads: it produced its `limit`, or
+    /// no seq is left for it.
+    pub(crate) fn done(&self, limit: Option<u64>) -> bool {
+        self.next_seq.is_none() || limit.is_some_and(|l| self.produced >= l)
+    }
+}
+
 /// What one cycle did, for the demo's output and for logs.
 #[derive(Debug, Default, Clone)]
 pub struct CycleReport {
@@ -181,10 +189,7 @@ impl Station {
         let start = self.clock.monotonic();
         let deadline = start + self.budget;
         let mut todo: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| {
-                let slot = &self.slots[i];
-                slot.next_seq.is_some() && limit.is_none_or(|l| slot.produced < l)
-            })
+            .filter(|&i| !self.slots[i].done(limit))
             .collect();
         for attempt in 0..MAX_ATTEMPTS {
             let mut failed = Vec::new();
