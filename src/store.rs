@@ -1428,6 +1428,37 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboards_reads_skip_undecodable_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let rows: Vec<_> = (0..4)
+            .map(|i| reading("a", i, 20.0, Route::Batch))
+            .collect();
+        s.commit_cycle(&rows, &[], &status()).unwrap();
+        // The oldest row's seq is text (it sorts after every number: the
+        // newest seq), the newest row's ts_ms.
+        s.conn
+            .execute_batch(
+                "UPDATE readings SET seq = 'x' WHERE id = 1;
+                 UPDATE readings SET ts_ms = 'soon' WHERE id = 4;",
+            )
+            .unwrap();
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap.latest("pi", "a").unwrap().map(|r| r.id), Some(3));
+        let recent: Vec<i64> = snap
+            .recent("pi", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(recent, [3, 2]);
+        // A short window reads the readings themselves, from the first
+        // integer seq in it.
+        let chart = snap.history("pi", "a", 0, 10_000, 100).unwrap();
+        assert!(!chart.is_empty(), "{chart:?}");
+    }
+
+    #[test]
     fn only_a_seq_clash_is_a_conflict_and_no_seq_follows_the_largest() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();

@@ -356,10 +356,12 @@ impl Snapshot<'_> {
         // The sensor's first seq in the window, found through readings_ts
         // (a few rows in: sensors interleave); from there UNIQUE(node,
         // sensor, seq) walks this sensor's rows only, as seq grows with time.
+        // A hand-edited text seq is no place to start from.
         let first: Option<i64> = self
             .tx
             .prepare_cached(
                 "SELECT seq FROM readings WHERE ts_ms >= ?3 AND +node = ?1 AND +sensor = ?2
+                   AND typeof(seq) = 'integer'
                  ORDER BY ts_ms LIMIT 1",
             )
             .and_then(|mut s| {
