@@ -194,6 +194,7 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         }
     }
     emit(database(&config));
+    log_integrity(&config.db).into_iter().for_each(&mut emit);
     all
 }
 
@@ -421,6 +422,89 @@ fn count(pulses: &[Duration], lo: u128, hi: u128) -> usize {
         .iter()
         .filter(|p| (lo..hi).contains(&p.as_micros()))
         .count()
+}
+
+/// Checks the log file itself: `SQLite`'s integrity check (the quick one on
+/// a large log), and the rows the agent left aside because they do not
+/// decode or leave no seq for their sensor. Nothing when there is no log.
+fn log_integrity(db: &Path) -> Vec<Finding> {
+    const SUBJECT: &str = "integrity";
+    if !db.is_file() {
+        return Vec::new();
+    }
+    let check = match Store::open(db, Access::ReadOnly).and_then(|s| s.check_file()) {
+        Ok(c) => c,
+        // A corrupt file may fail the check itself: the error says what
+        // to do.
+        Err(e) => return vec![Finding::new(Level::Fail, SUBJECT, e.to_string())],
+    };
+    let took = humantime::format_duration(Duration::from_millis(
+        u64::try_from(check.took.as_millis()).unwrap_or(u64::MAX),
+    ));
+    let d = db.display();
+    if !check.problems.is_empty() {
+        let mut f = Finding::new(
+            Level::Fail,
+            SUBJECT,
+            format!(
+                "the log {d} is corrupt: PRAGMA {}: {}",
+                check.pragma,
+                check.problems.join("; ")
+            ),
+        )
+        .fix(format!(
+            "stop the agent (systemctl stop edgeprio), run `sqlite3 {d} 'REINDEX'` (it \
+             rebuilds damaged indexes) and `edgeprio doctor` again; if it still fails, move \
+             {d} and {d}-wal away (the agent starts a new log) and save what can be read from \
+             the moved copy with sqlite3's .recover or .dump"
+        ));
+        f.details = check.problems;
+        return vec![f];
+    }
+    let mut out = vec![Finding::new(
+        Level::Ok,
+        SUBJECT,
+        format!("PRAGMA {} of {d}: ok ({took})", check.pragma),
+    )];
+    if !check.skipped_rows.is_empty() {
+        let ids: Vec<String> = check.skipped_rows.iter().map(ToString::to_string).collect();
+        out.push(
+            Finding::new(
+                Level::Warn,
+                SUBJECT,
+                format!(
+                    "{} row(s) of readings do not decode and are never published \
+                     (published_ms = {}): id {}",
+                    ids.len(),
+                    crate::store::SKIPPED_MS,
+                    ids.join(", ")
+                ),
+            )
+            .fix(format!(
+                "see the agent's WARN for each (column and value); fix the value and `sqlite3 \
+                 {d} 'UPDATE readings SET published_ms = NULL WHERE id = ID'` to send it, or \
+                 delete the row"
+            )),
+        );
+    }
+    for (sensor, id) in &check.exhausted {
+        out.push(
+            Finding::new(
+                Level::Fail,
+                SUBJECT,
+                format!(
+                    "sensor {sensor:?} is not read: readings row id {id} has seq {}, the \
+                     largest the log can hold",
+                    crate::store::MAX_SEQ
+                ),
+            )
+            .fix(format!(
+                "fix or delete row {id} (`sqlite3 {d} 'DELETE FROM readings WHERE id = {id}'`), \
+                 then restart the agent"
+            )),
+        );
+    }
+    out
 }
 
 fn database(config: &Config) -> Finding {

@@ -111,6 +111,7 @@ impl MqttPublisher {
             log_epoch: Arc::new(AtomicU64::new(0)),
             metrics: None,
             taken: taken.clone(),
+            outbox_trouble: OutboxTrouble::default(),
         };
         Self {
             tx,
@@ -173,6 +174,8 @@ struct Ctx {
     log_epoch: Arc<AtomicU64>,
     /// Where the broker state is exported, if metrics are on.
     metrics: Option<crate::metrics::Metrics>,
+    /// Why the outbox cannot be read, as last reported.
+    outbox_trouble: OutboxTrouble,
     /// When each reading was taken, on the monotonic clock: how long a
     /// row has waited (for `late` and the batch flush) is measured on it.
     taken: TakenAt,
@@ -183,6 +186,37 @@ impl Ctx {
     fn waited(&self, row: &StoredReading) -> crate::clock::Waited {
         let r = &row.reading;
         self.taken.waited(&r.sensor, r.seq, r.ts_ms)
+    }
+}
+
+/// Reports a failing outbox read once, not at every retry, and says when
+/// it reads again: a damaged log fails every read the same way.
+#[derive(Default)]
+struct OutboxTrouble(Mutex<Option<String>>);
+
+impl OutboxTrouble {
+    /// The rows of a successful read; a failed one is logged if its error
+    /// is new.
+    fn read<T>(&self, read: Result<T, String>) -> Option<T> {
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match read {
+            Ok(rows) => {
+                if last.take().is_some() {
+                    tracing::info!("the outbox can be read again; publishing resumes");
+                }
+                Some(rows)
+            }
+            Err(e) => {
+                if last.as_deref() != Some(e.as_str()) {
+                    tracing::error!(
+                        "cannot read the outbox, nothing is published until it can be read \
+                         (retried every 200 ms, said once): {e}"
+                    );
+                    *last = Some(e);
+                }
+                None
+            }
+        }
     }
 }
 
@@ -606,6 +640,8 @@ struct Session {
     /// The log the rows above were read from: row ids mean something only
     /// in it.
     log: Option<LogId>,
+    /// Rows read from the outbox since memory was last given back.
+    read_since_release: u64,
 }
 
 impl Session {
@@ -619,6 +655,7 @@ impl Session {
             window: 0,
             batch: Vec::new(),
             log: None,
+            read_since_release: 0,
         }
     }
 
@@ -634,6 +671,30 @@ impl Session {
         self.batch.clear();
         self.sent_upto = 0;
         self.window = 0;
+    }
+
+    /// Once a large backlog has drained (the outbox empty, next to nothing
+    /// in flight or waiting in the batch buffer), gives back what it grew:
+    /// the buffers sized for the window and the outbox connection's page
+    /// cache.
+    async fn release_after_drain(&mut self, ctx: &Ctx) {
+        if self.window >= crate::store::DRAINED_BELOW
+            || self.read_since_release < crate::store::DRAINED_FROM
+        {
+            return;
+        }
+        self.read_since_release = 0;
+        self.queued.shrink_to_fit();
+        self.inflight.shrink_to_fit();
+        self.acks.shrink_to_fit();
+        self.batch.shrink_to_fit();
+        let _ = ctx
+            .with_store(|s| {
+                s.release_memory();
+                Ok(())
+            })
+            .await;
+        tracing::debug!("outbox drained: released its memory");
     }
 
     async fn publish(
@@ -777,10 +838,14 @@ impl Session {
         while self.window < WINDOW {
             let (node, after) = (ctx.node.clone(), self.sent_upto);
             let limit = FETCH.min(WINDOW - self.window);
-            let (rows, log) = ctx
+            let read = ctx
                 .with_store(move |s| Ok((s.outbox(&node, after, limit)?, s.log_id()?)))
-                .await
-                .map_err(|e| format!("cannot read the outbox: {e}"))?;
+                .await;
+            // The log's trouble is not the broker's: the session stays up,
+            // and the next tick or commit tries again.
+            let Some((rows, log)) = ctx.outbox_trouble.read(read) else {
+                break;
+            };
             if self.log != Some(log) {
                 if self.log.is_some() {
                     self.forget_log();
@@ -790,8 +855,13 @@ impl Session {
                 }
                 self.log = Some(log);
             }
-            let Some(last) = rows.last() else { break };
-            self.sent_upto = last.id;
+            let Some(last) = rows.last_id else {
+                self.release_after_drain(ctx).await;
+                break;
+            };
+            self.sent_upto = last;
+            let rows = rows.rows;
+            self.read_since_release += rows.len() as u64;
             for row in rows {
                 self.window += 1;
                 // A reading of unknown age (stamped in the future) is late.

@@ -20,16 +20,20 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use thiserror::Error;
 
-use crate::domain::{LogId, PerChannel, Reading, Route, Sample, SensorError};
+use crate::domain::{LogId, Reading, Route, Sample, SensorError};
 
 #[cfg(test)]
 mod identity_tests;
+mod integrity;
 mod lost;
 mod retention;
+mod rows;
 mod window;
 
+pub use integrity::{FULL_CHECK_UP_TO, FileCheck};
 pub use lost::Loss;
 pub use retention::{Housekeeping, PassReport, Retention, Space};
+pub use rows::{BadRow, MAX_SEQ, SKIPPED_MS, next_seq};
 pub use window::{Bucket, RouteCounts, Snapshot, StoredError};
 
 /// `PRAGMA application_id` of an edgeprio log ("EDPR"): tells our files
@@ -161,9 +165,19 @@ const MIGRATIONS: &[&str] = &[
         VALUES (1, lower(hex(randomblob(8))), CAST(unixepoch('subsec') * 1000 AS INTEGER));",
 ];
 
+/// The first schema version with the log's identity (`log_identity`).
+const LOG_IDENTITY_SCHEMA: i64 = 6;
+
 /// The schema version this build writes.
 #[expect(clippy::cast_possible_wrap, reason = "a handful of migrations")]
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// An outbox at least this deep is a backlog whose drain is worth giving
+/// memory back after (see [`Store::release_memory`]).
+pub const DRAINED_FROM: u64 = 10_000;
+
+/// ... and it has drained once it is below this.
+pub const DRAINED_BELOW: usize = 100;
 
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -242,7 +256,22 @@ pub enum StoreError {
         /// The database file.
         path: PathBuf,
     },
-    /// The file is not `SQLite` at all, or is damaged.
+    /// `SQLite` found damaged pages in the file (`SQLITE_CORRUPT`): a
+    /// broken index, a torn write on a failing SD card.
+    #[error(
+        "the log {path} is corrupt ({reason}): stop the agent (systemctl stop edgeprio), then \
+         `sqlite3 {path} 'REINDEX'` repairs a damaged index; if `edgeprio doctor` (or `sqlite3 \
+         {path} 'PRAGMA integrity_check'`) still reports errors, move the log and its -wal file \
+         away (the agent starts a new log) and save what can be read from the moved copy with \
+         sqlite3's .recover or .dump"
+    )]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What `SQLite` said.
+        reason: String,
+    },
+    /// The file is not `SQLite` at all.
     #[error(
         "{path} is not a usable SQLite database ({reason}); edgeprio will not touch it: \
          move it away, or point `db` / --db at another file"
@@ -306,13 +335,20 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether a write clashed with rows already in the log (the same
-    /// (node, sensor, seq) written by someone else).
+    /// (node, sensor, seq) written by someone else): only the UNIQUE
+    /// constraint on the seq, never a CHECK or NOT NULL failure, which
+    /// renumbering cannot fix.
     pub fn is_conflict(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sqlite { source, .. }
-                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation)
-        )
+        match self {
+            StoreError::Sqlite {
+                source: rusqlite::Error::SqliteFailure(e, msg),
+                ..
+            } => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    && msg.as_deref().is_some_and(|m| m.contains("readings.seq"))
+            }
+            _ => false,
+        }
     }
 }
 
@@ -450,13 +486,36 @@ pub struct BrokerStatus {
 /// Where each sensor's history left off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SensorHistory {
-    /// The highest seq logged.
+    /// The highest seq logged (of the rows whose seq is an integer: a hand
+    /// edit's text seq can never clash with one the agent hands out).
     pub last_seq: u64,
-    /// The values of that reading.
-    pub last: Sample,
+    /// The row that holds it, for the message when no seq is left after it.
+    pub last_id: i64,
+    /// The values of the newest reading that decodes (normally the one
+    /// with `last_seq`).
+    pub last: Option<Sample>,
     /// When it was read (Unix ms): how old the restored `prev` is, for the
     /// gap rule.
-    pub last_ts_ms: i64,
+    pub last_ts_ms: Option<i64>,
+}
+
+impl SensorHistory {
+    /// The seq the sensor's next reading gets; `None` when `last_seq` is
+    /// [`MAX_SEQ`] (see [`next_seq`]).
+    pub fn next_seq(&self) -> Option<u64> {
+        next_seq(self.last_seq)
+    }
+}
+
+/// Unpublished rows read from the outbox.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutboxRows {
+    /// The rows that decode, oldest first.
+    pub rows: Vec<StoredReading>,
+    /// Rows that do not: reported and taken out of the outbox.
+    pub skipped: Vec<BadRow>,
+    /// The highest row id read, decoded or not: where the next read starts.
+    pub last_id: Option<i64>,
 }
 
 /// The log's identity record (table `log_identity`).
@@ -465,7 +524,7 @@ pub struct LogIdentity {
     /// The id every reading of this log carries on the wire.
     pub log: LogId,
     /// When it was drawn (Unix ms): the log's creation, its migration to
-    /// schema 5, or the first open of a copy.
+    /// schema 6, or the first open of a copy.
     pub since_ms: i64,
     /// When the agent found its file deleted or replaced while it ran,
     /// and what it did about it.
@@ -592,7 +651,7 @@ pub struct Store {
     /// lifetime (declared after `conn` so it is released last).
     writer_lock: Option<std::fs::File>,
     /// The identity of the log, read at open; `None` only for a reader of
-    /// a log older than schema 5.
+    /// a log older than schema 6 ([`LOG_IDENTITY_SCHEMA`]).
     log: Option<LogId>,
     /// The schema version the file had when it was opened.
     opened_version: i64,
@@ -608,6 +667,11 @@ pub struct Store {
     /// Since when the path no longer names `file` (Unix ms), until a log
     /// at the path could be opened.
     lost_since: Option<i64>,
+    /// The undecodable rows already reported by this store.
+    reported: rows::Reported,
+    /// The deepest outbox a heartbeat saw since the page cache was last
+    /// released: once a large backlog has drained, its pages go.
+    outbox_high: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -635,26 +699,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        // SQLite calls /dev/null "disk I/O error" and a directory "unable
-        // to open database file", and a NUL byte fails three layers deep:
-        // say what the path is instead, once.
-        let not_a_file = |reason: &str| StoreError::NotADatabase {
-            path: path.to_path_buf(),
-            reason: reason.to_string(),
-        };
-        if std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).contains(&0) {
-            return Err(not_a_file("the path contains a NUL byte"));
-        }
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_dir() => return Err(not_a_file("it is a directory")),
-            Ok(m) if !m.is_file() => {
-                return Err(not_a_file(&format!(
-                    "it is not a regular file but {}",
-                    crate::config::file_kind(m.file_type())
-                )));
-            }
-            _ => {}
-        }
+        check_is_file(path)?;
         let flags = match access {
             Access::Writer => {
                 let dir = match path.parent() {
@@ -691,6 +736,8 @@ impl Store {
             file: None,
             sidecars: [None; 2],
             lost_since: None,
+            reported: rows::Reported::default(),
+            outbox_high: 0,
         };
         // The first real read tells a damaged or non-SQLite file apart.
         let (version, app_id) = store.identity()?;
@@ -710,7 +757,7 @@ impl Store {
             }
             Access::ReadOnly => {
                 store.check_reader(version)?;
-                if version >= 5 {
+                if version >= LOG_IDENTITY_SCHEMA {
                     store.log = Some(store.log_identity()?.log);
                 }
             }
@@ -935,34 +982,58 @@ impl Store {
     }
 
     /// Where each sensor of `node` left off: highest seq and its values.
+    /// Rows whose seq is not an integer are left out (they cannot clash
+    /// with an integer seq), and the values come from the newest row that
+    /// decodes, so one bad row never keeps the agent or `query` from
+    /// starting.
     pub fn history(
         &self,
         node: &str,
     ) -> Result<std::collections::HashMap<String, SensorHistory>, StoreError> {
+        // `id` is the row of max(seq): SQLite's bare column with max().
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT r.sensor, r.seq, r.temperature_c, r.humidity_pct, r.ts_ms
-                 FROM readings r
-                 JOIN (SELECT sensor, max(seq) AS seq FROM readings WHERE node = ?1 GROUP BY sensor) m
-                   ON r.sensor = m.sensor AND r.seq = m.seq
-                 WHERE r.node = ?1",
+                "SELECT sensor, max(seq), id FROM readings
+                 WHERE node = ?1 AND typeof(seq) = 'integer' AND typeof(sensor) = 'text'
+                 GROUP BY sensor",
             )
             .map_err(|e| self.sqlite(e))?;
-        let rows = stmt
-            .query_map([node], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    SensorHistory {
-                        last_seq: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
-                        last: Sample::new(r.get(2)?, r.get(3)?),
-                        last_ts_ms: r.get(4)?,
-                    },
-                ))
-            })
+        let tops: Vec<(String, i64, i64)> = stmt
+            .query_map([node], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(Iterator::collect)
             .map_err(|e| self.sqlite(e))?;
-        Ok(rows)
+        let mut last = self
+            .conn
+            .prepare(
+                "SELECT temperature_c, humidity_pct, ts_ms FROM readings
+                 WHERE node = ?1 AND sensor = ?2 AND typeof(seq) = 'integer'
+                   AND typeof(ts_ms) = 'integer'
+                   AND typeof(temperature_c) IN ('real', 'integer')
+                   AND typeof(humidity_pct) IN ('real', 'integer')
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .map_err(|e| self.sqlite(e))?;
+        let mut out = std::collections::HashMap::new();
+        for (sensor, seq, id) in tops {
+            let values = last
+                .query_row(params![node, sensor], |r| {
+                    Ok((Sample::new(r.get(0)?, r.get(1)?), r.get::<_, i64>(2)?))
+                })
+                .optional()
+                .map_err(|e| self.sqlite(e))?;
+            out.insert(
+                sensor,
+                SensorHistory {
+                    // A negative seq (CHECKs switched off) counts as none.
+                    last_seq: seq.try_into().unwrap_or(0),
+                    last_id: id,
+                    last: values.map(|v| v.0),
+                    last_ts_ms: values.map(|v| v.1),
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Commits one cycle: its readings, its sensor errors and the heartbeat,
@@ -998,6 +1069,13 @@ impl Store {
         }
         let depth = write_status(&tx, status, space.as_ref()).map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))?;
+        // Counting a large outbox every cycle filled the page cache with
+        // its index; once it has drained, that memory goes back.
+        self.outbox_high = self.outbox_high.max(depth);
+        if depth < DRAINED_BELOW as u64 && self.outbox_high >= DRAINED_FROM {
+            self.outbox_high = depth;
+            self.release_memory();
+        }
         Ok(depth)
     }
 
@@ -1017,6 +1095,17 @@ impl Store {
                 |row| row.get(0),
             )
             .map_err(|e| self.sqlite(e))
+    }
+
+    /// Frees this connection's page cache (`PRAGMA shrink_memory`), then
+    /// hands the heap's free pages back to the kernel: after a large drain
+    /// the cache holds pages nobody reads again, and the buffers of the
+    /// drain are free but still resident. Best effort.
+    pub fn release_memory(&self) {
+        if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory") {
+            tracing::debug!("PRAGMA shrink_memory failed: {e}");
+        }
+        trim_heap();
     }
 
     /// Inserts readings in one transaction (bulk loads and benchmarks).
@@ -1054,11 +1143,9 @@ impl Store {
         // The newest `limit` rows, then put back in chronological order.
         let mut stmt = self
             .conn
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "SELECT * FROM (
-                   SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                          weight_temperature, weight_humidity, priority, route, published_ms
-                   FROM readings
+                   SELECT {} FROM readings
                    WHERE (?1 IS NULL OR sensor = ?1)
                      AND (?2 IS NULL OR ts_ms >= ?2)
                      AND (?3 IS NULL OR ts_ms < ?3)
@@ -1067,7 +1154,8 @@ impl Store {
                    ORDER BY id DESC
                    LIMIT ?6
                  ) ORDER BY id",
-            )
+                rows::READING_COLUMNS
+            ))
             .map_err(|e| self.sqlite(e))?;
         let limit = filter
             .limit
@@ -1080,10 +1168,11 @@ impl Store {
             &filter.after_id.unwrap_or(0),
             &limit,
         ];
-        let rows = stmt
-            .query_map(args.as_slice(), row_to_reading)
-            .and_then(Iterator::collect)
+        let (rows, bad) = stmt
+            .query(args.as_slice())
+            .and_then(rows::decode_all)
             .map_err(|e| self.sqlite(e))?;
+        self.reported.warn(&bad, |_| "it is left out".into());
         Ok(rows)
     }
 
@@ -1121,29 +1210,64 @@ impl Store {
             .expect("max_page_count is settable");
     }
 
-    /// Unpublished readings of `node` after row `after_id`, oldest first.
+    /// Unpublished readings of `node` after row `after_id`, oldest first,
+    /// at most `limit` rows in all. A row that does not decode is reported
+    /// and taken out of the outbox ([`SKIPPED_MS`]): it can never be
+    /// published, and must not be read again at every reconnect.
     pub fn outbox(
-        &self,
+        &mut self,
         node: &str,
         after_id: i64,
         limit: usize,
-    ) -> Result<Vec<StoredReading>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                        weight_temperature, weight_humidity, priority, route, published_ms
-                 FROM readings
-                 WHERE node = ?1 AND published_ms IS NULL AND id > ?2
-                 ORDER BY id LIMIT ?3",
-            )
-            .map_err(|e| self.sqlite(e))?;
+    ) -> Result<OutboxRows, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = stmt
-            .query_map(params![node, after_id, limit], row_to_reading)
-            .and_then(Iterator::collect)
-            .map_err(|e| self.sqlite(e))?;
-        Ok(rows)
+        let (rows, skipped, last_id) = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {} FROM readings
+                     WHERE node = ?1 AND published_ms IS NULL AND id > ?2
+                     ORDER BY id LIMIT ?3",
+                    rows::READING_COLUMNS
+                ))
+                .map_err(|e| self.sqlite(e))?;
+            let (rows, skipped) = stmt
+                .query(params![node, after_id, limit])
+                .and_then(rows::decode_all)
+                .map_err(|e| classify(&self.path, e))?;
+            let last_id = rows
+                .iter()
+                .map(|r| r.id)
+                .chain(skipped.iter().map(|b| b.id))
+                .max();
+            (rows, skipped, last_id)
+        };
+        if !skipped.is_empty() {
+            let mut mark = self
+                .conn
+                .prepare_cached(
+                    "UPDATE readings SET published_ms = ?1 WHERE id = ?2 AND published_ms IS NULL",
+                )
+                .map_err(|e| self.sqlite(e))?;
+            for b in &skipped {
+                mark.execute(params![SKIPPED_MS, b.id])
+                    .map_err(|e| classify(&self.path, e))?;
+            }
+            let db = self.path.display();
+            self.reported.warn(&skipped, |b| {
+                format!(
+                    "it is never published: its published_ms is set to {SKIPPED_MS}, which \
+                     takes it out of the outbox; fix the value, then `sqlite3 {db} 'UPDATE \
+                     readings SET published_ms = NULL WHERE id = {}'` sends it, or delete the row",
+                    b.id
+                )
+            });
+        }
+        Ok(OutboxRows {
+            rows,
+            skipped,
+            last_id,
+        })
     }
 
     /// Marks acknowledged rows with the time their PUBACK arrived, and
@@ -1290,6 +1414,7 @@ impl Store {
         let prepared = (|| {
             let carried: Vec<Reading> = self
                 .outbox(node, 0, usize::MAX)?
+                .rows
                 .into_iter()
                 .map(|r| r.reading)
                 .collect();
@@ -1374,6 +1499,50 @@ fn sidecar(db: &Path, suffix: &str) -> PathBuf {
     let mut name = db.as_os_str().to_owned();
     name.push(suffix);
     PathBuf::from(name)
+}
+
+/// Returns the free memory of glibc's heaps to the kernel. glibc keeps
+/// what a burst freed in its per-thread arenas: after a drain of 1,000,000
+/// readings the agent stayed at 23 MiB (idle: 10.9 MiB) until
+/// `malloc_trim`, which took it to 12.4 MiB (`benches/drain_rss.rs`). musl's
+/// allocator (the Pi builds) gives freed memory back by itself.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim takes no pointer and has no precondition: it
+    // only walks glibc's own arenas, under their locks.
+    #[expect(
+        unsafe_code,
+        reason = "glibc's malloc_trim is the only way to return freed heap pages"
+    )]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// No-op where the allocator returns freed memory by itself.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
+
+/// Refuses a path that cannot be a log file before `SQLite` sees it: it
+/// calls /dev/null "disk I/O error" and a directory "unable to open
+/// database file", and a NUL byte fails three layers deep. Says what the
+/// path is instead, once.
+fn check_is_file(path: &Path) -> Result<(), StoreError> {
+    let not_a_file = |reason: &str| StoreError::NotADatabase {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).contains(&0) {
+        return Err(not_a_file("the path contains a NUL byte"));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(not_a_file("it is a directory")),
+        Ok(m) if !m.is_file() => Err(not_a_file(&format!(
+            "it is not a regular file but {}",
+            crate::config::file_kind(m.file_type())
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The lock file beside a log.
@@ -1502,10 +1671,13 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
     )?;
     let mut minutes: BTreeMap<(&str, &str, i64), MinuteTotals> = BTreeMap::new();
     for r in readings {
+        // Never clamped: a clamped seq would clash with the row holding it.
+        let seq = i64::try_from(r.seq)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         stmt.execute(params![
             r.node,
             r.sensor,
-            i64::try_from(r.seq).unwrap_or(i64::MAX),
+            seq,
             r.ts_ms,
             r.sample.temperature,
             r.sample.humidity,
@@ -1650,27 +1822,6 @@ fn bad_text(col: usize, value: &str) -> rusqlite::Error {
     )
 }
 
-fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
-    let route: String = r.get(10)?;
-    Ok(StoredReading {
-        id: r.get(0)?,
-        reading: Reading {
-            node: r.get(1)?,
-            sensor: r.get(2)?,
-            seq: r.get::<_, i64>(3)?.try_into().unwrap_or(0),
-            ts_ms: r.get(4)?,
-            sample: Sample::new(r.get(5)?, r.get(6)?),
-            weights: PerChannel {
-                temperature: r.get(7)?,
-                humidity: r.get(8)?,
-            },
-            priority: r.get(9)?,
-            route: Route::parse(&route).ok_or_else(|| bad_text(10, &route))?,
-        },
-        published_ms: r.get(11)?,
-    })
-}
-
 /// Turns `SQLite`'s error codes into errors that say what to do.
 fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::{
@@ -1679,7 +1830,11 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
     };
     let code = e.sqlite_error_code();
     match code {
-        Some(NotADatabase | DatabaseCorrupt) => StoreError::NotADatabase {
+        Some(DatabaseCorrupt) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+        Some(NotADatabase) => StoreError::NotADatabase {
             path: path.to_path_buf(),
             reason: e.to_string(),
         },
@@ -1705,6 +1860,7 @@ fn classify(path: &Path, e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::PerChannel;
 
     fn reading(sensor: &str, seq: u64, t: f64, route: Route) -> Reading {
         Reading {
@@ -1775,8 +1931,9 @@ mod tests {
             h["a"],
             SensorHistory {
                 last_seq: 1,
-                last: Sample::new(21.0, 50.0),
-                last_ts_ms: 1_000,
+                last_id: 2,
+                last: Some(Sample::new(21.0, 50.0)),
+                last_ts_ms: Some(1_000),
             }
         );
         assert_eq!(h["b"].last_seq, 0);
@@ -1795,6 +1952,100 @@ mod tests {
         ];
         assert!(s.commit_cycle(&again, &[], &status()).is_err());
         assert_eq!(s.readings(&ReadingFilter::default()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn undecodable_rows_leave_the_outbox_and_history_skips_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.db");
+        let mut w = Store::open(&path, Access::Writer).unwrap();
+        let rows: Vec<_> = (0..4)
+            .map(|i| reading("a", i, 20.0, Route::Batch))
+            .collect();
+        w.commit_cycle(&rows, &[], &status()).unwrap();
+        // Text passes `seq >= 0`; nothing checks ts_ms.
+        w.conn
+            .execute_batch(
+                "UPDATE readings SET ts_ms = 'soon' WHERE id = 2;
+                 UPDATE readings SET seq = 'x' WHERE id = 4;",
+            )
+            .unwrap();
+        let h = w.history("pi").unwrap();
+        assert_eq!((h["a"].last_seq, h["a"].last_id), (2, 3));
+        assert_eq!(h["a"].last_ts_ms, Some(2_000));
+        let mut o = Store::open(&path, Access::Outbox).unwrap();
+        let got = o.outbox("pi", 0, 100).unwrap();
+        assert_eq!(got.rows.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 3]);
+        let bad: Vec<_> = got.skipped.iter().map(|b| (b.id, b.column)).collect();
+        assert_eq!(bad, [(2, "ts_ms"), (4, "seq")]);
+        assert_eq!(got.skipped[0].value, "'soon' (text)");
+        assert_eq!(got.last_id, Some(4));
+        // Marked: they left the outbox, and its depth.
+        assert!(o.outbox("pi", 0, 100).unwrap().skipped.is_empty());
+        assert_eq!(o.outbox_depth("pi").unwrap(), 2);
+        // Readers skip them too.
+        assert_eq!(w.readings(&ReadingFilter::default()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_dashboards_reads_skip_undecodable_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let rows: Vec<_> = (0..4)
+            .map(|i| reading("a", i, 20.0, Route::Batch))
+            .collect();
+        s.commit_cycle(&rows, &[], &status()).unwrap();
+        // The oldest row's seq is text (it sorts after every number: the
+        // newest seq), the newest row's ts_ms.
+        s.conn
+            .execute_batch(
+                "UPDATE readings SET seq = 'x' WHERE id = 1;
+                 UPDATE readings SET ts_ms = 'soon' WHERE id = 4;",
+            )
+            .unwrap();
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap.latest("pi", "a").unwrap().map(|r| r.id), Some(3));
+        let recent: Vec<i64> = snap
+            .recent("pi", 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(recent, [3, 2]);
+        // A short window reads the readings themselves, from the first
+        // integer seq in it.
+        let chart = snap.history("pi", "a", 0, 10_000, 100).unwrap();
+        assert!(!chart.is_empty(), "{chart:?}");
+    }
+
+    #[test]
+    fn only_a_seq_clash_is_a_conflict_and_no_seq_follows_the_largest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        s.commit_cycle(&[reading("a", 0, 20.0, Route::Batch)], &[], &status())
+            .unwrap();
+        let clash = s
+            .commit_cycle(&[reading("a", 0, 20.0, Route::Batch)], &[], &status())
+            .unwrap_err();
+        assert!(clash.is_conflict(), "{clash}");
+        // A CHECK failure is not fixed by renumbering.
+        let hot = s
+            .commit_cycle(&[reading("a", 1, 95.0, Route::Batch)], &[], &status())
+            .unwrap_err();
+        assert!(!hot.is_conflict(), "{hot}");
+        // A seq past what SQLite holds is an error, never clamped.
+        let at = |seq| Reading {
+            seq,
+            ..reading("a", 1, 20.0, Route::Batch)
+        };
+        let e = s
+            .commit_cycle(&[at(MAX_SEQ + 1)], &[], &status())
+            .unwrap_err();
+        assert!(!e.is_conflict(), "{e}");
+        s.commit_cycle(&[at(MAX_SEQ)], &[], &status()).unwrap();
+        let h = s.history("pi").unwrap();
+        assert_eq!(h["a"].last_seq, MAX_SEQ);
+        assert_eq!(h["a"].next_seq(), None);
     }
 
     #[test]
@@ -1957,10 +2208,11 @@ mod tests {
             .collect();
         w.commit_cycle(&rows, &[], &status()).unwrap();
         let mut o = Store::open(&path, Access::Outbox).unwrap();
-        assert_eq!(o.outbox("pi", 0, 100).unwrap().len(), 5);
+        assert_eq!(o.outbox("pi", 0, 100).unwrap().rows.len(), 5);
         assert_eq!(
             o.outbox("pi", 3, 100)
                 .unwrap()
+                .rows
                 .iter()
                 .map(|r| r.id)
                 .collect::<Vec<_>>(),
@@ -1985,6 +2237,7 @@ mod tests {
         let left: Vec<i64> = o
             .outbox("pi", 0, 100)
             .unwrap()
+            .rows
             .iter()
             .map(|r| r.id)
             .collect();

@@ -15,7 +15,7 @@ use crate::domain::{
     SpikeVerdict, resolve_reread,
 };
 use crate::sensor::{self, OpenError, ReadError, Resume, Sensor};
-use crate::store::{AgentStatus, PassReport, Retention, Store, StoreError};
+use crate::store::{AgentStatus, MAX_SEQ, PassReport, Retention, Store, StoreError};
 
 /// How often a log that keeps refusing writes is mentioned again after the
 /// first ERROR: once per cycle would flood the journal of a full disk.
@@ -42,10 +42,20 @@ pub(crate) struct Slot {
     /// When the last read of this sensor started (monotonic).
     last_attempt: Option<Duration>,
     scorer: Scorer,
-    /// The seq the next accepted reading gets.
-    next_seq: u64,
+    /// The seq the next accepted reading gets; `None` once the sensor's
+    /// seq reached [`MAX_SEQ`]: it is not read any more (see
+    /// [`seq_exhausted`]).
+    next_seq: Option<u64>,
     /// Readings accepted by this process (for `--count`).
     pub produced: u64,
+}
+
+impl Slot {
+    /// Whether the sensor gets no more reads: it produced its `limit`, or
+    /// no seq is left for it.
+    pub(crate) fn done(&self, limit: Option<u64>) -> bool {
+        self.next_seq.is_none() || limit.is_some_and(|l| self.produced >= l)
+    }
 }
 
 /// What one cycle did, for the demo's output and for logs.
@@ -147,50 +157,17 @@ impl Station {
         let now_ms = clock.wall_ms();
         let store = Store::open(&config.db, crate::store::Access::Writer)?;
         let mut history = store.history(&config.node)?;
-        let mut held = take_held(config, carried);
-        // Held readings go in with one transaction: if the log has one of
-        // them, it has all, and the agent stopped between that commit and
-        // removing the spill. Committing them again would renumber them
-        // into duplicates.
-        if let Some(first) = held.readings().first()
-            && store.contains(first)?
-        {
-            tracing::warn!(
-                spill = %held.path().display(),
-                "the log already has the {} spilled readings (the agent stopped before it \
-                 removed the spill): removing the spill",
-                held.readings().len()
-            );
-            held.committed();
-        }
-        // Held readings were never committed, so never published: they keep
-        // their seqs, and the sensors go on after them.
-        for r in held.readings().iter().filter(|r| r.node == config.node) {
-            let newer = history.get(&r.sensor).is_none_or(|h| r.seq > h.last_seq);
-            if newer {
-                history.insert(
-                    r.sensor.clone(),
-                    crate::store::SensorHistory {
-                        last_seq: r.seq,
-                        last: r.sample,
-                        last_ts_ms: r.ts_ms,
-                    },
-                );
-            }
-        }
-        // Nor are seqs given up: the log's losses and the held ones.
-        let mut lost = store.last_lost_seqs(&config.node)?;
-        for l in held.losses().iter().filter(|l| l.node == config.node) {
-            let seq = lost.entry(l.sensor.clone()).or_default();
-            *seq = (*seq).max(l.last_seq);
-        }
+        let (held, lost) = restore_held(&store, config, carried, &mut history)?;
         let mut slots = Vec::with_capacity(config.sensors.len());
         for sc in &config.sensors {
             let h = history.get(&sc.id);
-            let after_lost = lost.get(&sc.id).map_or(0, |&s| s.saturating_add(1));
+            let next_seq = first_free_seq(h, lost.get(&sc.id).copied());
+            if next_seq.is_none() {
+                seq_exhausted(&sc.id, h, store.path());
+            }
             let resume = Resume {
-                next_seq: h.map_or(0, |h| h.last_seq + 1).max(after_lost),
-                last: h.map(|h| h.last),
+                next_seq: next_seq.unwrap_or(MAX_SEQ),
+                last: h.and_then(|h| h.last),
             };
             let sensor =
                 opener(sc, resume).with_context(|| format!("cannot open sensor {:?}", sc.id))?;
@@ -202,14 +179,14 @@ impl Station {
             );
             let mut scorer = Scorer::new(config.priority, resume.last);
             if let Some(stale_after) = config.stale_after {
-                scorer = scorer.with_gap_rule(stale_after, h.map(|h| h.last_ts_ms));
+                scorer = scorer.with_gap_rule(stale_after, h.and_then(|h| h.last_ts_ms));
             }
             slots.push(Slot {
                 id: sc.id.clone(),
                 sensor,
                 last_attempt: None,
                 scorer,
-                next_seq: resume.next_seq,
+                next_seq,
                 produced: 0,
             });
         }
@@ -273,7 +250,7 @@ impl Station {
         let start = self.clock.monotonic();
         let deadline = start + self.budget;
         let mut todo: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| limit.is_none_or(|l| self.slots[i].produced < l))
+            .filter(|&i| !self.slots[i].done(limit))
             .collect();
         for attempt in 0..MAX_ATTEMPTS {
             let mut failed = Vec::new();
@@ -314,21 +291,27 @@ impl Station {
                     failed.push(i);
                     continue;
                 };
-                if let Some(taken) = &self.taken {
-                    taken.record(&slot.id, slot.next_seq, first_at);
-                }
                 let score = slot.scorer.score_at(sample, now_ms);
+                let seq = slot
+                    .next_seq
+                    .expect("only sensors with a next seq are read");
+                if let Some(taken) = &self.taken {
+                    taken.record(&slot.id, seq, first_at);
+                }
                 report.readings.push(Reading {
                     node: self.node.clone(),
                     sensor: slot.id.clone(),
-                    seq: slot.next_seq,
+                    seq,
                     ts_ms: now_ms,
                     sample,
                     weights: score.weights,
                     priority: score.priority,
                     route: score.route,
                 });
-                slot.next_seq += 1;
+                slot.next_seq = crate::store::next_seq(seq);
+                if slot.next_seq.is_none() {
+                    seq_exhausted(&slot.id, None, self.store.path());
+                }
                 slot.produced += 1;
             }
             todo = failed;
@@ -346,7 +329,7 @@ impl Station {
                 .follow_path(&self.node, now.wall_ms, self.held.readings_vec_mut())
         {
             for slot in &mut self.slots {
-                slot.next_seq = switched.next_seq.get(&slot.id).copied().unwrap_or(0);
+                slot.next_seq = Some(switched.next_seq.get(&slot.id).copied().unwrap_or(0));
             }
             // This cycle's readings are the last ones held, renumbered.
             let held = self.held.readings();
@@ -409,21 +392,34 @@ impl Station {
         let lost = self.store.last_lost_seqs(&self.node).unwrap_or_default();
         let mut renumbered = 0;
         for slot in &mut self.slots {
-            let mut next = history
-                .get(&slot.id)
-                .map_or(0, |h| h.last_seq + 1)
-                .max(lost.get(&slot.id).map_or(0, |&s| s.saturating_add(1)));
-            for r in self
-                .held
-                .readings_mut()
-                .iter_mut()
-                .filter(|r| r.node == self.node && r.sensor == slot.id)
-            {
-                if r.seq != next {
-                    r.seq = next;
+            let h = history.get(&slot.id);
+            let mut next = first_free_seq(h, lost.get(&slot.id).copied());
+            let node = &self.node;
+            let held = self.held.readings_vec_mut();
+            let before = held.len();
+            // Readings no seq is left for cannot be logged (seq_exhausted).
+            held.retain_mut(|r| {
+                if r.node != *node || r.sensor != slot.id {
+                    return true;
+                }
+                let Some(seq) = next else { return false };
+                if r.seq != seq {
+                    r.seq = seq;
                     renumbered += 1;
                 }
-                next += 1;
+                next = crate::store::next_seq(seq);
+                true
+            });
+            let after = held.len();
+            if next.is_none() && slot.next_seq.is_some() {
+                seq_exhausted(&slot.id, h, self.store.path());
+                if after < before {
+                    tracing::error!(
+                        sensor = %slot.id,
+                        lost = before - after,
+                        "dropped the sensor's pending readings: no seq is left for them"
+                    );
+                }
             }
             slot.next_seq = next;
         }
@@ -739,6 +735,93 @@ pub fn read_validated(
         }
     };
     (accepted, errors)
+}
+
+/// What the last run (a spill) or the reload (`carried`) held for the log,
+/// with `history` moved past its readings, and the highest lost seq of each
+/// sensor: seqs no new reading may take.
+fn restore_held(
+    store: &Store,
+    config: &Config,
+    carried: Option<Held>,
+    history: &mut std::collections::HashMap<String, crate::store::SensorHistory>,
+) -> anyhow::Result<(Held, std::collections::HashMap<String, u64>)> {
+    let mut held = take_held(config, carried);
+    // Held readings go in with one transaction: if the log has one of
+    // them, it has all, and the agent stopped between that commit and
+    // removing the spill. Committing them again would renumber them
+    // into duplicates.
+    if let Some(first) = held.readings().first()
+        && store.contains(first)?
+    {
+        tracing::warn!(
+            spill = %held.path().display(),
+            "the log already has the {} spilled readings (the agent stopped before it \
+             removed the spill): removing the spill",
+            held.readings().len()
+        );
+        held.committed();
+    }
+    // Held readings were never committed, so never published: they keep
+    // their seqs, and the sensors go on after them.
+    for r in held.readings().iter().filter(|r| r.node == config.node) {
+        let newer = history.get(&r.sensor).is_none_or(|h| r.seq > h.last_seq);
+        if newer {
+            let last_id = history.get(&r.sensor).map_or(0, |h| h.last_id);
+            history.insert(
+                r.sensor.clone(),
+                crate::store::SensorHistory {
+                    last_seq: r.seq,
+                    last_id,
+                    last: Some(r.sample),
+                    last_ts_ms: Some(r.ts_ms),
+                },
+            );
+        }
+    }
+    // Nor are seqs given up: the log's losses and the held ones.
+    let mut lost = store.last_lost_seqs(&config.node)?;
+    for l in held.losses().iter().filter(|l| l.node == config.node) {
+        let seq = lost.entry(l.sensor.clone()).or_default();
+        *seq = (*seq).max(l.last_seq);
+    }
+    Ok((held, lost))
+}
+
+/// The seq a sensor's next reading gets: after the highest logged one and
+/// after the highest recorded lost, which is never handed out again;
+/// `None` when no seq is left (see [`crate::store::next_seq`]).
+fn first_free_seq(
+    history: Option<&crate::store::SensorHistory>,
+    lost_upto: Option<u64>,
+) -> Option<u64> {
+    let logged = history.map_or(Some(0), crate::store::SensorHistory::next_seq);
+    match lost_upto {
+        None => logged,
+        Some(l) => logged.zip(crate::store::next_seq(l)).map(|(a, b)| a.max(b)),
+    }
+}
+
+/// Says, loudly, that `sensor` gets no more readings: its last seq is
+/// [`MAX_SEQ`], the largest the log holds. The agent counts from 0 by 1, so
+/// only a hand edit gets there; handing out a lower seq again would give
+/// consumers a (node, sensor, seq) they may already hold, so the sensor is
+/// not read until the row is fixed, and the other sensors go on.
+fn seq_exhausted(sensor: &str, last: Option<&crate::store::SensorHistory>, db: &std::path::Path) {
+    let row = last.map_or_else(
+        || "the reading just taken".to_owned(),
+        |h| format!("readings row id {}", h.last_id),
+    );
+    tracing::error!(
+        sensor,
+        db = %db.display(),
+        "sensor {sensor:?} is not read any more: {row} has seq {MAX_SEQ}, the largest seq the \
+         log can hold, so no seq is left for its next reading (the agent counts from 0 by 1: \
+         such a seq comes from an edit of the log); fix or delete that row (sqlite3 {} \
+         \"SELECT id, seq FROM readings WHERE sensor = '{sensor}' ORDER BY seq DESC LIMIT 3\"), \
+         then restart the agent",
+        db.display()
+    );
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ pub async fn run_carrying(
         ));
         on_cycle(&report);
         if let Some(limit) = opts.count
-            && station.slots.iter().all(|s| s.produced >= limit)
+            && station.slots.iter().all(|s| s.done(Some(limit)))
         {
             break;
         }

@@ -1,6 +1,7 @@
 //! The log's identity, the file it belongs to, and the writer lock.
 
 use super::*;
+use crate::domain::PerChannel;
 use std::os::unix::fs::PermissionsExt as _;
 
 fn reading(sensor: &str, seq: u64) -> Reading {

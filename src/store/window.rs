@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension as _, Transaction, params};
 
 use super::{
     AgentStatus, BrokerStatus, LogIdentity, MINUTE_MS, SCHEMA_VERSION, Store, StoreError,
-    StoredReading, broker_row, classify, log_identity_row, row_to_reading, status_row,
+    StoredReading, broker_row, classify, log_identity_row, rows, status_row,
 };
 use crate::domain::{ErrorKind, SensorError};
 
@@ -237,32 +237,44 @@ impl Snapshot<'_> {
             .map_err(|e| self.err(e))
     }
 
-    /// A sensor's newest reading.
+    /// A sensor's newest reading (that decodes: see [`super::BadRow`]).
     pub fn latest(&self, node: &str, sensor: &str) -> Result<Option<StoredReading>, StoreError> {
-        self.tx
-            .prepare_cached(
-                "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                        weight_temperature, weight_humidity, priority, route, published_ms
-                 FROM readings WHERE node = ?1 AND sensor = ?2 ORDER BY seq DESC LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![node, sensor], row_to_reading)
-                    .optional()
-            })
-            .map_err(|e| self.err(e))
+        let mut stmt = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {} FROM readings WHERE node = ?1 AND sensor = ?2 ORDER BY seq DESC",
+                rows::READING_COLUMNS
+            ))
+            .map_err(|e| self.err(e))?;
+        let mut found = stmt.query(params![node, sensor]).map_err(|e| self.err(e))?;
+        // A text seq sorts after every number: the newest good row follows.
+        let mut bad = Vec::new();
+        let latest = loop {
+            match found.next().map_err(|e| self.err(e))? {
+                None => break None,
+                Some(r) => match rows::decode_reading(r).map_err(|e| self.err(e))? {
+                    Ok(row) => break Some(row),
+                    Err(b) => bad.push(b),
+                },
+            }
+        };
+        self.store.reported.warn(&bad, |_| "it is left out".into());
+        Ok(latest)
     }
 
-    /// The newest `limit` readings of `node`, newest first.
+    /// The newest `limit` readings of `node` that decode, newest first.
     pub fn recent(&self, node: &str, limit: usize) -> Result<Vec<StoredReading>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.tx
-            .prepare_cached(
-                "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                        weight_temperature, weight_humidity, priority, route, published_ms
-                 FROM readings WHERE +node = ?1 ORDER BY id DESC LIMIT ?2",
-            )
-            .and_then(|mut s| s.query_map(params![node, limit], row_to_reading)?.collect())
-            .map_err(|e| self.err(e))
+        let (rows, bad) = self
+            .tx
+            .prepare_cached(&format!(
+                "SELECT {} FROM readings WHERE +node = ?1 ORDER BY id DESC LIMIT ?2",
+                rows::READING_COLUMNS
+            ))
+            .and_then(|mut s| rows::decode_all(s.query(params![node, limit])?))
+            .map_err(|e| self.err(e))?;
+        self.store.reported.warn(&bad, |_| "it is left out".into());
+        Ok(rows)
     }
 
     /// The newest `limit` sensor errors of `node` at or after `since_ms`
@@ -349,10 +361,12 @@ impl Snapshot<'_> {
         // The sensor's first seq in the window, found through readings_ts
         // (a few rows in: sensors interleave); from there UNIQUE(node,
         // sensor, seq) walks this sensor's rows only, as seq grows with time.
+        // A hand-edited text seq is no place to start from.
         let first: Option<i64> = self
             .tx
             .prepare_cached(
                 "SELECT seq FROM readings WHERE ts_ms >= ?3 AND +node = ?1 AND +sensor = ?2
+                   AND typeof(seq) = 'integer'
                  ORDER BY ts_ms LIMIT 1",
             )
             .and_then(|mut s| {
