@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use embedded_hal::delay::DelayNs;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, ClockSync, KernelSync, SyncProbe as _, SystemClock};
 use crate::config::{Config, SensorConfig};
 use crate::sensor::dht22::{Dht22, LinePin};
 use crate::sensor::frame::{Model, Negative};
@@ -194,7 +194,36 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         }
     }
     emit(database(&config));
+    emit(clock_sync(KernelSync.probe()));
     all
+}
+
+/// Whether the kernel says the system clock is synchronized: readings
+/// taken while it is not are marked (README, "Clock jumps").
+fn clock_sync(sync: ClockSync) -> Finding {
+    match sync {
+        ClockSync::Synced => Finding::new(
+            Level::Ok,
+            "clock",
+            "the kernel says the system clock is synchronized",
+        ),
+        ClockSync::Unsynced => Finding::new(
+            Level::Warn,
+            "clock",
+            "the kernel says the system clock is not synchronized: readings taken now are \
+             marked \"clock_synced\": false (their timestamps may be far off)",
+        )
+        .fix(
+            "run an NTP client that can reach a server (systemd-timesyncd, chrony); \
+             `timedatectl` shows its state",
+        ),
+        ClockSync::Unknown => Finding::new(
+            Level::Info,
+            "clock",
+            "the kernel does not say whether the system clock is synchronized (not Linux, or \
+             adjtimex failed): readings are not marked",
+        ),
+    }
 }
 
 /// Whether the device file the GPIO library maps is usable.
@@ -519,6 +548,16 @@ mod tests {
     use crate::domain::Sample;
     use crate::sensor::dht22::NoRealtime;
     use crate::sensor::wire_sim::{WireConfig, WireSim};
+
+    #[test]
+    fn the_clock_finding_warns_only_when_the_kernel_says_unsynchronized() {
+        assert_eq!(clock_sync(ClockSync::Synced).level, Level::Ok);
+        let f = clock_sync(ClockSync::Unsynced);
+        assert_eq!(f.level, Level::Warn);
+        assert!(f.message.contains("\"clock_synced\": false"), "{f:?}");
+        assert!(f.fix.is_some_and(|fix| fix.contains("NTP")));
+        assert_eq!(clock_sync(ClockSync::Unknown).level, Level::Info);
+    }
 
     fn dht(
         sim: &WireSim,

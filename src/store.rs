@@ -159,6 +159,10 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO log_identity (one, log_id, since_ms)
         VALUES (1, lower(hex(randomblob(8))), CAST(unixepoch('subsec') * 1000 AS INTEGER));",
+    // 7: whether the kernel said the wall clock was synchronized when the
+    // reading was taken (README, "Clock jumps"): 1 or 0, NULL when unknown
+    // and for the rows from before.
+    "ALTER TABLE readings ADD COLUMN clock_synced INTEGER CHECK (clock_synced IN (0, 1));",
 ];
 
 /// The schema version this build writes.
@@ -1057,7 +1061,8 @@ impl Store {
             .prepare_cached(
                 "SELECT * FROM (
                    SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                          weight_temperature, weight_humidity, priority, route, published_ms
+                          weight_temperature, weight_humidity, priority, route, published_ms,
+                          clock_synced
                    FROM readings
                    WHERE (?1 IS NULL OR sensor = ?1)
                      AND (?2 IS NULL OR ts_ms >= ?2)
@@ -1132,7 +1137,8 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                        weight_temperature, weight_humidity, priority, route, published_ms
+                        weight_temperature, weight_humidity, priority, route, published_ms,
+                        clock_synced
                  FROM readings
                  WHERE node = ?1 AND published_ms IS NULL AND id > ?2
                  ORDER BY id LIMIT ?3",
@@ -1497,8 +1503,9 @@ pub(crate) const MINUTE_MS: i64 = 60_000;
 fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                               weight_temperature, weight_humidity, priority, route)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               weight_temperature, weight_humidity, priority, route,
+                               clock_synced)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut minutes: BTreeMap<(&str, &str, i64), MinuteTotals> = BTreeMap::new();
     for r in readings {
@@ -1513,6 +1520,7 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
             r.weights.humidity,
             r.priority,
             r.route.as_str(),
+            r.clock_synced,
         ])?;
         let m = minutes
             .entry((&r.node, &r.sensor, r.ts_ms / MINUTE_MS))
@@ -1666,6 +1674,7 @@ fn row_to_reading(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
             },
             priority: r.get(9)?,
             route: Route::parse(&route).ok_or_else(|| bad_text(10, &route))?,
+            clock_synced: r.get(12)?,
         },
         published_ms: r.get(11)?,
     })
@@ -1719,6 +1728,7 @@ mod tests {
             },
             priority: 0,
             route,
+            clock_synced: None,
         }
     }
 

@@ -681,6 +681,7 @@ mod tests {
                 },
                 priority: 0,
                 route: Route::Batch,
+                clock_synced: None,
             })
             .collect();
         store.insert_readings(&readings).expect("insert");
