@@ -411,3 +411,16 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 pub fn stderr_file(path: &Path) -> Stdio {
     Stdio::from(std::fs::File::create(path).expect("create stderr file"))
 }
+
+/// `GET /metrics` from an agent's endpoint on 127.0.0.1:`port`: the whole
+/// HTTP answer, headers included.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("an answer");
+    out
+}
