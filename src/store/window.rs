@@ -242,7 +242,8 @@ impl Snapshot<'_> {
         self.tx
             .prepare_cached(
                 "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                        weight_temperature, weight_humidity, priority, route, published_ms
+                        weight_temperature, weight_humidity, priority, route, published_ms,
+                        clock_synced
                  FROM readings WHERE node = ?1 AND sensor = ?2 ORDER BY seq DESC LIMIT 1",
             )
             .and_then(|mut s| {
@@ -258,7 +259,8 @@ impl Snapshot<'_> {
         self.tx
             .prepare_cached(
                 "SELECT id, node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                        weight_temperature, weight_humidity, priority, route, published_ms
+                        weight_temperature, weight_humidity, priority, route, published_ms,
+                        clock_synced
                  FROM readings WHERE +node = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .and_then(|mut s| s.query_map(params![node, limit], row_to_reading)?.collect())
