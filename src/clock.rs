@@ -412,15 +412,39 @@ pub enum SyncChange {
     },
 }
 
-/// Tells [`SyncChange`]s from the probe's answers, once per change; an
-/// unknown answer changes nothing.
-#[derive(Debug, Default, Clone)]
+/// Asks a [`SyncProbe`] and tells [`SyncChange`]s from its answers, once
+/// per change; an unknown answer changes nothing.
+#[derive(Clone)]
 pub struct SyncWatch {
+    /// What is asked: the kernel, or a test's fake.
+    probe: Arc<dyn SyncProbe>,
     /// Since when (monotonic) the clock is unsynchronized, if it is.
     unsynced_since: Option<Duration>,
 }
 
+impl Default for SyncWatch {
+    /// Asks the kernel.
+    fn default() -> Self {
+        Self::asking(Arc::new(KernelSync))
+    }
+}
+
 impl SyncWatch {
+    /// A watch that asks `probe`.
+    pub fn asking(probe: Arc<dyn SyncProbe>) -> Self {
+        Self {
+            probe,
+            unsynced_since: None,
+        }
+    }
+
+    /// Asks the probe (once) at monotonic time `mono`: its answer, and the
+    /// change it makes, if any.
+    pub fn check(&mut self, mono: Duration) -> (ClockSync, Option<SyncChange>) {
+        let sync = self.probe.probe();
+        (sync, self.observe(sync, mono))
+    }
+
     /// Takes the answer at monotonic time `mono`.
     pub fn observe(&mut self, sync: ClockSync, mono: Duration) -> Option<SyncChange> {
         match sync {

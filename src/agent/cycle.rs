@@ -8,9 +8,7 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use super::spill::{self, Held};
-use crate::clock::{
-    Clock, ClockSync, Jump, JumpWatch, KernelSync, Now, SyncChange, SyncProbe, SyncWatch, TakenAt,
-};
+use crate::clock::{Clock, ClockSync, Jump, JumpWatch, Now, SyncChange, SyncWatch, TakenAt};
 use crate::config::{Config, SensorConfig};
 use crate::domain::{
     Doubt, ErrorKind, Plausibility, Reading, Route, Sample, Scorer, SensorError, SensorRange,
@@ -75,6 +73,16 @@ pub struct CycleReport {
     pub clock_sync: ClockSync,
 }
 
+/// What a station watches of the wall clock, from cycle to cycle.
+#[derive(Default)]
+struct ClockWatch {
+    /// Notices the wall clock being set between cycles.
+    jumps: JumpWatch,
+    /// Asks the kernel whether the wall clock is synchronized, and notices
+    /// it losing and regaining synchronization.
+    sync: SyncWatch,
+}
+
 /// The blocking half of the agent: sensors, scorers and the log.
 pub struct Station {
     node: String,
@@ -94,12 +102,8 @@ pub struct Station {
     outage: Option<Outage>,
     /// Deletes what `[store]` says the log no longer keeps.
     retention: Retention,
-    /// Notices the wall clock being set between cycles.
-    jumps: JumpWatch,
-    /// Asks the kernel whether the wall clock is synchronized.
-    sync_probe: Arc<dyn SyncProbe>,
-    /// Notices the clock losing and regaining synchronization.
-    sync: SyncWatch,
+    /// What the agent watches of the wall clock.
+    watch: ClockWatch,
     /// Where each reading's monotonic taken-at goes, for the publisher to
     /// tell how long it waited; `None` without a publisher that asks.
     taken: Option<TakenAt>,
@@ -245,9 +249,7 @@ impl Station {
             outage: None,
             retention: Retention::new(config.store.retention, config.store.min_free)
                 .every(config.store.prune_every),
-            jumps: JumpWatch::default(),
-            sync_probe: Arc::new(KernelSync),
-            sync: SyncWatch::default(),
+            watch: ClockWatch::default(),
             taken: None,
         };
         station
@@ -273,8 +275,8 @@ impl Station {
     /// Asks `probe` instead of the kernel whether the clock is
     /// synchronized: how tests fake it.
     #[cfg(test)]
-    pub(crate) fn probe_sync_with(&mut self, probe: Arc<dyn SyncProbe>) {
-        self.sync_probe = probe;
+    pub(crate) fn probe_sync_with(&mut self, probe: Arc<dyn crate::clock::SyncProbe>) {
+        self.watch.sync = SyncWatch::asking(probe);
     }
 
     /// Records when each reading is taken into `taken` from now on.
@@ -387,7 +389,7 @@ impl Station {
 
     /// Says so when the wall clock was set since the last cycle.
     fn watch_clock(&mut self, now: Now) -> Option<Jump> {
-        let jump = self.jumps.observe(now)?;
+        let jump = self.watch.jumps.observe(now)?;
         tracing::warn!(
             by_ms = jump.by_ms,
             "the system clock jumped {jump}: readings are stamped with the new time from now \
@@ -400,8 +402,8 @@ impl Station {
     /// Asks the kernel whether the clock is synchronized, and says so when
     /// that changed.
     fn watch_sync(&mut self, mono: Duration) -> ClockSync {
-        let sync = self.sync_probe.probe();
-        match self.sync.observe(sync, mono) {
+        let (sync, change) = self.watch.sync.check(mono);
+        match change {
             Some(SyncChange::Lost) => tracing::warn!(
                 "the kernel says the system clock is not synchronized (no NTP server reached \
                  yet?): readings are stamped with it all the same, and marked \
@@ -1752,7 +1754,7 @@ mod tests {
         asked: std::sync::atomic::AtomicU32,
     }
 
-    impl SyncProbe for FakeSync {
+    impl crate::clock::SyncProbe for FakeSync {
         fn probe(&self) -> ClockSync {
             self.asked
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
