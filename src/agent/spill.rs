@@ -716,9 +716,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = spill_path(dir.path(), Path::new("/var/lib/e.db"));
         let mut held = Held::new(path.clone(), Path::new("/var/lib/e.db"));
-        held.hold(&[reading("a", 0), reading("b", 0)], &[error()], 9);
+        // Readings keep whether the clock was synchronized, unknown too.
+        let unsynced = Reading {
+            clock_synced: Some(false),
+            ..reading("b", 0)
+        };
+        held.hold(&[reading("a", 0), unsynced], &[error()], 9);
         assert_eq!(held.spill(), 2);
-        held.hold(&[reading("a", 1)], &[], 9);
+        let synced = Reading {
+            clock_synced: Some(true),
+            ..reading("a", 1)
+        };
+        held.hold(&[synced], &[], 9);
         assert_eq!(held.spill(), 3);
         let (back, restored) = Held::restore(path.clone(), Path::new("/var/lib/e.db")).unwrap();
         assert_eq!(restored.readings, 3);
