@@ -96,6 +96,7 @@ fn reading(seq: u64, ts_ms: i64, route: Route) -> Reading {
         },
         priority: u32::from(route == Route::Realtime),
         route,
+        clock_synced: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn readings(from: u64, n: u64) -> Vec<Reading> {
             },
             priority: 0,
             route: Route::Batch,
+            clock_synced: None,
         })
         .collect()
 }

@@ -1072,7 +1072,7 @@ impl<W: std::io::Write> Printer<W> {
             Format::Csv => writeln!(
                 self.out,
                 "id,node,sensor,seq,ts_ms,ts,temperature_c,humidity_pct,weight_temperature,\
-                 weight_humidity,priority,route,published_ms"
+                 weight_humidity,priority,route,published_ms,clock_synced"
             ),
             Format::Json => Ok(()),
         }
@@ -1115,6 +1115,9 @@ impl<W: std::io::Write> Printer<W> {
                         r.priority.to_string(),
                         r.route.to_string(),
                         row.published_ms.map(|p| p.to_string()).unwrap_or_default(),
+                        r.clock_synced
+                            .map(|s| u8::from(s).to_string())
+                            .unwrap_or_default(),
                     ])?;
                     w.flush()?;
                 }

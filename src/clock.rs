@@ -309,6 +309,161 @@ fn trim(of_sensor: &mut BTreeMap<u64, Stamp>) {
     }
 }
 
+/// What the kernel says about the wall clock, as NTP left it: whether the
+/// timestamps of readings taken now can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClockSync {
+    /// The kernel says the clock is synchronized.
+    Synced,
+    /// The kernel says it is not (`adjtimex` returned `TIME_ERROR` or set
+    /// `STA_UNSYNC`): no NTP daemon has disciplined it yet, as on a Pi
+    /// without a real-time clock shortly after boot.
+    Unsynced,
+    /// Nobody knows: not Linux, or `adjtimex` failed. Never taken for
+    /// unsynchronized.
+    #[default]
+    Unknown,
+}
+
+impl ClockSync {
+    /// The log's `clock_synced` column: 1, 0, or NULL when unknown.
+    pub fn as_bool(self) -> Option<bool> {
+        match self {
+            ClockSync::Synced => Some(true),
+            ClockSync::Unsynced => Some(false),
+            ClockSync::Unknown => None,
+        }
+    }
+}
+
+/// Asks whether the wall clock is synchronized; a trait so that tests can
+/// say what the kernel would.
+pub trait SyncProbe: Send + Sync {
+    /// The kernel's answer now.
+    fn probe(&self) -> ClockSync;
+}
+
+/// The test hook of [`KernelSync`]: in debug builds only, `synced`,
+/// `unsynced` or `unknown` here replaces the kernel's answer, so the
+/// scenario tests can run an agent on a clock that is not synchronized (or
+/// is, whatever the machine's NTP state). Not a config key: release builds
+/// ignore it.
+pub const SYNC_TEST_HOOK: &str = "EDGEPRIO_TEST_CLOCK_SYNC";
+
+/// The kernel's NTP state, from `adjtimex(2)` (read only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelSync;
+
+impl SyncProbe for KernelSync {
+    fn probe(&self) -> ClockSync {
+        if cfg!(debug_assertions)
+            && let Ok(hook) = std::env::var(SYNC_TEST_HOOK)
+        {
+            match hook.as_str() {
+                "synced" => return ClockSync::Synced,
+                "unsynced" => return ClockSync::Unsynced,
+                "unknown" => return ClockSync::Unknown,
+                _ => {}
+            }
+        }
+        kernel_sync()
+    }
+}
+
+/// Asks the kernel with `adjtimex(2)`, changing nothing.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn kernel_sync() -> ClockSync {
+    // SAFETY: `timex` is a plain C struct for which all-zero bytes are a
+    // valid value; `modes` 0 makes the call read only, and the kernel
+    // writes only into the struct we own for the duration of the call.
+    let (state, status) = unsafe {
+        let mut tx: libc::timex = std::mem::zeroed();
+        tx.modes = 0;
+        (libc::adjtimex(&raw mut tx), tx.status)
+    };
+    if state < 0 {
+        ClockSync::Unknown
+    } else if state == libc::TIME_ERROR || status & libc::STA_UNSYNC != 0 {
+        ClockSync::Unsynced
+    } else {
+        ClockSync::Synced
+    }
+}
+
+/// Not Linux: nobody knows.
+#[cfg(not(target_os = "linux"))]
+fn kernel_sync() -> ClockSync {
+    ClockSync::Unknown
+}
+
+/// The wall clock's synchronization changed, as the agent tells it (a WARN
+/// when it is lost, an INFO when it is back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncChange {
+    /// The kernel says the clock is not synchronized (first seen at start
+    /// too: a Pi without a real-time clock boots so).
+    Lost,
+    /// Synchronized again, after at least `after` (on the monotonic clock,
+    /// since this process first saw it unsynchronized).
+    Regained {
+        /// How long it was unsynchronized, as far as this process saw.
+        after: Duration,
+    },
+}
+
+/// Asks a [`SyncProbe`] and tells [`SyncChange`]s from its answers, once
+/// per change; an unknown answer changes nothing.
+#[derive(Clone)]
+pub struct SyncWatch {
+    /// What is asked: the kernel, or a test's fake.
+    probe: Arc<dyn SyncProbe>,
+    /// Since when (monotonic) the clock is unsynchronized, if it is.
+    unsynced_since: Option<Duration>,
+}
+
+impl Default for SyncWatch {
+    /// Asks the kernel.
+    fn default() -> Self {
+        Self::asking(Arc::new(KernelSync))
+    }
+}
+
+impl SyncWatch {
+    /// A watch that asks `probe`.
+    pub fn asking(probe: Arc<dyn SyncProbe>) -> Self {
+        Self {
+            probe,
+            unsynced_since: None,
+        }
+    }
+
+    /// Asks the probe (once) at monotonic time `mono`: its answer, and the
+    /// change it makes, if any.
+    pub fn check(&mut self, mono: Duration) -> (ClockSync, Option<SyncChange>) {
+        let sync = self.probe.probe();
+        (sync, self.observe(sync, mono))
+    }
+
+    /// Takes the answer at monotonic time `mono`.
+    pub fn observe(&mut self, sync: ClockSync, mono: Duration) -> Option<SyncChange> {
+        match sync {
+            ClockSync::Unknown => None,
+            ClockSync::Unsynced if self.unsynced_since.is_some() => None,
+            ClockSync::Unsynced => {
+                self.unsynced_since = Some(mono);
+                Some(SyncChange::Lost)
+            }
+            ClockSync::Synced => self
+                .unsynced_since
+                .take()
+                .map(|since| SyncChange::Regained {
+                    after: mono.saturating_sub(since),
+                }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +638,44 @@ mod tests {
             Duration::from_secs(1),
             "seq 1 is still known"
         );
+    }
+    #[test]
+    fn losing_and_regaining_sync_is_told_once_each() {
+        let mut watch = SyncWatch::default();
+        let s = Duration::from_secs;
+        assert_eq!(
+            watch.observe(ClockSync::Synced, s(0)),
+            None,
+            "synced at start"
+        );
+        assert_eq!(watch.observe(ClockSync::Unknown, s(15)), None);
+        assert_eq!(
+            watch.observe(ClockSync::Unsynced, s(30)),
+            Some(SyncChange::Lost)
+        );
+        assert_eq!(watch.observe(ClockSync::Unsynced, s(45)), None, "told once");
+        assert_eq!(watch.observe(ClockSync::Unknown, s(60)), None);
+        assert_eq!(
+            watch.observe(ClockSync::Synced, s(90)),
+            Some(SyncChange::Regained { after: s(60) })
+        );
+        assert_eq!(watch.observe(ClockSync::Synced, s(105)), None);
+        // Unsynchronized from the start (a Pi just booted) is told too.
+        let mut boot = SyncWatch::default();
+        assert_eq!(
+            boot.observe(ClockSync::Unsynced, s(0)),
+            Some(SyncChange::Lost)
+        );
+    }
+
+    #[test]
+    fn the_kernel_answers_without_changing_the_clock() {
+        // Whatever this machine's NTP state, Linux answers (modes 0 needs
+        // no privilege), and asking twice gives the same answer.
+        let first = kernel_sync();
+        if cfg!(target_os = "linux") {
+            assert_ne!(first, ClockSync::Unknown);
+        }
+        assert_eq!(kernel_sync(), first);
     }
 }

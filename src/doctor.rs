@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use embedded_hal::delay::DelayNs;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, ClockSync, KernelSync, SyncProbe as _, SystemClock};
 use crate::config::{Config, SensorConfig};
 use crate::sensor::dht22::{Dht22, LinePin};
 use crate::sensor::frame::{Model, Negative};
@@ -128,40 +128,8 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         .iter()
         .filter(|s| s.kind.dht().is_some())
         .collect();
-    let on_pi = match sensor::board() {
-        Ok(model) => {
-            emit(Finding::new(Level::Ok, "board", model));
-            true
-        }
-        Err(why) if gpio_sensors.is_empty() => {
-            emit(Finding::new(
-                Level::Info,
-                "board",
-                format!("not a Raspberry Pi ({why}); fine: no dht22 or dht11 sensor is configured"),
-            ));
-            false
-        }
-        Err(why) => {
-            emit(
-                Finding::new(
-                    Level::Fail,
-                    "board",
-                    format!(
-                        "not a Raspberry Pi ({why}): the GPIO sensors ({}) can only be read on one",
-                        gpio_sensors
-                            .iter()
-                            .map(|s| s.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-                .fix(
-                    "run edgeprio on the Pi; to try the pipeline here, use kind = \"sim\" sensors",
-                ),
-            );
-            false
-        }
-    };
+    let (board_finding, on_pi) = board(&gpio_sensors);
+    emit(board_finding);
     if on_pi && !gpio_sensors.is_empty() {
         emit(gpio_access(sensor::gpio_path()));
     }
@@ -194,8 +162,69 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         }
     }
     emit(database(&config));
+    emit(clock_sync(KernelSync.probe()));
     log_integrity(&config.db).into_iter().for_each(&mut emit);
     all
+}
+
+/// Whether this is a Raspberry Pi, and what that means for the GPIO
+/// sensors configured.
+fn board(gpio_sensors: &[&SensorConfig]) -> (Finding, bool) {
+    match sensor::board() {
+        Ok(model) => (Finding::new(Level::Ok, "board", model), true),
+        Err(why) if gpio_sensors.is_empty() => (
+            Finding::new(
+                Level::Info,
+                "board",
+                format!("not a Raspberry Pi ({why}); fine: no dht22 or dht11 sensor is configured"),
+            ),
+            false,
+        ),
+        Err(why) => (
+            Finding::new(
+                Level::Fail,
+                "board",
+                format!(
+                    "not a Raspberry Pi ({why}): the GPIO sensors ({}) can only be read on one",
+                    gpio_sensors
+                        .iter()
+                        .map(|s| s.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .fix("run edgeprio on the Pi; to try the pipeline here, use kind = \"sim\" sensors"),
+            false,
+        ),
+    }
+}
+
+/// Whether the kernel says the system clock is synchronized: readings
+/// taken while it is not are marked (README, "Clock jumps").
+fn clock_sync(sync: ClockSync) -> Finding {
+    match sync {
+        ClockSync::Synced => Finding::new(
+            Level::Ok,
+            "clock",
+            "the kernel says the system clock is synchronized",
+        ),
+        ClockSync::Unsynced => Finding::new(
+            Level::Warn,
+            "clock",
+            "the kernel says the system clock is not synchronized: readings taken now are \
+             marked \"clock_synced\": false (their timestamps may be far off)",
+        )
+        .fix(
+            "run an NTP client that can reach a server (systemd-timesyncd, chrony); \
+             `timedatectl` shows its state",
+        ),
+        ClockSync::Unknown => Finding::new(
+            Level::Info,
+            "clock",
+            "the kernel does not say whether the system clock is synchronized (not Linux, or \
+             adjtimex failed): readings are not marked",
+        ),
+    }
 }
 
 /// Whether the device file the GPIO library maps is usable.
@@ -603,6 +632,16 @@ mod tests {
     use crate::domain::Sample;
     use crate::sensor::dht22::NoRealtime;
     use crate::sensor::wire_sim::{WireConfig, WireSim};
+
+    #[test]
+    fn the_clock_finding_warns_only_when_the_kernel_says_unsynchronized() {
+        assert_eq!(clock_sync(ClockSync::Synced).level, Level::Ok);
+        let f = clock_sync(ClockSync::Unsynced);
+        assert_eq!(f.level, Level::Warn);
+        assert!(f.message.contains("\"clock_synced\": false"), "{f:?}");
+        assert!(f.fix.is_some_and(|fix| fix.contains("NTP")));
+        assert_eq!(clock_sync(ClockSync::Unknown).level, Level::Info);
+    }
 
     fn dht(
         sim: &WireSim,

@@ -24,6 +24,7 @@
 //! | `edgeprio_outbox_depth` | gauge | |
 //! | `edgeprio_broker_connected` | gauge, 0 or 1; absent without a broker | |
 //! | `edgeprio_clock_jumps_total` | counter: the wall clock was set by more than 2 s | `direction` (`forward`, `backward`) |
+//! | `edgeprio_clock_synchronized` | gauge, 1 or 0 as the kernel said last cycle; absent when unknown | |
 //! | `edgeprio_build_info` | info | `version`, `arch`, `os` |
 //!
 //! A sensor that has produced no reading since start has no age series,
@@ -63,7 +64,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::agent::CycleReport;
-use crate::clock::{Clock, Now, SystemClock};
+use crate::clock::{Clock, ClockSync, Now, SystemClock};
 use crate::config::Config;
 use crate::domain::{ErrorKind, Route};
 use crate::store::BrokerState;
@@ -139,6 +140,27 @@ struct State {
     /// Wall-clock jumps seen by the read cycle, indexed like
     /// [`JUMP_DIRECTIONS`]: a Pi's clock set by NTP after boot, or set back.
     clock_jumps: [AtomicU64; JUMP_DIRECTIONS.len()],
+    /// What the kernel said about the clock last cycle (a [`ClockSync`]
+    /// as [`sync_code`] numbers it).
+    clock_sync: AtomicU8,
+}
+
+/// A [`ClockSync`] as an atomic holds it.
+fn sync_code(sync: ClockSync) -> u8 {
+    match sync {
+        ClockSync::Unknown => 0,
+        ClockSync::Unsynced => 1,
+        ClockSync::Synced => 2,
+    }
+}
+
+/// The [`ClockSync`] of [`sync_code`]'s number.
+fn sync_of_code(code: u8) -> ClockSync {
+    match code {
+        1 => ClockSync::Unsynced,
+        2 => ClockSync::Synced,
+        _ => ClockSync::Unknown,
+    }
 }
 
 /// The `direction` labels of `edgeprio_clock_jumps_total`.
@@ -191,6 +213,7 @@ impl Metrics {
                 outbox_depth: AtomicU64::new(u64::MAX),
                 broker: AtomicU8::new(broker),
                 clock_jumps: Default::default(),
+                clock_sync: AtomicU8::new(sync_code(ClockSync::Unknown)),
             }),
             clock,
         }
@@ -213,6 +236,9 @@ impl Metrics {
             let i = usize::from(!jump.forward());
             self.state.clock_jumps[i].fetch_add(1, Relaxed);
         }
+        self.state
+            .clock_sync
+            .store(sync_code(report.clock_sync), Relaxed);
     }
 
     /// Counts one reading of `sensor`, taken at `ts_ms` (Unix ms), sent on
@@ -418,6 +444,16 @@ impl Collector for Scrape {
                 ConstCounter::new(n.load(Relaxed))
                     .encode(family.encode_family(&[("direction", *direction)])?)?;
             }
+        }
+        if let Some(synced) = sync_of_code(s.clock_sync.load(Relaxed)).as_bool() {
+            let gauge = encoder.encode_descriptor(
+                "clock_synchronized",
+                "Whether the kernel said the system clock was synchronized (1) or not (0) \
+                 last cycle.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(synced)).encode(gauge)?;
         }
         let info = Info::new([
             ("version", env!("CARGO_PKG_VERSION")),
@@ -735,6 +771,7 @@ mod tests {
             },
             priority: 0,
             route,
+            clock_synced: None,
         }
     }
 
@@ -962,6 +999,28 @@ edgeprio_clock_jumps_total{node="pi",direction="backward"} 0
                     .contains("edgeprio_clock_jumps_total{node=\"pi\",direction=\"forward\"} 0\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_clock_gauge_says_what_the_kernel_said_last_cycle() {
+        let m = Metrics::new(&config(""));
+        let gauge = |m: &Metrics| {
+            m.encode(now(T0), Format::OpenMetrics)
+                .lines()
+                .find_map(|l| l.strip_prefix("edgeprio_clock_synchronized{node=\"pi\"} "))
+                .map(str::to_string)
+        };
+        assert_eq!(gauge(&m), None, "unknown before the first cycle");
+        let cycle = |clock_sync| CycleReport {
+            clock_sync,
+            ..CycleReport::default()
+        };
+        m.record_cycle(&cycle(ClockSync::Unsynced));
+        assert_eq!(gauge(&m).as_deref(), Some("0"));
+        m.record_cycle(&cycle(ClockSync::Synced));
+        assert_eq!(gauge(&m).as_deref(), Some("1"));
+        m.record_cycle(&cycle(ClockSync::Unknown));
+        assert_eq!(gauge(&m), None, "absent when unknown");
     }
 
     #[test]

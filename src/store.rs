@@ -163,6 +163,10 @@ const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO log_identity (one, log_id, since_ms)
         VALUES (1, lower(hex(randomblob(8))), CAST(unixepoch('subsec') * 1000 AS INTEGER));",
+    // 7: whether the kernel said the wall clock was synchronized when the
+    // reading was taken (README, "Clock jumps"): 1 or 0, NULL when unknown
+    // and for the rows from before.
+    "ALTER TABLE readings ADD COLUMN clock_synced INTEGER CHECK (clock_synced IN (0, 1));",
 ];
 
 /// The first schema version with the log's identity (`log_identity`).
@@ -1666,8 +1670,9 @@ pub(crate) const MINUTE_MS: i64 = 60_000;
 fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
-                               weight_temperature, weight_humidity, priority, route)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                               weight_temperature, weight_humidity, priority, route,
+                               clock_synced)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     let mut minutes: BTreeMap<(&str, &str, i64), MinuteTotals> = BTreeMap::new();
     for r in readings {
@@ -1685,6 +1690,7 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
             r.weights.humidity,
             r.priority,
             r.route.as_str(),
+            r.clock_synced,
         ])?;
         let m = minutes
             .entry((&r.node, &r.sensor, r.ts_ms / MINUTE_MS))
@@ -1875,6 +1881,7 @@ mod tests {
             },
             priority: 0,
             route,
+            clock_synced: None,
         }
     }
 

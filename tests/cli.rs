@@ -383,7 +383,8 @@ fn query_json_has_the_contract_fields_and_the_logged_values() {
 }
 
 /// `query --format csv`: the contract's header, then one record per row with
-/// the logged values; `published_ms` is empty while in the outbox.
+/// the logged values; `published_ms` is empty while in the outbox, and
+/// `clock_synced` is 1, 0 or empty (unknown).
 #[test]
 #[allow(clippy::float_cmp)] // the printed value must be the stored one, exactly
 fn query_csv_has_the_contract_header_and_the_logged_values() {
@@ -400,7 +401,7 @@ fn query_csv_has_the_contract_header_and_the_logged_values() {
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(records.len(), rows.len());
     for (rec, r) in records.iter().zip(&rows) {
-        assert_eq!(rec.len(), 13, "{rec:?}");
+        assert_eq!(rec.len(), 14, "{rec:?}");
         let get = |name: &str| &rec[header.iter().position(|h| h == name).unwrap()];
         assert_eq!(get("id").parse::<i64>().unwrap(), r.id);
         assert_eq!(get("node"), r.node);
@@ -431,6 +432,8 @@ fn query_csv_has_the_contract_header_and_the_logged_values() {
             None => assert_eq!(get("published_ms"), ""),
             Some(p) => assert_eq!(get("published_ms").parse::<i64>().unwrap(), p),
         }
+        // The agents of the tests see a synchronized clock (tests/common).
+        assert_eq!(get("clock_synced"), "1", "{rec:?}");
     }
 }
 

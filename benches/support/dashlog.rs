@@ -77,6 +77,7 @@ pub fn reading(cycle: i64, s: i64, ts_ms: i64) -> Reading {
         },
         priority: if jump { 2 } else { 0 },
         route: if jump { Route::Realtime } else { Route::Batch },
+        clock_synced: None,
     }
 }
 

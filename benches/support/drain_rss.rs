@@ -120,6 +120,7 @@ fn backlog(db: &Path, rows: u64) {
                 },
                 priority: 0,
                 route: Route::Batch,
+                clock_synced: Some(true),
             })
             .collect();
         store.insert_readings(&chunk).expect("insert the backlog");

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use super::spill::{self, Held};
-use crate::clock::{Clock, Jump, JumpWatch, Now, TakenAt};
+use crate::clock::{Clock, ClockSync, Jump, JumpWatch, Now, SyncChange, SyncWatch, TakenAt};
 use crate::config::{Config, SensorConfig};
 use crate::domain::{
     Doubt, ErrorKind, Plausibility, Reading, Route, Sample, Scorer, SensorError, SensorRange,
@@ -78,6 +78,19 @@ pub struct CycleReport {
     /// The log file was deleted or replaced, and the agent moved to the
     /// log now at its path (`Store::follow_path`).
     pub log_switched: bool,
+    /// What the kernel said about the wall clock's synchronization this
+    /// cycle (asked once, before the reads); every reading carries it.
+    pub clock_sync: ClockSync,
+}
+
+/// What a station watches of the wall clock, from cycle to cycle.
+#[derive(Default)]
+struct ClockWatch {
+    /// Notices the wall clock being set between cycles.
+    jumps: JumpWatch,
+    /// Asks the kernel whether the wall clock is synchronized, and notices
+    /// it losing and regaining synchronization.
+    sync: SyncWatch,
 }
 
 /// The blocking half of the agent: sensors, scorers and the log.
@@ -99,8 +112,8 @@ pub struct Station {
     outage: Option<Outage>,
     /// Deletes what `[store]` says the log no longer keeps.
     retention: Retention,
-    /// Notices the wall clock being set between cycles.
-    jumps: JumpWatch,
+    /// What the agent watches of the wall clock.
+    watch: ClockWatch,
     /// Where each reading's monotonic taken-at goes, for the publisher to
     /// tell how long it waited; `None` without a publisher that asks.
     taken: Option<TakenAt>,
@@ -213,7 +226,7 @@ impl Station {
             outage: None,
             retention: Retention::new(config.store.retention, config.store.min_free)
                 .every(config.store.prune_every),
-            jumps: JumpWatch::default(),
+            watch: ClockWatch::default(),
             taken: None,
         };
         station
@@ -236,6 +249,13 @@ impl Station {
         Ok(station)
     }
 
+    /// Asks `probe` instead of the kernel whether the clock is
+    /// synchronized: how tests fake it.
+    #[cfg(test)]
+    pub(crate) fn probe_sync_with(&mut self, probe: Arc<dyn crate::clock::SyncProbe>) {
+        self.watch.sync = SyncWatch::asking(probe);
+    }
+
     /// Records when each reading is taken into `taken` from now on.
     pub(crate) fn record_taken(&mut self, taken: TakenAt) {
         self.taken = Some(taken);
@@ -248,6 +268,7 @@ impl Station {
     pub fn cycle(&mut self, limit: Option<u64>) -> CycleReport {
         let mut report = CycleReport::default();
         let start = self.clock.monotonic();
+        report.clock_sync = self.watch_sync(start);
         let deadline = start + self.budget;
         let mut todo: Vec<usize> = (0..self.slots.len())
             .filter(|&i| !self.slots[i].done(limit))
@@ -307,6 +328,7 @@ impl Station {
                     weights: score.weights,
                     priority: score.priority,
                     route: score.route,
+                    clock_synced: report.clock_sync.as_bool(),
                 });
                 slot.next_seq = crate::store::next_seq(seq);
                 if slot.next_seq.is_none() {
@@ -350,7 +372,7 @@ impl Station {
 
     /// Says so when the wall clock was set since the last cycle.
     fn watch_clock(&mut self, now: Now) -> Option<Jump> {
-        let jump = self.jumps.observe(now)?;
+        let jump = self.watch.jumps.observe(now)?;
         tracing::warn!(
             by_ms = jump.by_ms,
             "the system clock jumped {jump}: readings are stamped with the new time from now \
@@ -358,6 +380,27 @@ impl Station {
              monotonic clock and are not affected"
         );
         Some(jump)
+    }
+
+    /// Asks the kernel whether the clock is synchronized, and says so when
+    /// that changed.
+    fn watch_sync(&mut self, mono: Duration) -> ClockSync {
+        let (sync, change) = self.watch.sync.check(mono);
+        match change {
+            Some(SyncChange::Lost) => tracing::warn!(
+                "the kernel says the system clock is not synchronized (no NTP server reached \
+                 yet?): readings are stamped with it all the same, and marked \
+                 \"clock_synced\": false on the wire and 0 in the log's clock_synced column"
+            ),
+            Some(SyncChange::Regained { after }) => tracing::info!(
+                after_s = after.as_secs(),
+                "the system clock is synchronized again, after at least {}: readings are no \
+                 longer marked",
+                humantime::format_duration(Duration::from_secs(after.as_secs()))
+            ),
+            None => {}
+        }
+        sync
     }
 
     /// Works on retention for at most [`RETENTION_BUDGET`].
@@ -1757,6 +1800,7 @@ mod tests {
                 },
                 priority: 0,
                 route: Route::Batch,
+                clock_synced: None,
             })
             .collect();
         held.hold(&readings, &[], 1_000);
@@ -1785,6 +1829,68 @@ mod tests {
         let mut st = station(dir.path());
         st.cycle(None);
         assert_eq!(logged_seqs(dir.path()), vec![0, 6, 7]);
+    }
+
+    /// A kernel that says what the test sets, counting the questions.
+    struct FakeSync {
+        says: std::sync::Mutex<ClockSync>,
+        asked: std::sync::atomic::AtomicU32,
+    }
+
+    impl crate::clock::SyncProbe for FakeSync {
+        fn probe(&self) -> ClockSync {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            *self.says.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn readings_taken_on_an_unsynchronized_clock_are_marked_in_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two sensors: the kernel is asked once per cycle, not per reading.
+        let mut st = station_with(
+            dir.path(),
+            "[[sensor]]\nid = \"hall\"\nkind = \"sim\"\nprofile = \"heater\"\n",
+        );
+        let probe = Arc::new(FakeSync {
+            says: std::sync::Mutex::new(ClockSync::Unsynced),
+            asked: std::sync::atomic::AtomicU32::new(0),
+        });
+        st.probe_sync_with(probe.clone());
+        let mut want = Vec::new();
+        for sync in [ClockSync::Unsynced, ClockSync::Synced, ClockSync::Unknown] {
+            *probe.says.lock().unwrap() = sync;
+            let report = st.cycle(None);
+            assert_eq!(report.clock_sync, sync);
+            assert_eq!(report.readings.len(), 2);
+            for r in &report.readings {
+                assert_eq!(r.clock_synced, sync.as_bool(), "{r:?}");
+                want.push((r.sensor.clone(), r.seq, sync.as_bool()));
+            }
+        }
+        assert_eq!(probe.asked.load(std::sync::atomic::Ordering::Relaxed), 3);
+        let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+        let logged: Vec<_> = store
+            .readings(&crate::store::ReadingFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.reading.sensor, r.reading.seq, r.reading.clock_synced))
+            .collect();
+        assert_eq!(logged, want);
+        let column: Vec<Option<i64>> = rusqlite::Connection::open(dir.path().join("e.db"))
+            .unwrap()
+            .prepare("SELECT clock_synced FROM readings ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            column,
+            vec![Some(0), Some(0), Some(1), Some(1), None, None],
+            "0 unsynchronized, 1 synchronized, NULL unknown"
+        );
     }
 
     #[test]

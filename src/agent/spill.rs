@@ -99,6 +99,9 @@ enum Record {
         weight_humidity: u32,
         priority: u32,
         route: Route,
+        /// Absent when unknown (and in spills of older builds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock_synced: Option<bool>,
     },
     Error {
         ts_ms: i64,
@@ -129,6 +132,7 @@ impl Record {
             weight_humidity: r.weights.humidity,
             priority: r.priority,
             route: r.route,
+            clock_synced: r.clock_synced,
         }
     }
 
@@ -289,6 +293,7 @@ impl Held {
                 weight_humidity,
                 priority,
                 route,
+                clock_synced,
             } => self.readings.push(Reading {
                 node,
                 sensor,
@@ -301,6 +306,7 @@ impl Held {
                 },
                 priority,
                 route,
+                clock_synced,
             }),
             Record::Error {
                 ts_ms,
@@ -692,6 +698,7 @@ mod tests {
             },
             priority: 1,
             route: Route::Realtime,
+            clock_synced: None,
         }
     }
 
@@ -709,9 +716,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = spill_path(dir.path(), Path::new("/var/lib/e.db"));
         let mut held = Held::new(path.clone(), Path::new("/var/lib/e.db"));
-        held.hold(&[reading("a", 0), reading("b", 0)], &[error()], 9);
+        // Readings keep whether the clock was synchronized, unknown too.
+        let unsynced = Reading {
+            clock_synced: Some(false),
+            ..reading("b", 0)
+        };
+        held.hold(&[reading("a", 0), unsynced], &[error()], 9);
         assert_eq!(held.spill(), 2);
-        held.hold(&[reading("a", 1)], &[], 9);
+        let synced = Reading {
+            clock_synced: Some(true),
+            ..reading("a", 1)
+        };
+        held.hold(&[synced], &[], 9);
         assert_eq!(held.spill(), 3);
         let (back, restored) = Held::restore(path.clone(), Path::new("/var/lib/e.db")).unwrap();
         assert_eq!(restored.readings, 3);

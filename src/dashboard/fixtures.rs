@@ -103,6 +103,7 @@ pub fn build(dir: &Path, scenario: Scenario) -> PathBuf {
                 weights: verdict.weights,
                 priority: verdict.priority,
                 route: verdict.route,
+                clock_synced: None,
             });
             seq += 1;
         }

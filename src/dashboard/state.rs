@@ -165,6 +165,9 @@ pub struct Latest {
     pub priority: u32,
     /// The route it took.
     pub route: Route,
+    /// Whether the kernel said the clock was synchronized when it was taken
+    /// (`Some(false)`: its age is doubtful); `None` when unknown.
+    pub clock_synced: Option<bool>,
 }
 
 /// Real-time and batch counts over the window.
@@ -486,6 +489,7 @@ fn sensor_panels(
                 weights: (r.weights.temperature, r.weights.humidity),
                 priority: r.priority,
                 route: r.route,
+                clock_synced: r.clock_synced,
             }
         });
         let last_error = snap
@@ -681,6 +685,7 @@ mod tests {
                 },
                 priority: 0,
                 route: Route::Batch,
+                clock_synced: None,
             })
             .collect();
         store.insert_readings(&readings).expect("insert");

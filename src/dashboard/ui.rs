@@ -353,6 +353,16 @@ impl Widget for SensorWidget<'_> {
                 Span::raw(" "),
                 Span::styled(format!("{:.1}%", l.humidity), t.humidity()),
                 Span::styled(format!(" {}", age(l.age_ms)), DIM),
+                // Taken on a clock the kernel said was not synchronized:
+                // the age is only as good as that clock.
+                Span::styled(
+                    if l.clock_synced == Some(false) {
+                        "?"
+                    } else {
+                        ""
+                    },
+                    t.warn(),
+                ),
             ]));
             lines.push(Line::from(vec![
                 Span::raw(format!(
@@ -960,6 +970,7 @@ mod tests {
                 weights: (2, 2),
                 priority: 2,
                 route: Route::Realtime,
+                clock_synced: None,
             }),
             split: Split {
                 realtime: 9,
@@ -973,6 +984,27 @@ mod tests {
                 age_ms: 125_000,
             }),
         }
+    }
+
+    #[test]
+    fn a_reading_on_an_unsynchronized_clock_has_a_doubtful_age() {
+        let mut p = panel();
+        let first = |p: &SensorPanel| {
+            let mut buf = Buffer::empty(Rect::new(0, 0, 22, 7));
+            SensorWidget {
+                panel: p,
+                selected: true,
+                theme: Theme { color: false },
+                wide: true,
+            }
+            .render(buf.area, &mut buf);
+            text(&buf)[1].clone()
+        };
+        assert_eq!(first(&p), "│28.0°C 48.0% 12s    │");
+        p.latest.as_mut().unwrap().clock_synced = Some(false);
+        assert_eq!(first(&p), "│28.0°C 48.0% 12s?   │");
+        p.latest.as_mut().unwrap().clock_synced = Some(true);
+        assert_eq!(first(&p), "│28.0°C 48.0% 12s    │");
     }
 
     #[test]

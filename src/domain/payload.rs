@@ -107,7 +107,8 @@ pub struct WireWeights {
 }
 
 /// One reading as JSON: `{"node","sensor","log","seq","ts_ms","ts",
-/// "temperature_c","humidity_pct","weight":{..},"priority","route"}`.
+/// "temperature_c","humidity_pct","weight":{..},"priority","route"}`, and
+/// `"late"` and `"clock_synced"` when they say something.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WireReading<'a> {
     /// Node name.
@@ -137,6 +138,21 @@ pub struct WireReading<'a> {
     /// sent on the batch topic instead; absent otherwise.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub late: bool,
+    /// `false` for a reading taken while the kernel said the wall clock
+    /// was not synchronized (its `ts_ms` may be far off); absent otherwise
+    /// (synchronized or unknown), so consumers that never heard of it see
+    /// no change.
+    #[serde(skip_serializing_if = "is_true")]
+    pub clock_synced: bool,
+}
+
+/// For `skip_serializing_if`.
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde passes a reference"
+)]
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl<'a> WireReading<'a> {
@@ -158,6 +174,7 @@ impl<'a> WireReading<'a> {
             priority: r.priority,
             route: r.route,
             late: false,
+            clock_synced: r.clock_synced != Some(false),
         }
     }
 }
@@ -381,6 +398,7 @@ mod tests {
             },
             priority: 2,
             route: Route::Realtime,
+            clock_synced: None,
         };
         let log = LogId::parse("00c0ffee12345678").unwrap();
         let json = serde_json::to_value(WireReading::new(&r, log)).unwrap();
@@ -399,6 +417,32 @@ mod tests {
             ..WireReading::new(&r, log)
         };
         assert_eq!(serde_json::to_value(late).unwrap()["late"], true);
+    }
+
+    #[test]
+    fn clock_synced_is_on_the_wire_only_when_it_was_not() {
+        let mut r = Reading {
+            node: "pi".into(),
+            sensor: "lab".into(),
+            seq: 8,
+            ts_ms: 1_000,
+            sample: Sample::new(28.0, 48.0),
+            weights: PerChannel {
+                temperature: 0,
+                humidity: 0,
+            },
+            priority: 0,
+            route: Route::Batch,
+            clock_synced: Some(false),
+        };
+        let log = LogId::new(1);
+        let json = serde_json::to_value(WireReading::new(&r, log)).unwrap();
+        assert_eq!(json["clock_synced"], false, "{json}");
+        for synced in [Some(true), None] {
+            r.clock_synced = synced;
+            let json = serde_json::to_value(WireReading::new(&r, log)).unwrap();
+            assert!(json.get("clock_synced").is_none(), "{synced:?}: {json}");
+        }
     }
 
     #[test]
@@ -431,6 +475,7 @@ mod tests {
             },
             priority: 0,
             route: Route::Batch,
+            clock_synced: None,
         };
         let (a, b) = (LogId::new(0xa), LogId::new(0xb));
         let one = serde_json::to_vec(&WireReading::new(&r, a)).unwrap();

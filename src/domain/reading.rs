@@ -130,6 +130,10 @@ pub struct Reading {
     pub priority: u32,
     /// Where the priority sends it.
     pub route: Route,
+    /// Whether the kernel said the wall clock was synchronized when it was
+    /// taken (`ts_ms` may be far off when not); `None` when unknown, and
+    /// for readings logged before the agent asked.
+    pub clock_synced: Option<bool>,
 }
 
 /// Why a read produced no reading; the `kind` column of `sensor_errors`.

@@ -17,6 +17,7 @@ fn reading(sensor: &str, seq: u64) -> Reading {
         },
         priority: 0,
         route: Route::Batch,
+        clock_synced: None,
     }
 }
 

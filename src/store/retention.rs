@@ -796,6 +796,7 @@ mod tests {
             },
             priority: u32::from(route == Route::Realtime),
             route,
+            clock_synced: None,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::domain::{PerChannel, Reading, Route, Sample};
 
 /// The columns [`decode_reading`] reads, in its order.
 pub(crate) const READING_COLUMNS: &str = "id, node, sensor, seq, ts_ms, temperature_c, \
-     humidity_pct, weight_temperature, weight_humidity, priority, route, published_ms";
+     humidity_pct, weight_temperature, weight_humidity, priority, route, published_ms, clock_synced";
 
 /// The `published_ms` of an outbox row that cannot be decoded: not NULL, so
 /// it leaves the outbox (`published_ms IS NULL`) and its index, and
@@ -166,6 +166,12 @@ pub(crate) fn decode_reading(
     };
     let decoded = (|| {
         let route = c.text(10, "route")?;
+        let clock_synced = match r.get_ref(12) {
+            Ok(ValueRef::Null) => None,
+            Ok(ValueRef::Integer(0)) => Some(false),
+            Ok(ValueRef::Integer(1)) => Some(true),
+            _ => return Err(c.bad(12, "clock_synced", "NULL, 0 or 1")),
+        };
         Ok(StoredReading {
             id,
             reading: Reading {
@@ -181,6 +187,7 @@ pub(crate) fn decode_reading(
                 priority: c.count(9, "priority")?,
                 route: Route::parse(&route)
                     .ok_or_else(|| c.bad(10, "route", "'realtime' or 'batch'"))?,
+                clock_synced,
             },
             published_ms: match r.get_ref(11) {
                 Ok(ValueRef::Null) => None,

@@ -46,7 +46,7 @@ pub const DEMO_SENSORS: [&str; 4] = ["lab", "greenhouse", "cellar", "attic"];
 
 /// The CSV header of `query --format csv` (DESIGN.md, column names of the log).
 pub const CSV_HEADER: &str = "id,node,sensor,seq,ts_ms,ts,temperature_c,humidity_pct,\
-                              weight_temperature,weight_humidity,priority,route,published_ms";
+                              weight_temperature,weight_humidity,priority,route,published_ms,clock_synced";
 
 /// `tests/fixtures`.
 pub fn fixtures() -> PathBuf {
@@ -79,6 +79,10 @@ pub fn std_cmd(dir: &Path) -> std::process::Command {
     // run's, never to the machine's /run/edgeprio; a test that wants its
     // own sets RUNTIME_DIRECTORY again.
     cmd.env("RUNTIME_DIRECTORY", test_runtime_dir());
+    // The kernel's answer to "is the clock synchronized?" differs between
+    // machines (a container often says no): tests see a synchronized clock
+    // unless they set the (debug-build) hook again (tests/clock_sync.rs).
+    cmd.env("EDGEPRIO_TEST_CLOCK_SYNC", "synced");
     cmd
 }
 
@@ -406,4 +410,17 @@ pub fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 /// can show it and a chatty child never blocks on a full pipe.
 pub fn stderr_file(path: &Path) -> Stdio {
     Stdio::from(std::fs::File::create(path).expect("create stderr file"))
+}
+
+/// `GET /metrics` from an agent's endpoint on 127.0.0.1:`port`: the whole
+/// HTTP answer, headers included.
+pub fn scrape_metrics(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("an answer");
+    out
 }
