@@ -680,6 +680,7 @@ impl Config {
                 v.readable_file("mqtt.client_cert", cert)?;
                 v.readable_file("mqtt.client_key", key)?;
             }
+            v.password(m)?;
         }
         Ok(())
     }
@@ -901,6 +902,55 @@ impl Validator<'_> {
                 .map(drop)
                 .map_err(|e| format!("cannot be read by this user ({e})"))
         })
+    }
+
+    /// The password as the agent will send it (from the environment, the
+    /// file or the config): it needs a user name, and MQTT's string limit.
+    /// Never quoted.
+    fn password(&self, m: &MqttConfig) -> Result<(), ConfigError> {
+        let (key, from) = if std::env::var_os(PASSWORD_ENV).is_some() {
+            (
+                PASSWORD_ENV,
+                format!("the environment variable {PASSWORD_ENV}"),
+            )
+        } else if let PasswordSource::File(f) = &m.password {
+            (
+                "mqtt.password_file",
+                format!("password_file {}", f.display()),
+            )
+        } else {
+            ("mqtt.password", "password".to_string())
+        };
+        let secret = match m.password() {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(self.err(key, e)),
+        };
+        if m.username.is_none() {
+            return Err(self.err(
+                "mqtt.username",
+                format!(
+                    "{from} gives a password but `username` is not set: MQTT sends a password \
+                     only with a user name; add username = \"...\" to [mqtt]"
+                ),
+            ));
+        }
+        if secret.expose().is_empty() {
+            return Err(self.err(
+                key,
+                format!("{from} gives an empty password; put the password in it, or remove it"),
+            ));
+        }
+        if secret.expose().len() > MQTT_STRING_MAX {
+            return Err(self.err(
+                key,
+                format!(
+                    "the password of {from} (not shown) is longer than the {MQTT_STRING_MAX} \
+                     bytes MQTT can send"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A directory (an iio device's sysfs directory).

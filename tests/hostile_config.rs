@@ -42,6 +42,8 @@ struct Fixture {
 impl Fixture {
     fn new(dir: &Path) -> Fixture {
         std::fs::write(dir.join("pw"), format!("{SECRET}\n")).unwrap();
+        std::fs::write(dir.join("empty-pw"), "\n").unwrap();
+        std::fs::write(dir.join("long-pw"), "x".repeat(70_000)).unwrap();
         std::fs::write(
             dir.join("trace.csv"),
             "temperature_c,humidity_pct\n21,50\n22,51\n",
@@ -413,6 +415,36 @@ fn cases() -> Vec<Case> {
                 )
             },
             Key("mqtt.password", &["expected a string"]),
+        ),
+        case(
+            "empty password_file",
+            |f| {
+                cfg(
+                    f,
+                    "",
+                    "",
+                    &mqtt(
+                        f,
+                        &format!("username = \"u\"\npassword_file = {}\n", f.path("empty-pw")),
+                    ),
+                )
+            },
+            Key("mqtt.password_file", &["an empty password"]),
+        ),
+        case(
+            "password_file longer than MQTT can send",
+            |f| {
+                cfg(
+                    f,
+                    "",
+                    "",
+                    &mqtt(
+                        f,
+                        &format!("username = \"u\"\npassword_file = {}\n", f.path("long-pw")),
+                    ),
+                )
+            },
+            Key("mqtt.password_file", &["65535 bytes"]),
         ),
         case(
             "password without username",
@@ -1119,4 +1151,37 @@ fn a_trace_turned_fifo_is_refused_at_reload_and_sigterm_still_stops_the_agent() 
         "no clean exit within 10 s of SIGTERM:\n{log}"
     );
     common::assert_no_panic(&log);
+}
+
+/// A password from the environment without a user name: refused by
+/// `check-config` and `run` naming `mqtt.username` and the variable (it
+/// used to pass, then `run` retried "until the broker is back" forever,
+/// a broker that would never get a password without a user name).
+#[test]
+fn a_password_from_the_environment_without_a_username_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = Fixture::new(dir.path());
+    let config = f.dir.join("env.toml");
+    std::fs::write(&config, cfg(&f, "", "", &mqtt(&f, ""))).unwrap();
+    let mut failures = Vec::new();
+    for command in ["check-config", "run"] {
+        let out = edgeprio(&f.dir)
+            .env("EDGEPRIO_MQTT_PASSWORD", SECRET)
+            .arg("--config")
+            .arg(&config)
+            .arg(command)
+            .timeout(REFUSE_WITHIN)
+            .output()
+            .unwrap();
+        failures.extend(problems_of(
+            command,
+            out.status.code(),
+            &format!("{}{}", text(&out.stderr), text(&out.stdout)),
+            Key(
+                "mqtt.username",
+                &["EDGEPRIO_MQTT_PASSWORD gives a password"],
+            ),
+        ));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
