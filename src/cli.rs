@@ -302,7 +302,7 @@ fn init_logging(filter: &str) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| HeldLog)
         .with_ansi(
             std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none(),
@@ -321,6 +321,60 @@ fn init_logging(filter: &str) {
     } else {
         builder.init();
     }
+}
+
+/// Log lines written while a full-screen dashboard owns the terminal: the
+/// demo's agent runs under it, and a line on stderr would be drawn over the
+/// dashboard. They are printed when it gives the terminal back; past
+/// [`HELD_LOG_MAX`] bytes the oldest go.
+static HELD_LOG: std::sync::Mutex<Option<std::collections::VecDeque<u8>>> =
+    std::sync::Mutex::new(None);
+
+/// Most bytes of log [`HELD_LOG`] keeps.
+const HELD_LOG_MAX: usize = 64 << 10;
+
+/// The log's writer: stderr, or [`HELD_LOG`] while a dashboard is shown.
+struct HeldLog;
+
+impl std::io::Write for HeldLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut held = HELD_LOG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match held.as_mut() {
+            Some(lines) => {
+                lines.extend(buf);
+                let over = lines.len().saturating_sub(HELD_LOG_MAX);
+                lines.drain(..over);
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Holds the log while `show` runs (a dashboard on this terminal), then
+/// prints what was logged meanwhile.
+fn holding_the_log<T>(show: impl FnOnce() -> T) -> T {
+    *HELD_LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(std::collections::VecDeque::new());
+    let shown = show();
+    let held = HELD_LOG
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(lines) = held {
+        let (a, b) = lines.as_slices();
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(a).and_then(|()| err.write_all(b));
+    }
+    shown
 }
 
 /// Log lines for journald, which reads the agent's stderr under systemd:
@@ -897,12 +951,14 @@ fn demo_with_dashboard(config: &Config, opts: RunOptions) -> anyhow::Result<agen
     let shown = if agent.is_finished() {
         Ok(())
     } else {
-        crate::dashboard::run(
-            &config.db,
-            Some(&config.node),
-            crate::dashboard::app::REFRESH,
-            || stop.load(Ordering::Relaxed),
-        )
+        holding_the_log(|| {
+            crate::dashboard::run(
+                &config.db,
+                Some(&config.node),
+                crate::dashboard::app::REFRESH,
+                || stop.load(Ordering::Relaxed),
+            )
+        })
     };
     let _ = stop_agent.send(());
     let summary = agent

@@ -677,11 +677,14 @@ impl Screen {
             .iter()
             .zip(values.iter().zip(&weights))
             .map(|(name, (value, weight))| {
-                // `24.6°C 37.0% 0s`
+                // `24.6°C 37.0% 0s`, or `0s?` for a reading taken while the
+                // kernel said the clock was not synchronized (as on a
+                // machine without NTP, like the build machines).
                 let mut v = value.split_whitespace();
                 temperature(v.next()?.strip_suffix("°C")?)?;
                 humidity(v.next()?.strip_suffix('%')?)?;
-                v.next()?.strip_suffix('s')?;
+                let age = v.next()?;
+                age.strip_suffix('?').unwrap_or(age).strip_suffix('s')?;
                 // `w 1/2 p2 realtime`
                 let mut w = weight.split_whitespace();
                 (w.next()? == "w").then_some(())?;

@@ -346,19 +346,7 @@ impl Station {
         self.status.heartbeat_ms = now.wall_ms;
         self.held
             .hold(&report.readings, &report.errors, now.wall_ms);
-        if let Ok(Some(switched)) =
-            self.store
-                .follow_path(&self.node, now.wall_ms, self.held.readings_vec_mut())
-        {
-            for slot in &mut self.slots {
-                slot.next_seq = Some(switched.next_seq.get(&slot.id).copied().unwrap_or(0));
-            }
-            // This cycle's readings are the last ones held, renumbered.
-            let held = self.held.readings();
-            let from = held.len().saturating_sub(report.readings.len());
-            report.readings = held[from..].to_vec();
-            report.log_switched = true;
-        }
+        report.log_switched = self.follow_log(now.wall_ms, &mut report.readings);
         match self.commit() {
             Ok(depth) => report.outbox_depth = Some(depth),
             Err(e) => report.commit_error = Some(e),
@@ -368,6 +356,34 @@ impl Station {
         // when shedding old rows matters most.
         report.retention = self.retain(now);
         report
+    }
+
+    /// Follows the log to the file now at its path if it was deleted or
+    /// replaced (`Store::follow_path`): the sensors continue after the new
+    /// log's seqs, `readings` (this cycle's, held last) are renumbered with
+    /// the rest, and retention starts over. Whether it did.
+    fn follow_log(&mut self, now_ms: i64, readings: &mut Vec<Reading>) -> bool {
+        let (store, node) = (&mut self.store, &self.node);
+        let followed = self.held.edit_readings(
+            |held| store.follow_path(node, now_ms, held),
+            |followed| matches!(followed, Ok(Some(_))),
+        );
+        if let Ok(Some(switched)) = followed {
+            // The old log's rows are not this one's: retention starts over.
+            if let Err(e) = self.retention.restart(&self.store) {
+                tracing::warn!("cannot read the new log's newest rows for retention: {e}");
+            }
+            for slot in &mut self.slots {
+                slot.next_seq = Some(switched.next_seq.get(&slot.id).copied().unwrap_or(0));
+            }
+            // This cycle's readings are the last ones held, renumbered.
+            let held = self.held.readings();
+            let from = held.len().saturating_sub(readings.len());
+            *readings = held[from..].to_vec();
+            true
+        } else {
+            false
+        }
     }
 
     /// Says so when the wall clock was set since the last cycle.
@@ -438,22 +454,27 @@ impl Station {
             let h = history.get(&slot.id);
             let mut next = first_free_seq(h, lost.get(&slot.id).copied());
             let node = &self.node;
-            let held = self.held.readings_vec_mut();
-            let before = held.len();
-            // Readings no seq is left for cannot be logged (seq_exhausted).
-            held.retain_mut(|r| {
-                if r.node != *node || r.sensor != slot.id {
-                    return true;
-                }
-                let Some(seq) = next else { return false };
-                if r.seq != seq {
-                    r.seq = seq;
-                    renumbered += 1;
-                }
-                next = crate::store::next_seq(seq);
-                true
-            });
-            let after = held.len();
+            let (before, after) = self.held.edit_readings(
+                |held| {
+                    let before = held.len();
+                    // Readings no seq is left for cannot be logged
+                    // (seq_exhausted).
+                    held.retain_mut(|r| {
+                        if r.node != *node || r.sensor != slot.id {
+                            return true;
+                        }
+                        let Some(seq) = next else { return false };
+                        if r.seq != seq {
+                            r.seq = seq;
+                            renumbered += 1;
+                        }
+                        next = crate::store::next_seq(seq);
+                        true
+                    });
+                    (before, held.len())
+                },
+                |_| true,
+            );
             if next.is_none() && slot.next_seq.is_some() {
                 seq_exhausted(&slot.id, h, self.store.path());
                 if after < before {

@@ -380,12 +380,20 @@ impl Held {
         &mut self.readings
     }
 
-    /// The held readings, to carry others in front of them and renumber
-    /// them all (a log followed to a new file): the spill is rewritten at
-    /// the next [`Held::spill`].
-    pub fn readings_vec_mut(&mut self) -> &mut Vec<Reading> {
-        self.dirty = true;
-        &mut self.readings
+    /// Lets `edit` carry other readings in front of the held ones and
+    /// renumber them all (a log followed to a new file); when `changed`
+    /// says it did, the spill is rewritten at the next [`Held::spill`],
+    /// otherwise it is still only appended to.
+    pub fn edit_readings<R>(
+        &mut self,
+        edit: impl FnOnce(&mut Vec<Reading>) -> R,
+        changed: impl FnOnce(&R) -> bool,
+    ) -> R {
+        let result = edit(&mut self.readings);
+        if changed(&result) {
+            self.dirty = true;
+        }
+        result
     }
 
     /// Holds a cycle's readings and errors, up to `MAX_HELD` of each;

@@ -30,7 +30,7 @@
 //! the log as it was before that batch, never half-written.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use rusqlite::{OptionalExtension as _, TransactionBehavior, params};
 
 use super::{Store, StoreError, classify};
 use crate::clock::Now;
+use crate::domain::LogId;
 
 /// Readings examined (and at most deleted) per transaction.
 const BATCH_ROWS: usize = 1_000;
@@ -441,10 +442,11 @@ struct Ledger {
     marks: VecDeque<(Duration, Watermark)>,
 }
 
-/// Each log's ledger, by path, for the life of the process: a reload
-/// opens the log again, and what the process wrote before it is no older
-/// for that.
-static LEDGERS: LazyLock<Mutex<HashMap<PathBuf, Ledger>>> = LazyLock::new(Mutex::default);
+/// Each log's ledger, by the log's identity, for the life of the process:
+/// a reload opens the log again, and what the process wrote before it is
+/// no older for that; another file at the same path (a log followed to a
+/// new file) is another log, with row ids of its own.
+static LEDGERS: LazyLock<Mutex<HashMap<LogId, Ledger>>> = LazyLock::new(Mutex::default);
 
 /// A pass notes a new watermark once the last is 1/`MARKS_PER_KEEP` of
 /// the retention old: at most that many (plus one) are kept whatever the
@@ -514,19 +516,31 @@ impl Retention {
     pub fn begin(&mut self, store: &Store) -> Result<(), StoreError> {
         if self.ledger.is_none() {
             let mut ledgers = LEDGERS.lock().unwrap_or_else(PoisonError::into_inner);
-            let ledger = if let Some(known) = ledgers.get(store.path()) {
+            let key = store.log_id()?;
+            let ledger = if let Some(known) = ledgers.get(&key) {
                 known.clone()
             } else {
                 let new = Ledger {
                     start: store.watermark()?,
                     marks: VecDeque::new(),
                 };
-                ledgers.insert(store.path().to_owned(), new.clone());
+                ledgers.insert(key, new.clone());
                 new
             };
             self.ledger = Some(ledger);
         }
         Ok(())
+    }
+
+    /// Starts over on the log the agent followed its path to (see
+    /// `Store::follow_path`): the ledger's row ids were the old file's, so
+    /// the new log's rows so far count as written before this process, and
+    /// what the agent commits from here on is protected as in
+    /// [`Retention::begin`]. Any pass under way was the old file's.
+    pub fn restart(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.ledger = None;
+        self.pass = None;
+        self.begin(store)
     }
 
     /// The rows a pass starting at `mono` may expire: those written
@@ -553,7 +567,7 @@ impl Retention {
         LEDGERS
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(store.path().to_owned(), ledger.clone());
+            .insert(store.log_id()?, ledger.clone());
         Ok(upto)
     }
 
