@@ -236,9 +236,9 @@ impl Station {
         // The status row exists from the start, so the publisher (started
         // next) has a row to record the broker state in, and a reader sees
         // the agent running before its first cycle ends; what is held goes
-        // in with it. A log that refuses writes (full, remounted read-only)
-        // does not stop the start: `commit` logs it, and the cycles hold
-        // their readings.
+        // in with it. A log that refuses writes (full) does not stop the
+        // start: `commit` logs it, and the cycles hold their readings. (One
+        // on a read-only file system already failed to open above.)
         let taken = station.held.readings().len();
         if station.commit().is_ok() && taken > 0 {
             tracing::info!(
