@@ -11,9 +11,8 @@
 //! (scripts/test installs it).
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgeprio::agent::{Publisher, now_ms};
@@ -22,44 +21,9 @@ use edgeprio::domain::{PerChannel, Reading, Route, Sample};
 use edgeprio::publish::MqttPublisher;
 use edgeprio::store::{Access, AgentStatus, Store};
 
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn mosquitto(dir: &Path) -> (Mosquitto, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 0\n"),
-    )
-    .expect("write mosquitto.conf");
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is missing: scripts/test installs it (apt-get install mosquitto)");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Mosquitto(child), port)
-}
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+use mosquitto::mosquitto;
 
 fn config(dir: &Path, port: u16, batch_max: usize) -> Config {
     let text = format!(
