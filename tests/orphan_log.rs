@@ -177,11 +177,11 @@ fn sigterm_with_a_log_that_cannot_be_followed_spills_what_it_wrote_since() {
     std::thread::sleep(Duration::from_millis(500));
     let (status, stderr) = agent.signal_and_wait("TERM");
     assert!(status.success(), "{status}:\n{stderr}");
+    assert_eq!(spills(&s).len(), 1, "one spill in {:?}:\n{stderr}", s.runtime);
     assert!(
         stderr.contains("is not the one the agent writes") && stderr.contains("to the spill"),
         "the stop says where the readings went:\n{stderr}"
     );
-    assert_eq!(spills(&s).len(), 1, "one spill in {:?}:\n{stderr}", s.runtime);
     assert_next_start_has_everything(&s, 10);
 }
 
@@ -192,12 +192,12 @@ fn sighup_with_a_log_that_cannot_be_followed_exits_1_and_keeps_the_readings() {
     std::thread::sleep(Duration::from_millis(500));
     let (status, stderr) = agent.signal_and_wait("HUP");
     assert_eq!(status.code(), Some(1), "{status}:\n{stderr}");
+    assert_eq!(spills(&s).len(), 1, "one spill in {:?}:\n{stderr}", s.runtime);
     assert!(
         stderr.contains("is a SQLite database of another program")
             && stderr.contains("the next start writes them"),
         "the exit says why and where the readings are:\n{stderr}"
     );
-    assert_eq!(spills(&s).len(), 1, "one spill in {:?}:\n{stderr}", s.runtime);
     assert_next_start_has_everything(&s, 10);
 }
 

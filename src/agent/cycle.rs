@@ -665,7 +665,17 @@ fn take_held(config: &Config, carried: Option<Held>) -> Held {
         }
         return held;
     }
-    let path = spill::spill_path(&spill::runtime_dir(), &config.db);
+    let dir = spill::runtime_dir();
+    let path = spill::spill_path(&dir, &config.db);
+    for stray in spill::strays(&dir, &path) {
+        tracing::warn!(
+            spill = %stray.path.display(),
+            "{}; this agent writes db = {}: {}",
+            stray.summary(),
+            config.db.display(),
+            stray.fix()
+        );
+    }
     match Held::restore(path.clone(), &config.db) {
         Ok((held, restored)) => {
             if restored.dropped_bytes > 0 {

@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use tokio::time::MissedTickBehavior;
 
 pub use cycle::{Checks, CycleReport, Station, Take, read_validated};
-pub use spill::{Held, runtime_dir};
+pub use spill::{Held, Stray, runtime_dir, spill_path, strays};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
