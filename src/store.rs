@@ -1424,9 +1424,9 @@ impl Store {
                     tracing::error!(
                         db = %self.path.display(),
                         "cannot open a log at the path of the one that was {what}, so the \
-                         agent keeps writing the old file, which only it can still reach (its \
-                         readings are lost if it stops before this is fixed), and tries again \
-                         every cycle: {e}"
+                         agent keeps writing the old file, which only it can still reach (a \
+                         stop before this is fixed moves its unpublished readings to the \
+                         spill, for the next start), and tries again every cycle: {e}"
                     );
                 }
                 return Err(e);

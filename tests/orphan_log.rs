@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{ChildGuard, assert_no_panic, edgeprio, readings, send_signal, std_cmd, text, wait_for};
+use common::{
+    ChildGuard, assert_no_panic, edgeprio, readings, send_signal, std_cmd, text, wait_for,
+};
 
 /// A test's files: the log at `d/e.db` and a runtime directory of its own.
 struct Setup {
@@ -126,12 +128,18 @@ fn spills(s: &Setup) -> Vec<PathBuf> {
 /// Runs the agent until it has logged `n` readings, then moves a foreign
 /// `SQLite` file (one table) onto the log's path and waits until the agent
 /// says it cannot open a log there. The agent keeps writing the old file,
-/// which only it can reach.
-fn replace_with_foreign(s: &Setup, n: usize) -> Agent {
+/// which only it (and the test, which holds it open) can reach: returns
+/// once it has three more cycles in it, with how many readings it has.
+fn replace_with_foreign(s: &Setup, n: i64) -> (Agent, i64) {
     let mut agent = Agent::start(s, "first");
     agent.wait_line(&["agent running"]);
+    let old = common::open_ro(&s.db);
+    let count = |c: &rusqlite::Connection| {
+        c.query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
     wait_for(Duration::from_secs(30), "readings in the log", || {
-        readings(&s.db).len() >= n
+        count(&old) >= n
     });
     let foreign = s.dir.join("foreign.db");
     rusqlite::Connection::open(&foreign)
@@ -140,13 +148,19 @@ fn replace_with_foreign(s: &Setup, n: usize) -> Agent {
         .unwrap();
     std::fs::rename(&foreign, &s.db).unwrap();
     agent.wait_line(&["cannot open a log at the path"]);
-    agent
+    let then = count(&old);
+    let mut took = then;
+    wait_for(Duration::from_secs(30), "cycles into the old file", || {
+        took = count(&old);
+        took >= then + 6
+    });
+    (agent, took)
 }
 
 /// The path is fixed (the foreign file moved away), a new agent starts and
 /// stops: every seq of each sensor, 0 up to the last one the first agent
 /// took, is in the new log exactly once, and no spill is left.
-fn assert_next_start_has_everything(s: &Setup, took: usize) {
+fn assert_next_start_has_everything(s: &Setup, took: i64) {
     std::fs::rename(&s.db, s.dir.join("foreign-moved-away.db")).unwrap();
     let mut agent = Agent::start(s, "second");
     agent.wait_line(&["read", "readings back from the spill"]);
@@ -158,7 +172,7 @@ fn assert_next_start_has_everything(s: &Setup, took: usize) {
     assert!(status.success(), "{status}:\n{stderr}");
     let seqs = common::seqs_by_sensor(&readings(&s.db));
     assert_eq!(seqs.len(), 2, "{seqs:?}");
-    let logged: usize = seqs.values().map(Vec::len).sum();
+    let logged: i64 = seqs.values().map(|v| i64::try_from(v.len()).unwrap()).sum();
     for (sensor, got) in &seqs {
         let want: Vec<i64> = (0..i64::try_from(got.len()).unwrap()).collect();
         assert_eq!(got, &want, "sensor {sensor}: seqs not 0..n once each");
@@ -172,39 +186,46 @@ fn assert_next_start_has_everything(s: &Setup, took: usize) {
 #[test]
 fn sigterm_with_a_log_that_cannot_be_followed_spills_what_it_wrote_since() {
     let s = setup();
-    let agent = replace_with_foreign(&s, 10);
-    // A few cycles into the unlinked file.
-    std::thread::sleep(Duration::from_millis(500));
+    let (agent, took) = replace_with_foreign(&s, 10);
     let (status, stderr) = agent.signal_and_wait("TERM");
     assert!(status.success(), "{status}:\n{stderr}");
-    assert_eq!(spills(&s).len(), 1, "one spill in {:?}:\n{stderr}", s.runtime);
+    assert_eq!(
+        spills(&s).len(),
+        1,
+        "one spill in {:?}:\n{stderr}",
+        s.runtime
+    );
     assert!(
         stderr.contains("is not the one the agent writes") && stderr.contains("to the spill"),
         "the stop says where the readings went:\n{stderr}"
     );
-    assert_next_start_has_everything(&s, 10);
+    assert_next_start_has_everything(&s, took);
 }
 
 #[test]
 fn sighup_with_a_log_that_cannot_be_followed_exits_1_and_keeps_the_readings() {
     let s = setup();
-    let agent = replace_with_foreign(&s, 10);
-    std::thread::sleep(Duration::from_millis(500));
+    let (agent, took) = replace_with_foreign(&s, 10);
     let (status, stderr) = agent.signal_and_wait("HUP");
     assert_eq!(status.code(), Some(1), "{status}:\n{stderr}");
-    assert_eq!(spills(&s).len(), 1, "one spill in {:?}:\n{stderr}", s.runtime);
+    assert_eq!(
+        spills(&s).len(),
+        1,
+        "one spill in {:?}:\n{stderr}",
+        s.runtime
+    );
     assert!(
         stderr.contains("is a SQLite database of another program")
             && stderr.contains("the next start writes them"),
         "the exit says why and where the readings are:\n{stderr}"
     );
-    assert_next_start_has_everything(&s, 10);
+    assert_next_start_has_everything(&s, took);
 }
 
 #[test]
 fn a_spill_of_another_log_path_is_reported_at_start_and_by_doctor() {
     let s = setup();
-    let agent = replace_with_foreign(&s, 10);
+    let (agent, _) = replace_with_foreign(&s, 10);
     let (status, stderr) = agent.signal_and_wait("TERM");
     assert!(status.success(), "{status}:\n{stderr}");
     let spill = spills(&s);
