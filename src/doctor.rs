@@ -162,6 +162,7 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         }
     }
     emit(database(&config));
+    stray_spills(&config.db).into_iter().for_each(&mut emit);
     emit(clock_sync(KernelSync.probe()));
     log_integrity(&config.db).into_iter().for_each(&mut emit);
     all
@@ -606,6 +607,16 @@ fn database(config: &Config) -> Finding {
         }
         Err(e) => Finding::new(Level::Fail, "database", e.to_string()),
     }
+}
+
+/// Spills in the runtime directory that a start with this `db` does not
+/// read (they were made for another log path): one warning each.
+fn stray_spills(db: &Path) -> Vec<Finding> {
+    let dir = crate::agent::runtime_dir();
+    crate::agent::strays(&dir, &crate::agent::spill_path(&dir, db))
+        .iter()
+        .map(|s| Finding::new(Level::Warn, "spill", s.summary()).fix(s.fix()))
+        .collect()
 }
 
 /// The agent found its log file deleted or replaced while it ran

@@ -871,6 +871,25 @@ impl Store {
         &self.path
     }
 
+    /// Whether the file this store writes is no longer at its path (deleted
+    /// or replaced) and no log could be opened there yet
+    /// ([`Store::follow_path`]): what is committed now only this process can
+    /// reach.
+    pub fn lost_path(&self) -> bool {
+        self.lost_since.is_some()
+    }
+
+    /// Every unpublished reading of `node`, oldest first: what a file about
+    /// to be left behind still owes the broker.
+    pub fn unpublished(&mut self, node: &str) -> Result<Vec<Reading>, StoreError> {
+        Ok(self
+            .outbox(node, 0, usize::MAX)?
+            .rows
+            .into_iter()
+            .map(|r| r.reading)
+            .collect())
+    }
+
     fn identity(&self) -> Result<(i64, i32), StoreError> {
         let version = self
             .conn
@@ -1405,9 +1424,9 @@ impl Store {
                     tracing::error!(
                         db = %self.path.display(),
                         "cannot open a log at the path of the one that was {what}, so the \
-                         agent keeps writing the old file, which only it can still reach (its \
-                         readings are lost if it stops before this is fixed), and tries again \
-                         every cycle: {e}"
+                         agent keeps writing the old file, which only it can still reach (a \
+                         stop before this is fixed moves its unpublished readings to the \
+                         spill, for the next start), and tries again every cycle: {e}"
                     );
                 }
                 return Err(e);
@@ -1416,12 +1435,7 @@ impl Store {
         // Everything that can fail comes first: a failed switch is tried
         // again next cycle, from the same state (and the same lock).
         let prepared = (|| {
-            let carried: Vec<Reading> = self
-                .outbox(node, 0, usize::MAX)?
-                .rows
-                .into_iter()
-                .map(|r| r.reading)
-                .collect();
+            let carried = self.unpublished(node)?;
             let next_seq: std::collections::HashMap<String, u64> = new
                 .history(node)?
                 .into_iter()

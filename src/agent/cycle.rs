@@ -132,21 +132,41 @@ impl Station {
 
     /// [`Station::open`] that takes over what an agent stopped for a
     /// reload still `carried` (the log would not take it); without it, what
-    /// a stopped agent spilled is read back.
+    /// a stopped agent spilled is read back. If the station cannot open,
+    /// what was carried is settled ([`Held::settle`]: spilled for the next
+    /// start, the rest recorded as lost) before the error is returned.
     pub fn open_carrying(
         config: &Config,
         period: Duration,
         clock: Arc<dyn Clock>,
         carried: Option<Held>,
     ) -> anyhow::Result<Station> {
+        let mut carried = carried;
         let sensor_clock = clock.clone();
-        Self::open_inner(
+        let wall = clock.clone();
+        let opened = Self::open_inner(
             config,
             period,
             clock,
             |sc, resume| sensor::open(sc, resume, &sensor_clock),
-            carried,
-        )
+            &mut carried,
+        );
+        match (opened, carried) {
+            (Err(e), Some(held)) if !held.is_empty() => {
+                let n = held.readings().len();
+                let spill = held.path().display().to_string();
+                let e = e.context(format!(
+                    "the reloaded agent cannot start, so it stops; the {n} readings it carried \
+                     over the reload are in the spill {spill}, and the next start writes them \
+                     to the log"
+                ));
+                Err(match super::settle_now(held, wall.wall_ms()) {
+                    Ok(()) => e,
+                    Err(lost) => e.context(lost),
+                })
+            }
+            (opened, _) => opened,
+        }
     }
 
     /// [`Station::open`] with the sensors built by `opener`: how tests put
@@ -157,52 +177,29 @@ impl Station {
         clock: Arc<dyn Clock>,
         opener: impl FnMut(&SensorConfig, Resume) -> Result<Box<dyn Sensor>, OpenError>,
     ) -> anyhow::Result<Station> {
-        Self::open_inner(config, period, clock, opener, None)
+        Self::open_inner(config, period, clock, opener, &mut None)
     }
 
+    /// Opens the station; on failure, what was `carried` (or read back from
+    /// the spill) is left in `carried`, for the caller to settle.
     fn open_inner(
         config: &Config,
         period: Duration,
         clock: Arc<dyn Clock>,
         mut opener: impl FnMut(&SensorConfig, Resume) -> Result<Box<dyn Sensor>, OpenError>,
-        carried: Option<Held>,
+        carried: &mut Option<Held>,
     ) -> anyhow::Result<Station> {
         let now_ms = clock.wall_ms();
         let store = Store::open(&config.db, crate::store::Access::Writer)?;
         let mut history = store.history(&config.node)?;
         let (held, lost) = restore_held(&store, config, carried, &mut history)?;
-        let mut slots = Vec::with_capacity(config.sensors.len());
-        for sc in &config.sensors {
-            let h = history.get(&sc.id);
-            let next_seq = first_free_seq(h, lost.get(&sc.id).copied());
-            if next_seq.is_none() {
-                seq_exhausted(&sc.id, h, store.path());
+        let slots = match open_slots(config, &history, &lost, &mut opener, store.path()) {
+            Ok(slots) => slots,
+            Err(e) => {
+                *carried = Some(held);
+                return Err(e);
             }
-            let resume = Resume {
-                next_seq: next_seq.unwrap_or(MAX_SEQ),
-                last: h.and_then(|h| h.last),
-            };
-            let sensor =
-                opener(sc, resume).with_context(|| format!("cannot open sensor {:?}", sc.id))?;
-            tracing::info!(
-                sensor = %sc.id,
-                backend = %sensor.describe(),
-                next_seq = resume.next_seq,
-                "sensor ready"
-            );
-            let mut scorer = Scorer::new(config.priority, resume.last);
-            if let Some(stale_after) = config.stale_after {
-                scorer = scorer.with_gap_rule(stale_after, h.and_then(|h| h.last_ts_ms));
-            }
-            slots.push(Slot {
-                id: sc.id.clone(),
-                sensor,
-                last_attempt: None,
-                scorer,
-                next_seq,
-                produced: 0,
-            });
-        }
+        };
         let mut station = Station {
             node: config.node.clone(),
             clock,
@@ -229,10 +226,11 @@ impl Station {
             watch: ClockWatch::default(),
             taken: None,
         };
-        station
-            .retention
-            .begin(&station.store)
-            .context("cannot read the log's newest rows")?;
+        if let Err(e) = station.retention.begin(&station.store) {
+            let empty = Held::new(station.held.path().to_path_buf(), &config.db);
+            *carried = Some(std::mem::replace(&mut station.held, empty));
+            return Err(anyhow::Error::from(e).context("cannot read the log's newest rows"));
+        }
         // The status row exists from the start, so the publisher (started
         // next) has a row to record the broker state in, and a reader sees
         // the agent running before its first cycle ends; what is held goes
@@ -578,6 +576,9 @@ impl Station {
     /// a reloaded agent or settled ([`Held::settle`]) at the final stop.
     pub fn stop(&mut self) -> Result<Option<Held>, StoreError> {
         self.status.heartbeat_ms = self.clock.wall_ms();
+        if self.store.lost_path() {
+            return Ok(Some(self.leave_orphan()));
+        }
         if !self.held.is_empty() && self.commit().is_err() {
             // Best effort: the log refuses writes, the dashboard tells a
             // stopped agent by its heartbeat.
@@ -590,6 +591,86 @@ impl Station {
         self.store.mark_stopped(&self.status)?;
         Ok(None)
     }
+
+    /// The stop of an agent whose log file is no longer at its path (it was
+    /// deleted or replaced, and no log could be opened there): the file it
+    /// has been writing since is unreachable once it exits, so its
+    /// unpublished readings join what is held, all spilled for the next
+    /// start at the path. Returns them, to be carried or settled.
+    fn leave_orphan(&mut self) -> Held {
+        let db = self.store.path().display().to_string();
+        let orphan = match self.store.unpublished(&self.node) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(
+                    db = %db,
+                    "cannot read the unpublished readings of the file the agent was writing \
+                     in place of the log at {db}: {e}; they are lost"
+                );
+                Vec::new()
+            }
+        };
+        let moved = orphan.len();
+        let already = self.held.readings().len();
+        self.held.readings_vec_mut().splice(0..0, orphan);
+        let spilled = self.held.spill();
+        tracing::error!(
+            db = %db,
+            "stopping while the log file at {db} is not the one the agent writes (it was \
+             deleted or replaced, and no log could be opened there): moved the {moved} \
+             unpublished readings of the file it wrote instead, and {already} held ones, to \
+             the spill {} ({spilled} of them fit); the next start with db = {db} writes them \
+             to the log once one opens there: move away what is at {db} now (or make its \
+             directory again), then start the agent",
+            self.held.path().display()
+        );
+        let empty = Held::new(self.held.path().to_path_buf(), self.store.path());
+        std::mem::replace(&mut self.held, empty)
+    }
+}
+
+/// Opens the sensors of `config`, each going on after its `history` and
+/// its seqs given up (`lost`).
+fn open_slots(
+    config: &Config,
+    history: &std::collections::HashMap<String, crate::store::SensorHistory>,
+    lost: &std::collections::HashMap<String, u64>,
+    opener: &mut impl FnMut(&SensorConfig, Resume) -> Result<Box<dyn Sensor>, OpenError>,
+    db: &std::path::Path,
+) -> anyhow::Result<Vec<Slot>> {
+    let mut slots = Vec::with_capacity(config.sensors.len());
+    for sc in &config.sensors {
+        let h = history.get(&sc.id);
+        let next_seq = first_free_seq(h, lost.get(&sc.id).copied());
+        if next_seq.is_none() {
+            seq_exhausted(&sc.id, h, db);
+        }
+        let resume = Resume {
+            next_seq: next_seq.unwrap_or(MAX_SEQ),
+            last: h.and_then(|h| h.last),
+        };
+        let sensor =
+            opener(sc, resume).with_context(|| format!("cannot open sensor {:?}", sc.id))?;
+        tracing::info!(
+            sensor = %sc.id,
+            backend = %sensor.describe(),
+            next_seq = resume.next_seq,
+            "sensor ready"
+        );
+        let mut scorer = Scorer::new(config.priority, resume.last);
+        if let Some(stale_after) = config.stale_after {
+            scorer = scorer.with_gap_rule(stale_after, h.and_then(|h| h.last_ts_ms));
+        }
+        slots.push(Slot {
+            id: sc.id.clone(),
+            sensor,
+            last_attempt: None,
+            scorer,
+            next_seq,
+            produced: 0,
+        });
+    }
+    Ok(slots)
 }
 
 /// The held readings a station starts with: those `carried` over a
@@ -605,7 +686,17 @@ fn take_held(config: &Config, carried: Option<Held>) -> Held {
         }
         return held;
     }
-    let path = spill::spill_path(&spill::runtime_dir(), &config.db);
+    let dir = spill::runtime_dir();
+    let path = spill::spill_path(&dir, &config.db);
+    for stray in spill::strays(&dir, &path) {
+        tracing::warn!(
+            spill = %stray.path.display(),
+            "{}; this agent writes db = {}: {}",
+            stray.summary(),
+            config.db.display(),
+            stray.fix()
+        );
+    }
     match Held::restore(path.clone(), &config.db) {
         Ok((held, restored)) => {
             if restored.dropped_bytes > 0 {
@@ -807,10 +898,28 @@ pub fn read_validated(
 fn restore_held(
     store: &Store,
     config: &Config,
-    carried: Option<Held>,
+    carried: &mut Option<Held>,
     history: &mut std::collections::HashMap<String, crate::store::SensorHistory>,
 ) -> anyhow::Result<(Held, std::collections::HashMap<String, u64>)> {
-    let mut held = take_held(config, carried);
+    let mut held = take_held(config, carried.take());
+    match settle_restored(store, config, &mut held, history) {
+        Ok(lost) => Ok((held, lost)),
+        Err(e) => {
+            *carried = Some(held);
+            Err(e)
+        }
+    }
+}
+
+/// [`restore_held`] once `held` is taken: drops what the log already has,
+/// moves `history` past the rest, and returns the highest lost seq of each
+/// sensor.
+fn settle_restored(
+    store: &Store,
+    config: &Config,
+    held: &mut Held,
+    history: &mut std::collections::HashMap<String, crate::store::SensorHistory>,
+) -> anyhow::Result<std::collections::HashMap<String, u64>> {
     // Held readings go in with one transaction: if the log has one of
     // them, it has all, and the agent stopped between that commit and
     // removing the spill. Committing them again would renumber them
@@ -849,7 +958,7 @@ fn restore_held(
         let seq = lost.entry(l.sensor.clone()).or_default();
         *seq = (*seq).max(l.last_seq);
     }
-    Ok((held, lost))
+    Ok(lost)
 }
 
 /// The seq a sensor's next reading gets: after the highest logged one and

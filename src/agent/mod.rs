@@ -18,7 +18,7 @@ use anyhow::Context as _;
 use tokio::time::MissedTickBehavior;
 
 pub use cycle::{Checks, CycleReport, Station, Take, read_validated};
-pub use spill::{Held, runtime_dir};
+pub use spill::{Held, Stray, runtime_dir, spill_path, strays};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -133,9 +133,14 @@ pub async fn run(
 /// The final stop of an agent whose log refused what it held: spills it,
 /// and fails naming what could not be kept.
 pub async fn settle(held: Held) -> anyhow::Result<()> {
-    let lost = tokio::task::spawn_blocking(move || held.settle(now_ms()))
+    tokio::task::spawn_blocking(move || settle_now(held, now_ms()))
         .await
-        .context("the spill thread panicked")?;
+        .context("the spill thread panicked")?
+}
+
+/// [`settle`] on this thread, at `now_ms`.
+pub(crate) fn settle_now(held: Held, now_ms: i64) -> anyhow::Result<()> {
+    let lost = held.settle(now_ms);
     if lost.is_empty() {
         return Ok(());
     }

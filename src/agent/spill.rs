@@ -231,35 +231,10 @@ impl Held {
     /// `db`. A damaged or torn tail is dropped (and cut off the file).
     pub fn restore(path: PathBuf, db: &Path) -> std::io::Result<(Held, Restored)> {
         let mut held = Held::new(path, db);
-        let file = match File::open(&held.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok((held, Restored::default()));
-            }
-            Err(e) => return Err(e),
+        let path = held.path.clone();
+        let Some((total, good)) = read_records(&path, |r| held.take(r))? else {
+            return Ok((held, Restored::default()));
         };
-        let total = file.metadata()?.len();
-        let mut good = 0u64;
-        let mut reader = BufReader::new(file);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = match reader.read_line(&mut line) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // Not UTF-8: damaged from here on.
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => break,
-                Err(e) => return Err(e),
-            };
-            let Some(body) = line.strip_suffix('\n') else {
-                break;
-            };
-            let Some(record) = Record::parse(body) else {
-                break;
-            };
-            held.take(record);
-            good += n as u64;
-        }
         held.in_file = (held.readings.len(), held.errors.len(), held.losses.len());
         held.len = good;
         held.limit = Some(bound(held.path.parent().unwrap_or(Path::new(".")), good));
@@ -665,6 +640,131 @@ impl Held {
         }
         lost
     }
+}
+
+/// Reads the intact records of the spill at `path` into `take`, up to the
+/// first torn or damaged line. Returns the file's length and how many bytes
+/// of it are intact, or `None` if there is no such file.
+fn read_records(path: &Path, mut take: impl FnMut(Record)) -> std::io::Result<Option<(u64, u64)>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let total = file.metadata()?.len();
+    let mut good = 0u64;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = match reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(n) => n,
+            // Not UTF-8: damaged from here on.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => break,
+            Err(e) => return Err(e),
+        };
+        let Some(body) = line.strip_suffix('\n') else {
+            break;
+        };
+        let Some(record) = Record::parse(body) else {
+            break;
+        };
+        take(record);
+        good += n as u64;
+    }
+    Ok(Some((total, good)))
+}
+
+/// A spill in the runtime directory that belongs to another log path than
+/// the agent's: only a start with `db` at that path reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    /// The spill file.
+    pub path: PathBuf,
+    /// The log path its header names (empty if it has no header).
+    pub db: String,
+    /// Readings in it.
+    pub readings: usize,
+    /// Per sensor: how many readings, and their lowest and highest seq.
+    pub sensors: BTreeMap<String, (usize, u64, u64)>,
+    /// Losses it records, not yet in any log.
+    pub losses: usize,
+}
+
+impl Stray {
+    /// What it holds, in one line.
+    pub fn summary(&self) -> String {
+        let ranges: Vec<String> = self
+            .sensors
+            .iter()
+            .map(|(s, (n, lo, hi))| format!("{s} seq {lo}..{hi} ({n})"))
+            .collect();
+        format!(
+            "the spill {} of another log path ({}) holds {} readings ({}) and {} loss records \
+             that are in no log: a spill is read only by a start with db at the path it was \
+             made for",
+            self.path.display(),
+            self.db,
+            self.readings,
+            if ranges.is_empty() {
+                "none".to_owned()
+            } else {
+                ranges.join(", ")
+            },
+            self.losses,
+        )
+    }
+
+    /// What to do about it.
+    pub fn fix(&self) -> String {
+        format!(
+            "point db back at {} (the log they came from), start the agent once so that it \
+             writes them (the spill goes away), then stop it and move the log; or, if they are \
+             not wanted, delete {}",
+            self.db,
+            self.path.display()
+        )
+    }
+}
+
+/// The spills in `dir` other than `own`, oldest name first; unreadable ones
+/// are skipped (said at debug level).
+pub fn strays(dir: &Path, own: &Path) -> Vec<Stray> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "spill") && p != own)
+        .collect();
+    paths.sort();
+    let mut found = Vec::new();
+    for path in paths {
+        let mut stray = Stray {
+            path: path.clone(),
+            db: String::new(),
+            readings: 0,
+            sensors: BTreeMap::new(),
+            losses: 0,
+        };
+        let read = read_records(&path, |r| match r {
+            Record::Spill { db, .. } => stray.db = db,
+            Record::Reading { sensor, seq, .. } => {
+                stray.readings += 1;
+                let e = stray.sensors.entry(sensor).or_insert((0, seq, seq));
+                *e = (e.0 + 1, e.1.min(seq), e.2.max(seq));
+            }
+            Record::Error { .. } => {}
+            Record::Lost { .. } => stray.losses += 1,
+        });
+        match read {
+            Ok(Some(_)) if stray.readings + stray.losses > 0 => found.push(stray),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(spill = %path.display(), "cannot read the spill: {e}"),
+        }
+    }
+    found
 }
 
 /// The bound of a spill in `dir` that has `used` bytes: at most
