@@ -612,7 +612,8 @@ impl Station {
         };
         let moved = orphan.len();
         let already = self.held.readings().len();
-        self.held.readings_vec_mut().splice(0..0, orphan);
+        self.held
+            .edit_readings(|held| drop(held.splice(0..0, orphan)), |()| true);
         let spilled = self.held.spill();
         tracing::error!(
             db = %db,
