@@ -176,9 +176,4 @@ impl HighWater {
             Err(e) => tracing::debug!("cannot write the seq high-water record: {e}"),
         }
     }
-
-    #[cfg(test)]
-    pub fn record(&self) -> &Record {
-        &self.record
-    }
 }
