@@ -22,9 +22,9 @@ use thiserror::Error;
 
 use crate::domain::{LogId, Reading, Route, Sample, SensorError};
 
+mod high_water;
 #[cfg(test)]
 mod identity_tests;
-mod high_water;
 mod integrity;
 mod lost;
 mod retention;

@@ -66,7 +66,7 @@ impl Log {
             .unwrap()
     }
 
-    /// (sensor, log, seq) -> ts_ms of every reading in the log, keyed by
+    /// (sensor, log, seq) -> `ts_ms` of every reading in the log, keyed by
     /// the identity the log has now: what a consumer holds of it.
     fn keys(&self) -> BTreeMap<(String, String, i64), i64> {
         let log = self.log_id();
@@ -74,12 +74,10 @@ impl Log {
         let mut stmt = conn
             .prepare("SELECT sensor, seq, ts_ms FROM readings")
             .unwrap();
-        stmt.query_map([], |r| {
-            Ok(((r.get(0)?, log.clone(), r.get(1)?), r.get(2)?))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+        stmt.query_map([], |r| Ok(((r.get(0)?, log.clone(), r.get(1)?), r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     }
 
     /// Runs the agent; `meanwhile` is called once the log holds at least
@@ -152,12 +150,18 @@ fn restored_backup(restore: impl FnOnce(&Path, &Path)) {
     let tmp = tempfile::tempdir().unwrap();
     let log = Log::new(tmp.path());
     let backup = tmp.path().join("backup.db");
-    log.run("first", || sqlite3(&log.db, &format!(".backup {}", backup.display())));
+    log.run("first", || {
+        sqlite3(&log.db, &format!(".backup {}", backup.display()));
+    });
     // What consumers hold: every reading the log had, under its identity.
     let held = log.keys();
     let old = log.log_id();
     restore(&log.db, &backup);
-    assert_eq!(log.log_id(), old, "the restored backup holds the old identity");
+    assert_eq!(
+        log.log_id(),
+        old,
+        "the restored backup holds the old identity"
+    );
     assert!(log.keys().len() < held.len(), "the backup is older");
 
     let stderr = log.run("restored", || {});

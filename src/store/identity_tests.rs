@@ -348,7 +348,10 @@ fn a_missing_unreadable_or_foreign_record_decides_nothing() {
         ("missing", None),
         ("empty", Some(Vec::new())),
         ("torn", Some(b"{\"log\":\"".to_vec())),
-        ("another log's", Some(serde_json::to_vec(&long_other).unwrap())),
+        (
+            "another log's",
+            Some(serde_json::to_vec(&long_other).unwrap()),
+        ),
     ] {
         match bytes {
             None => std::fs::remove_file(&lock).unwrap(),
@@ -361,4 +364,3 @@ fn a_missing_unreadable_or_foreign_record_decides_nothing() {
         assert_eq!((hw.log, hw.seqs.len()), (id.to_string(), 0), "{what}");
     }
 }
-
