@@ -364,3 +364,50 @@ fn a_missing_unreadable_or_foreign_record_decides_nothing() {
         assert_eq!((hw.log, hw.seqs.len()), (id.to_string(), 0), "{what}");
     }
 }
+
+#[test]
+fn a_hand_edit_that_lowers_the_highest_integer_seq_draws_a_new_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    let old = s.log_id().unwrap();
+    s.insert_readings(&[reading("a", 0), reading("a", 1)])
+        .unwrap();
+    drop(s);
+    // A text seq sorts above every integer: the check must not take it for
+    // the highest seq.
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE readings SET seq = 'x' WHERE seq = 1", [])
+        .unwrap();
+    let s = Store::open(&path, Access::Writer).unwrap();
+    assert_ne!(s.log_id().unwrap(), old);
+    assert_eq!(s.history("pi").unwrap()["a"].next_seq(), Some(1));
+}
+
+#[test]
+fn the_record_follows_the_writer_to_the_log_at_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    s.insert_readings(&[reading("a", 0), reading("a", 1), reading("a", 2)])
+        .unwrap();
+    assert_eq!(s.follow_path("pi", 1, &mut Vec::new()).unwrap(), None);
+    std::fs::remove_file(&path).unwrap();
+    let mut pending = vec![reading("a", 3)];
+    let sw = s.follow_path("pi", 2, &mut pending).unwrap().unwrap();
+    s.insert_readings(&pending).unwrap();
+    // The record names the new log now, with what was committed into it
+    // (the three carried over, renumbered 0..2, then the cycle's 3).
+    let hw = high_water_of(&path).unwrap();
+    assert_eq!(hw.log, sw.to.to_string());
+    assert_eq!(hw.seqs["pi"]["a"], 3);
+    drop(s);
+    assert_eq!(
+        Store::open(&path, Access::Writer)
+            .unwrap()
+            .log_id()
+            .unwrap(),
+        sw.to
+    );
+}
