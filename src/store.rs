@@ -858,7 +858,7 @@ impl Store {
             _ => true,
         };
         let behind = match (&current, record) {
-            (Ok(c), Some(r)) if same && r.log == c.log.to_string() => {
+            (Ok(c), Some(r)) if same && r.names(c.log) => {
                 r.behind(&self.conn).map_err(|e| self.sqlite(e))?
             }
             _ => None,
@@ -1611,7 +1611,8 @@ pub fn lock_path(db: &Path) -> PathBuf {
 /// 0600, whatever the umask, and one that others can open (made with the
 /// umask by an older edgeprio, or owned by another user) is replaced by a
 /// private one before it is locked. A descriptor someone opened on the old
-/// file then locks nothing.
+/// file then locks nothing. The lock file also holds the writer's
+/// high-water record of committed seqs (see `high_water`).
 fn lock_writer(db: &Path, held: &mut Option<std::fs::File>) -> Result<std::fs::File, StoreError> {
     let lock = lock_path(db);
     if let Some(h) = held.as_ref()

@@ -62,6 +62,11 @@ impl std::fmt::Display for Behind {
 }
 
 impl Record {
+    /// Whether the seqs were committed under `log`.
+    pub fn names(&self, log: LogId) -> bool {
+        LogId::parse(&self.log) == Some(log)
+    }
+
     /// The record in `file`; `None` if it is empty or not one (decides
     /// nothing).
     pub fn read(file: &std::fs::File) -> Option<Record> {
@@ -127,9 +132,8 @@ impl HighWater {
     /// at open passed), otherwise the record starts again, empty. `file`
     /// is where it is kept: what it holds now is written over.
     pub fn start(log: LogId, found: Option<Record>, file: &std::fs::File) -> HighWater {
-        let log = log.to_string();
-        let record = found.filter(|r| r.log == log).unwrap_or(Record {
-            log,
+        let record = found.filter(|r| r.names(log)).unwrap_or(Record {
+            log: log.to_string(),
             seqs: BTreeMap::new(),
         });
         let written = file
@@ -141,23 +145,24 @@ impl HighWater {
     /// Raises the record to the seqs of `readings`, just committed;
     /// whether it changed.
     pub fn raise(&mut self, readings: &[Reading]) -> bool {
-        use std::collections::btree_map::Entry;
         let mut changed = false;
         for r in readings {
-            match self
+            // Looked up before anything is cloned: a bulk load of a
+            // million readings names a handful of sensors.
+            if !self.record.seqs.contains_key(&r.node) {
+                self.record.seqs.insert(r.node.clone(), BTreeMap::new());
+            }
+            let sensors = self
                 .record
                 .seqs
-                .entry(r.node.clone())
-                .or_default()
-                .entry(r.sensor.clone())
-            {
-                Entry::Vacant(v) => {
-                    v.insert(r.seq);
+                .get_mut(&r.node)
+                .expect("inserted just above");
+            match sensors.get_mut(&r.sensor) {
+                Some(top) if *top >= r.seq => continue,
+                Some(top) => *top = r.seq,
+                None => {
+                    sensors.insert(r.sensor.clone(), r.seq);
                 }
-                Entry::Occupied(mut o) if *o.get() < r.seq => {
-                    o.insert(r.seq);
-                }
-                Entry::Occupied(_) => continue,
             }
             changed = true;
         }
