@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use crate::domain::{LogId, Reading, Route, Sample, SensorError};
 
+mod high_water;
 #[cfg(test)]
 mod identity_tests;
 mod integrity;
@@ -676,6 +677,9 @@ pub struct Store {
     /// The deepest outbox a heartbeat saw since the page cache was last
     /// released: once a large backlog has drained, its pages go.
     outbox_high: u64,
+    /// The writer's record of the seqs it committed, kept in the lock
+    /// file: how a log rolled back in place is told (see `high_water`).
+    high_water: Option<high_water::HighWater>,
 }
 
 impl std::fmt::Debug for Store {
@@ -742,6 +746,7 @@ impl Store {
             lost_since: None,
             reported: rows::Reported::default(),
             outbox_high: 0,
+            high_water: None,
         };
         // The first real read tells a damaged or non-SQLite file apart.
         let (version, app_id) = store.identity()?;
@@ -750,14 +755,22 @@ impl Store {
         match access {
             Access::Writer => {
                 // Only a file known to be ours gets a lock file beside it.
-                store.writer_lock = Some(lock_writer(path, held)?);
+                let lock = lock_writer(path, held)?;
+                let record = high_water::Record::read(&lock);
+                store.writer_lock = Some(lock);
                 store.prepare_writer(version)?;
                 let file = FileId::of(path).map_err(|e| StoreError::NotWritable {
                     path: path.to_path_buf(),
                     reason: format!("cannot stat it: {e}"),
                 })?;
-                store.log = Some(store.claim_identity(file)?);
+                let log = store.claim_identity(file, record.as_ref())?;
+                store.log = Some(log);
                 store.file = Some(file);
+                if let Some(lock) = &store.writer_lock {
+                    let mut hw = high_water::HighWater::start(log, record, lock);
+                    hw.write(lock);
+                    store.high_water = Some(hw);
+                }
             }
             Access::ReadOnly => {
                 store.check_reader(version)?;
@@ -807,8 +820,15 @@ impl Store {
     /// Keeps the identity if this is the file it was drawn for (or the
     /// first file to claim it: a new or just migrated log), otherwise draws
     /// a new one: a copy may hold seqs that consumers already have from the
-    /// original, and the original may go on handing out more of them.
-    fn claim_identity(&self, file: FileId) -> Result<LogId, StoreError> {
+    /// original, and the original may go on handing out more of them. So
+    /// does a file rolled back in place (a backup restored into its inode):
+    /// the writer's high-water `record` of this identity names a seq
+    /// committed beyond what the log holds now.
+    fn claim_identity(
+        &self,
+        file: FileId,
+        record: Option<&high_water::Record>,
+    ) -> Result<LogId, StoreError> {
         // A row deleted by hand is drawn again.
         self.conn
             .execute(
@@ -837,7 +857,13 @@ impl Store {
             .same_file(file),
             _ => true,
         };
-        let fresh = !same || current.is_err();
+        let behind = match (&current, record) {
+            (Ok(c), Some(r)) if same && r.names(c.log) => {
+                r.behind(&self.conn).map_err(|e| self.sqlite(e))?
+            }
+            _ => None,
+        };
+        let fresh = !same || current.is_err() || behind.is_some();
         let id: String = self
             .conn
             .query_row(
@@ -853,7 +879,16 @@ impl Store {
             .map_err(|e| self.sqlite(e))?;
         let log =
             LogId::parse(&id).expect("the UPDATE just wrote 16 hex digits or kept a checked id");
-        if fresh {
+        if let Some(behind) = behind {
+            tracing::warn!(
+                db = %self.path.display(),
+                old_log = %current.map_or_else(|_| "unreadable".into(), |c| c.log.to_string()),
+                new_log = %log,
+                "this log file was rolled back (a backup restored or copied over it, or its \
+                 newest readings deleted): {behind}, so it gets a new identity; under the old \
+                 one its next seqs would name readings consumers already hold"
+            );
+        } else if fresh {
             tracing::warn!(
                 db = %self.path.display(),
                 old_log = %current.map_or_else(|_| "unreadable".into(), |c| c.log.to_string()),
@@ -1092,6 +1127,7 @@ impl Store {
         }
         let depth = write_status(&tx, status, space.as_ref()).map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))?;
+        self.committed(readings);
         // Counting a large outbox every cycle filled the page cache with
         // its index; once it has drained, that memory goes back.
         self.outbox_high = self.outbox_high.max(depth);
@@ -1136,7 +1172,18 @@ impl Store {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
         insert_readings(&tx, readings).map_err(|e| classify(&path, e))?;
-        tx.commit().map_err(|e| classify(&path, e))
+        tx.commit().map_err(|e| classify(&path, e))?;
+        self.committed(readings);
+        Ok(())
+    }
+
+    /// Raises the high-water record to `readings`, just committed.
+    fn committed(&mut self, readings: &[Reading]) {
+        if let (Some(hw), Some(lock)) = (&mut self.high_water, &self.writer_lock)
+            && hw.raise(readings)
+        {
+            hw.write(lock);
+        }
     }
 
     /// Records that the agent of `status.node` stopped cleanly.
@@ -1578,7 +1625,8 @@ pub fn lock_path(db: &Path) -> PathBuf {
 /// 0600, whatever the umask, and one that others can open (made with the
 /// umask by an older edgeprio, or owned by another user) is replaced by a
 /// private one before it is locked. A descriptor someone opened on the old
-/// file then locks nothing.
+/// file then locks nothing. The lock file also holds the writer's
+/// high-water record of committed seqs (see `high_water`).
 fn lock_writer(db: &Path, held: &mut Option<std::fs::File>) -> Result<std::fs::File, StoreError> {
     let lock = lock_path(db);
     if let Some(h) = held.as_ref()
@@ -1617,6 +1665,7 @@ fn private_lock_file(lock: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let open = |create_new: bool, path: &Path| {
         std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create(!create_new)
             .create_new(create_new)

@@ -260,3 +260,154 @@ fn a_foreign_file_at_the_path_is_refused_and_the_old_file_kept_until_it_goes() {
     let (at, _) = s.log_identity().unwrap().replaced.unwrap();
     assert_eq!(at, 2, "since when the path did not name the agent's file");
 }
+
+/// The high-water record in the lock file of `path`, if it is one.
+fn high_water_of(path: &Path) -> Option<high_water::Record> {
+    high_water::Record::read(&std::fs::File::open(lock_path(path)).unwrap())
+}
+
+/// Deletes, behind the agent's back, the rows `filter` names (what a
+/// restored backup lacks).
+fn delete_rows(path: &Path, filter: &str) {
+    Connection::open(path)
+        .unwrap()
+        .execute(&format!("DELETE FROM readings WHERE {filter}"), [])
+        .unwrap();
+}
+
+#[test]
+fn a_log_rolled_back_in_place_gets_a_new_identity_and_the_record_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    let old = s.log_id().unwrap();
+    s.insert_readings(&[reading("a", 0), reading("a", 1), reading("b", 0)])
+        .unwrap();
+    let status = AgentStatus {
+        node: "pi".into(),
+        running: true,
+        pid: 1,
+        version: "test".into(),
+        started_ms: 0,
+        heartbeat_ms: 5,
+        interval_ms: 15_000,
+    };
+    s.commit_cycle(&[reading("a", 2)], &[], &status).unwrap();
+    let hw = high_water_of(&path).unwrap();
+    assert_eq!(hw.log, old.to_string());
+    assert_eq!(hw.seqs["pi"]["a"], 2, "commit_cycle raises it too");
+    assert_eq!(hw.seqs["pi"]["b"], 0);
+    drop(s);
+    // Reopened as it is, the log keeps its identity.
+    assert_eq!(
+        Store::open(&path, Access::Writer)
+            .unwrap()
+            .log_id()
+            .unwrap(),
+        old
+    );
+    // Rolled back in place: the same inode, without the newest reading.
+    delete_rows(&path, "sensor = 'a' AND seq = 2");
+    let s = Store::open(&path, Access::Writer).unwrap();
+    let new = s.log_id().unwrap();
+    assert_ne!(new, old);
+    // The record restarts for the new identity...
+    let hw = high_water_of(&path).unwrap();
+    assert_eq!((hw.log, hw.seqs.len()), (new.to_string(), 0));
+    drop(s);
+    // ...so the next open keeps it, and seqs go on after the log's.
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    assert_eq!(s.log_id().unwrap(), new);
+    assert_eq!(s.history("pi").unwrap()["a"].next_seq(), Some(2));
+    s.insert_readings(&[reading("a", 2), reading("b", 1)])
+        .unwrap();
+    drop(s);
+    // A sensor left with no row at all (a backup from before it was
+    // added, or every row deleted) counts as rolled back too.
+    delete_rows(&path, "sensor = 'b'");
+    let s = Store::open(&path, Access::Writer).unwrap();
+    assert_ne!(s.log_id().unwrap(), new);
+}
+
+#[test]
+fn a_missing_unreadable_or_foreign_record_decides_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    let id = s.log_id().unwrap();
+    s.insert_readings(&[reading("a", 0), reading("a", 1)])
+        .unwrap();
+    drop(s);
+    delete_rows(&path, "seq = 1");
+    let lock = lock_path(&path);
+    let long_other = high_water::Record {
+        log: "0123456789abcdef".into(),
+        seqs: [("pi".into(), [("a".into(), 99), ("z".repeat(200), 7)].into())].into(),
+    };
+    for (what, bytes) in [
+        ("missing", None),
+        ("empty", Some(Vec::new())),
+        ("torn", Some(b"{\"log\":\"".to_vec())),
+        (
+            "another log's",
+            Some(serde_json::to_vec(&long_other).unwrap()),
+        ),
+    ] {
+        match bytes {
+            None => std::fs::remove_file(&lock).unwrap(),
+            Some(b) => std::fs::write(&lock, b).unwrap(),
+        }
+        let s = Store::open(&path, Access::Writer).unwrap();
+        assert_eq!(s.log_id().unwrap(), id, "a {what} record");
+        // Written over: a record of this log, even over a longer one.
+        let hw = high_water_of(&path).unwrap_or_else(|| panic!("after a {what} record"));
+        assert_eq!((hw.log, hw.seqs.len()), (id.to_string(), 0), "{what}");
+    }
+}
+
+#[test]
+fn a_hand_edit_that_lowers_the_highest_integer_seq_draws_a_new_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    let old = s.log_id().unwrap();
+    s.insert_readings(&[reading("a", 0), reading("a", 1)])
+        .unwrap();
+    drop(s);
+    // A text seq sorts above every integer: the check must not take it for
+    // the highest seq.
+    Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE readings SET seq = 'x' WHERE seq = 1", [])
+        .unwrap();
+    let s = Store::open(&path, Access::Writer).unwrap();
+    assert_ne!(s.log_id().unwrap(), old);
+    assert_eq!(s.history("pi").unwrap()["a"].next_seq(), Some(1));
+}
+
+#[test]
+fn the_record_follows_the_writer_to_the_log_at_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.db");
+    let mut s = Store::open(&path, Access::Writer).unwrap();
+    s.insert_readings(&[reading("a", 0), reading("a", 1), reading("a", 2)])
+        .unwrap();
+    assert_eq!(s.follow_path("pi", 1, &mut Vec::new()).unwrap(), None);
+    std::fs::remove_file(&path).unwrap();
+    let mut pending = vec![reading("a", 3)];
+    let sw = s.follow_path("pi", 2, &mut pending).unwrap().unwrap();
+    s.insert_readings(&pending).unwrap();
+    // The record names the new log now, with what was committed into it
+    // (the three carried over, renumbered 0..2, then the cycle's 3).
+    let hw = high_water_of(&path).unwrap();
+    assert_eq!(hw.log, sw.to.to_string());
+    assert_eq!(hw.seqs["pi"]["a"], 3);
+    drop(s);
+    assert_eq!(
+        Store::open(&path, Access::Writer)
+            .unwrap()
+            .log_id()
+            .unwrap(),
+        sw.to
+    );
+}
