@@ -337,11 +337,17 @@ fn a_crash_with_the_disk_full_loses_nothing() {
 }
 
 /// (sensor, seq, `ts_ms`) of every intact reading record in the spill
-/// files of `dir` (`<checksum> <JSON>` lines).
+/// files of `dir` (`<checksum> <JSON>` lines). Only `*.spill`, as the
+/// agent reads them: a `.spill.tmp` left by a kill during a rewrite was
+/// never renamed into place.
 fn spilled_readings(dir: &Path) -> Vec<(String, i64, i64)> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "spill") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines() {
             // A line torn by the kill is no record (the agent drops it too).
             let Some((_, json)) = line.split_once(' ') else {

@@ -193,6 +193,14 @@ fn a_log_deleted_under_the_running_agent_is_noticed_and_nothing_is_lost_or_reuse
         "the log file was deleted while the agent was writing it",
         NOTICE_WITHIN,
     );
+    // Thawed once the switch is done: earlier, the broker's PUBACKs for
+    // the readings it already has would mark them published in the old
+    // file while the agent reads what to carry over.
+    wait_stderr(
+        &mut agent,
+        "unpublished readings were carried over",
+        NOTICE_WITHIN,
+    );
     broker.thaw();
     wait_for(Duration::from_secs(20), "the new log", || {
         try_log_id(&files.db).is_some()
@@ -249,6 +257,11 @@ fn a_log_replaced_under_the_running_agent_by_a_backup_gets_its_own_identity() {
         NOTICE_WITHIN,
     );
     let old_id = old_id.expect("the backup holds the log's identity");
+    wait_stderr(
+        &mut agent,
+        "unpublished readings were carried over",
+        NOTICE_WITHIN,
+    );
     broker.thaw();
     wait_for(
         Duration::from_secs(20),
