@@ -11,10 +11,9 @@ mod mosquitto;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{ChildGuard, assert_no_panic, open_ro, readings, send_signal, std_cmd, wait_for};
+use common::{RunAgent as Agent, open_ro, readings, send_signal, wait_for};
 use mosquitto::{Broker, Spec, Sub, wait_all_seen};
 
 /// A tmpfs of `size` mounted on `dir` for the life of the value.
@@ -99,62 +98,9 @@ fn setup() -> Setup {
     }
 }
 
-/// A running agent and the file its stderr goes to.
-struct Agent {
-    child: ChildGuard,
-    err: PathBuf,
-}
-
-impl Agent {
-    fn start(s: &Setup, name: &str) -> Agent {
-        let err = s.dir.join(format!("{name}.err"));
-        let mut cmd = std_cmd(&s.dir);
-        cmd.arg("--config")
-            .arg(&s.config)
-            .arg("run")
-            .env("RUNTIME_DIRECTORY", &s.runtime)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(common::stderr_file(&err));
-        Agent {
-            child: ChildGuard::spawn(cmd),
-            err,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits until stderr has a line containing every one of `words`,
-    /// failing at once if the agent exits.
-    fn wait_line(&mut self, words: &[&str], limit: Duration) {
-        let err = self.err.clone();
-        let child = &mut self.child.child;
-        wait_for(limit, &format!("a line with {words:?}"), || {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "the agent exited ({status}) while waiting for {words:?}:\n{}",
-                    std::fs::read_to_string(&err).unwrap_or_default()
-                );
-            }
-            std::fs::read_to_string(&err)
-                .unwrap_or_default()
-                .lines()
-                .any(|l| words.iter().all(|w| l.contains(w)))
-        });
-    }
-
-    fn stop(mut self) -> (ExitStatus, String) {
-        send_signal(self.child.id(), "TERM");
-        let status = self
-            .child
-            .wait_timeout(Duration::from_secs(30))
-            .expect("the agent stops within 30 s of SIGTERM");
-        let stderr = self.stderr();
-        assert_no_panic(&stderr);
-        (status, stderr)
-    }
+/// The agent on the setup's config, its stderr in `<name>.err`.
+fn start(s: &Setup, name: &str) -> Agent {
+    Agent::start(&s.dir, &s.config, &s.runtime, name)
 }
 
 /// The seqs logged per sensor.
@@ -208,7 +154,7 @@ fn fill_until_held(s: &Setup, agent: &mut Agent) -> PathBuf {
 #[test]
 fn sigterm_with_the_disk_full_spills_and_the_next_start_commits_it() {
     let s = setup();
-    let mut agent = Agent::start(&s, "first");
+    let mut agent = start(&s, "first");
     let filler = fill_until_held(&s, &mut agent);
     let before = readings(&s.db).len();
     let (status, stderr) = agent.stop();
@@ -225,7 +171,7 @@ fn sigterm_with_the_disk_full_spills_and_the_next_start_commits_it() {
     // Restarted while the disk is still full (a read-only remount that
     // recovery needs a restart for looks the same): the agent runs and
     // holds what it has.
-    let mut agent = Agent::start(&s, "second");
+    let mut agent = start(&s, "second");
     agent.wait_line(&["read", "spill"], Duration::from_secs(30));
     agent.wait_line(&["ERROR", "cannot commit"], Duration::from_secs(30));
     std::fs::remove_file(&filler).unwrap();
@@ -256,13 +202,13 @@ fn with_a_broker_every_spilled_reading_is_published_after_the_restart() {
     );
     std::fs::write(&s.config, config + &mqtt).unwrap();
     let sub = Sub::start(&broker, &["edgeprio/t/#"], None);
-    let mut agent = Agent::start(&s, "first");
+    let mut agent = start(&s, "first");
     let filler = fill_until_held(&s, &mut agent);
     let (status, stderr) = agent.stop();
     assert!(status.success(), "{status}: {stderr}");
     assert!(spilled_count(&stderr).is_some(), "{stderr}");
     std::fs::remove_file(&filler).unwrap();
-    let mut agent = Agent::start(&s, "second");
+    let mut agent = start(&s, "second");
     agent.wait_line(&["accepts writes again"], Duration::from_secs(30));
     wait_for(Duration::from_secs(30), "the spill removed", || {
         std::fs::read_dir(&s.runtime).unwrap().next().is_none()
@@ -277,7 +223,7 @@ fn with_a_broker_every_spilled_reading_is_published_after_the_restart() {
 #[test]
 fn sighup_with_the_disk_full_keeps_running_and_loses_nothing() {
     let s = setup();
-    let mut agent = Agent::start(&s, "agent");
+    let mut agent = start(&s, "agent");
     let filler = fill_until_held(&s, &mut agent);
     send_signal(agent.child.id(), "HUP");
     agent.wait_line(&["SIGHUP", "restarting the agent"], Duration::from_secs(30));
@@ -310,7 +256,7 @@ fn sighup_with_the_disk_full_keeps_running_and_loses_nothing() {
 #[test]
 fn a_crash_with_the_disk_full_loses_nothing() {
     let s = setup();
-    let mut agent = Agent::start(&s, "first");
+    let mut agent = start(&s, "first");
     let filler = fill_until_held(&s, &mut agent);
     agent.child.child.kill().unwrap();
     agent.child.child.wait().unwrap();
@@ -321,7 +267,7 @@ fn a_crash_with_the_disk_full_loses_nothing() {
         spilled.len()
     );
     std::fs::remove_file(&filler).unwrap();
-    let mut agent = Agent::start(&s, "second");
+    let mut agent = start(&s, "second");
     agent.wait_line(&["read", "spill"], Duration::from_secs(30));
     agent.wait_line(&["accepts writes again"], Duration::from_secs(30));
     let (status, stderr) = agent.stop();
@@ -372,7 +318,7 @@ fn spilled_readings(dir: &Path) -> Vec<(String, i64, i64)> {
 #[test]
 fn a_full_disk_is_logged_once_not_every_cycle() {
     let s = setup();
-    let mut agent = Agent::start(&s, "agent");
+    let mut agent = start(&s, "agent");
     let filler = fill_until_held(&s, &mut agent);
     std::fs::remove_file(&filler).unwrap();
     agent.wait_line(&["INFO", "accepts writes again"], Duration::from_secs(30));
@@ -398,7 +344,7 @@ fn a_full_disk_is_logged_once_not_every_cycle() {
 fn what_the_spill_cannot_hold_is_recorded_as_lost_with_its_seq_range() {
     let s = setup();
     let run = Tmpfs::mount(&s.runtime, "16k");
-    let mut agent = Agent::start(&s, "first");
+    let mut agent = start(&s, "first");
     let filler = fill_until_held(&s, &mut agent);
     // Enough cycles for more than the spill may take.
     std::thread::sleep(Duration::from_secs(2));
@@ -418,7 +364,7 @@ fn what_the_spill_cannot_hold_is_recorded_as_lost_with_its_seq_range() {
     assert!(spill > 0 && spill <= 16 * 1024, "spill of {spill} bytes");
 
     std::fs::remove_file(&filler).unwrap();
-    let mut agent = Agent::start(&s, "second");
+    let mut agent = start(&s, "second");
     agent.wait_line(&["INFO", "accepts writes again"], Duration::from_secs(30));
     wait_for(Duration::from_secs(30), "the spill removed", || {
         std::fs::read_dir(&run.dir).unwrap().next().is_none()

@@ -8,12 +8,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{
-    ChildGuard, assert_no_panic, edgeprio, readings, send_signal, std_cmd, text, wait_for,
-};
+use common::{RunAgent as Agent, edgeprio, readings, text, wait_for};
+
+/// How long the agent gets to say what a test waits for.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A test's files: the log at `d/e.db` and a runtime directory of its own.
 struct Setup {
@@ -56,66 +56,9 @@ fn write_config(config: &Path, db: &Path) {
     .unwrap();
 }
 
-struct Agent {
-    child: ChildGuard,
-    err: PathBuf,
-}
-
-impl Agent {
-    fn start(s: &Setup, name: &str) -> Agent {
-        let err = s.dir.join(format!("{name}.err"));
-        let mut cmd = std_cmd(&s.dir);
-        cmd.arg("--config")
-            .arg(&s.config)
-            .arg("run")
-            .env("RUNTIME_DIRECTORY", &s.runtime)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(common::stderr_file(&err));
-        Agent {
-            child: ChildGuard::spawn(cmd),
-            err,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    /// Waits until stderr has a line containing every one of `words`,
-    /// failing at once if the agent exits.
-    fn wait_line(&mut self, words: &[&str]) {
-        let err = self.err.clone();
-        let child = &mut self.child.child;
-        wait_for(
-            Duration::from_secs(30),
-            &format!("a line with {words:?}"),
-            || {
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!(
-                        "the agent exited ({status}) while waiting for {words:?}:\n{}",
-                        std::fs::read_to_string(&err).unwrap_or_default()
-                    );
-                }
-                std::fs::read_to_string(&err)
-                    .unwrap_or_default()
-                    .lines()
-                    .any(|l| words.iter().all(|w| l.contains(w)))
-            },
-        );
-    }
-
-    /// Sends `signal` and waits for the exit.
-    fn signal_and_wait(mut self, signal: &str) -> (ExitStatus, String) {
-        send_signal(self.child.id(), signal);
-        let status = self
-            .child
-            .wait_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("the agent exits within 30 s of SIG{signal}"));
-        let stderr = self.stderr();
-        assert_no_panic(&stderr);
-        (status, stderr)
-    }
+/// The agent on the setup's config, its stderr in `<name>.err`.
+fn start(s: &Setup, name: &str) -> Agent {
+    Agent::start(&s.dir, &s.config, &s.runtime, name)
 }
 
 /// The spill files in the runtime directory.
@@ -131,8 +74,8 @@ fn spills(s: &Setup) -> Vec<PathBuf> {
 /// which only it (and the test, which holds it open) can reach: returns
 /// once it has three more cycles in it, with how many readings it has.
 fn replace_with_foreign(s: &Setup, n: i64) -> (Agent, i64) {
-    let mut agent = Agent::start(s, "first");
-    agent.wait_line(&["agent running"]);
+    let mut agent = start(s, "first");
+    agent.wait_line(&["agent running"], WAIT);
     let old = common::open_ro(&s.db);
     let count = |c: &rusqlite::Connection| {
         c.query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0))
@@ -147,7 +90,7 @@ fn replace_with_foreign(s: &Setup, n: i64) -> (Agent, i64) {
         .execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('x');")
         .unwrap();
     std::fs::rename(&foreign, &s.db).unwrap();
-    agent.wait_line(&["cannot open a log at the path"]);
+    agent.wait_line(&["cannot open a log at the path"], WAIT);
     let then = count(&old);
     let mut took = then;
     wait_for(Duration::from_secs(30), "cycles into the old file", || {
@@ -162,9 +105,9 @@ fn replace_with_foreign(s: &Setup, n: i64) -> (Agent, i64) {
 /// took, is in the new log exactly once, and no spill is left.
 fn assert_next_start_has_everything(s: &Setup, took: i64) {
     std::fs::rename(&s.db, s.dir.join("foreign-moved-away.db")).unwrap();
-    let mut agent = Agent::start(s, "second");
-    agent.wait_line(&["read", "readings back from the spill"]);
-    agent.wait_line(&["agent running"]);
+    let mut agent = start(s, "second");
+    agent.wait_line(&["read", "readings back from the spill"], WAIT);
+    agent.wait_line(&["agent running"], WAIT);
     wait_for(Duration::from_secs(30), "the spill removed", || {
         spills(s).is_empty()
     });
@@ -233,8 +176,8 @@ fn a_spill_of_another_log_path_is_reported_at_start_and_by_doctor() {
     // The log is pointed elsewhere (as after moving it to a bigger disk).
     std::fs::create_dir(s.dir.join("big")).unwrap();
     write_config(&s.config, &s.dir.join("big/e.db"));
-    let mut agent = Agent::start(&s, "moved");
-    agent.wait_line(&["WARN", "spill", "of another log path"]);
+    let mut agent = start(&s, "moved");
+    agent.wait_line(&["WARN", "spill", "of another log path"], WAIT);
     let (status, stderr) = agent.signal_and_wait("TERM");
     assert!(status.success(), "{status}:\n{stderr}");
     let line = stderr

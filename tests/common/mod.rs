@@ -424,3 +424,72 @@ pub fn scrape_metrics(port: u16) -> String {
     s.read_to_string(&mut out).expect("an answer");
     out
 }
+
+/// The agent `run` on a config, with its stderr in a file (`<name>.err` in
+/// `dir`) and its spill in `runtime`: for the tests that watch what it says
+/// and signal it.
+pub struct RunAgent {
+    pub child: ChildGuard,
+    err: PathBuf,
+}
+
+impl RunAgent {
+    /// Starts `edgeprio --config config run` in `dir`, at log level info.
+    pub fn start(dir: &Path, config: &Path, runtime: &Path, name: &str) -> RunAgent {
+        let err = dir.join(format!("{name}.err"));
+        let mut cmd = std_cmd(dir);
+        cmd.arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("RUNTIME_DIRECTORY", runtime)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr_file(&err));
+        RunAgent {
+            child: ChildGuard::spawn(cmd),
+            err,
+        }
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits until stderr has a line containing every one of `words`,
+    /// failing at once if the agent exits.
+    pub fn wait_line(&mut self, words: &[&str], limit: Duration) {
+        let err = self.err.clone();
+        let child = &mut self.child.child;
+        wait_for(limit, &format!("a line with {words:?}"), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "the agent exited ({status}) while waiting for {words:?}:\n{}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            std::fs::read_to_string(&err)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| words.iter().all(|w| l.contains(w)))
+        });
+    }
+
+    /// Sends `signal` and waits (at most 30 s) for the exit; its status
+    /// and stderr, which must show no panic.
+    pub fn signal_and_wait(mut self, signal: &str) -> (ExitStatus, String) {
+        send_signal(self.child.id(), signal);
+        let status = self
+            .child
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the agent exits within 30 s of SIG{signal}"));
+        let stderr = self.stderr();
+        assert_no_panic(&stderr);
+        (status, stderr)
+    }
+
+    /// SIGTERM, as [`RunAgent::signal_and_wait`].
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.signal_and_wait("TERM")
+    }
+}
