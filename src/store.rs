@@ -1610,6 +1610,21 @@ fn check_is_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// A log as an older build left it: the first `version` migrations, our
+/// application id and that `user_version`, for the migration tests.
+#[cfg(test)]
+fn log_at_version(path: &Path, version: usize) -> Connection {
+    let c = Connection::open(path).unwrap();
+    for sql in &MIGRATIONS[..version] {
+        c.execute_batch(sql).unwrap();
+    }
+    c.pragma_update(None, "application_id", APPLICATION_ID)
+        .unwrap();
+    c.pragma_update(None, "user_version", i64::try_from(version).unwrap())
+        .unwrap();
+    c
+}
+
 /// The lock file beside a log.
 pub fn lock_path(db: &Path) -> PathBuf {
     sidecar(db, ".lock")
@@ -2459,13 +2474,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
         {
-            let c = Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..3] {
-                c.execute_batch(sql).unwrap();
-            }
-            c.pragma_update(None, "application_id", APPLICATION_ID)
-                .unwrap();
-            c.pragma_update(None, "user_version", 3).unwrap();
+            let c = log_at_version(&path, 3);
             c.execute_batch(
                 "INSERT INTO agent_status (node, state, pid, version, started_ms, heartbeat_ms,
                    interval_ms, outbox_depth, published_batch)

@@ -93,15 +93,7 @@ fn a_copy_opened_as_a_log_gets_an_identity_of_its_own() {
 fn logs_of_schema_four_get_an_identity_when_the_agent_migrates_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.db");
-    {
-        let c = Connection::open(&path).unwrap();
-        for sql in &MIGRATIONS[..4] {
-            c.execute_batch(sql).unwrap();
-        }
-        c.pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
-        c.pragma_update(None, "user_version", 4).unwrap();
-    }
+    drop(log_at_version(&path, 4));
     let old = Store::open(&path, Access::ReadOnly).unwrap();
     let e = old.log_id().unwrap_err();
     assert!(matches!(e, StoreError::TooOld { found: 4, .. }), "{e}");

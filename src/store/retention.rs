@@ -789,7 +789,7 @@ fn bytes(n: u64) -> String {
 mod tests {
     use super::*;
     use crate::domain::{PerChannel, Reading, Route, Sample};
-    use crate::store::{Access, AgentStatus, MIGRATIONS, MINUTE_MS};
+    use crate::store::{Access, AgentStatus, MINUTE_MS};
     use std::time::Duration;
 
     const HOUR_MS: i64 = 3_600_000;
@@ -1157,16 +1157,8 @@ mod tests {
     fn older_logs_reuse_freed_pages_instead_of_growing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");
-        {
-            // A log created before auto-vacuum was chosen: schema 3.
-            let c = rusqlite::Connection::open(&path).unwrap();
-            for sql in &MIGRATIONS[..3] {
-                c.execute_batch(sql).unwrap();
-            }
-            c.pragma_update(None, "application_id", super::super::APPLICATION_ID)
-                .unwrap();
-            c.pragma_update(None, "user_version", 3).unwrap();
-        }
+        // A log created before auto-vacuum was chosen: schema 3.
+        drop(super::super::log_at_version(&path, 3));
         let mut s = log(dir.path(), 30_000, 0, 1_000, |_| true);
         assert_eq!(count(&s, "PRAGMA auto_vacuum"), 0, "none");
         let pages = count(&s, "PRAGMA page_count");
