@@ -18,7 +18,10 @@
 //! - [`clock`]: monotonic time, wall time and sleeping, real or virtual;
 //!   wall-clock jumps and how long readings waited, on the monotonic clock.
 //! - [`publish`]: MQTT publishing from the log's outbox, acknowledged row by
-//!   row; [`broker`]: the embedded broker.
+//!   row, and the connection every command that talks MQTT shares
+//!   ([`publish::connection`]); [`broker`]: the embedded broker.
+//! - [`collect`]: the processing servers, consuming a route into a
+//!   database through a [`collect::Sink`].
 //! - [`metrics`]: the optional Prometheus endpoint (`GET /metrics`).
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`dashboard`]: the ratatui dashboard: a query layer building `State`
@@ -35,6 +38,7 @@ pub mod agent;
 pub mod broker;
 pub mod cli;
 pub mod clock;
+pub mod collect;
 pub mod config;
 pub mod dashboard;
 pub mod doctor;

@@ -10,8 +10,8 @@ mod reading;
 mod validate;
 
 pub use payload::{
-    LogId, ReadingKey, Topics, WireReading, WireWeights, ha_discovery, ha_legacy_discovery_topic,
-    rfc3339_ms,
+    LogId, ReadingKey, Received, Topics, WireReading, WireWeights, ha_discovery,
+    ha_legacy_discovery_topic, rfc3339_ms,
 };
 pub use priority::{Combine, PriorityParams, Score, Scorer, channel_weight};
 pub use reading::{Channel, ErrorKind, PerChannel, Reading, Route, Sample, SensorError};

@@ -97,6 +97,35 @@ impl ReadingKey {
     }
 }
 
+/// A reading as a consumer receives it: what the wire says, owned. The
+/// parser that makes one from a payload lives beside [`WireReading`], the
+/// shape it parses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    /// The reading, as the node logged it (`clock_synced` is `Some(false)`
+    /// only when the wire said so, `None` otherwise).
+    pub reading: Reading,
+    /// The log that handed out its seq: part of the deduplication key.
+    pub log: LogId,
+    /// A real-time reading that went out on the batch topic because it was
+    /// no longer fresh.
+    pub late: bool,
+    /// Sent again on request (a repair), not when it was taken.
+    pub resent: bool,
+}
+
+impl Received {
+    /// Its deduplication key.
+    pub fn key(&self) -> ReadingKey {
+        ReadingKey {
+            node: self.reading.node.clone(),
+            sensor: self.reading.sensor.clone(),
+            log: self.log,
+            seq: self.reading.seq,
+        }
+    }
+}
+
 /// Channel weights as they appear in a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct WireWeights {

@@ -26,10 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::{Publisher, now_ms};
@@ -37,6 +34,11 @@ use crate::clock::TakenAt;
 use crate::config::{Config, MqttConfig};
 use crate::domain::{LogId, Route, Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
 use crate::store::{Access, Acked, BrokerState, Store, StoredReading};
+
+pub mod connection;
+
+pub use connection::tls_config;
+use connection::{describe, drive};
 
 /// Most rows handed to the broker and not yet acknowledged (or waiting in
 /// the batch buffer). Bounds memory and the resend rate after an outage:
@@ -307,163 +309,22 @@ async fn run(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     }
 }
 
-/// The connection options; the password and certificates are read here,
-/// at every attempt, so a fixed file is picked up without a restart.
+/// The publisher's connection options: a clean session (the log, not the
+/// broker, keeps what is unpublished) with the node's Last Will.
 fn options(ctx: &Ctx) -> Result<MqttOptions, String> {
-    let m = &ctx.mqtt;
-    let mut o = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
-    o.set_keep_alive(Duration::from_secs(30));
+    let mut o = connection::client_options(
+        &ctx.mqtt,
+        &ctx.mqtt.client_id,
+        Some(LastWill::new(
+            ctx.topics.status(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        )),
+    )?;
     o.set_clean_session(true);
     o.set_inflight(200);
-    o.set_max_packet_size(4 << 20, 4 << 20);
-    o.set_last_will(LastWill::new(
-        ctx.topics.status(),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
-    let password = m.password()?;
-    match (&m.username, password) {
-        (Some(user), p) => {
-            o.set_credentials(user.clone(), p.as_ref().map_or("", |p| p.expose()));
-        }
-        (None, Some(_)) => {
-            return Err("a password is configured but no username: set mqtt.username".into());
-        }
-        (None, None) => {}
-    }
-    if m.tls {
-        let tls = tls_config(m)?;
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls),
-        )));
-    }
     Ok(o)
-}
-
-/// TLS with the configured CA (or the system's roots) and, optionally, a
-/// client certificate; rustls on the `ring` provider.
-pub fn tls_config(m: &MqttConfig) -> Result<rustls::ClientConfig, String> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &m.ca_file {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-            .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
-        if certs.is_empty() {
-            return Err(format!("ca_file {} holds no PEM certificate", ca.display()));
-        }
-        for c in certs {
-            roots
-                .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", ca.display()))?;
-        }
-    } else {
-        let native = rustls_native_certs::load_native_certs();
-        for c in native.certs {
-            let _ = roots.add(c);
-        }
-        if roots.is_empty() {
-            return Err(
-                "no CA certificates found on this system (install ca-certificates) \
-                 and no mqtt.ca_file configured"
-                    .into(),
-            );
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots);
-    match &m.client_cert {
-        None => Ok(builder.with_no_client_auth()),
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
-                .map_err(|e| format!("cannot read client_cert {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("cannot read client_key {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("client certificate: {e}"))
-        }
-    }
-}
-
-/// A connection error in words that say what to check.
-fn describe(e: &ConnectionError, m: &MqttConfig) -> String {
-    use rumqttc::ConnectReturnCode as Code;
-    match e {
-        ConnectionError::ConnectionRefused(Code::BadUserNamePassword) => format!(
-            "the broker at {} refused the user name or password; check mqtt.username and the \
-             password (password_file or {})",
-            m.url,
-            crate::config::PASSWORD_ENV
-        ),
-        // Mosquitto answers a wrong user name or password with "not
-        // authorized" (code 5), not code 4.
-        ConnectionError::ConnectionRefused(Code::NotAuthorized) if m.username.is_some() => format!(
-            "the broker at {} refused the login (not authorized): check mqtt.username and the \
-             password (password_file or {}), and the broker's ACL for this client",
-            m.url,
-            crate::config::PASSWORD_ENV
-        ),
-        ConnectionError::ConnectionRefused(Code::NotAuthorized) => format!(
-            "the broker at {} refused this client (not authorized): it may require a user name \
-             and password (mqtt.username, password_file), or its ACL denies {:?}",
-            m.url, m.client_id
-        ),
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker at {} refused the connection: {code:?}", m.url)
-        }
-        ConnectionError::Io(io) => format!("cannot reach the broker at {}: {io}", m.url),
-        other => {
-            let text = other.to_string();
-            let lower = text.to_lowercase();
-            if lower.contains("certificate") || lower.contains("tls") {
-                format!(
-                    "TLS with {} failed: {text}; check mqtt.ca_file (the CA that signed the \
-                     broker's certificate), that the URL's host matches the certificate, and \
-                     client_cert/client_key if the broker requires a client certificate",
-                    m.url
-                )
-            } else {
-                format!("connection to {} failed: {text}", m.url)
-            }
-        }
-    }
-}
-
-/// Polls the event loop on its own task and forwards everything, so the
-/// session can await `publish` (which waits for channel space) without
-/// starving the loop that makes that space.
-fn drive(
-    mut eventloop: EventLoop,
-) -> (
-    mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
-    AbortOnDrop,
-) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            let ev = eventloop.poll().await;
-            let stop = ev.is_err();
-            if tx.send(ev).is_err() || stop {
-                break;
-            }
-        }
-    });
-    (rx, AbortOnDrop(task))
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Waits for the CONNACK. `Ok` carries a stop request that arrived
