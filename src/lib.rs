@@ -29,7 +29,13 @@
 //! - [`doctor`]: diagnoses of the board, GPIO access, sensors and the log.
 //! - [`service`]: systemd notify: READY, STATUS, STOPPING and a watchdog fed
 //!   only while read cycles complete.
-//! - [`cli`]: the `edgeprio` command line; `main.rs` only calls it.
+//! - [`cli`]: the `edgeprio` command line: the clap definitions and the
+//!   dispatch; `main.rs` only calls it.
+//! - [`commands`]: one module per subcommand with its runner (`run`,
+//!   `demo`, `query`, `read-once`, `check-config`, `dashboard`, `doctor`),
+//!   and what several share: the async runtime and the stop signals.
+//! - [`logging`]: tracing on stderr, in journald's format under systemd,
+//!   held back while a dashboard owns the terminal.
 //!
 //! Data flows sensor -> validate -> score -> route -> commit to `SQLite` ->
 //! publish; see DESIGN.md for the contracts.
@@ -39,10 +45,12 @@ pub mod broker;
 pub mod cli;
 pub mod clock;
 pub mod collect;
+pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod doctor;
 pub mod domain;
+pub mod logging;
 pub mod metrics;
 pub mod publish;
 pub mod sensor;
