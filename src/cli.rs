@@ -422,6 +422,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = config_path();
             let load = || -> Result<Config, ConfigError> {
                 let mut config = Config::load(&path)?;
+                config.require_sensors()?;
                 if let Some(db) = &args.db {
                     config.db.clone_from(db);
                 }
@@ -446,7 +447,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             query(&db, &args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::ReadOnce => Ok(read_once(&Config::load_checked(&config_path())?)),
+        Command::ReadOnce => {
+            let config = Config::load_checked(&config_path())?;
+            config.require_sensors()?;
+            Ok(read_once(&config))
+        }
         Command::Dashboard(args) => {
             let db = match args.db {
                 Some(db) => db,
@@ -481,6 +486,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => {
             let path = config_path();
             let config = Config::load_checked(&path)?;
+            config.require_sensors()?;
             println!("{} is valid", path.display());
             print!("{}", describe_config(&config));
             Ok(ExitCode::SUCCESS)
@@ -779,6 +785,7 @@ fn demo(config: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::demo(),
     };
+    config.require_sensors()?;
     if config.has_hardware() {
         bail!(
             "the demo runs simulated sensors only, but {} configures hardware sensors; \
@@ -1052,6 +1059,7 @@ fn query(db: &Path, args: &QueryArgs) -> anyhow::Result<()> {
     let store = Store::open(db, Access::ReadOnly)?;
     let now = agent::now_ms();
     let mut filter = ReadingFilter {
+        node: None,
         sensor: args.sensor.clone(),
         since_ms: args.since.map(|w| w.to_ms(now)),
         until_ms: args.until.map(|w| w.to_ms(now)),
