@@ -2222,6 +2222,37 @@ mod tests {
     }
 
     #[test]
+    fn the_nodes_of_a_log_are_those_with_readings_or_a_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        assert!(s.snapshot().unwrap().nodes().unwrap().is_empty());
+        let of = |node: &str, sensor: &str| {
+            let mut r = reading(sensor, 0, 20.0, Route::Batch);
+            r.node = node.into();
+            r
+        };
+        // Status "pi"; readings of "pi", "esp-2" (two sensors) and "esp-1".
+        s.commit_cycle(
+            &[
+                of("pi", "a"),
+                of("esp-2", "a"),
+                of("esp-2", "b"),
+                of("esp-1", "a"),
+            ],
+            &[],
+            &status(),
+        )
+        .unwrap();
+        let mut gw = status();
+        gw.node = "gw".into();
+        s.commit_cycle(&[], &[], &gw).unwrap();
+        assert_eq!(
+            s.snapshot().unwrap().nodes().unwrap(),
+            ["esp-1", "esp-2", "gw", "pi"]
+        );
+    }
+
+    #[test]
     fn duplicate_seq_is_refused_and_nothing_of_the_cycle_is_kept() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
