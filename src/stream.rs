@@ -68,7 +68,8 @@ pub enum SeqOutcome {
     Accepted(Reading),
     /// The seq is at or below the stream's last one: the same reading
     /// delivered again, or a sender that restarted counting. Nothing was
-    /// scored; the caller tells the two apart (the log has the row or not).
+    /// scored; the caller tells the two apart (the log has the row or not)
+    /// and may number a restarted sender's reading with [`Stream::accept`].
     Behind {
         /// The seq the reading carried.
         seq: u64,
