@@ -620,10 +620,7 @@ impl Config {
     /// Parses and validates `text`; `source` is the file it came from, used
     /// in messages and to resolve relative paths.
     pub fn parse(text: &str, source: Option<&Path>) -> Result<Config, ConfigError> {
-        let file = source.map_or_else(
-            || "built-in demo config".to_string(),
-            |p| p.display().to_string(),
-        );
+        let file = source_name(source);
         let raw = parse_raw(text, &file)?;
         let base = source
             .and_then(Path::parent)
@@ -651,10 +648,7 @@ impl Config {
     /// this: a user may read the log without being able to read the
     /// password file.
     pub fn check_files(&self) -> Result<(), ConfigError> {
-        let file = self.source.as_deref().map_or_else(
-            || "built-in demo config".to_string(),
-            |p| p.display().to_string(),
-        );
+        let file = source_name(self.source.as_deref());
         let v = Validator { file: &file };
         v.db_path(&self.db)?;
         for (i, s) in self.sensors.iter().enumerate() {
@@ -685,10 +679,35 @@ impl Config {
         Ok(())
     }
 
+    /// Fails unless at least one `[[sensor]]` is configured: what the
+    /// commands that read sensors (`run`, `demo`, `read-once`, `doctor`'s
+    /// sensor step, `check-config`) ask of a config that parses without
+    /// one.
+    pub fn require_sensors(&self) -> Result<(), ConfigError> {
+        if !self.sensors.is_empty() {
+            return Ok(());
+        }
+        let file = source_name(self.source.as_deref());
+        Err(Validator { file: &file }.err(
+            "sensor",
+            "no [[sensor]] is configured; add at least one, e.g.\n  \
+             [[sensor]]\n  id = \"lab\"\n  kind = \"dht22\"\n  pin = 4",
+        ))
+    }
+
     /// Whether any sensor is real hardware (and so bound by the 2 s rule).
     pub fn has_hardware(&self) -> bool {
         self.sensors.iter().any(|s| s.kind.is_hardware())
     }
+}
+
+/// How messages name the file a config came from (`source`, `None` for
+/// the built-in demo config).
+fn source_name(source: Option<&Path>) -> String {
+    source.map_or_else(
+        || "built-in demo config".to_string(),
+        |p| p.display().to_string(),
+    )
 }
 
 fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
@@ -1078,15 +1097,10 @@ impl Validator<'_> {
         })
     }
 
-    /// The `[[sensor]]` tables: at least one, unique ids, one DHT22 per pin.
+    /// The `[[sensor]]` tables: unique ids, one DHT22 per pin. None at all
+    /// is allowed here (a gateway or collector config needs none); the
+    /// commands that read sensors ask for one ([`Config::require_sensors`]).
     fn sensors(&self, raw: Vec<RawSensor>, base: &Path) -> Result<Vec<SensorConfig>, ConfigError> {
-        if raw.is_empty() {
-            return Err(self.err(
-                "sensor",
-                "no [[sensor]] is configured; add at least one, e.g.\n  \
-                 [[sensor]]\n  id = \"lab\"\n  kind = \"dht22\"\n  pin = 4",
-            ));
-        }
         let mut sensors = Vec::with_capacity(raw.len());
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut pins: HashMap<u8, usize> = HashMap::new();
@@ -2291,8 +2305,18 @@ mod tests {
     }
 
     #[test]
-    fn no_sensor_is_an_error() {
-        assert_eq!(err("node = \"pi\"\n").key.as_deref(), Some("sensor"));
+    fn a_config_without_sensors_parses_and_the_sensor_commands_refuse_it() {
+        let c = parse("node = \"pi\"\n").unwrap();
+        assert!(c.sensors.is_empty());
+        let e = c.require_sensors().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sensor"));
+        assert_eq!(e.file, "/etc/edgeprio/test.toml");
+        assert_eq!(
+            e.to_string(),
+            "invalid config /etc/edgeprio/test.toml: key `sensor`: no [[sensor]] is configured; \
+             add at least one, e.g.\n  [[sensor]]\n  id = \"lab\"\n  kind = \"dht22\"\n  pin = 4"
+        );
+        assert_eq!(parse(MINIMAL).unwrap().require_sensors(), Ok(()));
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub fn run(path: &Path, reads: u32, mut report: impl FnMut(&Finding)) -> Vec<Fin
         emit(gpio_access(sensor::gpio_path()));
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+    if let Err(e) = config.require_sensors() {
+        emit(Finding::new(Level::Fail, "sensors", e.to_string()));
+    }
     for sc in &config.sensors {
         let subject = format!("sensor {}", sc.id);
         match sc.kind.dht() {

@@ -12,6 +12,8 @@
 //! - [`sensor`]: sensor backends behind the [`sensor::Sensor`] trait: DHT22
 //!   over GPIO (rppal), the kernel's IIO driver, and simulations.
 //! - [`store`]: the `SQLite` log, which is also the MQTT outbox. Owns the schema.
+//! - [`stream`]: the state of one (node, sensor) stream (scorer, next seq,
+//!   restored from the log), shared by the agent and the gateway.
 //! - [`agent`]: the read cycle and the timer loop that drives it, with
 //!   shutdown passed in; readings the log refuses are held, carried over a
 //!   reload and spilled to the runtime directory ([`agent::Held`]).
@@ -56,3 +58,4 @@ pub mod publish;
 pub mod sensor;
 pub mod service;
 pub mod store;
+pub mod stream;

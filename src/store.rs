@@ -168,6 +168,9 @@ const MIGRATIONS: &[&str] = &[
     // reading was taken (README, "Clock jumps"): 1 or 0, NULL when unknown
     // and for the rows from before.
     "ALTER TABLE readings ADD COLUMN clock_synced INTEGER CHECK (clock_synced IN (0, 1));",
+    // 8: the losses of one (node, sensor) found without reading the others'
+    // (`last_lost_seq`): a gateway's log holds many nodes.
+    "CREATE INDEX lost_readings_stream ON lost_readings (node, sensor, last_seq);",
 ];
 
 /// The first schema version with the log's identity (`log_identity`).
@@ -384,6 +387,8 @@ pub struct StoredReading {
 /// Filters for [`Store::readings`]; `None` means no filter.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReadingFilter {
+    /// Only this node (a gateway's or a collector's log holds many).
+    pub node: Option<String>,
     /// Only this sensor.
     pub sensor: Option<String>,
     /// Only readings at or after this time (Unix ms).
@@ -504,7 +509,28 @@ pub struct SensorHistory {
     pub last_ts_ms: Option<i64>,
 }
 
+/// The newest row of (`?1` node, `?2` sensor) whose values decode, by seq:
+/// the `prev` a restored stream scores against.
+const LAST_VALUES: &str = "SELECT temperature_c, humidity_pct, ts_ms FROM readings
+     WHERE node = ?1 AND sensor = ?2 AND typeof(seq) = 'integer'
+       AND typeof(ts_ms) = 'integer'
+       AND typeof(temperature_c) IN ('real', 'integer')
+       AND typeof(humidity_pct) IN ('real', 'integer')
+     ORDER BY seq DESC LIMIT 1";
+
 impl SensorHistory {
+    /// The history whose top row is row `id` with `seq`, and whose newest
+    /// decodable values (and their time) are `values`.
+    fn of_row(seq: i64, id: i64, values: Option<(Sample, i64)>) -> Self {
+        SensorHistory {
+            // A negative seq (CHECKs switched off) counts as none.
+            last_seq: seq.try_into().unwrap_or(0),
+            last_id: id,
+            last: values.map(|v| v.0),
+            last_ts_ms: values.map(|v| v.1),
+        }
+    }
+
     /// The seq the sensor's next reading gets; `None` when `last_seq` is
     /// [`MAX_SEQ`] (see [`next_seq`]).
     pub fn next_seq(&self) -> Option<u64> {
@@ -1061,17 +1087,7 @@ impl Store {
             .query_map([node], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .and_then(Iterator::collect)
             .map_err(|e| self.sqlite(e))?;
-        let mut last = self
-            .conn
-            .prepare(
-                "SELECT temperature_c, humidity_pct, ts_ms FROM readings
-                 WHERE node = ?1 AND sensor = ?2 AND typeof(seq) = 'integer'
-                   AND typeof(ts_ms) = 'integer'
-                   AND typeof(temperature_c) IN ('real', 'integer')
-                   AND typeof(humidity_pct) IN ('real', 'integer')
-                 ORDER BY seq DESC LIMIT 1",
-            )
-            .map_err(|e| self.sqlite(e))?;
+        let mut last = self.conn.prepare(LAST_VALUES).map_err(|e| self.sqlite(e))?;
         let mut out = std::collections::HashMap::new();
         for (sensor, seq, id) in tops {
             let values = last
@@ -1080,18 +1096,48 @@ impl Store {
                 })
                 .optional()
                 .map_err(|e| self.sqlite(e))?;
-            out.insert(
-                sensor,
-                SensorHistory {
-                    // A negative seq (CHECKs switched off) counts as none.
-                    last_seq: seq.try_into().unwrap_or(0),
-                    last_id: id,
-                    last: values.map(|v| v.0),
-                    last_ts_ms: values.map(|v| v.1),
-                },
-            );
+            out.insert(sensor, SensorHistory::of_row(seq, id, values));
         }
         Ok(out)
+    }
+
+    /// [`Store::history`] of one (node, sensor), `None` if it never logged
+    /// a reading: how the gateway restores one stream of a log that holds
+    /// many nodes. Two seeks on `UNIQUE(node, sensor, seq)`, whatever the
+    /// log's size.
+    pub fn stream_history(
+        &self,
+        node: &str,
+        sensor: &str,
+    ) -> Result<Option<SensorHistory>, StoreError> {
+        // Text seqs (a hand edit) sort after integers: the scan from the top
+        // steps over them.
+        let top: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id FROM readings
+                 WHERE node = ?1 AND sensor = ?2 AND typeof(seq) = 'integer'
+                 ORDER BY seq DESC LIMIT 1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![node, sensor], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(|e| self.sqlite(e))?;
+        let Some((seq, id)) = top else {
+            return Ok(None);
+        };
+        let values = self
+            .conn
+            .prepare_cached(LAST_VALUES)
+            .and_then(|mut s| {
+                s.query_row(params![node, sensor], |r| {
+                    Ok((Sample::new(r.get(0)?, r.get(1)?), r.get::<_, i64>(2)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.sqlite(e))?;
+        Ok(Some(SensorHistory::of_row(seq, id, values)))
     }
 
     /// Commits one cycle: its readings, its sensor errors and the heartbeat,
@@ -1221,6 +1267,7 @@ impl Store {
                      AND (?3 IS NULL OR ts_ms < ?3)
                      AND (?4 IS NULL OR route = ?4)
                      AND id > ?5
+                     AND (?7 IS NULL OR node = ?7)
                    ORDER BY id DESC
                    LIMIT ?6
                  ) ORDER BY id",
@@ -1230,13 +1277,14 @@ impl Store {
         let limit = filter
             .limit
             .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        let args: [&dyn ToSql; 6] = [
+        let args: [&dyn ToSql; 7] = [
             &filter.sensor,
             &filter.since_ms,
             &filter.until_ms,
             &filter.route.map(Route::as_str),
             &filter.after_id.unwrap_or(0),
             &limit,
+            &filter.node,
         ];
         let (rows, bad) = stmt
             .query(args.as_slice())
@@ -1246,17 +1294,22 @@ impl Store {
         Ok(rows)
     }
 
-    /// Sensor errors since `since_ms`, oldest first.
-    pub fn sensor_errors(&self, since_ms: i64) -> Result<Vec<SensorError>, StoreError> {
+    /// Sensor errors since `since_ms` of `node` (`None`: of every node),
+    /// oldest first.
+    pub fn sensor_errors(
+        &self,
+        node: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<SensorError>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT ts_ms, sensor, kind, detail FROM sensor_errors
-                 WHERE ts_ms >= ?1 ORDER BY id",
+                 WHERE ts_ms >= ?1 AND (?2 IS NULL OR node = ?2) ORDER BY id",
             )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
-            .query_map([since_ms], |r| {
+            .query_map(params![since_ms, node], |r| {
                 let kind: String = r.get(2)?;
                 Ok(SensorError {
                     ts_ms: r.get(0)?,
@@ -2023,6 +2076,180 @@ mod tests {
         );
         assert_eq!(h["b"].last_seq, 0);
         assert!(s.history("other").unwrap().is_empty());
+    }
+
+    /// What `EXPLAIN QUERY PLAN` says of `sql`, one line per step.
+    fn plan(s: &Store, sql: &str) -> Vec<String> {
+        s.conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params!["pi", "a"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn one_streams_history_is_its_part_of_the_nodes_and_is_found_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let mut rows: Vec<_> = (0..4)
+            .map(|i| {
+                reading(
+                    "a",
+                    i,
+                    20.0 + f64::from(u32::try_from(i).unwrap()),
+                    Route::Batch,
+                )
+            })
+            .collect();
+        rows.push(reading("b", 0, 30.0, Route::Batch));
+        let mut other = reading("a", 9, 10.0, Route::Batch);
+        other.node = "gw".into();
+        rows.push(other);
+        s.commit_cycle(&rows, &[], &status()).unwrap();
+        // A hand edit: a text seq on top, bad values under it.
+        s.conn
+            .execute_batch(
+                "UPDATE readings SET seq = 'x' WHERE id = 4;
+                 UPDATE readings SET ts_ms = 'soon' WHERE id = 3;",
+            )
+            .unwrap();
+        let all = s.history("pi").unwrap();
+        for sensor in ["a", "b"] {
+            assert_eq!(s.stream_history("pi", sensor).unwrap(), Some(all[sensor]));
+        }
+        let a = s.stream_history("pi", "a").unwrap().unwrap();
+        assert_eq!(
+            (a.last_seq, a.last_id, a.last),
+            (2, 3, Some(Sample::new(21.0, 50.0)))
+        );
+        assert_eq!(s.stream_history("gw", "a").unwrap().unwrap().last_seq, 9);
+        assert_eq!(s.stream_history("pi", "c").unwrap(), None);
+        assert_eq!(s.stream_history("other", "a").unwrap(), None);
+        for sql in [
+            "SELECT seq, id FROM readings
+             WHERE node = ?1 AND sensor = ?2 AND typeof(seq) = 'integer'
+             ORDER BY seq DESC LIMIT 1",
+            LAST_VALUES,
+            "SELECT max(last_seq) FROM lost_readings WHERE node = ?1 AND sensor = ?2",
+        ] {
+            let steps = plan(&s, sql);
+            assert!(
+                steps
+                    .iter()
+                    .all(|p| p.starts_with("SEARCH") && p.contains("INDEX")),
+                "{sql}: {steps:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_streams_last_lost_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let loss = |node: &str, sensor: &str, first_seq, last_seq| Loss {
+            node: node.into(),
+            sensor: sensor.into(),
+            first_seq,
+            last_seq,
+            ts_ms: 0,
+            reason: "test".into(),
+        };
+        s.record_losses(&[
+            loss("pi", "a", 3, 5),
+            loss("pi", "a", 8, 9),
+            loss("pi", "b", 0, 0),
+            loss("gw", "a", 20, 30),
+        ])
+        .unwrap();
+        assert_eq!(s.last_lost_seq("pi", "a").unwrap(), Some(9));
+        assert_eq!(s.last_lost_seq("pi", "b").unwrap(), Some(0));
+        assert_eq!(s.last_lost_seq("gw", "a").unwrap(), Some(30));
+        assert_eq!(s.last_lost_seq("pi", "c").unwrap(), None);
+        let per_node = s.last_lost_seqs("pi").unwrap();
+        assert_eq!(per_node.len(), 2);
+        assert_eq!((per_node["a"], per_node["b"]), (9, 0));
+    }
+
+    #[test]
+    fn readings_and_sensor_errors_filter_by_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let error = |sensor: &str| SensorError {
+            ts_ms: 5,
+            sensor: sensor.into(),
+            kind: crate::domain::ErrorKind::Timeout,
+            detail: "no answer".into(),
+        };
+        let mut gw = status();
+        gw.node = "gw".into();
+        let mut theirs = reading("a", 0, 20.0, Route::Batch);
+        theirs.node = "gw".into();
+        s.commit_cycle(
+            &[reading("a", 0, 20.0, Route::Batch)],
+            &[error("a")],
+            &status(),
+        )
+        .unwrap();
+        s.commit_cycle(&[theirs], &[error("z")], &gw).unwrap();
+        let nodes = |f: ReadingFilter| -> Vec<String> {
+            s.readings(&f)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.reading.node)
+                .collect()
+        };
+        assert_eq!(nodes(ReadingFilter::default()), ["pi", "gw"]);
+        let only = |node: &str| ReadingFilter {
+            node: Some(node.into()),
+            ..Default::default()
+        };
+        assert_eq!(nodes(only("gw")), ["gw"]);
+        assert_eq!(nodes(only("pi")), ["pi"]);
+        assert!(nodes(only("nobody")).is_empty());
+        let sensors = |node: Option<&str>| -> Vec<String> {
+            s.sensor_errors(node, 0)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.sensor)
+                .collect()
+        };
+        assert_eq!(sensors(None), ["a", "z"]);
+        assert_eq!(sensors(Some("gw")), ["z"]);
+        assert_eq!(sensors(Some("pi")), ["a"]);
+        assert!(s.sensor_errors(None, 6).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_nodes_of_a_log_are_those_with_readings_or_a_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        assert!(s.snapshot().unwrap().nodes().unwrap().is_empty());
+        let of = |node: &str, sensor: &str| {
+            let mut r = reading(sensor, 0, 20.0, Route::Batch);
+            r.node = node.into();
+            r
+        };
+        // Status "pi"; readings of "pi", "esp-2" (two sensors) and "esp-1".
+        s.commit_cycle(
+            &[
+                of("pi", "a"),
+                of("esp-2", "a"),
+                of("esp-2", "b"),
+                of("esp-1", "a"),
+            ],
+            &[],
+            &status(),
+        )
+        .unwrap();
+        let mut gw = status();
+        gw.node = "gw".into();
+        s.commit_cycle(&[], &[], &gw).unwrap();
+        assert_eq!(
+            s.snapshot().unwrap().nodes().unwrap(),
+            ["esp-1", "esp-2", "gw", "pi"]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::domain::{
 };
 use crate::sensor::{self, OpenError, ReadError, Resume, Sensor};
 use crate::store::{AgentStatus, MAX_SEQ, PassReport, Retention, Store, StoreError};
+use crate::stream::{Stream, StreamRules, first_free_seq, seq_exhausted};
 
 /// How often a log that keeps refusing writes is mentioned again after the
 /// first ERROR: once per cycle would flood the journal of a full disk.
@@ -34,27 +35,30 @@ const READ_TIME: Duration = Duration::from_millis(50);
 /// delaying the next read.
 const RETENTION_BUDGET: Duration = Duration::from_millis(20);
 
-/// A configured sensor and where its history stands.
+/// A configured sensor: the hardware, and its stream (where its history
+/// stands).
 pub(crate) struct Slot {
-    /// Sensor id.
-    pub id: String,
+    /// The sensor backend that is read.
     sensor: Box<dyn Sensor>,
     /// When the last read of this sensor started (monotonic).
     last_attempt: Option<Duration>,
-    scorer: Scorer,
-    /// The seq the next accepted reading gets; `None` once the sensor's
-    /// seq reached [`MAX_SEQ`]: it is not read any more (see
-    /// [`seq_exhausted`]).
-    next_seq: Option<u64>,
+    /// Its scorer and next seq; a sensor whose stream is exhausted is not
+    /// read any more (see [`seq_exhausted`]).
+    stream: Stream,
     /// Readings accepted by this process (for `--count`).
     pub produced: u64,
 }
 
 impl Slot {
+    /// The sensor id.
+    pub(crate) fn id(&self) -> &str {
+        self.stream.sensor()
+    }
+
     /// Whether the sensor gets no more reads: it produced its `limit`, or
     /// no seq is left for it.
     pub(crate) fn done(&self, limit: Option<u64>) -> bool {
-        self.next_seq.is_none() || limit.is_some_and(|l| self.produced >= l)
+        self.stream.is_exhausted() || limit.is_some_and(|l| self.produced >= l)
     }
 }
 
@@ -303,34 +307,28 @@ impl Station {
                     };
                     (ts_ms, result)
                 };
-                let (accepted, errors) =
-                    read_validated(&mut take, &slot.scorer, range, &self.checks, &slot.id);
+                let (accepted, errors) = read_validated(
+                    &mut take,
+                    slot.stream.scorer(),
+                    range,
+                    &self.checks,
+                    slot.stream.sensor(),
+                );
                 report.errors.extend(errors);
                 let Some((now_ms, sample)) = accepted else {
                     failed.push(i);
                     continue;
                 };
-                let score = slot.scorer.score_at(sample, now_ms);
-                let seq = slot
-                    .next_seq
+                let reading = slot
+                    .stream
+                    .accept(sample, now_ms, report.clock_sync.as_bool())
                     .expect("only sensors with a next seq are read");
                 if let Some(taken) = &self.taken {
-                    taken.record(&slot.id, seq, first_at);
+                    taken.record(&reading.sensor, reading.seq, first_at);
                 }
-                report.readings.push(Reading {
-                    node: self.node.clone(),
-                    sensor: slot.id.clone(),
-                    seq,
-                    ts_ms: now_ms,
-                    sample,
-                    weights: score.weights,
-                    priority: score.priority,
-                    route: score.route,
-                    clock_synced: report.clock_sync.as_bool(),
-                });
-                slot.next_seq = crate::store::next_seq(seq);
-                if slot.next_seq.is_none() {
-                    seq_exhausted(&slot.id, None, self.store.path());
+                report.readings.push(reading);
+                if slot.stream.is_exhausted() {
+                    seq_exhausted(slot.stream.sensor(), None, self.store.path());
                 }
                 slot.produced += 1;
             }
@@ -372,7 +370,8 @@ impl Station {
                 tracing::warn!("cannot read the new log's newest rows for retention: {e}");
             }
             for slot in &mut self.slots {
-                slot.next_seq = Some(switched.next_seq.get(&slot.id).copied().unwrap_or(0));
+                let next = switched.next_seq.get(slot.id()).copied().unwrap_or(0);
+                slot.stream.continue_at(Some(next));
             }
             // This cycle's readings are the last ones held, renumbered.
             let held = self.held.readings();
@@ -449,8 +448,9 @@ impl Station {
         let lost = self.store.last_lost_seqs(&self.node).unwrap_or_default();
         let mut renumbered = 0;
         for slot in &mut self.slots {
-            let h = history.get(&slot.id);
-            let mut next = first_free_seq(h, lost.get(&slot.id).copied());
+            let id = slot.stream.sensor();
+            let h = history.get(id);
+            let mut next = first_free_seq(h, lost.get(id).copied());
             let node = &self.node;
             let (before, after) = self.held.edit_readings(
                 |held| {
@@ -458,7 +458,7 @@ impl Station {
                     // Readings no seq is left for cannot be logged
                     // (seq_exhausted).
                     held.retain_mut(|r| {
-                        if r.node != *node || r.sensor != slot.id {
+                        if r.node != *node || r.sensor != id {
                             return true;
                         }
                         let Some(seq) = next else { return false };
@@ -473,17 +473,17 @@ impl Station {
                 },
                 |_| true,
             );
-            if next.is_none() && slot.next_seq.is_some() {
-                seq_exhausted(&slot.id, h, self.store.path());
+            if next.is_none() && !slot.stream.is_exhausted() {
+                seq_exhausted(id, h, self.store.path());
                 if after < before {
                     tracing::error!(
-                        sensor = %slot.id,
+                        sensor = %id,
                         lost = before - after,
                         "dropped the sensor's pending readings: no seq is left for them"
                     );
                 }
             }
-            slot.next_seq = next;
+            slot.stream.continue_at(next);
         }
         tracing::error!(
             db = %self.store.path().display(),
@@ -639,15 +639,20 @@ fn open_slots(
     opener: &mut impl FnMut(&SensorConfig, Resume) -> Result<Box<dyn Sensor>, OpenError>,
     db: &std::path::Path,
 ) -> anyhow::Result<Vec<Slot>> {
+    let rules = StreamRules::from_config(config);
     let mut slots = Vec::with_capacity(config.sensors.len());
     for sc in &config.sensors {
         let h = history.get(&sc.id);
-        let next_seq = first_free_seq(h, lost.get(&sc.id).copied());
-        if next_seq.is_none() {
-            seq_exhausted(&sc.id, h, db);
-        }
+        let stream = Stream::restore(
+            &config.node,
+            &sc.id,
+            &rules,
+            h,
+            lost.get(&sc.id).copied(),
+            db,
+        );
         let resume = Resume {
-            next_seq: next_seq.unwrap_or(MAX_SEQ),
+            next_seq: stream.next_seq().unwrap_or(MAX_SEQ),
             last: h.and_then(|h| h.last),
         };
         let sensor =
@@ -658,16 +663,10 @@ fn open_slots(
             next_seq = resume.next_seq,
             "sensor ready"
         );
-        let mut scorer = Scorer::new(config.priority, resume.last);
-        if let Some(stale_after) = config.stale_after {
-            scorer = scorer.with_gap_rule(stale_after, h.and_then(|h| h.last_ts_ms));
-        }
         slots.push(Slot {
-            id: sc.id.clone(),
             sensor,
             last_attempt: None,
-            scorer,
-            next_seq,
+            stream,
             produced: 0,
         });
     }
@@ -960,42 +959,6 @@ fn settle_restored(
         *seq = (*seq).max(l.last_seq);
     }
     Ok(lost)
-}
-
-/// The seq a sensor's next reading gets: after the highest logged one and
-/// after the highest recorded lost, which is never handed out again;
-/// `None` when no seq is left (see [`crate::store::next_seq`]).
-fn first_free_seq(
-    history: Option<&crate::store::SensorHistory>,
-    lost_upto: Option<u64>,
-) -> Option<u64> {
-    let logged = history.map_or(Some(0), crate::store::SensorHistory::next_seq);
-    match lost_upto {
-        None => logged,
-        Some(l) => logged.zip(crate::store::next_seq(l)).map(|(a, b)| a.max(b)),
-    }
-}
-
-/// Says, loudly, that `sensor` gets no more readings: its last seq is
-/// [`MAX_SEQ`], the largest the log holds. The agent counts from 0 by 1, so
-/// only a hand edit gets there; handing out a lower seq again would give
-/// consumers a (node, sensor, seq) they may already hold, so the sensor is
-/// not read until the row is fixed, and the other sensors go on.
-fn seq_exhausted(sensor: &str, last: Option<&crate::store::SensorHistory>, db: &std::path::Path) {
-    let row = last.map_or_else(
-        || "the reading just taken".to_owned(),
-        |h| format!("readings row id {}", h.last_id),
-    );
-    tracing::error!(
-        sensor,
-        db = %db.display(),
-        "sensor {sensor:?} is not read any more: {row} has seq {MAX_SEQ}, the largest seq the \
-         log can hold, so no seq is left for its next reading (the agent counts from 0 by 1: \
-         such a seq comes from an edit of the log); fix or delete that row (sqlite3 {} \
-         \"SELECT id, seq FROM readings WHERE sensor = '{sensor}' ORDER BY seq DESC LIMIT 3\"), \
-         then restart the agent",
-        db.display()
-    );
 }
 
 #[cfg(test)]
@@ -1425,7 +1388,7 @@ mod tests {
             Some(Duration::from_secs(2))
         );
         let store = Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
-        let logged = store.sensor_errors(0).unwrap();
+        let logged = store.sensor_errors(None, 0).unwrap();
         assert_eq!(logged, report.errors);
         let rows = store
             .readings(&crate::store::ReadingFilter::default())
@@ -1509,7 +1472,7 @@ mod tests {
             .unwrap();
         assert_eq!(logged.len(), 1);
         assert_eq!(logged[0].reading.sample, Sample::new(20.5, 65.0));
-        assert_eq!(store.sensor_errors(0).unwrap(), second.errors);
+        assert_eq!(store.sensor_errors(None, 0).unwrap(), second.errors);
     }
 
     /// A replayed trace with a row its sensor's offset pushes out of range
@@ -1814,7 +1777,7 @@ mod tests {
         let lab: Vec<(String, u64)> = (0..cycles).map(|i| ("lab".into(), i)).collect();
         assert_eq!(left[0], ("old".into(), 1), "the unpublished old row stays");
         assert_eq!(left[1..], lab[..], "every new reading stays");
-        assert!(store.sensor_errors(0).unwrap().is_empty());
+        assert!(store.sensor_errors(None, 0).unwrap().is_empty());
         let h = store.housekeeping("t").unwrap().unwrap();
         assert_eq!(h.pruned_readings, 1);
         assert!(h.last_prune_ms.is_some() && h.space.is_some());

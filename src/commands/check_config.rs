@@ -12,6 +12,7 @@ use crate::sensor;
 /// invalid file is the error (exit 78 from `cli::main`).
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load_checked(config_path)?;
+    config.require_sensors()?;
     println!("{} is valid", config_path.display());
     print!("{}", describe_config(&config));
     Ok(ExitCode::SUCCESS)

@@ -42,6 +42,7 @@ pub fn run(config_path: Option<&Path>, args: DemoArgs) -> anyhow::Result<ExitCod
         Some(path) => Config::load(path)?,
         None => Config::demo(),
     };
+    config.require_sensors()?;
     if config.has_hardware() {
         bail!(
             "the demo runs simulated sensors only, but {} configures hardware sensors; \

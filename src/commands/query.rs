@@ -37,6 +37,7 @@ fn query(db: &Path, args: &QueryArgs) -> anyhow::Result<()> {
             RouteArg::Realtime => Route::Realtime,
             RouteArg::Batch => Route::Batch,
         }),
+        node: None,
         after_id: None,
         limit: args.limit.or(if args.follow { Some(10) } else { None }),
     };

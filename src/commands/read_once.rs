@@ -10,7 +10,9 @@ use crate::sensor::{self, Resume};
 /// Reads each sensor of the configuration at `config_path` once and prints
 /// the result; fails when any sensor cannot be opened or read.
 pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
-    Ok(read_once(&Config::load_checked(config_path)?))
+    let config = Config::load_checked(config_path)?;
+    config.require_sensors()?;
+    Ok(read_once(&config))
 }
 
 fn read_once(config: &Config) -> ExitCode {

@@ -17,6 +17,7 @@ use crate::publish::AnyPublisher;
 pub fn run(config_path: &Path, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let load = || -> Result<Config, ConfigError> {
         let mut config = Config::load(config_path)?;
+        config.require_sensors()?;
         if let Some(db) = &args.db {
             config.db.clone_from(db);
         }

@@ -70,6 +70,20 @@ impl Store {
         Ok(rows)
     }
 
+    /// The highest seq recorded as lost of (`node`, `sensor`), if any: one
+    /// seek on `lost_readings_stream`, for restoring one stream of a log
+    /// that holds many.
+    pub fn last_lost_seq(&self, node: &str, sensor: &str) -> Result<Option<u64>, StoreError> {
+        let seq: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT max(last_seq) FROM lost_readings WHERE node = ?1 AND sensor = ?2",
+            )
+            .and_then(|mut s| s.query_row(params![node, sensor], |r| r.get(0)))
+            .map_err(|e| self.sqlite(e))?;
+        Ok(seq.map(|s| u64::try_from(s).unwrap_or(0)))
+    }
+
     /// Records `losses` in one transaction.
     pub fn record_losses(&mut self, losses: &[Loss]) -> Result<(), StoreError> {
         let path = self.path.clone();

@@ -128,6 +128,27 @@ impl Snapshot<'_> {
         super::outbox_depth(&self.tx, node).map_err(|e| self.err(e))
     }
 
+    /// Every node the log knows, by name: those with a status row (an
+    /// agent or gateway ran) and those with readings (a gateway's log
+    /// holds many). What a node picker offers.
+    pub fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        // The readings' nodes by a skip-scan of UNIQUE(node, sensor, seq),
+        // as in `sensors`; UNION sorts and drops the doubles.
+        self.tx
+            .prepare_cached(
+                "WITH RECURSIVE n(node) AS (
+                   SELECT (SELECT min(node) FROM readings)
+                   UNION ALL
+                   SELECT (SELECT min(node) FROM readings WHERE node > n.node)
+                   FROM n WHERE n.node IS NOT NULL)
+                 SELECT node FROM n WHERE node IS NOT NULL
+                 UNION SELECT node FROM agent_status
+                 ORDER BY 1",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
     /// The sensors that ever logged a reading for `node`, by name.
     pub fn sensors(&self, node: &str) -> Result<Vec<String>, StoreError> {
         // A skip-scan of UNIQUE(node, sensor, seq): one index seek per
