@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{Channel, Combine, PerChannel, Plausibility, PriorityParams, Topics};
+use crate::domain::{
+    Channel, Combine, PerChannel, Plausibility, PriorityParams, SensorRange, Topics,
+};
 use crate::sensor::frame::{Model, Negative};
 
 /// Where the config file lives unless `--config` says otherwise.
@@ -114,6 +116,8 @@ pub struct Config {
     /// How long the log keeps what it has published, and the disk space
     /// it leaves free.
     pub store: StoreConfig,
+    /// `[gateway]`: what `edgeprio gateway` consumes; defaults when absent.
+    pub gateway: GatewayConfig,
 }
 
 /// A secret that never shows up in logs, `Debug` output or the config echo.
@@ -234,6 +238,36 @@ impl Default for StoreConfig {
 /// The range of `[store] prune_every`.
 pub const PRUNE_EVERY_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_hours(24);
+
+/// `[gateway]`: the raw readings `edgeprio gateway` scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// The topic filters it subscribes to; the node of a reading is the
+    /// topic level before the last (`<prefix>/<node>/raw`). `None`: the
+    /// default, `<topic_prefix>/+/raw`, known once `[mqtt]` is.
+    pub subscribe: Option<Vec<String>>,
+    /// The range a raw reading must be in: the nodes' sensor model
+    /// (`"dht22"`, the default, or `"dht11"`).
+    pub range: SensorRange,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            subscribe: None,
+            range: SensorRange::DHT22,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The filters to subscribe to under `topic_prefix`.
+    pub fn filters(&self, topic_prefix: &str) -> Vec<String> {
+        self.subscribe
+            .clone()
+            .unwrap_or_else(|| vec![format!("{topic_prefix}/+/raw")])
+    }
+}
 
 /// One `[[sensor]]` entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -452,6 +486,22 @@ struct RawConfig {
     broker: Option<RawBroker>,
     metrics: Option<RawMetrics>,
     store: Option<RawStore>,
+    gateway: Option<RawGateway>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    subscribe: Option<OneOrMany>,
+    range: Option<String>,
+}
+
+/// A string or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -780,6 +830,9 @@ const KNOWN_KEYS: &[&str] = &[
     "broker",
     "metrics",
     "store",
+    "gateway",
+    "subscribe",
+    "range",
     "url",
     "client_id",
     "username",
@@ -828,6 +881,41 @@ const KNOWN_KEYS: &[&str] = &[
 fn is_known_table(line: &str) -> bool {
     line.starts_with('[')
         && KNOWN_KEYS.contains(&line.trim_matches(|c| c == '[' || c == ']').trim())
+}
+
+/// Why `f` cannot be a gateway's subscription: it must be a valid MQTT
+/// topic filter (`+` and `#` only as whole levels, `#` last) of at least
+/// two levels whose last level is a plain name and the one before it the
+/// node (a name or `+`).
+fn gateway_filter(f: &str) -> Result<(), &'static str> {
+    if f.is_empty() || f.len() > 65_535 {
+        return Err("is not a topic filter (empty or longer than 65,535 bytes)");
+    }
+    if f.chars().any(char::is_control) {
+        return Err("holds a control character");
+    }
+    let levels: Vec<&str> = f.split('/').collect();
+    for (i, l) in levels.iter().enumerate() {
+        let wild = l.contains(['+', '#']);
+        if wild && *l != "+" && *l != "#" {
+            return Err("uses '+' or '#' inside a level: a wildcard must be a whole level");
+        }
+        if *l == "#" && i + 1 != levels.len() {
+            return Err("has '#' before its last level");
+        }
+    }
+    let [.., node, last] = levels.as_slice() else {
+        return Err("has one level: the node is the level before the last, so give two or more");
+    };
+    if last.is_empty() || *last == "+" || *last == "#" {
+        return Err(
+            "ends in a wildcard or an empty level: its last level must be a name such as \"raw\"",
+        );
+    }
+    if node.is_empty() || *node == "#" {
+        return Err("has no node level before its last (a name or '+')");
+    }
+    Ok(())
 }
 
 /// Whether the key (dotted path) holds, or may hold, a secret: its value is
@@ -1036,6 +1124,55 @@ impl Validator<'_> {
         ))
     }
 
+    /// `[gateway]`: each filter a valid MQTT topic filter whose last level
+    /// is not a wildcard (the node is the level before it).
+    fn gateway(&self, raw: Option<RawGateway>) -> Result<GatewayConfig, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(GatewayConfig::default());
+        };
+        let range = match raw.range.as_deref() {
+            None | Some("dht22") => SensorRange::DHT22,
+            Some("dht11") => SensorRange::DHT11,
+            Some(other) => {
+                return Err(self.err(
+                    "gateway.range",
+                    format!(
+                        "range = {} is not a sensor model the gateway knows; use \"dht22\" \
+                         (-40..80 °C, 0..100 %RH) or \"dht11\" (0..50 °C, 20..90 %RH)",
+                        quoted_short(other)
+                    ),
+                ));
+            }
+        };
+        let subscribe = match raw.subscribe {
+            None => None,
+            Some(OneOrMany::One(f)) => Some(vec![f]),
+            Some(OneOrMany::Many(fs)) => Some(fs),
+        };
+        if let Some(filters) = &subscribe {
+            if filters.is_empty() {
+                return Err(self.err(
+                    "gateway.subscribe",
+                    "subscribe = [] subscribes to nothing; leave it out for \
+                     \"<topic_prefix>/+/raw\", or give one or more topic filters",
+                ));
+            }
+            for f in filters {
+                if let Err(why) = gateway_filter(f) {
+                    return Err(self.err(
+                        "gateway.subscribe",
+                        format!(
+                            "subscribe = {} {why}; e.g. \"edgeprio/+/raw\" (the node is the \
+                             level before the last)",
+                            quoted_short(f)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(GatewayConfig { subscribe, range })
+    }
+
     fn build(
         &self,
         raw: RawConfig,
@@ -1094,6 +1231,7 @@ impl Validator<'_> {
             broker,
             metrics,
             store: self.store(raw.store.as_ref())?,
+            gateway: self.gateway(raw.gateway)?,
         })
     }
 
@@ -2100,6 +2238,39 @@ mod tests {
         // Simulated sensors have no floor.
         let sim = parse("interval = \"10ms\"\n[[sensor]]\nid = \"s\"\nkind = \"sim\"\n").unwrap();
         assert_eq!(sim.sensors[0].kind.min_interval(), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_gateway_section_defaults_to_the_raw_topics_and_checks_its_filters() {
+        let c = parse("[mqtt]\nurl = \"mqtt://127.0.0.1\"\ntopic_prefix = \"site\"\n").unwrap();
+        assert_eq!(c.gateway, GatewayConfig::default());
+        assert_eq!(c.gateway.filters("site"), ["site/+/raw"]);
+        let c = parse("[gateway]\nsubscribe = [\"a/+/raw\", \"b/esp1/raw\"]\nrange = \"dht11\"\n")
+            .unwrap();
+        assert_eq!(c.gateway.filters("x"), ["a/+/raw", "b/esp1/raw"]);
+        assert_eq!(c.gateway.range, SensorRange::DHT11);
+        let one = parse("[gateway]\nsubscribe = \"a/+/raw\"\n").unwrap();
+        assert_eq!(one.gateway.filters("x"), ["a/+/raw"]);
+        for (bad, why) in [
+            ("\"raw\"", "has one level"),
+            ("\"a/+/#\"", "ends in a wildcard"),
+            ("\"a/#/raw\"", "'#' before its last level"),
+            ("\"a/n+/raw\"", "inside a level"),
+            ("\"a//raw\"", "no node level"),
+            ("[]", "subscribes to nothing"),
+        ] {
+            let e = parse(&format!("[gateway]\nsubscribe = {bad}\n")).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("gateway.subscribe"), "{bad}: {e}");
+            assert!(e.message.contains(why), "{bad}: {e}");
+        }
+        let e = parse("[gateway]\nrange = \"dht33\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("gateway.range"));
+        assert!(
+            e.message.contains("\"dht33\"") && e.message.contains("dht11"),
+            "{e}"
+        );
+        let e = parse("[gateway]\nsubscribes = \"a/+/raw\"\n").unwrap_err();
+        assert!(e.message.contains("subscribes"), "{e}");
     }
 
     #[test]
