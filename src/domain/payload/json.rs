@@ -58,7 +58,9 @@ impl Json {
             Json::Bool(b) => b.to_string(),
             Json::UInt(n) => format!("the number {n}"),
             Json::Int(n) => format!("the number {n}"),
-            Json::Float(f) => format!("the number {f}"),
+            // `{:?}` keeps the fraction (`1764028800000.0`): a float
+            // where an integer belongs must look like one.
+            Json::Float(f) => format!("the number {f:?}"),
             Json::Str(s) => format!("the string {}", quote(s)),
             Json::Array(_) => "an array".to_owned(),
             Json::Object(_) => "an object".to_owned(),
@@ -163,7 +165,7 @@ impl<'a> Fields<'a> {
         for (i, (key, _)) in pairs.iter().enumerate() {
             if !allowed.contains(&key.as_str()) {
                 return Err(PayloadError::UnknownField {
-                    field: format!("{path}{}", quote(key)),
+                    field: quote(&format!("{path}{key}")),
                     allowed: known,
                 });
             }

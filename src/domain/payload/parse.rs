@@ -424,6 +424,21 @@ mod tests {
             e.to_string(),
             "field weight.humidity is missing; weight has temperature and humidity"
         );
+        let e = parse_readings(&with_field(
+            "weight",
+            serde_json::json!({"temperature": 1, "humidity": 1, "pressure": 0}),
+        ))
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown field \"weight.pressure\"; the fields are temperature and humidity"
+        );
+        let e =
+            parse_readings(&with_field("ts_ms", serde_json::json!(1.764_028_8e12))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "field ts_ms must be an integer, not the number 1764028800000.0"
+        );
         let e = parse_readings(&with_field("route", "fast".into())).unwrap_err();
         assert_eq!(
             e.to_string(),
