@@ -106,7 +106,7 @@ impl<'de> Deserialize<'de> for LogId {
 /// What a consumer deduplicates readings on (README, "MQTT"): a reading is
 /// the same reading only if node, sensor, log and seq all match. The
 /// gateway and the collectors use this type, never their own tuple.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReadingKey {
     /// Node name.
     pub node: String,

@@ -40,6 +40,10 @@ const READING_NEEDS: &str = "a reading has node, sensor, log, seq, ts_ms, ts, \
 /// sensor's state topic (one). An empty array is an empty batch. One bad
 /// reading refuses the whole payload ([`PayloadError::InBatch`] says
 /// which).
+///
+/// There is no size cap here, unlike [`super::parse_raw`]: a batch is as
+/// large as its node's `batch_max` makes it, and the consumer's MQTT
+/// client refuses packets beyond its own maximum before this sees them.
 pub fn parse_readings(payload: &[u8]) -> Result<Vec<Received>, PayloadError> {
     match Json::parse(payload)? {
         Json::Object(pairs) => Ok(vec![received(&pairs, READING_NEEDS)?]),

@@ -8,6 +8,7 @@
 use super::json::{Fields, Json};
 use super::parse::{received, sample, sensor, seq, ts_ms};
 use super::{PayloadError, Received};
+use crate::domain::Sample;
 
 /// The largest raw payload the gateway parses, checked before parsing: a
 /// raw reading is about 100 bytes, a scored one about 300, so 64 KiB is
@@ -32,6 +33,14 @@ pub struct RawReading {
     /// The node's own sequence number, if it keeps one: the gateway
     /// assigns one otherwise.
     pub seq: Option<u64>,
+}
+
+impl RawReading {
+    /// Its values as a [`Sample`], for the validator
+    /// ([`crate::domain::SensorRange::check`]) and the scorer.
+    pub fn sample(&self) -> Sample {
+        Sample::new(self.temperature_c, self.humidity_pct)
+    }
 }
 
 /// What one raw message holds.
@@ -111,7 +120,7 @@ pub fn parse_raw(node: &str, payload: &[u8]) -> Result<RawMessage, PayloadError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{LogId, PerChannel, Reading, Route, Sample};
+    use crate::domain::{LogId, PerChannel, Reading, Route};
 
     fn unscored(payload: &str) -> RawReading {
         match parse_raw("esp-1", payload.as_bytes()) {
@@ -151,13 +160,11 @@ mod tests {
                 seq: Some(0),
             }
         );
-        // Physical range is the validator's: 500 °C is a finite number.
-        assert!(
-            (unscored(r#"{"sensor":"a","temperature_c":500,"humidity_pct":-1}"#).temperature_c
-                - 500.0)
-                .abs()
-                < f64::EPSILON
-        );
+        // Physical range is the validator's: 500 °C is a finite number,
+        // which the DHT22's range then refuses.
+        let hot = unscored(r#"{"sensor":"a","temperature_c":500,"humidity_pct":-1}"#);
+        assert_eq!(hot.sample(), Sample::new(500.0, -1.0));
+        assert!(crate::domain::check_range(hot.sample()).is_err());
     }
 
     #[test]
