@@ -220,10 +220,8 @@ impl<'a> Fields<'a> {
     /// A required number, as an `f64`; JSON integers are numbers too.
     pub(super) fn f64(&self, name: &str) -> Result<f64, PayloadError> {
         let v = self.required(name)?;
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "a JSON integer in a float field means the nearest float, as in JavaScript"
-        )]
+        // A JSON integer in a float field means the nearest float, as in
+        // JavaScript (exact for every value a sensor reports).
         let f = match *v {
             Json::Float(f) => f,
             Json::UInt(n) => n as f64,
