@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{
-    Channel, Combine, PerChannel, Plausibility, PriorityParams, SensorRange, Topics,
+    Channel, Combine, PerChannel, Plausibility, PriorityParams, SensorRange, Topics, check_node,
+    check_sensor,
 };
 use crate::sensor::frame::{Model, Negative};
 
@@ -1181,7 +1182,7 @@ impl Validator<'_> {
     ) -> Result<Config, ConfigError> {
         let node = match raw.node {
             Some(node) => {
-                check_name(&node, 64, false)
+                check_node(&node)
                     .map_err(|why| self.err("node", format!("node = {node:?} {why}")))?;
                 node
             }
@@ -1856,8 +1857,7 @@ impl Validator<'_> {
 
     fn sensor(&self, i: usize, s: RawSensor, base: &Path) -> Result<SensorConfig, ConfigError> {
         let key = |k: &str| format!("sensor[{i}].{k}");
-        check_name(&s.id, 32, true)
-            .map_err(|why| self.err(key("id"), format!("id = {:?} {why}", s.id)))?;
+        check_sensor(&s.id).map_err(|why| self.err(key("id"), format!("id = {:?} {why}", s.id)))?;
         let kind_name = match s.kind {
             RawKind::Dht22 => "dht22",
             RawKind::Dht11 => "dht11",
@@ -2167,34 +2167,12 @@ fn written(d: Duration) -> String {
     }
 }
 
-/// Checks a node name or sensor id: both become MQTT topic levels and
-/// file-friendly names.
-fn check_name(name: &str, max: usize, strict: bool) -> Result<(), String> {
-    if name.is_empty() || name.len() > max {
-        return Err(format!("must be 1 to {max} characters long"));
-    }
-    let ok = |c: char| {
-        if strict {
-            c.is_ascii_alphanumeric() || c == '-' || c == '_'
-        } else {
-            !(c.is_control() || c.is_whitespace() || matches!(c, '/' | '+' | '#'))
-        }
-    };
-    if name.chars().all(ok) {
-        Ok(())
-    } else if strict {
-        Err("may only use letters, digits, '-' and '_'".to_string())
-    } else {
-        Err("may not contain spaces, '/', '+' or '#' (it becomes an MQTT topic level)".to_string())
-    }
-}
-
 /// The machine's hostname, or `edgeprio` when it is unusable as a node name.
 fn default_node() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
-        .filter(|h| check_name(h, 64, false).is_ok())
+        .filter(|h| check_node(h).is_ok())
         .unwrap_or_else(|| "edgeprio".to_string())
 }
 

@@ -1,5 +1,6 @@
 //! The pure domain core: readings, validation, the paper's weight priority,
-//! routing and the wire shape of a reading.
+//! routing and the wire contract (a reading's shape both ways, topics, node
+//! names).
 //!
 //! Nothing in here does I/O or reads the clock; `now` is always an argument,
 //! so every rule is tested with plain `#[test]`s beside the code.
@@ -10,8 +11,9 @@ mod reading;
 mod validate;
 
 pub use payload::{
-    LogId, ReadingKey, Received, Topics, WireReading, WireWeights, ha_discovery,
-    ha_legacy_discovery_topic, rfc3339_ms,
+    LogId, MAX_RAW_PAYLOAD, MAX_TS_MS, NODE_MAX_LEN, NameError, PayloadError, RawMessage,
+    RawReading, ReadingKey, Received, SENSOR_MAX_LEN, Topics, WireReading, WireWeights, check_node,
+    check_sensor, ha_discovery, ha_legacy_discovery_topic, parse_raw, parse_readings, rfc3339_ms,
 };
 pub use priority::{Combine, PriorityParams, Score, Scorer, channel_weight};
 pub use reading::{Channel, ErrorKind, PerChannel, Reading, Route, Sample, SensorError};
