@@ -182,7 +182,7 @@ mod tests {
         let t0 = Instant::now();
         assert!(b.is_empty());
         assert_eq!(b.deadline(), None);
-        assert!(!b.is_due(t0 + Duration::from_secs(3600)));
+        assert!(!b.is_due(t0 + Duration::from_hours(1)));
     }
 
     #[test]
@@ -239,7 +239,11 @@ mod tests {
         assert_eq!(b.take(), vec!["b"]);
         b.push("huge", 1_000, t0);
         assert!(b.is_due(t0));
-        assert_eq!(b.take(), vec!["huge"], "never stuck on an oversized message");
+        assert_eq!(
+            b.take(),
+            vec!["huge"],
+            "never stuck on an oversized message"
+        );
     }
 
     #[test]
@@ -270,7 +274,10 @@ mod tests {
             t += 8 * MS;
         }
         assert!(t >= t0 + 50 * MS, "due only once the oldest waited 50 ms");
-        assert!(t < t0 + 60 * MS, "and not later than the next arrival after that");
+        assert!(
+            t < t0 + 60 * MS,
+            "and not later than the next arrival after that"
+        );
         assert_eq!(b.deadline(), Some(t0 + 50 * MS));
         assert_eq!(b.take().len(), i);
     }
