@@ -780,3 +780,84 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(topic: &str, payload: &[u8]) -> Incoming {
+        let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.to_vec());
+        publish.pkid = 7;
+        Incoming {
+            publish,
+            received_ms: 1_000,
+            connection: 1,
+        }
+    }
+
+    #[test]
+    fn a_shared_filter_names_its_group() {
+        assert_eq!(
+            shared_filter("collectors", "edgeprio/+/batch"),
+            Ok("$share/collectors/edgeprio/+/batch".to_owned())
+        );
+        for bad in ["", "a/b", "a+", "#"] {
+            assert_eq!(
+                shared_filter(bad, "edgeprio/+/batch"),
+                Err(BadGroup(bad.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn handled_starts_all_accepted_and_rejects_by_index() {
+        let batch = [
+            incoming("edgeprio/a/raw", b"{}"),
+            incoming("edgeprio/b/raw", b"x"),
+        ];
+        let mut handled = Handled::all(&batch);
+        assert_eq!(handled.verdicts(), [Verdict::Accepted, Verdict::Accepted]);
+        handled.reject(1, "bad JSON");
+        // An index past the batch names no message: nothing to mark.
+        handled.reject(5, "ignored");
+        assert_eq!(
+            handled.verdicts(),
+            [Verdict::Accepted, Verdict::Rejected("bad JSON".into())]
+        );
+    }
+
+    #[test]
+    fn incoming_shows_what_was_received() {
+        let mut m = incoming("edgeprio/a/raw", b"{\"sensor\":\"s\"}");
+        assert_eq!(m.topic(), "edgeprio/a/raw");
+        assert_eq!(m.payload(), b"{\"sensor\":\"s\"}");
+        assert_eq!(m.received_ms(), 1_000);
+        assert!(!m.redelivered());
+        m.publish.dup = true;
+        assert!(m.redelivered());
+    }
+
+    #[test]
+    fn the_connection_is_a_persistent_session_with_manual_acks() {
+        let mqtt = MqttConfig::local(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 1883)),
+            "n1",
+            Duration::from_secs(15),
+        );
+        let consumer = Consumer::new(
+            &mqtt,
+            ConsumerOptions {
+                client_id: "edgeprio-gateway-n1".into(),
+                filters: vec!["edgeprio/+/raw".into()],
+                limits: BatchLimits::default(),
+                last_will: None,
+            },
+        );
+        let o = consumer.options().expect("no credentials to read");
+        assert!(!o.clean_session());
+        assert!(o.manual_acks());
+        assert_eq!(o.client_id(), "edgeprio-gateway-n1");
+        assert_eq!(consumer.stats().snapshot(), Counts::default());
+        assert_eq!(consumer.status().borrow().state, BrokerState::Connecting);
+    }
+}
