@@ -39,6 +39,18 @@
 //! - a clean stop must wait for the broker to close the connection after
 //!   the DISCONNECT (see `close`), or the last acknowledgements can be lost
 //!   to a quick restart under the same client id.
+//!
+//! # Troubleshooting
+//!
+//! - The connection drops again and again with "payload size limit
+//!   exceeded" in the log: rumqttc closes the connection on a packet over
+//!   the client's 4 MiB limit ([`connection::client_options`]) before it
+//!   can be acknowledged, so the broker delivers it again at every
+//!   reconnect (read in rumqttc 0.25's source, not measured). Cap the
+//!   broker's `message_size_limit` below that.
+//! - Two consumers that disconnect each other ("already connected, closing
+//!   old connection" in Mosquitto's log): they share a client id; every
+//!   consumer, also in a shared group, needs its own.
 
 use std::fmt;
 use std::future::Future;
@@ -212,7 +224,10 @@ pub struct ConsumerOptions {
     /// Topic filters, e.g. `edgeprio/+/raw` or `$share/g/edgeprio/+/batch`
     /// ([`shared_filter`]).
     pub filters: Vec<String>,
-    /// When batches are handed over.
+    /// When batches are handed over; `max_messages` at or below the
+    /// broker's in-flight limit for this client (Mosquitto's
+    /// `max_inflight_messages`, 20 by default), [`BatchLimits::EACH_MESSAGE`]
+    /// for a real-time collector.
     pub limits: BatchLimits,
     /// Published by the broker if the connection is lost without a
     /// DISCONNECT.
@@ -267,13 +282,21 @@ pub struct Counts {
 }
 
 /// The live counters behind [`Counts`].
+/// Atomics, so that a status or metrics task reads them while the
+/// consumer runs; each is the [`Counts`] field of the same name.
 #[derive(Debug, Default)]
 struct Counters {
+    /// See [`Counts::received`].
     received: AtomicU64,
+    /// See [`Counts::committed`].
     committed: AtomicU64,
+    /// See [`Counts::rejected`].
     rejected: AtomicU64,
+    /// See [`Counts::redelivered`].
     redelivered: AtomicU64,
+    /// See [`Counts::handler_failures`].
     handler_failures: AtomicU64,
+    /// See [`Counts::acked`].
     acked: AtomicU64,
 }
 
@@ -426,6 +449,7 @@ impl Consumer {
 
 /// The shutdown future, polled until it fires and never after.
 struct Stop<'a, F> {
+    /// The caller's shutdown future, pinned on `run`'s stack.
     shutdown: Pin<&'a mut F>,
     /// Whether it has resolved.
     fired: bool,
@@ -446,7 +470,12 @@ enum Ended {
     /// Shutdown: the consumer stops.
     Closed,
     /// The connection failed or was lost.
-    Lost { error: String, was_connected: bool },
+    Lost {
+        /// Why, in words that say what to check.
+        error: String,
+        /// Whether it had worked: then the backoff starts over.
+        was_connected: bool,
+    },
 }
 
 /// Whether the consumer goes on.
@@ -460,6 +489,7 @@ enum Delivery {
 
 /// The batch handed to the handler and not committed yet (it failed).
 struct InHand {
+    /// The messages, in receive order.
     batch: Vec<Incoming>,
     /// Failed attempts so far: the first is logged, the others counted.
     failures: u64,
@@ -471,7 +501,9 @@ struct InHand {
 
 /// One run's state, kept across connections.
 struct Run<'a, H, F> {
+    /// The settings, counters and status sender.
     consumer: &'a Consumer,
+    /// The command's commit.
     handler: H,
     /// Received, not yet handed over.
     held: Batcher<Incoming>,
@@ -481,6 +513,7 @@ struct Run<'a, H, F> {
     /// Numbers the connections, so that an acknowledgement goes only on the
     /// connection its message came on.
     connection: u64,
+    /// Shutdown: checked between handler calls, never during one.
     stop: Stop<'a, F>,
 }
 
