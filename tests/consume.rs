@@ -270,8 +270,11 @@ async fn a_failing_handler_acknowledges_nothing_and_nothing_is_lost() {
     publish_lines(&broker, RAW, sent.clone()).await;
     wait_until(
         Duration::from_secs(10),
-        "three failed handler calls",
-        || run.stats.snapshot().handler_failures >= 3,
+        "20 messages and three failed handler calls",
+        || {
+            let now = run.stats.snapshot();
+            now.received >= 20 && now.handler_failures >= 3
+        },
     )
     .await;
     // Long enough for the broker to send more, had anything been acked.
