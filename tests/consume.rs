@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,9 @@ struct Recorder {
     batches: Arc<Mutex<Vec<usize>>>,
     /// How many calls fail before the first that commits.
     fail_first: usize,
+    /// While set, every call fails (the database is down until the test
+    /// says otherwise).
+    down: Arc<AtomicBool>,
 }
 
 impl Recorder {
@@ -69,7 +72,7 @@ impl Handler for Recorder {
     ) -> impl Future<Output = Result<Handled, HandlerError>> + Send {
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         self.batches.lock().unwrap().push(batch.len());
-        let result = if call < self.fail_first {
+        let result = if call < self.fail_first || self.down.load(Ordering::SeqCst) {
             Err(HandlerError::new("the test's database is down"))
         } else {
             let mut handled = Handled::all(batch);
@@ -417,4 +420,37 @@ async fn after_a_broker_restart_the_consumer_subscribes_again() {
     }
     let counts = run.stop().await;
     assert!(counts.acked >= 6, "{counts:?}");
+}
+
+/// Messages the handler could not commit yet when the broker restarted
+/// without persistence (so it lost the session and them) are still held by
+/// the consumer and committed once the handler recovers: the consumer's
+/// copy is then the only one. Their acknowledgements died with the old
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_held_when_the_broker_loses_the_session_are_still_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), &Spec::default());
+    let h = Recorder::default();
+    h.down.store(true, Ordering::SeqCst);
+    let run = Running::start(&broker, "gw-l", &raw_filter(), h.clone()).await;
+    let sent = numbered(0, 5);
+    publish_lines(&broker, RAW, sent.clone()).await;
+    wait_until(Duration::from_secs(10), "5 received, a failed call", || {
+        let now = run.stats.snapshot();
+        now.received >= 5 && now.handler_failures >= 1
+    })
+    .await;
+    broker.kill();
+    broker.restart();
+    h.down.store(false, Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(40),
+        "the held messages committed",
+        || h.committed().len() >= 5,
+    )
+    .await;
+    let counts = run.stop().await;
+    assert_eq!(h.committed(), sent);
+    assert_eq!((counts.committed, counts.acked), (5, 0), "{counts:?}");
 }
