@@ -24,6 +24,9 @@
 //!   ([`publish::connection`]); [`broker`]: the embedded broker.
 //! - [`collect`]: the processing servers, consuming a route into a
 //!   database through a [`collect::Sink`].
+//! - [`consume`]: the committing MQTT consumer `gateway` and `collect`
+//!   share: a persistent session, batches handed to a [`consume::Handler`],
+//!   acknowledgements only after the commit.
 //! - [`metrics`]: the optional Prometheus endpoint (`GET /metrics`).
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`dashboard`]: the ratatui dashboard: a query layer building `State`
@@ -49,6 +52,7 @@ pub mod clock;
 pub mod collect;
 pub mod commands;
 pub mod config;
+pub mod consume;
 pub mod dashboard;
 pub mod doctor;
 pub mod domain;
