@@ -56,6 +56,7 @@ pub mod consume;
 pub mod dashboard;
 pub mod doctor;
 pub mod domain;
+pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod publish;

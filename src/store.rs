@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use crate::domain::{LogId, Reading, Route, Sample, SensorError};
 
+mod gateway;
 mod high_water;
 #[cfg(test)]
 mod identity_tests;
@@ -31,6 +32,7 @@ mod retention;
 mod rows;
 mod window;
 
+pub use gateway::{Assigned, GatewayRow};
 pub use integrity::{FULL_CHECK_UP_TO, FileCheck};
 pub use lost::Loss;
 pub use retention::{Housekeeping, PassReport, Retention, Space};
@@ -171,6 +173,10 @@ const MIGRATIONS: &[&str] = &[
     // 8: the losses of one (node, sensor) found without reading the others'
     // (`last_lost_seq`): a gateway's log holds many nodes.
     "CREATE INDEX lost_readings_stream ON lost_readings (node, sensor, last_seq);",
+    // 9: what a gateway filled in for a raw reading (README, "The gateway"):
+    // NULL when the sender gave everything (and for every agent row),
+    // otherwise the fields the gateway assigned ([`Assigned`]).
+    "ALTER TABLE readings ADD COLUMN assigned TEXT;",
 ];
 
 /// The first schema version with the log's identity (`log_identity`).

@@ -207,6 +207,28 @@ impl Stream {
         SeqOutcome::Accepted(self.number(sample, ts_ms, clock_synced, seq))
     }
 
+    /// Takes `reading`, scored by its sender (a node that scores for itself
+    /// and sends on the raw topic), as it is: its seq is checked as in
+    /// [`Stream::accept_seq`], and the stream's `prev` moves to its values,
+    /// so the next raw reading of the stream is scored against it.
+    pub fn accept_scored(&mut self, reading: Reading) -> SeqOutcome {
+        let Some(next) = self.next_seq else {
+            return SeqOutcome::Exhausted;
+        };
+        if reading.seq > MAX_SEQ {
+            return SeqOutcome::OutOfRange { seq: reading.seq };
+        }
+        if reading.seq < next {
+            return SeqOutcome::Behind {
+                seq: reading.seq,
+                last: next - 1,
+            };
+        }
+        let _ = self.scorer.score_at(reading.sample, reading.ts_ms);
+        self.next_seq = next_seq(reading.seq);
+        SeqOutcome::Accepted(reading)
+    }
+
     /// Continues at `next` instead (`None`: no seq left): the agent's log
     /// was replaced, or another writer took the seqs it handed out.
     pub(crate) fn continue_at(&mut self, next: Option<u64>) {
