@@ -8,10 +8,19 @@
 //! - this module: the [`Sink`] trait every database implements, and what a
 //!   store reports ([`Stored`]);
 //! - `sqlite`, `postgres`: the sinks;
-//! - the consumer (subscription, batching, acknowledgements) and the
-//!   command's runner.
+//! - [`server`]: the [`crate::consume::Handler`] that parses a batch of
+//!   messages and stores it; [`hook`]: `--on-priority N --exec CMD`.
+//!
+//! The subscription, batching and acknowledgements are
+//! [`crate::consume`]'s; the command's runner is `commands::collect`.
 
 use std::future::Future;
+
+pub mod hook;
+pub mod server;
+
+pub use hook::{Hook, HookSpec};
+pub use server::{CollectCounts, Collector};
 
 use crate::domain::Received;
 
