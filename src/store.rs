@@ -1290,19 +1290,48 @@ impl Store {
         after_id: i64,
         limit: usize,
     ) -> Result<OutboxRows, StoreError> {
+        self.outbox_rows(Some(node), after_id, limit)
+    }
+
+    /// [`Store::outbox`] of every node in the log, oldest first by row id:
+    /// what a publisher drains (a gateway's log holds the readings of many
+    /// nodes, an agent's only its own).
+    pub fn outbox_of_all(&mut self, after_id: i64, limit: usize) -> Result<OutboxRows, StoreError> {
+        self.outbox_rows(None, after_id, limit)
+    }
+
+    /// The outbox of `node`, or of every node with `None`.
+    fn outbox_rows(
+        &mut self,
+        node: Option<&str>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<OutboxRows, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after_id = match node {
+            // The scan of every node walks row ids, published or not:
+            // from the start of a session it begins at the oldest
+            // unpublished row (found in the outbox index), not at the
+            // log's first row.
+            None if after_id <= 0 => self.first_unpublished()?.map_or(after_id, |id| id - 1),
+            _ => after_id,
+        };
         let (rows, skipped, last_id) = {
+            let columns = rows::READING_COLUMNS;
+            let of_node = if node.is_some() { "node = ?3 AND" } else { "" };
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT {} FROM readings
-                     WHERE node = ?1 AND published_ms IS NULL AND id > ?2
-                     ORDER BY id LIMIT ?3",
-                    rows::READING_COLUMNS
+                    "SELECT {columns} FROM readings
+                     WHERE {of_node} published_ms IS NULL AND id > ?1
+                     ORDER BY id LIMIT ?2"
                 ))
                 .map_err(|e| self.sqlite(e))?;
-            let (rows, skipped) = stmt
-                .query(params![node, after_id, limit])
+            let query = match node {
+                Some(node) => stmt.query(params![after_id, limit, node]),
+                None => stmt.query(params![after_id, limit]),
+            };
+            let (rows, skipped) = query
                 .and_then(rows::decode_all)
                 .map_err(|e| classify(&self.path, e))?;
             let last_id = rows
@@ -1340,9 +1369,22 @@ impl Store {
         })
     }
 
-    /// Marks acknowledged rows with the time their PUBACK arrived, and
-    /// counts them in the status row per route taken.
-    pub fn mark_published(&mut self, node: &str, acked: &[Acked]) -> Result<(), StoreError> {
+    /// The id of the oldest unpublished row, of any node.
+    fn first_unpublished(&self) -> Result<Option<i64>, StoreError> {
+        // `+id`: a plain min(id) walks the table from its first row id
+        // until an unpublished one; this one reads the outbox index,
+        // which holds only unpublished rows.
+        self.conn
+            .prepare_cached("SELECT min(+id) FROM readings WHERE published_ms IS NULL")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Marks acknowledged rows (of any node: row ids are unique in the log)
+    /// with the time their PUBACK arrived, and counts them per route taken
+    /// in the status row of `home`, the node the publisher runs as, with
+    /// the outbox depth of the whole log.
+    pub fn mark_published(&mut self, home: &str, acked: &[Acked]) -> Result<(), StoreError> {
         let at_ms = acked.iter().map(|a| a.at_ms).max().unwrap_or(0);
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
@@ -1370,10 +1412,9 @@ impl Store {
                     published_realtime = published_realtime + ?3,
                     published_batch = published_batch + ?4,
                     published_late = published_late + ?5,
-                    outbox_depth = (SELECT count(*) FROM readings
-                                    WHERE node = ?1 AND published_ms IS NULL)
+                    outbox_depth = (SELECT count(*) FROM readings WHERE published_ms IS NULL)
                  WHERE node = ?1",
-                params![node, at_ms, realtime, batch, late],
+                params![home, at_ms, realtime, batch, late],
             )
             .map_err(|e| classify(&path, e))?;
         }
@@ -1405,7 +1446,13 @@ impl Store {
 
     /// How many readings of `node` wait for the broker's acknowledgement.
     pub fn outbox_depth(&self, node: &str) -> Result<u64, StoreError> {
-        outbox_depth(&self.conn, node).map_err(|e| self.sqlite(e))
+        outbox_depth(&self.conn, Some(node)).map_err(|e| self.sqlite(e))
+    }
+
+    /// How many readings of every node in the log wait for the broker's
+    /// acknowledgement: what its publisher has left to send.
+    pub fn outbox_depth_of_all(&self) -> Result<u64, StoreError> {
+        outbox_depth(&self.conn, None).map_err(|e| self.sqlite(e))
     }
 
     /// Checks, once per cycle, that the path still names the file the
@@ -1811,13 +1858,21 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
     Ok(())
 }
 
-fn outbox_depth(conn: &Connection, node: &str) -> rusqlite::Result<u64> {
-    conn.query_row(
-        "SELECT count(*) FROM readings WHERE published_ms IS NULL AND node = ?1",
-        [node],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n.try_into().unwrap_or(0))
+/// Unpublished readings of `node`, or of the whole log with `None`.
+fn outbox_depth(conn: &Connection, node: Option<&str>) -> rusqlite::Result<u64> {
+    let n: i64 = match node {
+        Some(node) => conn.query_row(
+            "SELECT count(*) FROM readings WHERE published_ms IS NULL AND node = ?1",
+            [node],
+            |r| r.get(0),
+        )?,
+        None => conn.query_row(
+            "SELECT count(*) FROM readings WHERE published_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?,
+    };
+    Ok(n.try_into().unwrap_or(0))
 }
 
 /// Writes the heartbeat: the agent's status, the outbox depth and the
@@ -1827,7 +1882,9 @@ fn write_status(
     s: &AgentStatus,
     space: Option<&Space>,
 ) -> rusqlite::Result<u64> {
-    let depth = outbox_depth(conn, &s.node)?;
+    // The whole log's: what the publisher of this status row has to send
+    // (an agent's log holds only its own node's readings, a gateway's many).
+    let depth = outbox_depth(conn, None)?;
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "INSERT INTO agent_status

@@ -315,7 +315,7 @@ impl Station {
                     .next_seq
                     .expect("only sensors with a next seq are read");
                 if let Some(taken) = &self.taken {
-                    taken.record(&slot.id, seq, first_at);
+                    taken.record(&self.node, &slot.id, seq, first_at);
                 }
                 report.readings.push(Reading {
                     node: self.node.clone(),
