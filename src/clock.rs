@@ -585,7 +585,11 @@ mod tests {
         assert_eq!(w.at_least, Duration::from_secs(30));
         assert!(w.within(Duration::from_secs(30)));
         clock.pass(1);
-        assert!(!taken.waited("pi", "lab", 7, ts).within(Duration::from_secs(30)));
+        assert!(
+            !taken
+                .waited("pi", "lab", 7, ts)
+                .within(Duration::from_secs(30))
+        );
     }
 
     #[test]
@@ -604,7 +608,10 @@ mod tests {
         // The wall clock is set back: the reading keeps ageing.
         clock.set_wall(-YEAR_MS);
         clock.pass(5_000);
-        assert_eq!(taken.waited("pi", "lab", 1, 0).at_least, Duration::from_secs(45));
+        assert_eq!(
+            taken.waited("pi", "lab", 1, 0).at_least,
+            Duration::from_secs(45)
+        );
     }
 
     #[test]
@@ -625,7 +632,10 @@ mod tests {
         assert!(!w.within(Duration::from_secs(30)));
         // It still ages, so a batch that waits for it is flushed.
         clock.pass(60_000);
-        assert_eq!(taken.waited("pi", "lab", 3, ts).at_least, Duration::from_mins(1));
+        assert_eq!(
+            taken.waited("pi", "lab", 3, ts).at_least,
+            Duration::from_mins(1)
+        );
     }
 
     #[test]
@@ -652,7 +662,9 @@ mod tests {
         assert_eq!(len(&taken), MAX_STAMPS);
         // seq 0 was forgotten: now aged by its (here, wrong) wall stamp.
         assert_eq!(
-            taken.waited("pi", "lab", 0, clock.wall_ms() - 99_000).at_least,
+            taken
+                .waited("pi", "lab", 0, clock.wall_ms() - 99_000)
+                .at_least,
             Duration::from_secs(99)
         );
         assert_eq!(
