@@ -243,3 +243,179 @@ fn carrying(route: Route, ids: Vec<i64>, late: usize) -> Msg {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock::{Clock, SystemClock};
+    use crate::domain::{PerChannel, Reading, Sample};
+
+    const LOG: u64 = 0xab;
+
+    /// Real-time rows fresh for 30 s, batches of at most 3 sent after a
+    /// minute; ages are set by the rows' timestamps, far from both limits.
+    fn pump() -> Pump {
+        let mut mqtt = MqttConfig::local(
+            "127.0.0.1:1883".parse().unwrap(),
+            "home",
+            Duration::from_secs(15),
+        );
+        mqtt.realtime_max_age = Duration::from_secs(30);
+        mqtt.batch_max = 3;
+        mqtt.batch_interval = Duration::from_mins(1);
+        let mut p = Pump::new(&mqtt, TakenAt::new(Arc::new(SystemClock::new())));
+        assert_eq!(p.follow(LogId::new(LOG)), Followed::Same);
+        p
+    }
+
+    /// Row `id` of `node`'s sensor s1, taken `age_s` seconds ago.
+    fn row(id: i64, node: &str, route: Route, age_s: i64) -> StoredReading {
+        StoredReading {
+            id,
+            reading: Reading {
+                node: node.into(),
+                sensor: "s1".into(),
+                seq: id.unsigned_abs(),
+                ts_ms: SystemClock::new().wall_ms() - age_s * 1_000,
+                sample: Sample::new(21.5, 40.0),
+                weights: PerChannel {
+                    temperature: 1,
+                    humidity: 0,
+                },
+                priority: 1,
+                route,
+                clock_synced: None,
+            },
+            published_ms: None,
+        }
+    }
+
+    /// A message's topic and the ids (and late count) it carries.
+    type Summary = (String, Option<(Vec<i64>, usize)>);
+
+    fn summary(out: &[Outgoing]) -> Vec<Summary> {
+        out.iter()
+            .map(|m| {
+                let rows = m.msg.rows.as_ref().map(|a| (a.ids.clone(), a.late));
+                (m.topic.clone(), rows)
+            })
+            .collect()
+    }
+
+    fn json(m: &Outgoing) -> serde_json::Value {
+        serde_json::from_slice(&m.payload).unwrap()
+    }
+
+    #[test]
+    fn each_row_goes_out_on_its_own_nodes_topics() {
+        let mut p = pump();
+        let mut out = Vec::new();
+        let rows = vec![
+            row(1, "a", Route::Realtime, 1),
+            row(2, "b", Route::Realtime, 1),
+            row(3, "a", Route::Batch, 1),
+            row(4, "b", Route::Batch, 1),
+        ];
+        p.take(4, rows, &mut out).unwrap();
+        assert_eq!(
+            summary(&out),
+            vec![
+                ("edgeprio/a/s1/state".into(), None),
+                ("edgeprio/a/realtime".into(), Some((vec![1], 0))),
+                ("edgeprio/b/s1/state".into(), None),
+                ("edgeprio/b/realtime".into(), Some((vec![2], 0))),
+                ("edgeprio/a/s1/state".into(), None),
+                ("edgeprio/b/s1/state".into(), None),
+            ]
+        );
+        assert!(out[0].retain && !out[1].retain);
+        let realtime = json(&out[3]);
+        assert_eq!(realtime["node"], "b");
+        assert_eq!(realtime["seq"], 2);
+        assert_eq!(p.after(), 4);
+        // The batch rows wait, one buffer per node.
+        assert_eq!(p.buffered(), 2);
+        out.clear();
+        p.flush(false, &mut out).unwrap();
+        assert!(out.is_empty(), "neither buffer is full or old");
+        p.flush(true, &mut out).unwrap();
+        assert_eq!(
+            summary(&out),
+            vec![
+                ("edgeprio/a/batch".into(), Some((vec![3], 0))),
+                ("edgeprio/b/batch".into(), Some((vec![4], 0))),
+            ]
+        );
+        let batch = json(&out[1]);
+        assert_eq!(batch[0]["node"], "b");
+        assert_eq!(p.buffered(), 0);
+    }
+
+    #[test]
+    fn a_late_real_time_row_goes_on_the_batch_topic_marked_late() {
+        let mut p = pump();
+        let mut out = Vec::new();
+        p.take(1, vec![row(1, "a", Route::Realtime, 40)], &mut out)
+            .unwrap();
+        assert!(out.is_empty(), "no real-time message, no state update");
+        p.flush(true, &mut out).unwrap();
+        assert_eq!(
+            summary(&out),
+            vec![("edgeprio/a/batch".into(), Some((vec![1], 1)))]
+        );
+        assert_eq!(json(&out[0])[0]["late"], true);
+    }
+
+    #[test]
+    fn a_full_buffer_flushes_only_its_node() {
+        let mut p = pump();
+        let mut out = Vec::new();
+        let rows = (1..=7)
+            .map(|id| row(id, if id <= 4 { "a" } else { "b" }, Route::Batch, 1))
+            .collect();
+        p.take(7, rows, &mut out).unwrap();
+        out.clear();
+        p.flush(false, &mut out).unwrap();
+        // Node a holds 4 (one message of batch_max = 3, one row left);
+        // node b holds 3: full too.
+        assert_eq!(
+            summary(&out),
+            vec![
+                ("edgeprio/a/batch".into(), Some((vec![1, 2, 3], 0))),
+                ("edgeprio/b/batch".into(), Some((vec![5, 6, 7], 0))),
+            ]
+        );
+        assert_eq!(p.buffered(), 1);
+    }
+
+    #[test]
+    fn a_buffer_whose_oldest_waited_the_interval_is_flushed() {
+        let mut p = pump();
+        let mut out = Vec::new();
+        let rows = vec![row(1, "a", Route::Batch, 61), row(2, "b", Route::Batch, 5)];
+        p.take(2, rows, &mut out).unwrap();
+        out.clear();
+        p.flush(false, &mut out).unwrap();
+        assert_eq!(
+            summary(&out),
+            vec![("edgeprio/a/batch".into(), Some((vec![1], 0)))]
+        );
+        assert_eq!(p.buffered(), 1, "node b's reading is recent");
+    }
+
+    #[test]
+    fn another_log_forgets_the_buffers_and_reads_from_its_start() {
+        let mut p = pump();
+        let mut out = Vec::new();
+        // Rows that do not decode still move the read on.
+        p.take(9, vec![row(3, "a", Route::Batch, 1)], &mut out)
+            .unwrap();
+        assert_eq!((p.after(), p.buffered()), (9, 1));
+        assert_eq!(p.follow(LogId::new(LOG)), Followed::Same);
+        assert_eq!(p.follow(LogId::new(LOG + 1)), Followed::Changed);
+        assert_eq!((p.after(), p.buffered()), (0, 0));
+        assert_eq!(p.log(), Some(LogId::new(LOG + 1)));
+    }
+}
