@@ -2397,6 +2397,71 @@ mod tests {
     }
 
     #[test]
+    fn the_outbox_of_all_nodes_is_read_in_row_order_and_acks_count_at_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.db");
+        let mut w = Store::open(&path, Access::Writer).unwrap();
+        let home = AgentStatus {
+            node: "gw".into(),
+            ..status()
+        };
+        let of = |node: &str, seq| Reading {
+            node: node.into(),
+            ..reading("s1", seq, 20.0, Route::Batch)
+        };
+        // Rows 1..=6: n1, n2, n1, n2, ... (both with a sensor "s1").
+        let rows: Vec<_> = (0..3).flat_map(|i| [of("n1", i), of("n2", i)]).collect();
+        w.commit_cycle(&rows, &[], &home).unwrap();
+        // The heartbeat counts the whole log's outbox on the home row.
+        assert_eq!(w.broker("gw").unwrap().unwrap().outbox_depth, 6);
+        let mut o = Store::open(&path, Access::Outbox).unwrap();
+        let read = |o: &mut Store, after| -> Vec<(i64, String)> {
+            o.outbox_of_all(after, 4)
+                .unwrap()
+                .rows
+                .into_iter()
+                .map(|r| (r.id, r.reading.node))
+                .collect()
+        };
+        let node = |id: i64| if id % 2 == 1 { "n1" } else { "n2" }.to_owned();
+        assert_eq!(
+            read(&mut o, 0),
+            (1..=4).map(|i| (i, node(i))).collect::<Vec<_>>()
+        );
+        assert_eq!(read(&mut o, 4), vec![(5, node(5)), (6, node(6))]);
+        // Per node, as before.
+        assert_eq!(o.outbox("n2", 0, 100).unwrap().rows.len(), 3);
+        o.mark_published(
+            "gw",
+            &[Acked {
+                route: Route::Batch,
+                ids: vec![1, 2, 4],
+                late: 0,
+                at_ms: 50,
+            }],
+        )
+        .unwrap();
+        // A new session starts at the oldest unpublished row, whatever its
+        // node; the acknowledged rows of both nodes are gone.
+        assert_eq!(
+            read(&mut o, 0),
+            vec![(3, node(3)), (5, node(5)), (6, node(6))]
+        );
+        assert_eq!(o.outbox_depth_of_all().unwrap(), 3);
+        assert_eq!(
+            (o.outbox_depth("n1").unwrap(), o.outbox_depth("n2").unwrap()),
+            (2, 1)
+        );
+        let b = o.broker("gw").unwrap().unwrap();
+        assert_eq!(
+            (b.published_batch, b.outbox_depth, b.last_ack_ms),
+            (3, 3, Some(50))
+        );
+        // The nodes have no status row of their own.
+        assert_eq!(o.broker("n1").unwrap(), None);
+    }
+
+    #[test]
     fn version_one_logs_are_migrated_forward() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("e.db");

@@ -46,7 +46,7 @@ pub mod pump;
 pub use connection::tls_config;
 use connection::{describe, drive};
 use ledger::{Ack, Ledger, Msg};
-use pump::{Followed, Outgoing as Message, Pump};
+use pump::{Followed, Message, Pump};
 
 /// Most rows handed to the broker and not yet acknowledged (or waiting in
 /// the batch buffer). Bounds memory and the resend rate after an outage:
@@ -70,11 +70,14 @@ enum Cmd {
     Close(oneshot::Sender<()>),
 }
 
-/// The agent's publisher over MQTT; see the module docs.
+/// The publisher of a log's outbox over MQTT (the agent's, or a gateway's); see
+/// the module docs.
 pub struct MqttPublisher {
+    /// The task's inbox: commits nudge it, a stop closes it.
     tx: mpsc::UnboundedSender<Cmd>,
     /// The task's context and inbox until `ready` starts it.
     pending: Option<(Ctx, mpsc::UnboundedReceiver<Cmd>)>,
+    /// The running task, aborted if a stop outlasts its grace.
     task: Option<tokio::task::JoinHandle<()>>,
     /// Shared with the agent, which records into it.
     taken: TakenAt,

@@ -26,7 +26,7 @@ use super::ledger::Msg;
 
 /// One message to publish (at least once).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outgoing {
+pub struct Message {
     /// Where it goes.
     pub topic: String,
     /// The JSON it carries.
@@ -120,7 +120,7 @@ impl Pump {
         &mut self,
         last_id: i64,
         rows: Vec<StoredReading>,
-        out: &mut Vec<Outgoing>,
+        out: &mut Vec<Message>,
     ) -> Result<(), serde_json::Error> {
         let log = self.log.expect("Pump::follow is called before Pump::take");
         self.sent_upto = self.sent_upto.max(last_id);
@@ -130,7 +130,7 @@ impl Pump {
             let r = &row.reading;
             let topics = Topics::new(&self.prefix, &r.node);
             if fresh {
-                out.push(Outgoing {
+                out.push(Message {
                     topic: topics.state(&r.sensor),
                     payload: serde_json::to_vec(&WireReading::new(r, log))?,
                     retain: true,
@@ -138,7 +138,7 @@ impl Pump {
                 });
             }
             match (r.route, fresh) {
-                (Route::Realtime, true) => out.push(Outgoing {
+                (Route::Realtime, true) => out.push(Message {
                     topic: topics.route(Route::Realtime),
                     payload: serde_json::to_vec(&WireReading::new(r, log))?,
                     retain: false,
@@ -154,7 +154,7 @@ impl Pump {
     /// Sends each node's batch buffer in messages of at most `batch_max`
     /// readings: when it is full, when its oldest reading has waited
     /// `batch_interval`, or always when `all` (a stop).
-    pub fn flush(&mut self, all: bool, out: &mut Vec<Outgoing>) -> Result<(), serde_json::Error> {
+    pub fn flush(&mut self, all: bool, out: &mut Vec<Message>) -> Result<(), serde_json::Error> {
         if self.batches.is_empty() {
             return Ok(());
         }
@@ -180,7 +180,7 @@ impl Pump {
                         ..WireReading::new(&r.reading, log)
                     })
                     .collect();
-                out.push(Outgoing {
+                out.push(Message {
                     topic: topic.clone(),
                     payload: serde_json::to_vec(&wire)?,
                     retain: false,
@@ -295,7 +295,7 @@ mod tests {
     /// A message's topic and the ids (and late count) it carries.
     type Summary = (String, Option<(Vec<i64>, usize)>);
 
-    fn summary(out: &[Outgoing]) -> Vec<Summary> {
+    fn summary(out: &[Message]) -> Vec<Summary> {
         out.iter()
             .map(|m| {
                 let rows = m.msg.rows.as_ref().map(|a| (a.ids.clone(), a.late));
@@ -304,7 +304,7 @@ mod tests {
             .collect()
     }
 
-    fn json(m: &Outgoing) -> serde_json::Value {
+    fn json(m: &Message) -> serde_json::Value {
         serde_json::from_slice(&m.payload).unwrap()
     }
 
