@@ -1312,8 +1312,11 @@ impl Store {
             // The scan of every node walks row ids, published or not:
             // from the start of a session it begins at the oldest
             // unpublished row (found in the outbox index), not at the
-            // log's first row.
-            None if after_id <= 0 => self.first_unpublished()?.map_or(after_id, |id| id - 1),
+            // log's first row, and an empty outbox is not scanned at all.
+            None if after_id <= 0 => match self.first_unpublished()? {
+                Some(first) => first - 1,
+                None => return Ok(OutboxRows::default()),
+            },
             _ => after_id,
         };
         let (rows, skipped, last_id) = {
@@ -2459,6 +2462,19 @@ mod tests {
         );
         // The nodes have no status row of their own.
         assert_eq!(o.broker("n1").unwrap(), None);
+        // A drained outbox reads empty from the start too.
+        o.mark_published(
+            "gw",
+            &[Acked {
+                route: Route::Batch,
+                ids: vec![3, 5, 6],
+                late: 0,
+                at_ms: 60,
+            }],
+        )
+        .unwrap();
+        assert_eq!(o.outbox_of_all(0, 4).unwrap(), OutboxRows::default());
+        assert_eq!(o.outbox_depth_of_all().unwrap(), 0);
     }
 
     #[test]
