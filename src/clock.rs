@@ -198,7 +198,7 @@ struct Stamp {
     known: bool,
 }
 
-/// Readings remembered per sensor (about 17 hours of readings every 15 s,
+/// Readings remembered per (node, sensor) (about 17 hours of readings every 15 s,
 /// some 160 KiB): the oldest seqs are forgotten first, and a forgotten
 /// reading is aged by its timestamp again, so after a long outage the
 /// memory stays small and what is lost is the age of readings that are
@@ -213,8 +213,9 @@ const MAX_STAMPS: usize = 4_096;
 pub struct TakenAt {
     /// The clock `record`'s times come from and ages are measured on.
     clock: Arc<dyn Clock>,
-    /// Per sensor, by seq.
-    stamps: Arc<Mutex<HashMap<String, BTreeMap<u64, Stamp>>>>,
+    /// Per (node, sensor), by seq: a gateway's log holds the readings of
+    /// many nodes, and two nodes' sensor "s1" are different streams.
+    stamps: Arc<Mutex<HashMap<Stream, BTreeMap<u64, Stamp>>>>,
 }
 
 impl fmt::Debug for TakenAt {
@@ -244,9 +245,11 @@ impl TakenAt {
             .clone()
     }
 
-    /// The reading `seq` of `sensor` was taken at monotonic time `at`.
-    pub fn record(&self, sensor: &str, seq: u64, at: Duration) {
+    /// The reading `seq` of `node`'s `sensor` was taken at monotonic time
+    /// `at`.
+    pub fn record(&self, node: &str, sensor: &str, seq: u64, at: Duration) {
         self.insert(
+            node,
             sensor,
             seq,
             Stamp {
@@ -257,16 +260,17 @@ impl TakenAt {
         );
     }
 
-    /// How long the reading `seq` of `sensor`, stamped `ts_ms`, has waited.
+    /// How long the reading `seq` of `node`'s `sensor`, stamped `ts_ms`,
+    /// has waited.
     /// A reading this process did not take (restored from the log after a
     /// restart) is aged by the wall clock the first time it is asked
     /// about, clamped at zero and marked unknown if its timestamp is in the
     /// future, and on the monotonic clock from then on.
-    pub fn waited(&self, sensor: &str, seq: u64, ts_ms: i64) -> Waited {
+    pub fn waited(&self, node: &str, sensor: &str, seq: u64, ts_ms: i64) -> Waited {
         let now = self.clock.now();
         let stamp = {
             let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-            let of_sensor = all.entry(sensor.to_owned()).or_default();
+            let of_sensor = all.entry(Stream::new(node, sensor)).or_default();
             let stamp = *of_sensor.entry(seq).or_insert_with(|| {
                 let age_ms = now.wall_ms.saturating_sub(ts_ms);
                 Stamp {
@@ -294,15 +298,33 @@ impl TakenAt {
             .clear();
     }
 
-    fn insert(&self, sensor: &str, seq: u64, stamp: Stamp) {
+    fn insert(&self, node: &str, sensor: &str, seq: u64, stamp: Stamp) {
         let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        let of_sensor = all.entry(sensor.to_owned()).or_default();
+        let of_sensor = all.entry(Stream::new(node, sensor)).or_default();
         of_sensor.insert(seq, stamp);
         trim(of_sensor);
     }
 }
 
-/// Forgets a sensor's oldest readings past [`MAX_STAMPS`].
+/// The stream a reading belongs to: its node and sensor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Stream {
+    /// The node that took it (a row's `node`).
+    node: String,
+    /// Its sensor on that node.
+    sensor: String,
+}
+
+impl Stream {
+    fn new(node: &str, sensor: &str) -> Self {
+        Self {
+            node: node.to_owned(),
+            sensor: sensor.to_owned(),
+        }
+    }
+}
+
+/// Forgets a stream's oldest readings past [`MAX_STAMPS`].
 fn trim(of_sensor: &mut BTreeMap<u64, Stamp>) {
     while of_sensor.len() > MAX_STAMPS {
         of_sensor.pop_first();
@@ -543,12 +565,12 @@ mod tests {
     fn a_reading_taken_here_ages_on_the_monotonic_clock() {
         let clock = Hand::at(Y2020);
         let taken = TakenAt::new(clock.clone());
-        taken.record("lab", 7, clock.monotonic());
+        taken.record("pi", "lab", 7, clock.monotonic());
         let ts = clock.wall_ms();
         clock.pass(10_000);
         // The clock is set forward six years, then back three.
         clock.set_wall(6 * YEAR_MS);
-        let w = taken.waited("lab", 7, ts);
+        let w = taken.waited("pi", "lab", 7, ts);
         assert_eq!(
             w,
             Waited {
@@ -559,11 +581,15 @@ mod tests {
         assert!(w.within(Duration::from_secs(30)));
         clock.set_wall(-9 * YEAR_MS);
         clock.pass(20_000);
-        let w = taken.waited("lab", 7, ts);
+        let w = taken.waited("pi", "lab", 7, ts);
         assert_eq!(w.at_least, Duration::from_secs(30));
         assert!(w.within(Duration::from_secs(30)));
         clock.pass(1);
-        assert!(!taken.waited("lab", 7, ts).within(Duration::from_secs(30)));
+        assert!(
+            !taken
+                .waited("pi", "lab", 7, ts)
+                .within(Duration::from_secs(30))
+        );
     }
 
     #[test]
@@ -571,7 +597,7 @@ mod tests {
         let clock = Hand::at(Y2020 + YEAR_MS);
         let taken = TakenAt::new(clock.clone());
         // Taken by an earlier process 40 s ago.
-        let w = taken.waited("lab", 1, clock.wall_ms() - 40_000);
+        let w = taken.waited("pi", "lab", 1, clock.wall_ms() - 40_000);
         assert_eq!(
             w,
             Waited {
@@ -582,7 +608,10 @@ mod tests {
         // The wall clock is set back: the reading keeps ageing.
         clock.set_wall(-YEAR_MS);
         clock.pass(5_000);
-        assert_eq!(taken.waited("lab", 1, 0).at_least, Duration::from_secs(45));
+        assert_eq!(
+            taken.waited("pi", "lab", 1, 0).at_least,
+            Duration::from_secs(45)
+        );
     }
 
     #[test]
@@ -592,7 +621,7 @@ mod tests {
         // Taken before the clock was set back three years, by a process
         // that did not see it happen.
         let ts = clock.wall_ms() + 3 * YEAR_MS;
-        let w = taken.waited("lab", 3, ts);
+        let w = taken.waited("pi", "lab", 3, ts);
         assert_eq!(
             w,
             Waited {
@@ -603,19 +632,22 @@ mod tests {
         assert!(!w.within(Duration::from_secs(30)));
         // It still ages, so a batch that waits for it is flushed.
         clock.pass(60_000);
-        assert_eq!(taken.waited("lab", 3, ts).at_least, Duration::from_mins(1));
+        assert_eq!(
+            taken.waited("pi", "lab", 3, ts).at_least,
+            Duration::from_mins(1)
+        );
     }
 
     #[test]
     fn a_reload_keeps_the_record_of_its_log() {
         let (a, b) = (Path::new("/run/x/a.db"), Path::new("/run/x/b.db"));
         let first = TakenAt::of_log(a);
-        first.record("lab", 1, Duration::ZERO);
+        first.record("pi", "lab", 1, Duration::ZERO);
         let ts = SystemClock::new().wall_ms() + 365 * 86_400_000;
         // A reading stamped a year ahead: known to the record of its log
         // (taken at the monotonic origin), unknown to another log's.
-        assert!(TakenAt::of_log(a).waited("lab", 1, ts).known);
-        assert!(!TakenAt::of_log(b).waited("lab", 1, ts).known);
+        assert!(TakenAt::of_log(a).waited("pi", "lab", 1, ts).known);
+        assert!(!TakenAt::of_log(b).waited("pi", "lab", 1, ts).known);
     }
 
     #[test]
@@ -623,22 +655,53 @@ mod tests {
         let clock = Hand::at(Y2020);
         let taken = TakenAt::new(clock.clone());
         for seq in 0..=u64::try_from(MAX_STAMPS).expect("fits") {
-            taken.record("lab", seq, clock.monotonic());
+            taken.record("pi", "lab", seq, clock.monotonic());
         }
         clock.pass(1_000);
-        let len = |t: &TakenAt| t.stamps.lock().expect("no panic")["lab"].len();
+        let len = |t: &TakenAt| t.stamps.lock().expect("no panic")[&Stream::new("pi", "lab")].len();
         assert_eq!(len(&taken), MAX_STAMPS);
         // seq 0 was forgotten: now aged by its (here, wrong) wall stamp.
         assert_eq!(
-            taken.waited("lab", 0, clock.wall_ms() - 99_000).at_least,
+            taken
+                .waited("pi", "lab", 0, clock.wall_ms() - 99_000)
+                .at_least,
             Duration::from_secs(99)
         );
         assert_eq!(
-            taken.waited("lab", 1, 0).at_least,
+            taken.waited("pi", "lab", 1, 0).at_least,
             Duration::from_secs(1),
             "seq 1 is still known"
         );
     }
+
+    #[test]
+    fn two_nodes_sensors_of_one_name_are_two_streams() {
+        let clock = Hand::at(Y2020);
+        let taken = TakenAt::new(clock.clone());
+        // Node a took its s1 seq 1 here; node b's s1 seq 1 came from an
+        // earlier process, 40 s ago by its stamp.
+        taken.record("a", "s1", 1, clock.monotonic());
+        let ts = clock.wall_ms();
+        clock.pass(2_000);
+        assert_eq!(
+            taken.waited("a", "s1", 1, ts - 40_000).at_least,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            taken.waited("b", "s1", 1, ts - 40_000).at_least,
+            Duration::from_secs(42)
+        );
+        // Trimming one stream leaves the other alone.
+        for seq in 2..=u64::try_from(MAX_STAMPS).expect("fits") + 1 {
+            taken.record("b", "s1", seq, clock.monotonic());
+        }
+        assert_eq!(
+            taken.waited("a", "s1", 1, 0).at_least,
+            Duration::from_secs(2),
+            "node a's reading is still known"
+        );
+    }
+
     #[test]
     fn losing_and_regaining_sync_is_told_once_each() {
         let mut watch = SyncWatch::default();

@@ -1349,19 +1349,51 @@ impl Store {
         after_id: i64,
         limit: usize,
     ) -> Result<OutboxRows, StoreError> {
+        self.outbox_rows(Some(node), after_id, limit)
+    }
+
+    /// [`Store::outbox`] of every node in the log, oldest first by row id:
+    /// what a publisher drains (a gateway's log holds the readings of many
+    /// nodes, an agent's only its own).
+    pub fn outbox_of_all(&mut self, after_id: i64, limit: usize) -> Result<OutboxRows, StoreError> {
+        self.outbox_rows(None, after_id, limit)
+    }
+
+    /// The outbox of `node`, or of every node with `None`.
+    fn outbox_rows(
+        &mut self,
+        node: Option<&str>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<OutboxRows, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let after_id = match node {
+            // The scan of every node walks row ids, published or not:
+            // from the start of a session it begins at the oldest
+            // unpublished row (found in the outbox index), not at the
+            // log's first row, and an empty outbox is not scanned at all.
+            None if after_id <= 0 => match self.first_unpublished()? {
+                Some(first) => first - 1,
+                None => return Ok(OutboxRows::default()),
+            },
+            _ => after_id,
+        };
         let (rows, skipped, last_id) = {
+            let columns = rows::READING_COLUMNS;
+            let of_node = if node.is_some() { "node = ?3 AND" } else { "" };
             let mut stmt = self
                 .conn
                 .prepare_cached(&format!(
-                    "SELECT {} FROM readings
-                     WHERE node = ?1 AND published_ms IS NULL AND id > ?2
-                     ORDER BY id LIMIT ?3",
-                    rows::READING_COLUMNS
+                    "SELECT {columns} FROM readings
+                     WHERE {of_node} published_ms IS NULL AND id > ?1
+                     ORDER BY id LIMIT ?2"
                 ))
                 .map_err(|e| self.sqlite(e))?;
-            let (rows, skipped) = stmt
-                .query(params![node, after_id, limit])
+            let query = match node {
+                Some(node) => stmt.query(params![after_id, limit, node]),
+                None => stmt.query(params![after_id, limit]),
+            };
+            let (rows, skipped) = query
                 .and_then(rows::decode_all)
                 .map_err(|e| classify(&self.path, e))?;
             let last_id = rows
@@ -1399,9 +1431,22 @@ impl Store {
         })
     }
 
-    /// Marks acknowledged rows with the time their PUBACK arrived, and
-    /// counts them in the status row per route taken.
-    pub fn mark_published(&mut self, node: &str, acked: &[Acked]) -> Result<(), StoreError> {
+    /// The id of the oldest unpublished row, of any node.
+    fn first_unpublished(&self) -> Result<Option<i64>, StoreError> {
+        // `+id`: a plain min(id) walks the table from its first row id
+        // until an unpublished one; this one reads the outbox index,
+        // which holds only unpublished rows.
+        self.conn
+            .prepare_cached("SELECT min(+id) FROM readings WHERE published_ms IS NULL")
+            .and_then(|mut q| q.query_row([], |r| r.get(0)))
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Marks acknowledged rows (of any node: row ids are unique in the log)
+    /// with the time their PUBACK arrived, and counts them per route taken
+    /// in the status row of `home`, the node the publisher runs as, with
+    /// the outbox depth of the whole log.
+    pub fn mark_published(&mut self, home: &str, acked: &[Acked]) -> Result<(), StoreError> {
         let at_ms = acked.iter().map(|a| a.at_ms).max().unwrap_or(0);
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
@@ -1429,10 +1474,9 @@ impl Store {
                     published_realtime = published_realtime + ?3,
                     published_batch = published_batch + ?4,
                     published_late = published_late + ?5,
-                    outbox_depth = (SELECT count(*) FROM readings
-                                    WHERE node = ?1 AND published_ms IS NULL)
+                    outbox_depth = (SELECT count(*) FROM readings WHERE published_ms IS NULL)
                  WHERE node = ?1",
-                params![node, at_ms, realtime, batch, late],
+                params![home, at_ms, realtime, batch, late],
             )
             .map_err(|e| classify(&path, e))?;
         }
@@ -1464,7 +1508,13 @@ impl Store {
 
     /// How many readings of `node` wait for the broker's acknowledgement.
     pub fn outbox_depth(&self, node: &str) -> Result<u64, StoreError> {
-        outbox_depth(&self.conn, node).map_err(|e| self.sqlite(e))
+        outbox_depth(&self.conn, Some(node)).map_err(|e| self.sqlite(e))
+    }
+
+    /// How many readings of every node in the log wait for the broker's
+    /// acknowledgement: what its publisher has left to send.
+    pub fn outbox_depth_of_all(&self) -> Result<u64, StoreError> {
+        outbox_depth(&self.conn, None).map_err(|e| self.sqlite(e))
     }
 
     /// Checks, once per cycle, that the path still names the file the
@@ -1870,13 +1920,21 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
     Ok(())
 }
 
-fn outbox_depth(conn: &Connection, node: &str) -> rusqlite::Result<u64> {
-    conn.query_row(
-        "SELECT count(*) FROM readings WHERE published_ms IS NULL AND node = ?1",
-        [node],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n.try_into().unwrap_or(0))
+/// Unpublished readings of `node`, or of the whole log with `None`.
+fn outbox_depth(conn: &Connection, node: Option<&str>) -> rusqlite::Result<u64> {
+    let n: i64 = match node {
+        Some(node) => conn.query_row(
+            "SELECT count(*) FROM readings WHERE published_ms IS NULL AND node = ?1",
+            [node],
+            |r| r.get(0),
+        )?,
+        None => conn.query_row(
+            "SELECT count(*) FROM readings WHERE published_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )?,
+    };
+    Ok(n.try_into().unwrap_or(0))
 }
 
 /// Writes the heartbeat: the agent's status, the outbox depth and the
@@ -1886,7 +1944,9 @@ fn write_status(
     s: &AgentStatus,
     space: Option<&Space>,
 ) -> rusqlite::Result<u64> {
-    let depth = outbox_depth(conn, &s.node)?;
+    // The whole log's: what the publisher of this status row has to send
+    // (an agent's log holds only its own node's readings, a gateway's many).
+    let depth = outbox_depth(conn, None)?;
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "INSERT INTO agent_status
@@ -2570,6 +2630,84 @@ mod tests {
         // A later heartbeat does not clobber the publisher's columns.
         w.commit_cycle(&[], &[], &status()).unwrap();
         assert_eq!(o.broker("pi").unwrap().unwrap().published_batch, 2);
+    }
+
+    #[test]
+    fn the_outbox_of_all_nodes_is_read_in_row_order_and_acks_count_at_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.db");
+        let mut w = Store::open(&path, Access::Writer).unwrap();
+        let home = AgentStatus {
+            node: "gw".into(),
+            ..status()
+        };
+        let of = |node: &str, seq| Reading {
+            node: node.into(),
+            ..reading("s1", seq, 20.0, Route::Batch)
+        };
+        // Rows 1..=6: n1, n2, n1, n2, ... (both with a sensor "s1").
+        let rows: Vec<_> = (0..3).flat_map(|i| [of("n1", i), of("n2", i)]).collect();
+        w.commit_cycle(&rows, &[], &home).unwrap();
+        // The heartbeat counts the whole log's outbox on the home row.
+        assert_eq!(w.broker("gw").unwrap().unwrap().outbox_depth, 6);
+        let mut o = Store::open(&path, Access::Outbox).unwrap();
+        let read = |o: &mut Store, after| -> Vec<(i64, String)> {
+            o.outbox_of_all(after, 4)
+                .unwrap()
+                .rows
+                .into_iter()
+                .map(|r| (r.id, r.reading.node))
+                .collect()
+        };
+        let node = |id: i64| if id % 2 == 1 { "n1" } else { "n2" }.to_owned();
+        assert_eq!(
+            read(&mut o, 0),
+            (1..=4).map(|i| (i, node(i))).collect::<Vec<_>>()
+        );
+        assert_eq!(read(&mut o, 4), vec![(5, node(5)), (6, node(6))]);
+        // Per node, as before.
+        assert_eq!(o.outbox("n2", 0, 100).unwrap().rows.len(), 3);
+        o.mark_published(
+            "gw",
+            &[Acked {
+                route: Route::Batch,
+                ids: vec![1, 2, 4],
+                late: 0,
+                at_ms: 50,
+            }],
+        )
+        .unwrap();
+        // A new session starts at the oldest unpublished row, whatever its
+        // node; the acknowledged rows of both nodes are gone.
+        assert_eq!(
+            read(&mut o, 0),
+            vec![(3, node(3)), (5, node(5)), (6, node(6))]
+        );
+        assert_eq!(o.outbox_depth_of_all().unwrap(), 3);
+        assert_eq!(
+            (o.outbox_depth("n1").unwrap(), o.outbox_depth("n2").unwrap()),
+            (2, 1)
+        );
+        let b = o.broker("gw").unwrap().unwrap();
+        assert_eq!(
+            (b.published_batch, b.outbox_depth, b.last_ack_ms),
+            (3, 3, Some(50))
+        );
+        // The nodes have no status row of their own.
+        assert_eq!(o.broker("n1").unwrap(), None);
+        // A drained outbox reads empty from the start too.
+        o.mark_published(
+            "gw",
+            &[Acked {
+                route: Route::Batch,
+                ids: vec![3, 5, 6],
+                late: 0,
+                at_ms: 60,
+            }],
+        )
+        .unwrap();
+        assert_eq!(o.outbox_of_all(0, 4).unwrap(), OutboxRows::default());
+        assert_eq!(o.outbox_depth_of_all().unwrap(), 0);
     }
 
     #[test]

@@ -324,7 +324,7 @@ impl Station {
                     .accept(sample, now_ms, report.clock_sync.as_bool())
                     .expect("only sensors with a next seq are read");
                 if let Some(taken) = &self.taken {
-                    taken.record(&reading.sensor, reading.seq, first_at);
+                    taken.record(&reading.node, &reading.sensor, reading.seq, first_at);
                 }
                 report.readings.push(reading);
                 if slot.stream.is_exhausted() {

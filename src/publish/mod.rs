@@ -9,19 +9,23 @@
 //! - one task owns the connection; every message it publishes is queued
 //!   with the rows it carries, and because rumqttc sends requests in order,
 //!   each `Outgoing::Publish(pkid)` event is matched to the front of that
-//!   queue; a `PubAck(pkid)` then marks exactly those rows;
+//!   queue; a `PubAck(pkid)` then marks exactly those rows ([`ledger`]);
 //! - every connection starts from a fresh client: after a reconnect (or a
 //!   restart) everything still unpublished is read from the log again and
 //!   sent oldest first, at most `WINDOW` rows in flight at a time;
 //! - a real-time row older than `realtime_max_age` when it finally goes out
 //!   is sent on the batch topic with `"late": true`: the real-time path
-//!   carries fresh events only.
+//!   carries fresh events only ([`pump`]);
+//! - each row goes out on the topics of its own node (`row.node`), so one
+//!   publisher drains a log of many nodes (`edgeprio gateway`'s) as the
+//!   agent drains its own; the status topic, its Last Will and the status
+//!   row are those of the publisher's home node ([`PublisherSpec`]).
 //!
 //! The sensor loop never waits on any of this: `committed` only nudges the
 //! task. Connection problems become the status row's broker state and a
 //! log line, and the task retries with capped exponential backoff.
 
-use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -32,13 +36,17 @@ use tokio::sync::{mpsc, oneshot};
 use crate::agent::{Publisher, now_ms};
 use crate::clock::TakenAt;
 use crate::config::{Config, MqttConfig};
-use crate::domain::{LogId, Route, Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
-use crate::store::{Access, Acked, BrokerState, Store, StoredReading};
+use crate::domain::{Topics, ha_discovery, ha_legacy_discovery_topic};
+use crate::store::{Access, BrokerState, Store};
 
 pub mod connection;
+pub mod ledger;
+pub mod pump;
 
 pub use connection::tls_config;
 use connection::{describe, drive};
+use ledger::{Ack, Ledger, Msg};
+use pump::{Followed, Message, Pump};
 
 /// Most rows handed to the broker and not yet acknowledged (or waiting in
 /// the batch buffer). Bounds memory and the resend rate after an outage:
@@ -62,11 +70,14 @@ enum Cmd {
     Close(oneshot::Sender<()>),
 }
 
-/// The agent's publisher over MQTT; see the module docs.
+/// The publisher of a log's outbox over MQTT (the agent's, or a gateway's); see
+/// the module docs.
 pub struct MqttPublisher {
+    /// The task's inbox: commits nudge it, a stop closes it.
     tx: mpsc::UnboundedSender<Cmd>,
     /// The task's context and inbox until `ready` starts it.
     pending: Option<(Ctx, mpsc::UnboundedReceiver<Cmd>)>,
+    /// The running task, aborted if a stop outlasts its grace.
     task: Option<tokio::task::JoinHandle<()>>,
     /// Shared with the agent, which records into it.
     taken: TakenAt,
@@ -85,30 +96,26 @@ impl MqttPublisher {
         self
     }
 
-    /// A publisher for `mqtt`; its task starts (on the current tokio
-    /// runtime) when the agent says the log is ready.
+    /// The agent's publisher for `mqtt`: home node, log and the sensors
+    /// announced to Home Assistant from `config`. Its task starts (on the
+    /// current tokio runtime) when the agent says the log is ready.
     pub fn new(config: &Config, mqtt: &MqttConfig) -> Self {
+        Self::from_spec(PublisherSpec::of_agent(config, mqtt))
+    }
+
+    /// A publisher for what `spec` says: the outbox of its log, every
+    /// node's rows on that node's topics. Its task starts (on the current
+    /// tokio runtime) at [`Publisher::ready`].
+    pub fn from_spec(spec: PublisherSpec) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let taken = TakenAt::of_log(&config.db);
+        let taken = TakenAt::of_log(&spec.db);
         let ctx = Ctx {
-            node: config.node.clone(),
-            topics: Topics::new(&mqtt.topic_prefix, &config.node),
-            mqtt: mqtt.clone(),
-            db: config.db.clone(),
-            sensors: config
-                .sensors
-                .iter()
-                .map(|s| (s.id.clone(), s.kind.model()))
-                .collect(),
-            // Three intervals, rounded up to whole seconds.
-            expire_after_s: config
-                .interval
-                .saturating_mul(3)
-                .as_millis()
-                .div_ceil(1000)
-                .try_into()
-                .unwrap_or(u64::MAX)
-                .max(1),
+            topics: Topics::new(&spec.mqtt.topic_prefix, &spec.home_node),
+            node: spec.home_node,
+            mqtt: spec.mqtt,
+            db: spec.db,
+            sensors: spec.announce,
+            expire_after_s: spec.expire_after_s,
             store: Arc::new(Mutex::new(None)),
             log_epoch: Arc::new(AtomicU64::new(0)),
             metrics: None,
@@ -121,6 +128,51 @@ impl MqttPublisher {
             pending: Some((ctx, rx)),
             task: None,
             taken,
+        }
+    }
+}
+
+/// What a publisher needs, spelled out: the agent's comes from its config
+/// ([`PublisherSpec::of_agent`]); the gateway, which announces nothing to
+/// Home Assistant and logs the readings of many nodes, builds its own.
+#[derive(Debug, Clone)]
+pub struct PublisherSpec {
+    /// The node the publisher runs as: its status topic and Last Will, and
+    /// the status row its broker state and counters go to. The readings'
+    /// topics come from each row's own node.
+    pub home_node: String,
+    /// The log whose outbox it drains.
+    pub db: PathBuf,
+    /// The broker, credentials, topic prefix and batching.
+    pub mqtt: MqttConfig,
+    /// The sensors of the home node announced to Home Assistant (when
+    /// `mqtt.ha_discovery`), with the model its device page shows.
+    pub announce: Vec<(String, &'static str)>,
+    /// How long Home Assistant shows a sensor's value without an update.
+    pub expire_after_s: u64,
+}
+
+impl PublisherSpec {
+    /// The agent's: its node, log and configured sensors; values expire
+    /// after three intervals, rounded up to whole seconds.
+    pub fn of_agent(config: &Config, mqtt: &MqttConfig) -> Self {
+        Self {
+            home_node: config.node.clone(),
+            db: config.db.clone(),
+            mqtt: mqtt.clone(),
+            announce: config
+                .sensors
+                .iter()
+                .map(|s| (s.id.clone(), s.kind.model()))
+                .collect(),
+            expire_after_s: config
+                .interval
+                .saturating_mul(3)
+                .as_millis()
+                .div_ceil(1000)
+                .try_into()
+                .unwrap_or(u64::MAX)
+                .max(1),
         }
     }
 }
@@ -159,13 +211,19 @@ impl Publisher for MqttPublisher {
 
 /// What the task knows, shared by its sessions.
 struct Ctx {
+    /// The home node: the status row the broker state goes to, and the
+    /// node Home Assistant's devices are announced for.
     node: String,
+    /// The home node's topics: `status` and its Last Will, discovery.
     topics: Topics,
+    /// The broker and what to publish how.
     mqtt: MqttConfig,
-    db: std::path::PathBuf,
-    /// The configured sensors' ids, with the model Home Assistant shows
+    /// The log whose outbox is drained.
+    db: PathBuf,
+    /// The sensors announced to Home Assistant, with the model it shows
     /// for each (its device page says what is on the other end).
     sensors: Vec<(String, &'static str)>,
+    /// Home Assistant's `expire_after` for the announced sensors.
     expire_after_s: u64,
     /// The outbox connection, opened on first use (the agent creates and
     /// migrates the file before the first commit), with the `log_epoch` it
@@ -181,14 +239,6 @@ struct Ctx {
     /// When each reading was taken, on the monotonic clock: how long a
     /// row has waited (for `late` and the batch flush) is measured on it.
     taken: TakenAt,
-}
-
-impl Ctx {
-    /// How long `row` has waited since it was taken.
-    fn waited(&self, row: &StoredReading) -> crate::clock::Waited {
-        let r = &row.reading;
-        self.taken.waited(&r.sensor, r.seq, r.ts_ms)
-    }
 }
 
 /// Reports a failing outbox read once, not at every retry, and says when
@@ -398,7 +448,7 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
     };
     tracing::info!(broker = %ctx.mqtt.url, "MQTT connected");
     ctx.set_state(BrokerState::Connected, None).await;
-    let mut s = Session::new(client);
+    let mut s = Session::new(client, ctx);
     let started = async {
         s.control(&ctx.topics.status(), "online".into(), true)
             .await?;
@@ -451,7 +501,7 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
             },
             _ = tick.tick() => async {
                 s.flush_acks(ctx).await;
-                s.flush_batch(ctx, false).await?;
+                s.flush_batch(false).await?;
                 s.pump(ctx).await
             }.await,
         };
@@ -476,79 +526,42 @@ fn is_legacy(ctx: &Ctx, topic: &str) -> bool {
         .any(|(s, _)| ha_legacy_discovery_topic(&ctx.node, s) == topic)
 }
 
-/// What one published message carried.
-struct Msg {
-    /// The rows to mark when it is acknowledged; `None` for control
-    /// messages (status, state, discovery).
-    rows: Option<Acked>,
-}
-
-/// One connection's bookkeeping.
+/// One connection: moves bytes between the client, the ledger, the pump
+/// and the log.
 struct Session {
+    /// This connection's client: every message goes through it, in order.
     client: AsyncClient,
-    /// Published, waiting for their `Outgoing::Publish(pkid)` event.
-    queued: VecDeque<Msg>,
-    /// Sent with a packet id, waiting for the PUBACK.
-    inflight: HashMap<u16, Msg>,
-    /// Acknowledged rows not yet marked in the log.
-    acks: Vec<Acked>,
-    /// The last row id read from the outbox in this session.
-    sent_upto: i64,
-    /// Rows in flight, queued or in the batch buffer (bounded by `WINDOW`).
-    window: usize,
-    /// Batch rows waiting for their flush, with their late flag.
-    batch: Vec<(StoredReading, bool)>,
-    /// The log the rows above were read from: row ids mean something only
-    /// in it.
-    log: Option<LogId>,
+    /// Which rows each packet id carries.
+    ledger: Ledger,
+    /// Rows into messages, with the batch buffers.
+    pump: Pump,
     /// Rows read from the outbox since memory was last given back.
     read_since_release: u64,
 }
 
 impl Session {
-    fn new(client: AsyncClient) -> Self {
+    fn new(client: AsyncClient, ctx: &Ctx) -> Self {
         Self {
             client,
-            queued: VecDeque::new(),
-            inflight: HashMap::new(),
-            acks: Vec::new(),
-            sent_upto: 0,
-            window: 0,
-            batch: Vec::new(),
-            log: None,
+            ledger: Ledger::new(WINDOW),
+            pump: Pump::new(&ctx.mqtt, ctx.taken.clone()),
             read_since_release: 0,
         }
     }
 
-    /// The agent moved to another log file (see `Store::follow_path`): the
-    /// rows in flight and in the batch belong to the old one, whose
-    /// unpublished rows the new one holds now, so they are forgotten and
-    /// the new log's outbox is read from its start.
-    fn forget_log(&mut self) {
-        for msg in self.queued.iter_mut().chain(self.inflight.values_mut()) {
-            msg.rows = None;
-        }
-        self.acks.clear();
-        self.batch.clear();
-        self.sent_upto = 0;
-        self.window = 0;
-    }
-
     /// Once a large backlog has drained (the outbox empty, next to nothing
-    /// in flight or waiting in the batch buffer), gives back what it grew:
+    /// in flight or waiting in a batch buffer), gives back what it grew:
     /// the buffers sized for the window and the outbox connection's page
     /// cache.
     async fn release_after_drain(&mut self, ctx: &Ctx) {
-        if self.window >= crate::store::DRAINED_BELOW
+        if self.ledger.window() >= crate::store::DRAINED_BELOW
             || self.read_since_release < crate::store::DRAINED_FROM
         {
             return;
         }
         self.read_since_release = 0;
-        self.queued.shrink_to_fit();
-        self.inflight.shrink_to_fit();
-        self.acks.shrink_to_fit();
-        self.batch.shrink_to_fit();
+        self.ledger.shrink_to_fit();
+        self.pump.shrink_to_fit();
         let _ = ctx
             .with_store(|s| {
                 s.release_memory();
@@ -569,34 +582,16 @@ impl Session {
             .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
             .map_err(|e| format!("publish failed: {e}"))?;
-        self.queued.push_back(msg);
+        self.ledger.handed(msg);
         Ok(())
     }
 
-    /// Publishes readings on `route`'s topic; their rows are marked when
-    /// the broker acknowledges the message.
-    async fn send_rows(
-        &mut self,
-        ctx: &Ctx,
-        route: Route,
-        payload: Vec<u8>,
-        ids: Vec<i64>,
-        late: usize,
-    ) -> Result<(), String> {
-        let rows = Acked {
-            route,
-            ids,
-            late,
-            // Set when the PUBACK arrives.
-            at_ms: 0,
-        };
-        self.publish(
-            &ctx.topics.route(route),
-            payload,
-            false,
-            Msg { rows: Some(rows) },
-        )
-        .await
+    /// Publishes the pump's messages, in order.
+    async fn send(&mut self, out: Vec<Message>) -> Result<(), String> {
+        for m in out {
+            self.publish(&m.topic, m.payload, m.retain, m.msg).await?;
+        }
+        Ok(())
     }
 
     async fn control(&mut self, topic: &str, payload: String, retain: bool) -> Result<(), String> {
@@ -628,21 +623,11 @@ impl Session {
     async fn on_event(&mut self, ctx: &Ctx, ev: Event) -> Result<(), String> {
         match ev {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                let msg = self
-                    .queued
-                    .pop_front()
-                    .ok_or("rumqttc sent a publish this session did not queue")?;
-                self.inflight.insert(pkid, msg);
+                self.ledger.sent(pkid).map_err(|e| e.to_string())?;
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(Msg {
-                    rows: Some(mut rows),
-                }) = self.inflight.remove(&ack.pkid)
-                {
-                    rows.at_ms = now_ms();
-                    self.window = self.window.saturating_sub(rows.ids.len());
-                    self.acks.push(rows);
-                    if self.acks.len() >= 256 {
+                if let Ack::Rows(_) = self.ledger.acked(ack.pkid, now_ms()) {
+                    if self.ledger.pending_acks() >= 256 {
                         self.flush_acks(ctx).await;
                     }
                     self.pump(ctx).await?;
@@ -670,12 +655,12 @@ impl Session {
 
     /// Marks acknowledged rows in the log.
     async fn flush_acks(&mut self, ctx: &Ctx) {
-        if self.acks.is_empty() {
+        if self.ledger.pending_acks() == 0 {
             return;
         }
-        let acks = std::mem::take(&mut self.acks);
+        let acks = self.ledger.take_acks();
         let node = ctx.node.clone();
-        let log = self.log;
+        let log = self.pump.log();
         if let Err(e) = ctx
             .with_store(move |s| {
                 // Acknowledged rows of a log the agent has left: their ids
@@ -693,134 +678,76 @@ impl Session {
         }
     }
 
-    /// Reads unpublished rows from the log while the window has room and
-    /// routes each: fresh real-time rows at once, the rest into the batch.
+    /// Reads unpublished rows (of every node) from the log while the
+    /// window has room, and sends what the pump makes of them.
     async fn pump(&mut self, ctx: &Ctx) -> Result<(), String> {
-        while self.window < WINDOW {
-            let (node, after) = (ctx.node.clone(), self.sent_upto);
-            let limit = FETCH.min(WINDOW - self.window);
+        while self.ledger.room() > 0 {
+            let after = self.pump.after();
+            let limit = FETCH.min(self.ledger.room());
             let read = ctx
-                .with_store(move |s| Ok((s.outbox(&node, after, limit)?, s.log_id()?)))
+                .with_store(move |s| Ok((s.outbox_of_all(after, limit)?, s.log_id()?)))
                 .await;
             // The log's trouble is not the broker's: the session stays up,
             // and the next tick or commit tries again.
             let Some((rows, log)) = ctx.outbox_trouble.read(read) else {
                 break;
             };
-            if self.log != Some(log) {
-                if self.log.is_some() {
-                    self.forget_log();
-                    // Read again from the new log's start.
-                    self.log = Some(log);
-                    continue;
-                }
-                self.log = Some(log);
+            if self.pump.follow(log) == Followed::Changed {
+                self.ledger.forget_log();
+                // Read again from the new log's start.
+                continue;
             }
             let Some(last) = rows.last_id else {
                 self.release_after_drain(ctx).await;
                 break;
             };
-            self.sent_upto = last;
             let rows = rows.rows;
             self.read_since_release += rows.len() as u64;
-            for row in rows {
-                self.window += 1;
-                // A reading of unknown age (stamped in the future) is late.
-                let fresh = ctx.waited(&row).within(ctx.mqtt.realtime_max_age);
-                if fresh {
-                    let state = serde_json::to_vec(&WireReading::new(&row.reading, log))
-                        .map_err(|e| e.to_string())?;
-                    self.publish(
-                        &ctx.topics.state(&row.reading.sensor),
-                        state,
-                        true,
-                        Msg { rows: None },
-                    )
-                    .await?;
-                }
-                match (row.reading.route, fresh) {
-                    (Route::Realtime, true) => {
-                        let payload = serde_json::to_vec(&WireReading::new(&row.reading, log))
-                            .map_err(|e| e.to_string())?;
-                        self.send_rows(ctx, Route::Realtime, payload, vec![row.id], 0)
-                            .await?;
-                    }
-                    (Route::Realtime, false) => self.batch.push((row, true)),
-                    (Route::Batch, _) => self.batch.push((row, false)),
-                }
-            }
-            self.flush_batch(ctx, false).await?;
+            self.ledger.reserve(rows.len());
+            let mut out = Vec::new();
+            self.pump
+                .take(last, rows, &mut out)
+                .map_err(|e| e.to_string())?;
+            self.pump
+                .flush(false, &mut out)
+                .map_err(|e| e.to_string())?;
+            self.send(out).await?;
         }
         Ok(())
     }
 
-    /// Sends the batch buffer in messages of at most `batch_max` readings:
-    /// when it is full, when its oldest reading has waited `batch_interval`,
-    /// or always when `all`.
-    async fn flush_batch(&mut self, ctx: &Ctx, all: bool) -> Result<(), String> {
-        let max = ctx.mqtt.batch_max;
-        let wait = ctx.mqtt.batch_interval;
-        loop {
-            let due = match self.batch.first() {
-                None => false,
-                Some((oldest, _)) => {
-                    all || self.batch.len() >= max || ctx.waited(oldest).at_least >= wait
-                }
-            };
-            if !due {
-                return Ok(());
-            }
-            let take = self.batch.len().min(max);
-            let chunk: Vec<(StoredReading, bool)> = self.batch.drain(..take).collect();
-            let log = self
-                .log
-                .expect("batch rows were read from the outbox, with their log");
-            let wire: Vec<WireReading<'_>> = chunk
-                .iter()
-                .map(|(r, late)| WireReading {
-                    late: *late,
-                    ..WireReading::new(&r.reading, log)
-                })
-                .collect();
-            let payload = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
-            let ids = chunk.iter().map(|(r, _)| r.id).collect();
-            let late = chunk.iter().filter(|(_, late)| *late).count();
-            self.send_rows(ctx, Route::Batch, payload, ids, late)
-                .await?;
-        }
+    /// Sends what is due of the batch buffers, or all of them.
+    async fn flush_batch(&mut self, all: bool) -> Result<(), String> {
+        let mut out = Vec::new();
+        self.pump.flush(all, &mut out).map_err(|e| e.to_string())?;
+        self.send(out).await
     }
 
-    /// A clean stop: send the batch buffer, wait (briefly) for the broker to
-    /// acknowledge what is in flight, mark it, then say `offline`.
+    /// A clean stop: send the batch buffers, wait (briefly) for the broker
+    /// to acknowledge what is in flight, mark it, then say `offline`.
     async fn close(
         &mut self,
         ctx: &Ctx,
         events: &mut mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
     ) {
         let _ = self.pump(ctx).await;
-        let _ = self.flush_batch(ctx, true).await;
+        let _ = self.flush_batch(true).await;
         let _ = self
             .control(&ctx.topics.status(), "offline".into(), true)
             .await;
         let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
-        while !(self.queued.is_empty() && self.inflight.is_empty()) {
+        while !self.ledger.settled() {
             match tokio::time::timeout_at(deadline, events.recv()).await {
                 Ok(Some(Ok(ev))) => {
                     // No new rows during a stop: only bookkeeping.
                     match ev {
                         Event::Outgoing(Outgoing::Publish(pkid)) => {
-                            if let Some(msg) = self.queued.pop_front() {
-                                self.inflight.insert(pkid, msg);
-                            }
+                            // A publish the ledger did not hand out takes no
+                            // rows with it: nothing of it to wait for.
+                            let _ = self.ledger.sent(pkid);
                         }
                         Event::Incoming(Packet::PubAck(ack)) => {
-                            if let Some(Msg {
-                                rows: Some(mut rows),
-                            }) = self.inflight.remove(&ack.pkid)
-                            {
-                                rows.at_ms = now_ms();
-                                self.acks.push(rows);
-                            }
+                            self.ledger.acked(ack.pkid, now_ms());
                         }
                         _ => {}
                     }

@@ -125,7 +125,7 @@ impl Snapshot<'_> {
     /// Readings of `node` not yet acknowledged, counted now (not the
     /// agent's copy in the status row).
     pub fn outbox_depth(&self, node: &str) -> Result<u64, StoreError> {
-        super::outbox_depth(&self.tx, node).map_err(|e| self.err(e))
+        super::outbox_depth(&self.tx, Some(node)).map_err(|e| self.err(e))
     }
 
     /// Every node the log knows, by name: those with a status row (an
