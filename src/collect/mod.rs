@@ -13,6 +13,12 @@
 
 use std::future::Future;
 
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PostgresSink;
+pub use sqlite::SqliteSink;
+
 use crate::domain::Received;
 
 /// What one [`Sink::store`] did.
