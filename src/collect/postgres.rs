@@ -49,8 +49,8 @@
 //! # Connection
 //!
 //! Plain TCP or a Unix socket: the TLS feature of tokio-postgres is not
-//! enabled yet, so `sslmode=require` fails to connect. A session that broke
-//! is opened again on the next call. The password is never logged nor put
+//! enabled yet, so `sslmode=require` fails to connect. After a failed call the
+//! next one opens a new session. The password is never logged nor put
 //! in an error: [`Sink::describe`] shows `postgres://user@host:port/db`.
 //!
 //! # Troubleshooting
@@ -150,7 +150,8 @@ pub struct PostgresSink {
     config: Config,
     /// [`Sink::describe`]: the URL without its password.
     target: String,
-    /// The open session, `None` once it broke (the next call reconnects).
+    /// The open session, `None` after a failed call (the next call
+    /// reconnects).
     session: Option<Session>,
 }
 
@@ -202,10 +203,7 @@ impl PostgresSink {
             let session = open_session(&self.config, &self.target).await?;
             self.session = Some(session);
         }
-        Ok(self
-            .session
-            .as_mut()
-            .expect("the session was just opened"))
+        Ok(self.session.as_mut().expect("the session was just opened"))
     }
 }
 
@@ -244,9 +242,11 @@ impl Sink for PostgresSink {
                 duplicates: readings.len() as u64 - inserted,
             }),
             Err(e) => {
-                if session.client.is_closed() {
-                    self.session = None;
-                }
+                // The next call starts on a new session: after a failure
+                // this one may be closing (the server shutting it down
+                // says so before the socket closes), and a reconnect costs
+                // a few milliseconds of a rare event.
+                self.session = None;
                 Err(write(error_text(&e)))
             }
         }
@@ -348,14 +348,13 @@ async fn insert_many(client: &mut Client, rows: &[Row<'_>]) -> Result<u64, tokio
 
 /// Connects, migrates the schema, and prepares what the writes use.
 async fn open_session(config: &Config, target: &str) -> Result<Session, SinkError> {
-    let (mut client, connection) =
-        config
-            .connect(NoTls)
-            .await
-            .map_err(|e| SinkError::Connect {
-                target: target.to_owned(),
-                detail: error_text(&e),
-            })?;
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| SinkError::Connect {
+            target: target.to_owned(),
+            detail: error_text(&e),
+        })?;
     let task_target = target.to_owned();
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -425,7 +424,9 @@ async fn migrate(client: &mut Client, target: &str) -> Result<(), SinkError> {
              a newer edgeprio migrated it; upgrade this collector"
         )));
     }
-    for (to, migration) in (version + 1..).zip(MIGRATIONS.iter().skip(version.unsigned_abs() as usize)) {
+    for (to, migration) in
+        (version + 1..).zip(MIGRATIONS.iter().skip(version.unsigned_abs() as usize))
+    {
         tx.batch_execute(migration).await.map_err(db)?;
         tx.execute("INSERT INTO edgeprio_schema (version) VALUES ($1)", &[&to])
             .await

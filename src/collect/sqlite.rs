@@ -189,7 +189,8 @@ fn open_conn(path: &Path) -> Result<Connection, SinkError> {
     // The first real read tells a damaged or non-SQLite file apart.
     let (version, app_id) = identity(&conn).map_err(|e| connect(e.to_string()))?;
     let tables = tables(&conn).map_err(|e| connect(e.to_string()))?;
-    let agents = app_id == crate::store::APPLICATION_ID || tables.iter().any(|t| t == "agent_status");
+    let agents =
+        app_id == crate::store::APPLICATION_ID || tables.iter().any(|t| t == "agent_status");
     if agents {
         return Err(schema(
             "it is an edgeprio agent's log (the file `edgeprio run` or `gateway` writes), \
@@ -255,7 +256,11 @@ fn migrate(
     }
     tx.commit().map_err(|e| schema(e.to_string()))?;
     if !pending.is_empty() {
-        tracing::info!(from = version, to = SCHEMA_VERSION, "migrated the collector database");
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "migrated the collector database"
+        );
     }
     Ok(conn)
 }
