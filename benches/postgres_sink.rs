@@ -1,4 +1,4 @@
-//! The batch collector's writes into a local PostgreSQL (issue 13,
+//! The batch collector's writes into a local `PostgreSQL` (issue 13,
 //! "Performance": goal >= 50,000 readings/s on a 2-core machine), with the
 //! server's default durability (fsync on, `synchronous_commit` on):
 //!
@@ -12,8 +12,9 @@
 //!
 //! `cargo bench --bench postgres_sink` runs the full sizes; under `cargo
 //! test` a small smoke version runs so the code keeps working. Needs the
-//! PostgreSQL server binaries (scripts/test installs them).
+//! `PostgreSQL` server binaries (scripts/test installs them).
 
+use std::fmt::Write as _;
 use std::time::Instant;
 
 use edgeprio::collect::{PostgresSink, Sink};
@@ -54,15 +55,17 @@ fn readings(count: usize, log: u64) -> Vec<Received> {
         .collect()
 }
 
-async fn count(url: &str) -> i64 {
+async fn count(url: &str) -> usize {
     let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect");
     tokio::spawn(conn);
-    c.query_one("SELECT count(*) FROM readings", &[])
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM readings", &[])
         .await
         .expect("count")
-        .get(0)
+        .get(0);
+    usize::try_from(n).expect("a count is not negative")
 }
 
 /// One collector storing `total` readings in calls of `batch`.
@@ -73,10 +76,10 @@ async fn sink_batches(pg: &Postgres, total: usize, batch: usize, log: u64) {
     let start = Instant::now();
     for chunk in all.chunks(batch) {
         let s = sink.store(chunk, 1).await.expect("store");
-        assert_eq!(s.inserted as usize, chunk.len());
+        assert_eq!(s.inserted, chunk.len() as u64);
     }
     let secs = start.elapsed().as_secs_f64();
-    assert_eq!(count(&pg.url()).await - before, total as i64);
+    assert_eq!(count(&pg.url()).await - before, total);
     println!(
         "PostgresSink (COPY), 1 collector, batches of {batch}: {total} readings in {secs:.2} s = {:.0} readings/s",
         total as f64 / secs
@@ -97,7 +100,7 @@ async fn two_sinks(pg: &Postgres, total: usize, batch: usize, log: u64) {
     );
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(x + y, total as u64);
-    assert_eq!(count(&pg.url()).await - before, total as i64);
+    assert_eq!(count(&pg.url()).await - before, total);
     println!(
         "PostgresSink (COPY), 2 collectors, batches of {batch}: {total} readings in {secs:.2} s = {:.0} readings/s",
         total as f64 / secs
@@ -156,7 +159,7 @@ async fn multi_row_insert(pg: &Postgres, total: usize, batch: usize, log: u64) {
                     if k > 1 {
                         sql.push(',');
                     }
-                    sql.push_str(&format!("${}", b + k));
+                    let _ = write!(sql, "${}", b + k);
                 }
                 sql.push(')');
                 params.extend_from_slice(&[
@@ -183,7 +186,7 @@ async fn multi_row_insert(pg: &Postgres, total: usize, batch: usize, log: u64) {
         tx.commit().await.expect("commit");
     }
     let secs = start.elapsed().as_secs_f64();
-    assert_eq!(count(&pg.url()).await - before, total as i64);
+    assert_eq!(count(&pg.url()).await - before, total);
     println!(
         "multi-row INSERT (for comparison), 1 client, batches of {batch}: {total} readings in {secs:.2} s = {:.0} readings/s",
         total as f64 / secs

@@ -1,5 +1,5 @@
 //! The collectors' databases (`edgeprio collect --db`): the `SQLite` sink
-//! on a temporary file, the PostgreSQL sink on a real server started per
+//! on a temporary file, the `PostgreSQL` sink on a real server started per
 //! test (tests/common/postgres.rs). Both store every reading once per
 //! (node, sensor, log, seq) and count what they skipped.
 
@@ -62,6 +62,23 @@ fn stored(inserted: u64, duplicates: u64) -> Stored {
 
 // ---- SQLite ----
 
+/// One row of a collector's file: `ts_ms`, `temperature_c`, `humidity_pct`,
+/// `weight_temperature`, `weight_humidity`, `priority`, `route`,
+/// `clock_synced`, `late`, `resent`, `received_ms`.
+type SqliteRow = (
+    i64,
+    f64,
+    f64,
+    i64,
+    i64,
+    i64,
+    String,
+    Option<i64>,
+    i64,
+    i64,
+    i64,
+);
+
 /// (node, sensor, log, seq) of every row of a collector's file.
 fn sqlite_keys(db: &Path) -> Vec<(String, String, String, i64)> {
     let c = Connection::open(db).unwrap();
@@ -109,19 +126,7 @@ async fn sqlite_stores_each_reading_once_and_counts_duplicates() {
 
     // Every column as the reading had it; received_ms from the first store.
     let c = Connection::open(&db).unwrap();
-    let row: (
-        i64,
-        f64,
-        f64,
-        i64,
-        i64,
-        i64,
-        String,
-        Option<i64>,
-        i64,
-        i64,
-        i64,
-    ) = c
+    let row: SqliteRow = c
         .query_row(
             "SELECT ts_ms, temperature_c, humidity_pct, weight_temperature, weight_humidity,
                     priority, route, clock_synced, late, resent, received_ms
@@ -360,15 +365,20 @@ async fn postgres_stores_each_reading_once_and_counts_duplicates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_two_sinks_store_overlapping_batches_exactly_once() {
     let pg = Postgres::start();
-    let mut a = PostgresSink::connect(&pg.url()).await.unwrap();
-    let mut b = PostgresSink::connect(&pg.url()).await.unwrap();
+    let mut first = PostgresSink::connect(&pg.url()).await.unwrap();
+    let mut second = PostgresSink::connect(&pg.url()).await.unwrap();
     // Both collectors get the same redelivered stretch, in batches that
-    // overlap and arrive interleaved; A goes up and B goes down, so their
-    // transactions meet on the same keys from both sides.
+    // overlap and arrive interleaved; the first goes up, the second goes
+    // down with each batch in descending order too, so their transactions
+    // meet on the same keys from both sides (the sink's key order is what
+    // keeps them from deadlocking).
     let up = async {
         let mut total = Stored::default();
         for start in (0..6_000).step_by(500) {
-            let s = a.store(&batch("lab", start..start + 700), 1).await.unwrap();
+            let s = first
+                .store(&batch("lab", start..start + 700), 1)
+                .await
+                .unwrap();
             total.inserted += s.inserted;
             total.duplicates += s.duplicates;
         }
@@ -377,17 +387,20 @@ async fn postgres_two_sinks_store_overlapping_batches_exactly_once() {
     let down = async {
         let mut total = Stored::default();
         for end in (1_000..=6_000).rev().step_by(500) {
-            let s = b.store(&batch("lab", end - 1_000..end), 2).await.unwrap();
+            let s = second
+                .store(&batch("lab", (end - 1_000..end).rev()), 2)
+                .await
+                .unwrap();
             total.inserted += s.inserted;
             total.duplicates += s.duplicates;
         }
         total
     };
-    let (x, y) = tokio::join!(up, down);
+    let (up, down) = tokio::join!(up, down);
     // 12 batches of 700 (the last one reaching seq 6199) and 11 of 1000.
-    assert_eq!(x.inserted + x.duplicates, 12 * 700);
-    assert_eq!(y.inserted + y.duplicates, 11 * 1_000);
-    assert_eq!(x.inserted + y.inserted, 6_200);
+    assert_eq!(up.inserted + up.duplicates, 12 * 700);
+    assert_eq!(down.inserted + down.duplicates, 11 * 1_000);
+    assert_eq!(up.inserted + down.inserted, 6_200);
 
     let c = client(&pg).await;
     let keys = pg_keys(&c).await;

@@ -1,4 +1,4 @@
-//! The PostgreSQL sink (`edgeprio collect --db postgres://...`): the
+//! The `PostgreSQL` sink (`edgeprio collect --db postgres://...`): the
 //! database a fleet's collectors share, and that Grafana, R or Kibana read.
 //!
 //! # Schema
@@ -24,7 +24,7 @@
 //!
 //! View `readings_grafana`: `time` (timestamptz), `metric` (`node/sensor`),
 //! `temperature_c`, `humidity_pct`, `priority`, `route`, `node`, `sensor`.
-//! A time-series panel on a PostgreSQL data source, query format "Time
+//! A time-series panel on a `PostgreSQL` data source, query format "Time
 //! series", with this query shows one line per sensor:
 //!
 //! ```sql
@@ -113,7 +113,11 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
-#[expect(clippy::cast_possible_wrap, reason = "a handful of migrations")]
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "a handful of migrations"
+)]
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// How long connecting may take when the URL does not say
@@ -144,7 +148,7 @@ const COPY_TYPES: [Type; 15] = [
     Type::INT8,
 ];
 
-/// A collector's PostgreSQL database.
+/// A collector's `PostgreSQL` database.
 pub struct PostgresSink {
     /// The parsed URL, kept to open the session again after it broke.
     config: Config,
@@ -473,27 +477,23 @@ fn describe(config: &Config) -> String {
 /// What the driver said, with the server's message when there is one (the
 /// driver's own text is only "db error").
 fn error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-            if let Some(detail) = db.detail() {
-                let _ = write!(text, " ({detail})");
-            }
-            text
+    if let Some(db) = e.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            let _ = write!(text, " ({detail})");
         }
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let more = s.to_string();
-                if !text.contains(&more) {
-                    let _ = write!(text, ": {more}");
-                }
-                source = s.source();
-            }
-            text
-        }
+        return text;
     }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            let _ = write!(text, ": {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! A real PostgreSQL for the tests (and `benches/postgres_sink.rs`): a
+//! A real `PostgreSQL` for the tests (and `benches/postgres_sink.rs`): a
 //! cluster made by `initdb` in a temporary directory, its server started on
 //! a free port on 127.0.0.1 with its socket in that directory, stopped
 //! (`pg_ctl stop -m immediate`) and removed on drop, even when the test
 //! fails.
 //!
-//! The server runs as an unprivileged user: PostgreSQL refuses to run as
+//! The server runs as an unprivileged user: `PostgreSQL` refuses to run as
 //! root, and tests run as root in CI, so as root every server command runs
 //! under `runuser -u postgres` (the Debian package's user) in a directory
 //! owned by it. Missing binaries fail the test with what to install: these
@@ -39,7 +39,7 @@ pub const FAST: &[&str] = &[
     "full_page_writes=off",
 ];
 
-/// A PostgreSQL server of its own, stopped and removed on drop.
+/// A `PostgreSQL` server of its own, stopped and removed on drop.
 pub struct Postgres {
     /// Holds the cluster, its socket, its log and the password file;
     /// removed on drop.
@@ -57,7 +57,7 @@ impl Postgres {
     }
 
     /// A server with `settings` (`name=value`, as `postgres -c` takes
-    /// them); `&[]` keeps PostgreSQL's defaults (what a bench measures).
+    /// them); `&[]` keeps `PostgreSQL`'s defaults (what a bench measures).
     pub fn start_with(settings: &[&str]) -> Postgres {
         let bin = bindir();
         let dir = tempfile::Builder::new()
@@ -116,15 +116,14 @@ impl Postgres {
             .output()
             .expect("run pg_ctl start");
         let server = Postgres { dir, bin, port };
-        if !out.status.success() {
-            panic!(
-                "pg_ctl start failed ({}):\n{}{}\nserver log:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                server.log()
-            );
-        }
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed ({}):\n{}{}\nserver log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            server.log()
+        );
         let out = Command::new(server.bin.join("createdb"))
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", USER, DB])
             .env("PGPASSWORD", PASSWORD)
