@@ -493,10 +493,13 @@ async fn postgres_grafana_view_has_the_readings_time() {
         )
         .await
         .unwrap();
-    let got: Vec<(std::time::SystemTime, String, f64)> = rows
+    let mut got: Vec<(std::time::SystemTime, String, f64)> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
+    assert!(got.is_sorted_by_key(|g| g.0), "not in time order: {got:?}");
+    // Sensors at the same instant come in any order.
+    got.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
     // 2026-01-01T00:00:00.123Z and every 15 s after; seq 3 is past the range.
     assert_eq!(
