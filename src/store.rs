@@ -41,7 +41,7 @@ pub use window::{Bucket, RouteCounts, Snapshot, StoredError};
 
 /// `PRAGMA application_id` of an edgeprio log ("EDPR"): tells our files
 /// from other `SQLite` files.
-const APPLICATION_ID: i32 = 0x4544_5052;
+pub(crate) const APPLICATION_ID: i32 = 0x4544_5052;
 
 /// Forward migrations; `MIGRATIONS[i]` takes `user_version` from i to i+1.
 const MIGRATIONS: &[&str] = &[

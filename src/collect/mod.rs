@@ -7,7 +7,7 @@
 //!
 //! - this module: the [`Sink`] trait every database implements, and what a
 //!   store reports ([`Stored`]);
-//! - `sqlite`, `postgres`: the sinks;
+//! - [`sqlite`], [`postgres`]: the sinks;
 //! - [`server`]: the [`crate::consume::Handler`] that parses a batch of
 //!   messages and stores it; [`hook`]: `--on-priority N --exec CMD`.
 //!
@@ -17,10 +17,14 @@
 use std::future::Future;
 
 pub mod hook;
+pub mod postgres;
 pub mod server;
+pub mod sqlite;
 
 pub use hook::{Hook, HookSpec};
+pub use postgres::PostgresSink;
 pub use server::{CollectCounts, Collector};
+pub use sqlite::SqliteSink;
 
 use crate::domain::Received;
 

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub mod postgres;
+
 /// The binary under test, as built by cargo for this integration test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_edgeprio");
 

@@ -1,0 +1,343 @@
+//! The `SQLite` sink: a collector's own database file, the default of
+//! `edgeprio collect --db FILE`.
+//!
+//! Table `readings` has the agent's column names (DESIGN.md, "`SQLite`
+//! log") plus what a consumer learns on the wire: `log` (the 16-hex-digit
+//! log identity, part of the key), `late`, `resent`, and `received_ms`
+//! (when the collector stored it). Each reading is stored once per
+//! `UNIQUE (node, sensor, log, seq)`: a duplicate is counted, not stored.
+//!
+//! rusqlite blocks, so the connection lives on a thread of its own and
+//! [`SqliteSink`] talks to it over a channel (STYLE habit 3).
+//!
+//! # Troubleshooting
+//!
+//! - "is an edgeprio agent's log": `--db` names the file an agent (or a
+//!   gateway) writes. A collector keeps a database of its own; point
+//!   `--db` at another file.
+//! - "is not a collector database": the file belongs to some other
+//!   program; edgeprio never writes into it.
+//! - "database is locked": another process holds a write transaction longer
+//!   than the busy timeout (5 s); usually a `sqlite3` shell left inside
+//!   `BEGIN`.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::{Sink, SinkError, Stored};
+use crate::domain::Received;
+
+/// `PRAGMA application_id` of a collector's database ("EDCL"): tells it
+/// from an agent's log (`store::APPLICATION_ID`, "EDPR") and from other
+/// programs' files.
+const APPLICATION_ID: i32 = 0x4544_434C;
+
+/// Forward migrations; `MIGRATIONS[i]` takes `user_version` from i to i+1.
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema. `clock_synced` is 1, 0 or NULL (unknown) as in
+    // the agent's log; `late` and `resent` are 0 or 1.
+    "CREATE TABLE readings (
+        id                 INTEGER PRIMARY KEY,
+        node               TEXT    NOT NULL,
+        sensor             TEXT    NOT NULL,
+        log                TEXT    NOT NULL
+                           CHECK (length(log) = 16 AND NOT log GLOB '*[^0-9a-f]*'),
+        seq                INTEGER NOT NULL CHECK (seq >= 0),
+        ts_ms              INTEGER NOT NULL,
+        temperature_c      REAL    NOT NULL,
+        humidity_pct       REAL    NOT NULL,
+        weight_temperature INTEGER NOT NULL,
+        weight_humidity    INTEGER NOT NULL,
+        priority           INTEGER NOT NULL,
+        route              TEXT    NOT NULL CHECK (route IN ('realtime', 'batch')),
+        clock_synced       INTEGER CHECK (clock_synced IN (0, 1)),
+        late               INTEGER NOT NULL CHECK (late IN (0, 1)),
+        resent             INTEGER NOT NULL CHECK (resent IN (0, 1)),
+        received_ms        INTEGER NOT NULL,
+        UNIQUE (node, sensor, log, seq)
+    );
+    CREATE INDEX readings_ts ON readings (ts_ms);",
+];
+
+/// The schema version this build writes.
+#[expect(clippy::cast_possible_wrap, reason = "a handful of migrations")]
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a statement waits for another connection's lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One call of [`Sink::store`], for the connection's thread.
+struct Job {
+    /// The readings, owned: the thread outlives the caller's borrow.
+    readings: Vec<Received>,
+    /// When they were received (Unix ms), stored in `received_ms`.
+    received_ms: i64,
+    /// Where the outcome goes; a caller that gave up has dropped it.
+    reply: oneshot::Sender<Result<Stored, SinkError>>,
+}
+
+/// A collector's `SQLite` database, written from a thread of its own.
+#[derive(Debug)]
+pub struct SqliteSink {
+    /// Calls for the thread that owns the connection; dropping it ends the
+    /// thread (and closes the file).
+    jobs: mpsc::Sender<Job>,
+    /// The file, for [`Sink::describe`] and error messages.
+    path: PathBuf,
+}
+
+impl SqliteSink {
+    /// Opens (creating or migrating) the collector database at `path`, in
+    /// WAL mode with a busy timeout. An agent's log, another program's
+    /// file, or a database of a newer edgeprio is refused and left as it
+    /// is.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteSink, SinkError> {
+        let path = path.as_ref().to_path_buf();
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (opened_tx, opened) = oneshot::channel();
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("collect-sqlite".into())
+            .spawn(move || {
+                let mut conn = match open_conn(&thread_path) {
+                    Ok(conn) => {
+                        let _ = opened_tx.send(Ok(()));
+                        conn
+                    }
+                    Err(e) => {
+                        let _ = opened_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for job in inbox {
+                    let outcome = insert(&mut conn, &thread_path, &job.readings, job.received_ms);
+                    let _ = job.reply.send(outcome);
+                }
+            })
+            .map_err(|e| SinkError::Connect {
+                target: path.display().to_string(),
+                detail: format!("cannot start its thread: {e}"),
+            })?;
+        match opened.await {
+            Ok(Ok(())) => Ok(SqliteSink { jobs, path }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SinkError::Connect {
+                target: path.display().to_string(),
+                detail: "its thread ended while opening it".into(),
+            }),
+        }
+    }
+
+    /// The file it stores into.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Sink for SqliteSink {
+    async fn store(
+        &mut self,
+        readings: &[Received],
+        received_ms: i64,
+    ) -> Result<Stored, SinkError> {
+        let (reply, outcome) = oneshot::channel();
+        let gone = || SinkError::Write {
+            target: self.path.display().to_string(),
+            readings: readings.len(),
+            detail: "the database thread has ended".into(),
+        };
+        self.jobs
+            .send(Job {
+                readings: readings.to_vec(),
+                received_ms,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        outcome.await.map_err(|_| gone())?
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path.display())
+    }
+}
+
+/// Opens `path`, refuses what is not a collector database, and brings its
+/// schema up to [`SCHEMA_VERSION`].
+fn open_conn(path: &Path) -> Result<Connection, SinkError> {
+    let target = path.display().to_string();
+    let connect = |detail: String| SinkError::Connect {
+        target: target.clone(),
+        detail,
+    };
+    let schema = |detail: String| SinkError::Schema {
+        target: target.clone(),
+        detail,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| connect(e.to_string()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| connect(e.to_string()))?;
+    // The first real read tells a damaged or non-SQLite file apart.
+    let (version, app_id) = identity(&conn).map_err(|e| connect(e.to_string()))?;
+    let tables = tables(&conn).map_err(|e| connect(e.to_string()))?;
+    let agents =
+        app_id == crate::store::APPLICATION_ID || tables.iter().any(|t| t == "agent_status");
+    if agents {
+        return Err(schema(
+            "it is an edgeprio agent's log (the file `edgeprio run` or `gateway` writes), \
+             not a collector database: a collector stores into a database of its own, \
+             so point --db at another file"
+                .into(),
+        ));
+    }
+    let empty = version == 0 && app_id == 0 && tables.is_empty();
+    if app_id != APPLICATION_ID && !empty {
+        return Err(schema(format!(
+            "it is not a collector database (application_id {app_id:#x}, tables: {}): \
+             edgeprio does not write into another program's file; point --db at a new file",
+            if tables.is_empty() {
+                "none".into()
+            } else {
+                tables.join(", ")
+            }
+        )));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(schema(format!(
+            "its schema version is {version}, this edgeprio knows up to {SCHEMA_VERSION}: \
+             a newer edgeprio made it; upgrade this one"
+        )));
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| schema(e.to_string()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(schema(format!(
+            "SQLite kept journal_mode={mode} instead of WAL"
+        )));
+    }
+    // `Ok` from `store` promises durability: FULL syncs the WAL per commit.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| schema(e.to_string()))?;
+    migrate(conn, &schema)
+}
+
+/// Applies the pending migrations in one immediate transaction, reading
+/// the version again inside it: two collectors opening one new file at
+/// once migrate it once.
+fn migrate(
+    mut conn: Connection,
+    schema: &impl Fn(String) -> SinkError,
+) -> Result<Connection, SinkError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| schema(e.to_string()))?;
+    let (version, _) = identity(&tx).map_err(|e| schema(e.to_string()))?;
+    let pending: Vec<&str> = MIGRATIONS
+        .iter()
+        .skip(usize::try_from(version).unwrap_or(usize::MAX))
+        .copied()
+        .collect();
+    if !pending.is_empty() {
+        tx.execute_batch(&format!(
+            "{}; PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};",
+            pending.join(";\n")
+        ))
+        .map_err(|e| schema(e.to_string()))?;
+    }
+    tx.commit().map_err(|e| schema(e.to_string()))?;
+    if !pending.is_empty() {
+        tracing::info!(
+            from = version,
+            to = SCHEMA_VERSION,
+            "migrated the collector database"
+        );
+    }
+    Ok(conn)
+}
+
+/// `(user_version, application_id)`.
+fn identity(conn: &Connection) -> rusqlite::Result<(i64, i32)> {
+    let version = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let app_id = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    Ok((version, app_id))
+}
+
+/// The file's table names.
+fn tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
+    stmt.query_map([], |r| r.get(0))?.collect()
+}
+
+/// Stores `readings` in one transaction, counting what was new.
+fn insert(
+    conn: &mut Connection,
+    path: &Path,
+    readings: &[Received],
+    received_ms: i64,
+) -> Result<Stored, SinkError> {
+    let write = |detail: String| SinkError::Write {
+        target: path.display().to_string(),
+        readings: readings.len(),
+        detail,
+    };
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| write(e.to_string()))?;
+    let mut inserted = 0_u64;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO readings (node, sensor, log, seq, ts_ms, temperature_c,
+                     humidity_pct, weight_temperature, weight_humidity, priority, route,
+                     clock_synced, late, resent, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT DO NOTHING",
+            )
+            .map_err(|e| write(e.to_string()))?;
+        for r in readings {
+            let reading = &r.reading;
+            let seq = i64::try_from(reading.seq).map_err(|_| {
+                write(format!(
+                    "seq {} of {}/{} does not fit a 64-bit signed integer",
+                    reading.seq, reading.node, reading.sensor
+                ))
+            })?;
+            let n = stmt
+                .execute(params![
+                    reading.node,
+                    reading.sensor,
+                    r.log.to_string(),
+                    seq,
+                    reading.ts_ms,
+                    reading.sample.temperature,
+                    reading.sample.humidity,
+                    reading.weights.temperature,
+                    reading.weights.humidity,
+                    reading.priority,
+                    reading.route.as_str(),
+                    reading.clock_synced,
+                    r.late,
+                    r.resent,
+                    received_ms,
+                ])
+                .map_err(|e| write(e.to_string()))?;
+            inserted += n as u64;
+        }
+    }
+    tx.commit().map_err(|e| write(e.to_string()))?;
+    Ok(Stored {
+        inserted,
+        duplicates: readings.len() as u64 - inserted,
+    })
+}
