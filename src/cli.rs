@@ -58,6 +58,86 @@ pub enum Command {
     /// Live terminal dashboard of a running agent, read from its log (works
     /// over SSH; q quits, ? shows the keys)
     Dashboard(DashboardArgs),
+    /// The paper's gateway: score raw readings from nodes that do not score
+    /// themselves (`<prefix>/+/raw`), log them and publish them on each
+    /// node's real-time and batch topics
+    Gateway(GatewayArgs),
+    /// The paper's processing servers: consume the real-time or the batch
+    /// route into `SQLite` or `PostgreSQL`, each reading stored once
+    Collect(CollectArgs),
+}
+
+/// Options of `gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// `SQLite` log to write (the gateway's outbox), instead of the config's
+    /// `db`
+    #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+
+    /// MQTT client id of the raw subscription, under which the broker keeps
+    /// its persistent session [default: the config's `client_id` + "-raw"]
+    #[arg(long, env = "EDGEPRIO_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Most raw messages committed in one transaction; at or below the
+    /// broker's in-flight limit for the gateway (Mosquitto's
+    /// `max_inflight_messages`, 20 by default)
+    #[arg(long, env = "EDGEPRIO_MAX_BATCH", value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_batch: u16,
+}
+
+/// Options of `collect`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The route to consume
+    #[arg(long, env = "EDGEPRIO_ROUTE", value_name = "ROUTE")]
+    pub route: RouteArg,
+
+    /// Where readings go: a `SQLite` file, or `postgres://user@host/db`
+    /// (the password in PGPASSWORD or ~/.pgpass, not in the URL)
+    #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE|URL")]
+    pub db: String,
+
+    /// Join the shared subscription NAME ($share/NAME/...): the broker
+    /// splits the route between the collectors of one group
+    #[arg(long, env = "EDGEPRIO_GROUP", value_name = "NAME")]
+    pub group: Option<String>,
+
+    /// MQTT client id, under which the broker keeps the persistent session;
+    /// every collector needs its own [default: the config's `client_id` +
+    /// "-collect-<route>" (+ "-<group>")]
+    #[arg(long, env = "EDGEPRIO_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Most messages committed in one transaction (the real-time route
+    /// commits each message on its own); at or below the broker's
+    /// in-flight limit (Mosquitto's `max_inflight_messages`, 20 by default)
+    #[arg(long, env = "EDGEPRIO_MAX_BATCH", value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_batch: u16,
+
+    /// Run --exec for each stored reading of at least this priority
+    #[arg(
+        long,
+        env = "EDGEPRIO_ON_PRIORITY",
+        value_name = "N",
+        requires = "exec"
+    )]
+    pub on_priority: Option<u32>,
+
+    /// Command (run by sh -c) given each such reading as JSON on stdin; it
+    /// never holds up the stream
+    #[arg(
+        long,
+        env = "EDGEPRIO_EXEC",
+        value_name = "CMD",
+        requires = "on_priority"
+    )]
+    pub exec: Option<String>,
+
+    /// Longest one --exec run may take before it is killed
+    #[arg(long, env = "EDGEPRIO_EXEC_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_exec_timeout)]
+    pub exec_timeout: Duration,
 }
 
 /// Options of `dashboard`.
@@ -217,6 +297,15 @@ fn parse_when(s: &str) -> Result<When, String> {
 /// The range of `dashboard --refresh`.
 const REFRESH_RANGE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_hours(1));
 
+/// `--exec-timeout`: a duration from 10 ms to 1 h.
+fn parse_exec_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d < Duration::from_millis(10) || d > Duration::from_hours(1) {
+        return Err(format!("{s:?} is outside 10ms..1h"));
+    }
+    Ok(d)
+}
+
 fn parse_refresh(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if (REFRESH_RANGE.0..=REFRESH_RANGE.1).contains(&d) => Ok(d),
@@ -293,6 +382,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dashboard(args) => commands::dashboard::run(&config_path(), args),
         Command::Doctor(args) => commands::doctor::run(&config_path(), &args),
         Command::CheckConfig => commands::check_config::run(&config_path()),
+        Command::Gateway(args) => commands::gateway::run(&config_path(), &args),
+        Command::Collect(args) => commands::collect::run(&config_path(), &args),
     }
 }
 

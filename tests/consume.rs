@@ -79,7 +79,7 @@ impl Handler for Recorder {
             let mut committed = self.committed.lock().unwrap();
             for (i, m) in batch.iter().enumerate() {
                 if m.payload() == b"malformed" {
-                    handled.reject(i, "not a reading");
+                    handled.reject(i, "json", "not a reading");
                 } else {
                     committed.push(common::text(m.payload()));
                 }

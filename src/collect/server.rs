@@ -78,7 +78,7 @@ impl<S: Sink> Handler for Collector<S> {
                 Ok(rs) => readings.extend(rs),
                 Err(e) => {
                     rejected += 1;
-                    handled.reject(i, format!("{} ({})", e, e.kind()));
+                    handled.reject(i, e.kind(), e.to_string());
                 }
             }
         }
@@ -88,9 +88,7 @@ impl<S: Sink> Handler for Collector<S> {
         } = if readings.is_empty() {
             Stored::default()
         } else {
-            self.sink
-                .store(&readings, crate::agent::now_ms())
-                .await?
+            self.sink.store(&readings, crate::agent::now_ms()).await?
         };
         self.counts.inserted.fetch_add(inserted, Ordering::Relaxed);
         self.counts

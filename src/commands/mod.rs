@@ -13,9 +13,11 @@
 //! does the work; what it shares with another command goes below both.
 
 pub mod check_config;
+pub mod collect;
 pub mod dashboard;
 pub mod demo;
 pub mod doctor;
+pub mod gateway;
 pub mod query;
 pub mod read_once;
 pub mod run;

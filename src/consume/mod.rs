@@ -52,6 +52,7 @@
 //!   old connection" in Mosquitto's log): they share a client id; every
 //!   consumer, also in a shared group, needs its own.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -131,8 +132,16 @@ pub enum Verdict {
     /// Committed.
     Accepted,
     /// Malformed: never committed, acknowledged all the same (it will never
-    /// become valid). The reason is logged with the topic.
-    Rejected(String),
+    /// become valid). The reason is logged with the topic, at most once per
+    /// [`Throttle::EVERY`] per kind (a stable label such as `json`), with
+    /// how many went unsaid.
+    Rejected {
+        /// The stable label of what was wrong, for the throttle and the
+        /// metrics.
+        kind: &'static str,
+        /// What was wrong, in words.
+        reason: String,
+    },
 }
 
 /// What a [`Handler::handle`] call did, one [`Verdict`] per message of the
@@ -152,10 +161,14 @@ impl Handled {
         }
     }
 
-    /// Marks message `index` of the batch as rejected, for `reason`.
-    pub fn reject(&mut self, index: usize, reason: impl Into<String>) {
+    /// Marks message `index` of the batch as rejected, for `reason`, of
+    /// kind `kind` (a stable label: `json`, `range`...).
+    pub fn reject(&mut self, index: usize, kind: &'static str, reason: impl Into<String>) {
         if let Some(v) = self.verdicts.get_mut(index) {
-            *v = Verdict::Rejected(reason.into());
+            *v = Verdict::Rejected {
+                kind,
+                reason: reason.into(),
+            };
         }
     }
 
@@ -232,6 +245,40 @@ pub struct ConsumerOptions {
     /// Published by the broker if the connection is lost without a
     /// DISCONNECT.
     pub last_will: Option<LastWill>,
+}
+
+/// Says refused messages at most once per `every` per kind, with how many
+/// were not said: a flood of bad payloads must not flood the journal.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// Per kind: when it was last said (monotonic), and how many since.
+    said: HashMap<&'static str, (Duration, u64)>,
+}
+
+impl Throttle {
+    /// How often one kind is said.
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    /// Whether to say one more refusal of `kind` at `now` (monotonic), and
+    /// how many of that kind went unsaid since the last one said.
+    pub fn say(&mut self, kind: &'static str, now: Duration) -> Option<u64> {
+        match self.said.get_mut(kind) {
+            Some((at, unsaid)) if now.saturating_sub(*at) < Self::EVERY => {
+                *unsaid += 1;
+                None
+            }
+            Some((at, unsaid)) => {
+                let n = *unsaid;
+                *at = now;
+                *unsaid = 0;
+                Some(n)
+            }
+            None => {
+                self.said.insert(kind, (now, 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 /// A malformed shared-subscription group name.
@@ -390,6 +437,8 @@ impl Consumer {
                 shutdown,
                 fired: false,
             },
+            throttle: Throttle::default(),
+            started: std::time::Instant::now(),
         };
         let mut backoff = BACKOFF.0;
         loop {
@@ -515,6 +564,10 @@ struct Run<'a, H, F> {
     connection: u64,
     /// Shutdown: checked between handler calls, never during one.
     stop: Stop<'a, F>,
+    /// Says rejected messages without flooding the journal.
+    throttle: Throttle,
+    /// The throttle's monotonic origin.
+    started: std::time::Instant,
 }
 
 impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
@@ -751,9 +804,17 @@ impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
         for (msg, verdict) in h.batch.iter().zip(handled.verdicts()) {
             match verdict {
                 Verdict::Accepted => committed += 1,
-                Verdict::Rejected(reason) => {
+                Verdict::Rejected { kind, reason } => {
                     Counters::add(&c.counters.rejected, 1);
-                    tracing::warn!(topic = %msg.topic(), "rejected a message: {reason}");
+                    let now = self.started.elapsed();
+                    if let Some(unsaid) = self.throttle.say(kind, now) {
+                        let more = if unsaid > 0 {
+                            format!(" ({unsaid} more of this kind since the last one said)")
+                        } else {
+                            String::new()
+                        };
+                        tracing::warn!(topic = %msg.topic(), kind, "rejected a message: {reason}{more}");
+                    }
                 }
             }
         }
@@ -818,6 +879,18 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_throttle_says_each_kind_once_per_period_with_the_count_unsaid() {
+        let mut t = Throttle::default();
+        let s = Duration::from_secs;
+        assert_eq!(t.say("json", s(0)), Some(0));
+        assert_eq!(t.say("json", s(1)), None);
+        assert_eq!(t.say("range", s(1)), Some(0));
+        assert_eq!(t.say("json", s(2)), None);
+        assert_eq!(t.say("json", s(10)), Some(2));
+        assert_eq!(t.say("json", s(11)), None);
+    }
+
     fn incoming(topic: &str, payload: &[u8]) -> Incoming {
         let mut publish = Publish::new(topic, QoS::AtLeastOnce, payload.to_vec());
         publish.pkid = 7;
@@ -850,12 +923,18 @@ mod tests {
         ];
         let mut handled = Handled::all(&batch);
         assert_eq!(handled.verdicts(), [Verdict::Accepted, Verdict::Accepted]);
-        handled.reject(1, "bad JSON");
+        handled.reject(1, "json", "bad JSON");
         // An index past the batch names no message: nothing to mark.
-        handled.reject(5, "ignored");
+        handled.reject(5, "json", "ignored");
         assert_eq!(
             handled.verdicts(),
-            [Verdict::Accepted, Verdict::Rejected("bad JSON".into())]
+            [
+                Verdict::Accepted,
+                Verdict::Rejected {
+                    kind: "json",
+                    reason: "bad JSON".into()
+                }
+            ]
         );
     }
 

@@ -25,7 +25,6 @@
 //! sends a `seq` never is.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use crate::domain::{
     PayloadError, RawMessage, RawReading, Reading, Route, SensorError, SensorRange, Topics,
@@ -362,40 +361,6 @@ fn exhausted(node: &str, sensor: &str) -> Verdict {
             "{node}/{sensor} has no seq left in the gateway's log (its last seq is the largest \
              the log holds); its readings are refused until that row is fixed"
         ),
-    }
-}
-
-/// Says refused messages at most once per `every` per kind, with how many
-/// were not said: a flood of bad payloads must not flood the journal.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    /// Per kind: when it was last said (monotonic), and how many since.
-    said: HashMap<&'static str, (Duration, u64)>,
-}
-
-impl Throttle {
-    /// How often one kind is said.
-    pub const EVERY: Duration = Duration::from_secs(10);
-
-    /// Whether to say one more refusal of `kind` at `now` (monotonic), and
-    /// how many of that kind went unsaid since the last one said.
-    pub fn say(&mut self, kind: &'static str, now: Duration) -> Option<u64> {
-        match self.said.get_mut(kind) {
-            Some((at, unsaid)) if now.saturating_sub(*at) < Self::EVERY => {
-                *unsaid += 1;
-                None
-            }
-            Some((at, unsaid)) => {
-                let n = *unsaid;
-                *at = now;
-                *unsaid = 0;
-                Some(n)
-            }
-            None => {
-                self.said.insert(kind, (now, 0));
-                Some(0)
-            }
-        }
     }
 }
 

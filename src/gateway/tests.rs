@@ -238,15 +238,3 @@ fn nodes_come_from_the_topic_level_before_the_last() {
     assert_eq!(node_of("raw").unwrap_err().kind(), "topic");
     assert_eq!(node_of("edgeprio/+/raw").unwrap_err().kind(), "topic");
 }
-
-#[test]
-fn the_throttle_says_each_kind_once_per_period_with_the_count_unsaid() {
-    let mut t = Throttle::default();
-    let s = Duration::from_secs;
-    assert_eq!(t.say("json", s(0)), Some(0));
-    assert_eq!(t.say("json", s(1)), None);
-    assert_eq!(t.say("range", s(1)), Some(0));
-    assert_eq!(t.say("json", s(2)), None);
-    assert_eq!(t.say("json", s(10)), Some(2));
-    assert_eq!(t.say("json", s(11)), None);
-}

@@ -1,0 +1,201 @@
+//! `edgeprio gateway`: the paper's Gateway. Consumes the raw topics with
+//! the committing consumer ([`crate::consume`]), scores and logs each batch
+//! ([`crate::gateway::Gateway`], on a blocking thread), acknowledges it once
+//! committed, and publishes the log's outbox on each node's topics with the
+//! agent's publisher ([`crate::publish`]).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::agent::{Publisher as _, now_ms};
+use crate::cli::GatewayArgs;
+use crate::config::Config;
+use crate::consume::{
+    BatchLimits, Consumer, ConsumerOptions, Handled, Handler, HandlerError, Incoming,
+};
+use crate::gateway::{Gateway, Message, Verdict};
+use crate::publish::AnyPublisher;
+use crate::store::{Access, AgentStatus, Store};
+use crate::stream::{StreamRules, Streams};
+
+/// How often the gateway's status row is written when no message comes:
+/// the dashboard tells a live gateway from a dead one by it.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Runs the gateway with the configuration at `config_path` until SIGTERM
+/// or SIGINT.
+pub fn run(config_path: &Path, args: &GatewayArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(config_path)?;
+    if let Some(db) = &args.db {
+        config.db.clone_from(db);
+    }
+    config.check_files()?;
+    if let Some(b) = &config.broker {
+        crate::broker::start(b.listen).map_err(anyhow::Error::msg)?;
+        tracing::info!(listen = %b.listen, "embedded MQTT broker running");
+    }
+    super::runtime()?.block_on(gateway(config, args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client id of the gateway's consumer: its publisher has the
+/// configured one, and the broker keeps the persistent session of the raw
+/// topics under this.
+pub fn consumer_id(config: &Config, args: &GatewayArgs) -> String {
+    args.client_id.clone().unwrap_or_else(|| {
+        let base = config.mqtt.as_ref().map_or_else(
+            || format!("edgeprio-{}", config.node),
+            |m| m.client_id.clone(),
+        );
+        format!("{base}-raw")
+    })
+}
+
+async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
+    let mqtt = config.mqtt.clone().with_context(|| {
+        format!(
+            "the gateway needs a broker: add an [mqtt] section (url = \"mqtt://host:1883\") or \
+             [broker] enabled = true to {}",
+            config
+                .source
+                .as_deref()
+                .map_or_else(|| "the config".into(), |p| p.display().to_string())
+        )
+    })?;
+    let shutdown = super::signals::shutdown_signal()?;
+    let db = config.db.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&db, Access::Writer))
+        .await
+        .context("the database thread failed")?
+        .with_context(|| format!("cannot open the gateway's log {}", config.db.display()))?;
+    let status = AgentStatus {
+        node: config.node.clone(),
+        running: true,
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_ms: now_ms(),
+        heartbeat_ms: now_ms(),
+        interval_ms: i64::try_from(HEARTBEAT.as_millis()).unwrap_or(i64::MAX),
+    };
+    let gateway = Arc::new(Mutex::new(Gateway::new(
+        store,
+        Streams::new(StreamRules::from_config(&config)),
+        config.gateway.range,
+        status,
+    )));
+    let mut publisher = AnyPublisher::for_config(&config);
+    publisher.ready();
+    let filters = config.gateway.filters(&mqtt.topic_prefix);
+    let consumer = Consumer::new(
+        &mqtt,
+        ConsumerOptions {
+            client_id: consumer_id(&config, args),
+            filters: filters.clone(),
+            limits: BatchLimits {
+                max_messages: usize::from(args.max_batch),
+                ..BatchLimits::MOSQUITTO_DEFAULT
+            },
+            last_will: None,
+        },
+    );
+    tracing::info!(
+        db = %config.db.display(),
+        subscribe = ?filters,
+        publish_to = %format!("{}/<node>/realtime|batch", mqtt.topic_prefix),
+        "gateway running"
+    );
+    let beat = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                let gateway = gateway.clone();
+                let beat =
+                    tokio::task::spawn_blocking(move || lock(&gateway).heartbeat(now_ms())).await;
+                if let Ok(Err(e)) = beat {
+                    tracing::warn!("cannot write the gateway's heartbeat: {e}");
+                }
+            }
+        })
+    };
+    let handler = Raw {
+        gateway: gateway.clone(),
+        publisher: &mut publisher,
+    };
+    let counts = consumer.run(handler, shutdown).await;
+    beat.abort();
+    publisher.close().await;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let mut g = lock(&gateway);
+        let c = g.counts().clone();
+        (g.stop(now_ms()), c)
+    })
+    .await
+    .context("the database thread failed")?;
+    let (stop, c) = stopped;
+    if let Err(e) = stop {
+        tracing::warn!("cannot mark the gateway stopped in its log: {e}");
+    }
+    tracing::info!(
+        received = counts.received,
+        realtime = c.realtime,
+        batch = c.batch,
+        duplicates = c.duplicates,
+        rejected = c.rejected_total(),
+        "gateway stopped"
+    );
+    Ok(())
+}
+
+fn lock(g: &Mutex<Gateway>) -> std::sync::MutexGuard<'_, Gateway> {
+    g.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The consumer's handler: one batch of raw messages, one transaction.
+struct Raw<'p> {
+    /// The blocking half, shared with the heartbeat.
+    gateway: Arc<Mutex<Gateway>>,
+    /// Told after each commit that the outbox has new rows.
+    publisher: &'p mut AnyPublisher,
+}
+
+impl Handler for Raw<'_> {
+    async fn handle(&mut self, batch: &[Incoming]) -> Result<Handled, HandlerError> {
+        let owned: Vec<(String, Vec<u8>, i64)> = batch
+            .iter()
+            .map(|m| (m.topic().to_owned(), m.payload().to_vec(), m.received_ms()))
+            .collect();
+        let gateway = self.gateway.clone();
+        let verdicts = tokio::task::spawn_blocking(move || {
+            let messages: Vec<Message<'_>> = owned
+                .iter()
+                .map(|(topic, payload, received_ms)| Message {
+                    topic,
+                    payload,
+                    received_ms: *received_ms,
+                })
+                .collect();
+            lock(&gateway).handle(&messages, now_ms())
+        })
+        .await
+        .map_err(|e| HandlerError::new(format!("the database thread failed: {e}")))??;
+        let mut handled = Handled::all(batch);
+        let mut logged = false;
+        for (i, v) in verdicts.iter().enumerate() {
+            match v {
+                Verdict::Logged(_) => logged = true,
+                Verdict::Duplicate => {}
+                Verdict::Rejected { kind, detail } => handled.reject(i, kind, detail.clone()),
+            }
+        }
+        if logged {
+            self.publisher.committed(&[]);
+        }
+        Ok(handled)
+    }
+}
