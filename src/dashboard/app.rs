@@ -24,7 +24,7 @@ use ratatui::layout::Rect;
 
 use super::keys::{Action, Scroll, action};
 use super::state::{State, Theme, View, load};
-use super::ui::{render, table_rows};
+use super::ui::{page_of, render};
 use crate::store::{Access, Store};
 
 /// How long to wait for a key before looking at `stop` and the clock.
@@ -107,6 +107,8 @@ pub fn open(db: &Path) -> anyhow::Result<Store> {
 pub struct Extent {
     /// Sensors to choose from.
     pub sensors: usize,
+    /// Nodes the picker cycles through, after "all".
+    pub nodes: usize,
     /// Rows the readings table holds.
     pub rows: usize,
     /// Rows the readings table shows at once: a page, and how far from the
@@ -119,8 +121,9 @@ impl Extent {
     pub fn of(state: &State, area: Rect) -> Extent {
         Extent {
             sensors: state.sensors.len(),
+            nodes: state.nodes.len(),
             rows: state.recent.len(),
-            page: table_rows(area),
+            page: page_of(state, area),
         }
     }
 }
@@ -172,11 +175,24 @@ fn key_reader() -> Receiver<KeyEvent> {
 }
 
 /// The view after `action`; `None` to quit. The selection wraps around
-/// `extent`'s sensors and the scroll offset stays within its rows.
+/// `extent`'s sensors and the scroll offset stays within its rows. The
+/// node picker cycles through "all" and each node (with one node there is
+/// nothing to pick); another node starts at its first sensor and newest row.
 pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
     let mut v = view;
     let n = extent.sensors.max(1);
+    // "All" and each node.
+    let picks = extent.nodes + 1;
+    let pick = |v: &mut View, next: usize| {
+        if extent.nodes > 1 {
+            v.node = next % picks;
+            v.selected = 0;
+            v.scroll = 0;
+        }
+    };
     match action {
+        Action::NextNode => pick(&mut v, view.node % picks + 1),
+        Action::PrevNode => pick(&mut v, view.node % picks + picks - 1),
         Action::Quit => return None,
         Action::NextSensor => v.selected = (v.selected % n + 1) % n,
         Action::PrevSensor => v.selected = (v.selected % n + n - 1) % n,
@@ -207,6 +223,8 @@ pub fn run(
     };
     let mut at = now_ms();
     let mut state: State = load(&store, node, at, view).context("cannot read the log")?;
+    // The node the user picked, followed by name across reloads.
+    let mut follow: Option<String> = None;
     let mut guard = Guard::enter()?;
     let keys = key_reader();
     let mut loaded = Instant::now();
@@ -231,7 +249,12 @@ pub fn run(
             };
             // Scrolling, help and pause only change how the state is
             // drawn; another sensor or window needs the log.
-            requery = next.selected != view.selected || next.window != view.window;
+            requery = next.selected != view.selected
+                || next.window != view.window
+                || next.node != view.node;
+            if next.node != view.node {
+                follow = None;
+            }
             view = next;
             state.view = view;
         }
@@ -242,8 +265,12 @@ pub fn run(
             if !view.paused {
                 at = now_ms();
             }
-            state = match load(&store, node, at, view) {
-                Ok(s) => s,
+            state = match load_following(&store, node, at, view, follow.as_deref()) {
+                Ok(s) => {
+                    view = s.view;
+                    follow = s.chosen_node().map(str::to_owned);
+                    s
+                }
                 Err(e) => State {
                     view,
                     error: Some(format!("reload failed: {e}")),
@@ -255,6 +282,28 @@ pub fn run(
     }
     drop(guard);
     Ok(())
+}
+
+/// Loads the state, the node picker kept on `follow` (the node the user
+/// picked) when its index moved: a new node that sorts before it shifts
+/// the others.
+fn load_following(
+    store: &Store,
+    owner: Option<&str>,
+    at: i64,
+    view: View,
+    follow: Option<&str>,
+) -> Result<State, crate::store::StoreError> {
+    let state = load(store, owner, at, view)?;
+    let Some(name) = follow else {
+        return Ok(state);
+    };
+    match state.pick_of(name) {
+        Some(node) if state.chosen_node() != Some(name) => {
+            load(store, owner, at, View { node, ..view })
+        }
+        _ => Ok(state),
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +346,7 @@ mod tests {
     fn scroll_through(rows: usize, page: usize, keys: &[Scroll]) -> Vec<usize> {
         let extent = Extent {
             sensors: 3,
+            nodes: 1,
             rows,
             page,
         };
@@ -353,6 +403,7 @@ mod tests {
         };
         let extent = Extent {
             sensors: 3,
+            nodes: 1,
             rows: 200,
             page: 20,
         };

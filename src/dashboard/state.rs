@@ -5,7 +5,7 @@
 //! [`MAX_ROWS`]).
 
 use crate::domain::Route;
-use crate::store::{BrokerState, Snapshot, Store, StoreError, StoredReading};
+use crate::store::{AgentStatus, BrokerState, Snapshot, Store, StoreError, StoredReading};
 
 /// The most history points the chart keeps, whatever the window.
 pub const MAX_POINTS: usize = 600;
@@ -75,6 +75,11 @@ pub struct View {
     pub window: Window,
     /// Index of the selected sensor (wrapped into range by [`load`]).
     pub selected: usize,
+    /// The node picker: 0 shows every node, `k` only the `k`-th of
+    /// [`State::nodes`] (wrapped into range by [`load`]). An index, not a
+    /// name, so the view stays `Copy`; the terminal loop follows a node
+    /// whose index moved.
+    pub node: usize,
     /// Whether reloading is paused (shown in the header).
     pub paused: bool,
     /// Whether the help overlay is shown.
@@ -90,6 +95,7 @@ impl Default for View {
         View {
             window: Window::Hour1,
             selected: 0,
+            node: 0,
             paused: false,
             help: false,
             scroll: 0,
@@ -133,6 +139,10 @@ pub struct Header {
     pub agent: AgentState,
     /// Age of the last heartbeat (ms), if any.
     pub heartbeat_age_ms: Option<i64>,
+    /// Without a status row (a raw node named by `--node`, a log no agent
+    /// wrote): the age of the node's newest reading (ms), which tells a
+    /// live node from a silent one where "no agent" cannot.
+    pub last_reading_age_ms: Option<i64>,
     /// The configured interval (ms), if the agent ran.
     pub interval_ms: Option<i64>,
     /// How long the agent has been up (ms), while it runs.
@@ -148,6 +158,27 @@ pub struct Header {
     /// The log file was deleted or replaced while the agent ran (within
     /// the last week): what the agent found and did.
     pub log_replaced: Option<String>,
+}
+
+/// How a node picked alone is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The node runs its own agent: its status row says how it is.
+    Agent(AgentState),
+    /// No status row: a raw node behind a gateway, known only by its
+    /// readings. The age of its newest one (ms), if it has any.
+    LastReading(Option<i64>),
+}
+
+/// The one node the picker shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickedNode {
+    /// Its name.
+    pub name: String,
+    /// Its place in [`State::nodes`], from 1, for "2/3" in the header.
+    pub position: usize,
+    /// Whether it is alive, as far as the log tells.
+    pub liveness: Liveness,
 }
 
 /// The latest reading of a sensor.
@@ -212,9 +243,13 @@ pub struct LastError {
     pub age_ms: i64,
 }
 
-/// One sensor panel.
+/// One sensor panel: one per (node, sensor) pair shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorPanel {
+    /// The node, when the log holds readings of nodes other than the
+    /// header's (a gateway's log): the title reads `node/sensor`. `None` in
+    /// an agent's log, where every panel is the header's node.
+    pub node: Option<String>,
     /// Sensor id.
     pub sensor: String,
     /// The newest reading ever logged, if any.
@@ -228,6 +263,12 @@ pub struct SensorPanel {
 }
 
 impl SensorPanel {
+    /// The panel's name: `sensor`, or `node/sensor` when the log holds
+    /// several nodes.
+    pub fn label(&self) -> String {
+        label(self.node.as_deref(), &self.sensor)
+    }
+
     /// Read success rate over the window, readings / (readings + errors);
     /// `None` when nothing was attempted.
     pub fn success_rate(&self) -> Option<f64> {
@@ -251,11 +292,21 @@ pub struct Point {
     pub realtime: bool,
 }
 
+/// `sensor`, or `node/sensor` when a node is to be named.
+pub fn label(node: Option<&str>, sensor: &str) -> String {
+    match node {
+        Some(n) => format!("{n}/{sensor}"),
+        None => sensor.to_owned(),
+    }
+}
+
 /// One row of the recent readings table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// Unix ms.
     pub ts_ms: i64,
+    /// The node, named as in [`SensorPanel::node`].
+    pub node: Option<String>,
     /// Sensor id.
     pub sensor: String,
     /// Temperature (°C).
@@ -277,6 +328,8 @@ pub struct Row {
 pub struct ErrorRow {
     /// Unix ms.
     pub ts_ms: i64,
+    /// The node, named as in [`SensorPanel::node`].
+    pub node: Option<String>,
     /// Sensor id.
     pub sensor: String,
     /// The error class.
@@ -291,16 +344,22 @@ pub struct ErrorRow {
 pub struct State {
     /// The user's choices this state was built for.
     pub view: View,
-    /// Header line.
+    /// Header line: the log owner's status (the agent's, or the
+    /// gateway's).
     pub header: Header,
-    /// One panel per sensor, by name.
+    /// Every node of the log (with a reading, or a failed read within the
+    /// window), by name: what the picker cycles through after "all".
+    pub nodes: Vec<String>,
+    /// The node shown when only one is (picked, or the log's only one).
+    pub picked: Option<PickedNode>,
+    /// One panel per (node, sensor) shown, by node, then sensor.
     pub sensors: Vec<SensorPanel>,
     /// Index of the selected sensor in `sensors` (0 when there are none).
     pub selected: usize,
     /// Chart points of the selected sensor, oldest first, at most
     /// [`MAX_POINTS`].
     pub history: Vec<Point>,
-    /// Routing over the window, all sensors.
+    /// Routing over the window, all sensors shown.
     pub total: Split,
     /// Newest readings first, at most [`MAX_ROWS`].
     pub recent: Vec<Row>,
@@ -317,11 +376,38 @@ impl State {
     pub fn selected_sensor(&self) -> Option<&SensorPanel> {
         self.sensors.get(self.selected)
     }
+
+    /// Whether the log holds readings of nodes other than the header's (a
+    /// gateway's log): panels are named `node/sensor` and the header says
+    /// which nodes are shown.
+    pub fn names_nodes(&self) -> bool {
+        self.nodes.iter().any(|n| *n != self.header.node)
+    }
+
+    /// Whether there is a node to pick: more than one.
+    pub fn can_pick(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// The node the picker shows alone, if one was picked (not the only
+    /// node of the log, which shows alone whatever the picker says).
+    pub fn chosen_node(&self) -> Option<&str> {
+        self.picked
+            .as_ref()
+            .filter(|_| self.can_pick())
+            .map(|p| p.name.as_str())
+    }
+
+    /// The [`View::node`] that shows `name` alone, if the log has it.
+    pub fn pick_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n == name).map(|i| i + 1)
+    }
 }
 
-fn row(s: StoredReading) -> Row {
+fn row(s: StoredReading, named: bool) -> Row {
     let r = s.reading;
     Row {
+        node: named.then_some(r.node),
         ts_ms: r.ts_ms,
         sensor: r.sensor,
         temperature: r.sample.temperature,
@@ -333,26 +419,60 @@ fn row(s: StoredReading) -> Row {
     }
 }
 
-/// Builds the state of `node` (or the node whose agent beat last) at
-/// `now_ms`, from one snapshot of the log. Its cost does not grow with the
-/// log: the window's counts and long charts come from per-minute totals.
+/// Builds the state at `now_ms` from one snapshot of the log: the header
+/// of `owner` (default: the node whose agent or gateway beat last), and a
+/// panel per (node, sensor) of the node [`View::node`] picks (every node
+/// at first). Its cost does not grow with the log: the window's counts and
+/// long charts come from per-minute totals, and the pairs from one index
+/// seek each.
 pub fn load(
     store: &Store,
-    node: Option<&str>,
+    owner: Option<&str>,
     now_ms: i64,
     view: View,
 ) -> Result<State, StoreError> {
     let snap = store.snapshot()?;
     let since = now_ms - view.window.millis();
-    let node = match node {
+    let owner = match owner {
         Some(n) => n.to_owned(),
         None => match snap.latest_node()? {
             Some(n) => n,
             None => return Ok(empty(view)),
         },
     };
-    let header = header(&snap, &node, now_ms)?;
-    let sensors = sensor_panels(&snap, &node, now_ms, since)?;
+    let mut nodes = snap.nodes()?;
+    for n in snap.error_nodes(since)? {
+        if !nodes.contains(&n) {
+            nodes.push(n);
+        }
+    }
+    nodes.sort();
+    let named = nodes.iter().any(|n| *n != owner);
+    let pick = if nodes.len() > 1 {
+        view.node % (nodes.len() + 1)
+    } else {
+        0
+    };
+    let shown: &[String] = match pick {
+        0 => &nodes,
+        k => &nodes[k - 1..k],
+    };
+    let mut header = header(&snap, &owner, now_ms)?;
+    let mut sensors = Vec::new();
+    for node in shown {
+        sensors.extend(sensor_panels(&snap, node, named, now_ms, since)?);
+    }
+    if header.agent == AgentState::Unknown {
+        header.last_reading_age_ms = newest_age(
+            sensors
+                .iter()
+                .filter(|p| p.node.as_deref().is_none_or(|n| n == owner)),
+        );
+    }
+    let picked = match shown {
+        [one] => Some(picked_node(&snap, one, &nodes, &sensors, now_ms)?),
+        _ => None,
+    };
     let selected = match sensors.len() {
         0 => 0,
         n => view.selected % n,
@@ -364,7 +484,13 @@ pub fn load(
     });
     let history = match sensors.get(selected) {
         Some(s) => snap
-            .history(&node, &s.sensor, since, now_ms, MAX_POINTS)?
+            .history(
+                s.node.as_deref().unwrap_or(&owner),
+                &s.sensor,
+                since,
+                now_ms,
+                MAX_POINTS,
+            )?
             .into_iter()
             .map(|b| Point {
                 offset_ms: b.last_ts_ms - now_ms,
@@ -376,11 +502,22 @@ pub fn load(
             .collect(),
         None => Vec::new(),
     };
-    let recent = snap.recent(&node, MAX_ROWS)?.into_iter().map(row).collect();
+    // One node shown: its readings and errors; several: everyone's.
+    let one = match shown {
+        [one] => Some(one.as_str()),
+        [] => Some(owner.as_str()),
+        _ => None,
+    };
+    let recent = match one {
+        Some(n) => snap.recent(n, MAX_ROWS)?,
+        None => snap.recent_all(MAX_ROWS)?,
+    };
+    let recent = recent.into_iter().map(|r| row(r, named)).collect();
     let errors = snap
-        .errors(&node, None, since, MAX_ROWS)?
+        .errors(one, None, since, MAX_ROWS)?
         .into_iter()
         .map(|e| ErrorRow {
+            node: named.then_some(e.node),
             ts_ms: e.error.ts_ms,
             sensor: e.error.sensor,
             kind: e.error.kind.as_str().to_owned(),
@@ -390,6 +527,8 @@ pub fn load(
     Ok(State {
         view,
         header,
+        nodes,
+        picked,
         selected,
         history,
         total,
@@ -400,6 +539,46 @@ pub fn load(
     })
 }
 
+/// The liveness of `node` shown alone: its own status row's (an agent),
+/// else the age of its newest reading among `panels` (a raw node behind a
+/// gateway has no agent that could be "stopped").
+fn picked_node(
+    snap: &Snapshot<'_>,
+    node: &str,
+    nodes: &[String],
+    panels: &[SensorPanel],
+    now_ms: i64,
+) -> Result<PickedNode, StoreError> {
+    let liveness = match snap.status(node)? {
+        Some((agent, _)) => Liveness::Agent(agent_state(&agent, now_ms)),
+        None => Liveness::LastReading(newest_age(panels.iter())),
+    };
+    Ok(PickedNode {
+        name: node.to_owned(),
+        position: nodes.iter().position(|n| n == node).map_or(1, |i| i + 1),
+        liveness,
+    })
+}
+
+/// The age of the newest reading among `panels`.
+fn newest_age<'a>(panels: impl Iterator<Item = &'a SensorPanel>) -> Option<i64> {
+    panels
+        .filter_map(|p| p.latest.as_ref().map(|l| l.age_ms))
+        .min()
+}
+
+/// An agent's liveness from its status row at `now_ms`.
+fn agent_state(agent: &AgentStatus, now_ms: i64) -> AgentState {
+    let age = now_ms - agent.heartbeat_ms;
+    if !agent.running {
+        AgentState::Stopped
+    } else if age > STALE_INTERVALS * agent.interval_ms.max(1) {
+        AgentState::Stale
+    } else {
+        AgentState::Running
+    }
+}
+
 impl Header {
     /// A header for `node` before anything is known of its agent.
     fn unknown(node: String, outbox: u64) -> Self {
@@ -407,6 +586,7 @@ impl Header {
             node,
             agent: AgentState::Unknown,
             heartbeat_age_ms: None,
+            last_reading_age_ms: None,
             interval_ms: None,
             uptime_ms: None,
             broker: None,
@@ -422,6 +602,8 @@ fn empty(view: View) -> State {
     State {
         view,
         header: Header::unknown(String::new(), 0),
+        nodes: Vec::new(),
+        picked: None,
         sensors: Vec::new(),
         selected: 0,
         history: Vec::new(),
@@ -433,17 +615,12 @@ fn empty(view: View) -> State {
 }
 
 fn header(snap: &Snapshot<'_>, node: &str, now_ms: i64) -> Result<Header, StoreError> {
-    let mut h = Header::unknown(node.to_owned(), snap.outbox_depth(node)?);
+    // Every node's: a gateway publishes the readings of many; an agent's
+    // log holds its own node's only.
+    let mut h = Header::unknown(node.to_owned(), snap.outbox_depth_all()?);
     if let Some((agent, broker)) = snap.status(node)? {
-        let age = now_ms - agent.heartbeat_ms;
-        h.agent = if !agent.running {
-            AgentState::Stopped
-        } else if age > STALE_INTERVALS * agent.interval_ms.max(1) {
-            AgentState::Stale
-        } else {
-            AgentState::Running
-        };
-        h.heartbeat_age_ms = Some(age);
+        h.agent = agent_state(&agent, now_ms);
+        h.heartbeat_age_ms = Some(now_ms - agent.heartbeat_ms);
         h.interval_ms = Some(agent.interval_ms);
         h.uptime_ms = (h.agent == AgentState::Running).then_some(now_ms - agent.started_ms);
         h.broker = Some(broker.state);
@@ -457,9 +634,11 @@ fn header(snap: &Snapshot<'_>, node: &str, now_ms: i64) -> Result<Header, StoreE
     Ok(h)
 }
 
+/// The panels of `node`'s sensors, naming the node if `named`.
 fn sensor_panels(
     snap: &Snapshot<'_>,
     node: &str,
+    named: bool,
     now_ms: i64,
     since: i64,
 ) -> Result<Vec<SensorPanel>, StoreError> {
@@ -493,7 +672,7 @@ fn sensor_panels(
             }
         });
         let last_error = snap
-            .errors(node, Some(&sensor), since, 1)?
+            .errors(Some(node), Some(&sensor), since, 1)?
             .into_iter()
             .next()
             .map(|e| LastError {
@@ -508,6 +687,7 @@ fn sensor_panels(
             unpublished: count_of(&unpublished, &sensor),
         };
         panels.push(SensorPanel {
+            node: named.then(|| node.to_owned()),
             errors: count_of(&failing, &sensor),
             sensor,
             latest,

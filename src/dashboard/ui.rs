@@ -15,8 +15,8 @@ use ratatui::widgets::{
     ScrollbarOrientation, ScrollbarState, StatefulWidget, Table, Widget,
 };
 
-use super::keys::HELP;
-use super::state::{AgentState, Point, SensorPanel, Split, State, Theme};
+use super::keys::{HELP, NODE_HELP};
+use super::state::{AgentState, Liveness, Point, SensorPanel, Split, State, Theme, label};
 use crate::domain::Route;
 use crate::store::BrokerState;
 
@@ -134,11 +134,11 @@ struct Panes {
 }
 
 impl Panes {
-    /// The layout for a terminal of `area`: the one place that decides it,
-    /// for drawing and for [`table_rows`] alike.
-    fn of(area: Rect) -> Panes {
+    /// The layout for a terminal of `area` under a header of
+    /// `header_height` lines: the one place that decides it, for drawing and
+    /// for [`table_rows`] alike.
+    fn of(area: Rect, header_height: u16) -> Panes {
         let wide = area.width >= WIDE && area.height >= TALL;
-        let header_height = 2;
         let panel_height = if wide { 7 } else { 5 };
         // The chart takes what the table leaves: on a tall terminal the
         // table grows too, so a page of it is worth paging through.
@@ -175,9 +175,21 @@ impl Panes {
     }
 }
 
-/// How many readings the table shows on a terminal of `area`: a page.
+/// How many readings the table shows on a terminal of `area` under an
+/// agent's header: a page.
 pub fn table_rows(area: Rect) -> usize {
-    table_body(Panes::of(area).table)
+    table_body(Panes::of(area, header_height(false)).table)
+}
+
+/// How many readings the table of `state` shows on a terminal of `area`.
+pub fn page_of(state: &State, area: Rect) -> usize {
+    table_body(Panes::of(area, header_height(state.names_nodes())).table)
+}
+
+/// The header's lines: the owner's status and the broker's, and a third
+/// for the node picker when the log holds several nodes.
+fn header_height(names_nodes: bool) -> u16 {
+    if names_nodes { 3 } else { 2 }
 }
 
 /// Rows of a table drawn in `area` left for readings: not the borders,
@@ -189,7 +201,7 @@ fn table_body(area: Rect) -> usize {
 /// Draws the whole dashboard.
 pub fn render(frame: &mut Frame, state: &State) {
     let area = frame.area();
-    let panes = Panes::of(area);
+    let panes = Panes::of(area, header_height(state.names_nodes()));
     render_header(frame.buffer_mut(), panes.header, state);
     render_sensors(frame.buffer_mut(), panes.sensors, state, panes.wide);
     render_chart(frame, panes.chart, state);
@@ -197,24 +209,33 @@ pub fn render(frame: &mut Frame, state: &State) {
     render_table(frame.buffer_mut(), panes.table, state);
     render_errors(frame.buffer_mut(), panes.errors, state);
     if state.view.help {
-        render_help(frame.buffer_mut(), area, state.view.theme);
+        render_help(
+            frame.buffer_mut(),
+            area,
+            state.view.theme,
+            state.can_pick(),
+        );
     }
 }
 
 fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
     let t = state.view.theme;
     let h = &state.header;
-    let agent_style = match h.agent {
-        AgentState::Running => t.good(),
-        AgentState::Stale | AgentState::Unknown => t.warn(),
-        AgentState::Stopped => t.bad(),
-    };
+    let agent_style = agent_style(h.agent, t);
     let mut first = vec![
         Span::styled("edgeprio ", t.title()),
         Span::raw(if h.node.is_empty() { "-" } else { &h.node }),
-        Span::raw("  agent "),
-        Span::styled(h.agent.as_str(), agent_style),
     ];
+    match h.last_reading_age_ms {
+        // No agent, but readings: how long the node has been silent.
+        Some(a) if h.agent == AgentState::Unknown => {
+            first.push(Span::raw(format!("  last reading {} ago", age(a))));
+        }
+        _ => {
+            first.push(Span::raw("  agent "));
+            first.push(Span::styled(h.agent.as_str(), agent_style));
+        }
+    }
     if let Some(hb) = h.heartbeat_age_ms {
         first.push(Span::raw(format!(" (beat {} ago)", age(hb))));
     }
@@ -281,7 +302,54 @@ fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
             second.insert(at, Span::styled(text, t.bad()));
         }
     }
-    Paragraph::new(vec![Line::from(first), Line::from(second)]).render(area, buf);
+    let mut lines = vec![Line::from(first), Line::from(second)];
+    if state.names_nodes() {
+        lines.push(node_line(state));
+    }
+    Paragraph::new(lines).render(area, buf);
+}
+
+/// Which nodes are shown, of how many, and how the one shown alone is:
+/// `nodes all 3  n next node` or `node esp-2 2/3  last reading 5s ago`.
+fn node_line(state: &State) -> Line<'static> {
+    let t = state.view.theme;
+    let count = state.nodes.len();
+    let mut spans = match &state.picked {
+        Some(p) => {
+            let mut spans = vec![
+                Span::raw("node "),
+                Span::styled(p.name.clone(), t.title()),
+                Span::raw(format!(" {}/{count}", p.position)),
+            ];
+            match p.liveness {
+                Liveness::Agent(a) => {
+                    spans.push(Span::raw("  agent "));
+                    spans.push(Span::styled(a.as_str(), agent_style(a, t)));
+                }
+                Liveness::LastReading(Some(a)) => {
+                    spans.push(Span::raw(format!("  last reading {} ago", age(a))));
+                }
+                Liveness::LastReading(None) => {
+                    spans.push(Span::styled("  no reading", t.warn()));
+                }
+            }
+            spans
+        }
+        None => vec![Span::raw(format!("nodes all {count}"))],
+    };
+    if state.can_pick() {
+        spans.push(Span::styled("  n next node", DIM));
+    }
+    Line::from(spans)
+}
+
+/// How an agent's liveness is drawn.
+fn agent_style(agent: AgentState, t: Theme) -> Style {
+    match agent {
+        AgentState::Running => t.good(),
+        AgentState::Stale | AgentState::Unknown => t.warn(),
+        AgentState::Stopped => t.bad(),
+    }
 }
 
 /// `text` in at most `room` columns: whole, or cut with `…)` (it is in
@@ -345,7 +413,7 @@ impl Widget for SensorWidget<'_> {
         };
         let marker = if self.selected { "▶" } else { " " };
         let block =
-            Block::bordered().title(Span::styled(format!("{marker}{} ", p.sensor), title_style));
+            Block::bordered().title(Span::styled(format!("{marker}{} ", p.label()), title_style));
         let mut lines = Vec::new();
         if let Some(l) = &p.latest {
             lines.push(Line::from(vec![
@@ -413,8 +481,7 @@ fn render_chart(frame: &mut Frame, area: Rect, state: &State) {
     let window = state.view.window;
     let name = state
         .selected_sensor()
-        .map_or("-", |s| s.sensor.as_str())
-        .to_owned();
+        .map_or_else(|| "-".to_owned(), SensorPanel::label);
     let block = Block::bordered().title(Line::from(vec![
         Span::styled(format!(" {name} "), t.title()),
         Span::styled("°C", t.temperature()),
@@ -554,7 +621,7 @@ impl Widget for RoutingSplit<'_> {
         let all: Vec<Rect> = inner.rows().collect();
         let shown = state.sensors.len().min(all.len().saturating_sub(2));
         for (s, r) in state.sensors.iter().zip(&all[..shown]) {
-            split_gauge(buf, *r, &s.sensor, s.split, t);
+            split_gauge(buf, *r, &s.label(), s.split, t);
         }
         let mut rows = all[shown..].iter().copied();
         if let Some(r) = rows.next() {
@@ -599,7 +666,7 @@ fn render_table(buf: &mut Buffer, area: Rect, state: &State) {
     let rows = shown.iter().map(|r| {
         Row::new([
             Cell::from(time_of_day(r.ts_ms)),
-            Cell::from(r.sensor.clone()),
+            Cell::from(label(r.node.as_deref(), &r.sensor)),
             Cell::from(format!("{:5.1}", r.temperature)),
             Cell::from(format!("{:5.1}", r.humidity)),
             Cell::from(format!("{}/{}", r.weights.0, r.weights.1)),
@@ -685,7 +752,11 @@ fn render_errors(buf: &mut Buffer, area: Rect, state: &State) {
             break;
         }
         let mut line = Line::from(vec![
-            Span::raw(format!("{} {} ", time_of_day(e.ts_ms), e.sensor)),
+            Span::raw(format!(
+                "{} {} ",
+                time_of_day(e.ts_ms),
+                label(e.node.as_deref(), &e.sensor)
+            )),
             Span::styled(e.kind.clone(), t.bad()),
         ]);
         let detail = Span::styled(format!(" {}", e.detail), DIM);
@@ -708,12 +779,16 @@ fn render_errors(buf: &mut Buffer, area: Rect, state: &State) {
     Paragraph::new(lines).render(inner, buf);
 }
 
-fn render_help(buf: &mut Buffer, area: Rect, t: Theme) {
-    let height = u16::try_from(HELP.len()).unwrap_or(u16::MAX) + 2;
+/// The key list; the node picker's keys too when there are `nodes` to
+/// pick from.
+fn render_help(buf: &mut Buffer, area: Rect, t: Theme, nodes: bool) {
+    let picker = nodes.then_some(&NODE_HELP);
+    let keys: Vec<&(&str, &str)> = HELP.iter().chain(picker).collect();
+    let height = u16::try_from(keys.len()).unwrap_or(u16::MAX) + 2;
     let popup = area.centered(Constraint::Length(40), Constraint::Length(height));
     Clear.render(popup, buf);
-    let lines: Vec<Line> = HELP
-        .iter()
+    let lines: Vec<Line> = keys
+        .into_iter()
         .map(|(k, what)| {
             Line::from(vec![
                 Span::styled(format!(" {k:<13}"), t.title()),
@@ -962,6 +1037,7 @@ mod tests {
 
     fn panel() -> SensorPanel {
         SensorPanel {
+            node: None,
             sensor: "lab".to_owned(),
             latest: Some(Latest {
                 temperature: 28.0,
