@@ -330,6 +330,95 @@ mod tests {
     }
 
     #[test]
+    fn the_node_picker_cycles_through_all_and_each_node() {
+        let three = Extent {
+            sensors: 6,
+            nodes: 3,
+            ..Extent::default()
+        };
+        let mut v = View::default();
+        let mut picks = Vec::new();
+        for _ in 0..5 {
+            v = apply(v, Action::NextNode, three).expect("not quit");
+            picks.push(v.node);
+        }
+        assert_eq!(picks, [1, 2, 3, 0, 1]);
+        let back: Vec<usize> = (0..5)
+            .map(|_| {
+                v = apply(v, Action::PrevNode, three).expect("not quit");
+                v.node
+            })
+            .collect();
+        assert_eq!(back, [0, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn another_node_starts_at_its_first_sensor_and_newest_row() {
+        let v = View {
+            selected: 4,
+            scroll: 30,
+            ..View::default()
+        };
+        let extent = Extent {
+            sensors: 6,
+            nodes: 3,
+            rows: 200,
+            page: 20,
+        };
+        let next = apply(v, Action::NextNode, extent).expect("not quit");
+        assert_eq!((next.node, next.selected, next.scroll), (1, 0, 0));
+        // One node (an agent's log): nothing to pick, nothing reset.
+        let one = Extent { nodes: 1, ..extent };
+        assert_eq!(apply(v, Action::NextNode, one), Some(v));
+        assert_eq!(apply(v, Action::PrevNode, one), Some(v));
+    }
+
+    /// A node that appears and sorts before the picked one moves it one
+    /// index on: the picker follows it by name.
+    #[test]
+    fn the_picked_node_is_followed_when_its_index_moves() {
+        use crate::dashboard::fixtures::{NOW, RAW_NODES, build_gateway};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let porch = View {
+            node: 2,
+            ..View::default()
+        };
+        let before = load(&open(&path).expect("open"), None, NOW, porch).expect("state");
+        assert_eq!(before.chosen_node(), Some(RAW_NODES[1]));
+        let mut store = Store::open(&path, Access::Writer).expect("writer");
+        store
+            .insert_readings(&[crate::domain::Reading {
+                node: "esp-attic".to_owned(),
+                sensor: "lab".to_owned(),
+                seq: 0,
+                ts_ms: NOW - 1_000,
+                sample: crate::domain::Sample::new(20.0, 50.0),
+                weights: crate::domain::PerChannel {
+                    temperature: 0,
+                    humidity: 0,
+                },
+                priority: 0,
+                route: crate::domain::Route::Batch,
+                clock_synced: None,
+            }])
+            .expect("a new node");
+        drop(store);
+        let store = open(&path).expect("open");
+        let moved = load(&store, None, NOW, porch).expect("state");
+        assert_eq!(moved.chosen_node(), Some(RAW_NODES[0]), "index 2 moved on");
+        let followed =
+            load_following(&store, None, NOW, porch, Some(RAW_NODES[1])).expect("state");
+        assert_eq!(followed.chosen_node(), Some(RAW_NODES[1]));
+        assert_eq!(followed.view.node, 3);
+        // Nothing to follow, or a node that went: the view as it is.
+        let all = load_following(&store, None, NOW, View::default(), None).expect("state");
+        assert_eq!(all.chosen_node(), None);
+        let gone = load_following(&store, None, NOW, porch, Some("esp-gone")).expect("state");
+        assert_eq!(gone.view.node, 2);
+    }
+
+    #[test]
     fn actions_change_the_view() {
         let v = View::default();
         let one = sensors(1);

@@ -701,7 +701,10 @@ fn sensor_panels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dashboard::fixtures::{INTERVAL, NODE, NOW, Scenario, build};
+    use crate::dashboard::fixtures::{
+        GATEWAY, INTERVAL, NODE, NOW, RAW_NODES, RAW_SENSORS, SILENT_MS, Scenario, build,
+        build_gateway,
+    };
 
     fn state_of(scenario: Scenario, view: View) -> State {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -922,6 +925,161 @@ mod tests {
             )
             .expect("count");
         assert_eq!(minutes, 0, "emptied minutes go");
+    }
+
+    /// The gateway's fixture log loaded with the picker on `node`.
+    fn gateway(node: usize) -> State {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let view = View {
+            node,
+            ..View::default()
+        };
+        load(&reader(&path), None, NOW, view).expect("state loads")
+    }
+
+    fn labels(s: &State) -> Vec<String> {
+        s.sensors.iter().map(SensorPanel::label).collect()
+    }
+
+    #[test]
+    fn an_agents_log_has_one_node_and_nothing_to_pick() {
+        let s = state_of(Scenario::Live, View::default());
+        assert_eq!(s.nodes, [NODE]);
+        assert!(!s.names_nodes() && !s.can_pick());
+        assert!(s.sensors.iter().all(|p| p.node.is_none()));
+        assert!(s.recent.iter().all(|r| r.node.is_none()));
+        assert_eq!(labels(&s), ["attic", "cellar", "lab"]);
+        assert_eq!(
+            s.picked,
+            Some(PickedNode {
+                name: NODE.to_owned(),
+                position: 1,
+                liveness: Liveness::Agent(AgentState::Running),
+            })
+        );
+        assert_eq!(s.chosen_node(), None, "the only node, not a choice");
+        // The picker has nothing to pick: any index shows the one node.
+        let picked = state_of(
+            Scenario::Live,
+            View {
+                node: 1,
+                ..View::default()
+            },
+        );
+        assert_eq!(
+            State {
+                view: s.view,
+                ..picked
+            },
+            s
+        );
+    }
+
+    #[test]
+    fn a_gateways_log_has_a_panel_per_node_and_sensor() {
+        let s = gateway(0);
+        assert_eq!(s.header.node, GATEWAY, "the owner's status heads it");
+        assert_eq!(s.header.agent, AgentState::Running);
+        assert_eq!(s.header.heartbeat_age_ms, Some(2_000));
+        assert_eq!(s.header.broker, Some(BrokerState::Connected));
+        assert_eq!(s.nodes, RAW_NODES);
+        assert!(s.names_nodes() && s.can_pick());
+        assert_eq!(s.picked, None, "all nodes");
+        let mut want = Vec::new();
+        for n in RAW_NODES {
+            for sensor in RAW_SENSORS {
+                want.push(format!("{n}/{sensor}"));
+            }
+        }
+        assert_eq!(labels(&s), want);
+        // The last hour: 240 cycles of the live nodes' sensors, 201 (its
+        // newest one 50 minutes in, the hour's first one 0 s in) of the
+        // node silent for the last 10 minutes.
+        assert_eq!(s.total.total(), 2 * (2 * 240 + 201));
+        // Everything published but the live nodes' newest cycle, counted
+        // over every node (the gateway publishes them all).
+        assert_eq!(s.header.outbox, 4);
+        assert_eq!(s.total.unpublished, 4);
+        // Every node's readings, each row naming its node: the newest 200
+        // (50 cycles of four) reach back past the silent node's last.
+        let nodes: std::collections::BTreeSet<_> =
+            s.recent.iter().filter_map(|r| r.node.as_deref()).collect();
+        assert_eq!(nodes.into_iter().collect::<Vec<_>>(), RAW_NODES);
+        assert!(s.recent.iter().all(|r| r.node.is_some()));
+        assert_eq!(s.recent.len(), MAX_ROWS);
+        // The chart is the selected pair's.
+        assert_eq!(s.selected_sensor().map(SensorPanel::label).as_deref(), Some("esp-hall/lab"));
+        assert_eq!(s.history.len(), 240);
+    }
+
+    #[test]
+    fn the_picker_shows_one_node_and_wraps_to_all() {
+        for (k, name) in RAW_NODES.into_iter().enumerate() {
+            let s = gateway(k + 1);
+            let picked = s.picked.as_ref().expect("one node shown");
+            assert_eq!((picked.name.as_str(), picked.position), (name, k + 1));
+            assert_eq!(s.chosen_node(), Some(name));
+            assert_eq!(s.pick_of(name), Some(k + 1));
+            assert_eq!(
+                labels(&s),
+                RAW_SENSORS.map(|sensor| format!("{name}/{sensor}"))
+            );
+            assert!(
+                s.recent.iter().all(|r| r.node.as_deref() == Some(name)),
+                "only {name}'s readings in the table"
+            );
+            let per_sensor = if k == 2 { 201 } else { 240 };
+            assert_eq!(s.total.total(), 2 * per_sensor);
+            assert_eq!(s.header.node, GATEWAY, "the header stays the owner's");
+        }
+        assert_eq!(gateway(RAW_NODES.len() + 1), State { view: gateway(RAW_NODES.len() + 1).view, ..gateway(0) });
+    }
+
+    #[test]
+    fn a_raw_node_shows_its_last_readings_age() {
+        let live = gateway(1).picked.expect("esp-hall");
+        assert_eq!(live.liveness, Liveness::LastReading(Some(5_000)));
+        let silent = gateway(3).picked.expect("esp-shed");
+        assert_eq!(silent.liveness, Liveness::LastReading(Some(SILENT_MS)));
+    }
+
+    #[test]
+    fn a_picked_node_with_its_own_agent_shows_that_agent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let mut store = Store::open(&path, crate::store::Access::Writer).expect("writer");
+        let porch = AgentStatus {
+            node: RAW_NODES[1].to_owned(),
+            running: true,
+            pid: 7,
+            version: "0.1.0".to_owned(),
+            started_ms: NOW - 3_600_000,
+            heartbeat_ms: NOW - 60_000,
+            interval_ms: INTERVAL,
+        };
+        store.commit_cycle(&[], &[], &porch).expect("status");
+        store.mark_stopped(&porch).expect("stop");
+        drop(store);
+        let view = View {
+            node: 2,
+            ..View::default()
+        };
+        let s = load(&reader(&path), None, NOW, view).expect("state");
+        assert_eq!(s.header.node, GATEWAY, "the newest heartbeat is the gateway's");
+        let picked = s.picked.expect("esp-porch");
+        assert_eq!(picked.liveness, Liveness::Agent(AgentState::Stopped));
+    }
+
+    #[test]
+    fn an_owner_without_a_status_row_shows_its_last_readings_age() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let s = load(&reader(&path), Some(RAW_NODES[2]), NOW, View::default()).expect("state");
+        assert_eq!(s.header.agent, AgentState::Unknown);
+        assert_eq!(s.header.last_reading_age_ms, Some(SILENT_MS));
+        // The gateway, with its status row, has none to show.
+        assert_eq!(gateway(0).header.last_reading_age_ms, None);
     }
 
     fn reader(path: &std::path::Path) -> Store {

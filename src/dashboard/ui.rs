@@ -29,20 +29,31 @@ const TALL: u16 = 32;
 /// The readings table's columns: time, sensor, °C, %RH, weights, priority,
 /// route, sent.
 const COLUMNS: [u16; 8] = [8, 10, 5, 5, 3, 2, 8, 4];
+/// The same when the log holds several nodes: the sensor column has room
+/// for `node/sensor`.
+const NODE_COLUMNS: [u16; 8] = [8, 16, 5, 5, 3, 2, 8, 4];
 /// The readings table's width: its columns, a space between each, borders.
+const TABLE_WIDTH: u16 = width_of(&COLUMNS);
+
+/// A table's width: its `columns`, a space between each, borders.
 #[expect(
     clippy::cast_possible_truncation,
     reason = "eight columns: the count fits a u16"
 )]
-const TABLE_WIDTH: u16 = {
-    let mut w = 2 + (COLUMNS.len() as u16 - 1);
+const fn width_of(columns: &[u16; 8]) -> u16 {
+    let mut w = 2 + (columns.len() as u16 - 1);
     let mut i = 0;
-    while i < COLUMNS.len() {
-        w += COLUMNS[i];
+    while i < columns.len() {
+        w += columns[i];
         i += 1;
     }
     w
-};
+}
+
+/// The readings table's columns when nodes are `named` or not.
+fn columns(named: bool) -> &'static [u16; 8] {
+    if named { &NODE_COLUMNS } else { &COLUMNS }
+}
 /// The errors pane is never narrower than this, so the newest error's
 /// time, sensor and kind fit on its first line.
 const ERRORS_MIN: u16 = 24;
@@ -134,11 +145,13 @@ struct Panes {
 }
 
 impl Panes {
-    /// The layout for a terminal of `area` under a header of
-    /// `header_height` lines: the one place that decides it, for drawing and
-    /// for [`table_rows`] alike.
-    fn of(area: Rect, header_height: u16) -> Panes {
+    /// The layout for a terminal of `area`, nodes `named` (a gateway's log:
+    /// a third header line, a wider sensor column) or not: the one place
+    /// that decides it, for drawing and for [`table_rows`] alike.
+    fn of(area: Rect, named: bool) -> Panes {
         let wide = area.width >= WIDE && area.height >= TALL;
+        let header_height = header_height(named);
+        let table_width = width_of(columns(named));
         let panel_height = if wide { 7 } else { 5 };
         // The chart takes what the table leaves: on a tall terminal the
         // table grows too, so a page of it is worth paging through.
@@ -161,7 +174,7 @@ impl Panes {
         ])
         .areas(middle);
         let [table, errors] =
-            Layout::horizontal([Constraint::Max(TABLE_WIDTH), Constraint::Min(ERRORS_MIN)])
+            Layout::horizontal([Constraint::Max(table_width), Constraint::Min(ERRORS_MIN)])
                 .areas(bottom);
         Panes {
             wide,
@@ -178,12 +191,12 @@ impl Panes {
 /// How many readings the table shows on a terminal of `area` under an
 /// agent's header: a page.
 pub fn table_rows(area: Rect) -> usize {
-    table_body(Panes::of(area, header_height(false)).table)
+    table_body(Panes::of(area, false).table)
 }
 
 /// How many readings the table of `state` shows on a terminal of `area`.
 pub fn page_of(state: &State, area: Rect) -> usize {
-    table_body(Panes::of(area, header_height(state.names_nodes())).table)
+    table_body(Panes::of(area, state.names_nodes()).table)
 }
 
 /// The header's lines: the owner's status and the broker's, and a third
@@ -201,7 +214,7 @@ fn table_body(area: Rect) -> usize {
 /// Draws the whole dashboard.
 pub fn render(frame: &mut Frame, state: &State) {
     let area = frame.area();
-    let panes = Panes::of(area, header_height(state.names_nodes()));
+    let panes = Panes::of(area, state.names_nodes());
     render_header(frame.buffer_mut(), panes.header, state);
     render_sensors(frame.buffer_mut(), panes.sensors, state, panes.wide);
     render_chart(frame, panes.chart, state);
@@ -590,9 +603,35 @@ fn series_chart<'a>(
 /// total, and published against still in the outbox.
 pub struct RoutingSplit<'a>(pub &'a State);
 
-fn split_gauge(buf: &mut Buffer, area: Rect, name: &str, split: Split, t: Theme) {
+/// The name column of the routing pane: a sensor's name, or more where
+/// panels are named `node/sensor` (see [`name_width`]).
+const NAME: usize = 7;
+
+/// The routing pane's name column for `state` in a pane `inner` columns
+/// wide: [`NAME`], or for `node/sensor` names the longest, within what
+/// leaves the counts (16 columns) and a gauge (8) their room.
+fn name_width(state: &State, inner: u16) -> usize {
+    if !state.names_nodes() {
+        return NAME;
+    }
+    let longest = state
+        .sensors
+        .iter()
+        .map(|s| s.label().chars().count())
+        .max()
+        .unwrap_or(NAME);
+    longest.min(usize::from(inner).saturating_sub(24)).max(NAME)
+}
+
+fn split_gauge(
+    buf: &mut Buffer,
+    area: Rect,
+    (name, width): (&str, usize),
+    split: Split,
+    t: Theme,
+) {
     let label = format!(
-        "{name:<7.7}{:>5}/{:<6}{:>4}",
+        "{name:<width$.width$}{:>5}/{:<6}{:>4}",
         split.realtime,
         split.total(),
         percent(split.realtime_ratio())
@@ -619,13 +658,14 @@ impl Widget for RoutingSplit<'_> {
         block.render(area, buf);
         // The last two rows are kept for the total and the outbox.
         let all: Vec<Rect> = inner.rows().collect();
+        let width = name_width(state, inner.width);
         let shown = state.sensors.len().min(all.len().saturating_sub(2));
         for (s, r) in state.sensors.iter().zip(&all[..shown]) {
-            split_gauge(buf, *r, &s.label(), s.split, t);
+            split_gauge(buf, *r, (&s.label(), width), s.split, t);
         }
         let mut rows = all[shown..].iter().copied();
         if let Some(r) = rows.next() {
-            split_gauge(buf, r, "total", state.total, t);
+            split_gauge(buf, r, ("total", width), state.total, t);
         }
         if let Some(r) = rows.next() {
             let total = state.total.total();
@@ -685,7 +725,7 @@ fn render_table(buf: &mut Buffer, area: Rect, state: &State) {
         )
     };
     Widget::render(
-        Table::new(rows, COLUMNS.map(Constraint::Length))
+        Table::new(rows, columns(state.names_nodes()).map(Constraint::Length))
             .header(header)
             .block(Block::bordered().title(Span::styled(title, t.title()))),
         area,
@@ -807,7 +847,9 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::dashboard::fixtures::{NOW, Scenario, build};
+    use crate::dashboard::fixtures::{
+        NOW, RAW_NODES, RAW_SENSORS, SILENT_MS, Scenario, build, build_gateway,
+    };
     use crate::dashboard::state::{LastError, Latest, View, load};
 
     fn state_of(scenario: Scenario, selected: usize) -> State {
@@ -912,6 +954,103 @@ mod tests {
             "{}",
             line(&state)
         );
+    }
+
+    /// The gateway's fixture log with the picker on `node`.
+    fn gateway(node: usize) -> State {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let store = crate::store::Store::open(&path, crate::store::Access::ReadOnly)
+            .expect("read-only open");
+        let view = View {
+            node,
+            theme: Theme { color: false },
+            ..View::default()
+        };
+        load(&store, None, NOW, view).expect("state loads")
+    }
+
+    /// The screen's text, one string per row.
+    fn screen_text(state: &State, width: u16, height: u16) -> Vec<String> {
+        text(screen(state, width, height).backend().buffer())
+    }
+
+    #[test]
+    fn gateway_all_nodes() {
+        snapshots("gateway_all", &gateway(0));
+    }
+
+    #[test]
+    fn gateway_one_node() {
+        snapshots("gateway_one", &gateway(3));
+    }
+
+    #[test]
+    fn a_gateways_header_says_which_nodes_are_shown() {
+        let all = screen_text(&gateway(0), 120, 40);
+        assert!(all[0].starts_with("edgeprio gw-1  agent running (beat 2s ago)"), "{}", all[0]);
+        assert_eq!(all[2].trim_end(), "nodes all 3  n next node");
+        let hall = screen_text(&gateway(1), 120, 40);
+        assert_eq!(
+            hall[2].trim_end(),
+            "node esp-hall 1/3  last reading 5s ago  n next node"
+        );
+        let shed = screen_text(&gateway(3), 120, 40);
+        assert_eq!(
+            shed[2].trim_end(),
+            "node esp-shed 3/3  last reading 10m ago  n next node"
+        );
+        // An agent's header keeps its two lines.
+        let agent = screen_text(&state_of(Scenario::Live, 2), 120, 40);
+        assert!(agent[2].starts_with('┌'), "{}", agent[2]);
+    }
+
+    #[test]
+    fn panels_are_named_node_slash_sensor_and_filtered_by_the_picker() {
+        let all = screen_text(&gateway(0), 120, 40).join("\n");
+        for node in RAW_NODES {
+            for sensor in RAW_SENSORS {
+                assert!(all.contains(&format!("{node}/{sensor} ")), "{node}/{sensor}:\n{all}");
+            }
+        }
+        let porch = screen_text(&gateway(2), 120, 40).join("\n");
+        assert!(porch.contains("┌▶esp-porch/lab ") && porch.contains("┌ esp-porch/yard "), "{porch}");
+        for other in [RAW_NODES[0], RAW_NODES[2]] {
+            assert!(!porch.contains(other), "{other} shown while esp-porch is picked:\n{porch}");
+        }
+    }
+
+    #[test]
+    fn an_owner_without_an_agent_shows_its_last_readings_age() {
+        let mut state = gateway(0);
+        state.header = crate::dashboard::state::Header {
+            node: "esp-shed".to_owned(),
+            agent: AgentState::Unknown,
+            heartbeat_age_ms: None,
+            last_reading_age_ms: Some(SILENT_MS),
+            interval_ms: None,
+            uptime_ms: None,
+            broker: None,
+            broker_error: None,
+            broker_for_ms: None,
+            outbox: 0,
+            log_replaced: None,
+        };
+        let rows = screen_text(&state, 120, 40);
+        assert_eq!(rows[0].trim_end(), "edgeprio esp-shed  last reading 10m ago");
+    }
+
+    #[test]
+    fn help_lists_the_node_keys_only_with_nodes_to_pick() {
+        let mut state = gateway(0);
+        state.view.help = true;
+        let picker = format!("{:<13}{}", NODE_HELP.0, NODE_HELP.1);
+        let shown = screen_text(&state, 80, 24).join("\n");
+        assert!(shown.contains(&picker), "{shown}");
+        let mut agent = state_of(Scenario::Live, 2);
+        agent.view.help = true;
+        let shown = screen_text(&agent, 80, 24).join("\n");
+        assert!(!shown.contains(NODE_HELP.1), "{shown}");
     }
 
     #[test]
