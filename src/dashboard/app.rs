@@ -407,8 +407,7 @@ mod tests {
         let store = open(&path).expect("open");
         let moved = load(&store, None, NOW, porch).expect("state");
         assert_eq!(moved.chosen_node(), Some(RAW_NODES[0]), "index 2 moved on");
-        let followed =
-            load_following(&store, None, NOW, porch, Some(RAW_NODES[1])).expect("state");
+        let followed = load_following(&store, None, NOW, porch, Some(RAW_NODES[1])).expect("state");
         assert_eq!(followed.chosen_node(), Some(RAW_NODES[1]));
         assert_eq!(followed.view.node, 3);
         // Nothing to follow, or a node that went: the view as it is.

@@ -1009,7 +1009,10 @@ mod tests {
         assert!(s.recent.iter().all(|r| r.node.is_some()));
         assert_eq!(s.recent.len(), MAX_ROWS);
         // The chart is the selected pair's.
-        assert_eq!(s.selected_sensor().map(SensorPanel::label).as_deref(), Some("esp-hall/lab"));
+        assert_eq!(
+            s.selected_sensor().map(SensorPanel::label).as_deref(),
+            Some("esp-hall/lab")
+        );
         assert_eq!(s.history.len(), 240);
     }
 
@@ -1033,7 +1036,13 @@ mod tests {
             assert_eq!(s.total.total(), 2 * per_sensor);
             assert_eq!(s.header.node, GATEWAY, "the header stays the owner's");
         }
-        assert_eq!(gateway(RAW_NODES.len() + 1), State { view: gateway(RAW_NODES.len() + 1).view, ..gateway(0) });
+        assert_eq!(
+            gateway(RAW_NODES.len() + 1),
+            State {
+                view: gateway(RAW_NODES.len() + 1).view,
+                ..gateway(0)
+            }
+        );
     }
 
     #[test]
@@ -1066,7 +1075,10 @@ mod tests {
             ..View::default()
         };
         let s = load(&reader(&path), None, NOW, view).expect("state");
-        assert_eq!(s.header.node, GATEWAY, "the newest heartbeat is the gateway's");
+        assert_eq!(
+            s.header.node, GATEWAY,
+            "the newest heartbeat is the gateway's"
+        );
         let picked = s.picked.expect("esp-porch");
         assert_eq!(picked.liveness, Liveness::Agent(AgentState::Stopped));
     }

@@ -32,7 +32,8 @@ const COLUMNS: [u16; 8] = [8, 10, 5, 5, 3, 2, 8, 4];
 /// The same when the log holds several nodes: the sensor column has room
 /// for `node/sensor`.
 const NODE_COLUMNS: [u16; 8] = [8, 16, 5, 5, 3, 2, 8, 4];
-/// The readings table's width: its columns, a space between each, borders.
+/// An agent's readings table's width, as the widget tests draw it.
+#[cfg(test)]
 const TABLE_WIDTH: u16 = width_of(&COLUMNS);
 
 /// A table's width: its `columns`, a space between each, borders.
@@ -222,12 +223,7 @@ pub fn render(frame: &mut Frame, state: &State) {
     render_table(frame.buffer_mut(), panes.table, state);
     render_errors(frame.buffer_mut(), panes.errors, state);
     if state.view.help {
-        render_help(
-            frame.buffer_mut(),
-            area,
-            state.view.theme,
-            state.can_pick(),
-        );
+        render_help(frame.buffer_mut(), area, state.view.theme, state.can_pick());
     }
 }
 
@@ -623,13 +619,7 @@ fn name_width(state: &State, inner: u16) -> usize {
     longest.min(usize::from(inner).saturating_sub(24)).max(NAME)
 }
 
-fn split_gauge(
-    buf: &mut Buffer,
-    area: Rect,
-    (name, width): (&str, usize),
-    split: Split,
-    t: Theme,
-) {
+fn split_gauge(buf: &mut Buffer, area: Rect, (name, width): (&str, usize), split: Split, t: Theme) {
     let label = format!(
         "{name:<width$.width$}{:>5}/{:<6}{:>4}",
         split.realtime,
@@ -988,7 +978,11 @@ mod tests {
     #[test]
     fn a_gateways_header_says_which_nodes_are_shown() {
         let all = screen_text(&gateway(0), 120, 40);
-        assert!(all[0].starts_with("edgeprio gw-1  agent running (beat 2s ago)"), "{}", all[0]);
+        assert!(
+            all[0].starts_with("edgeprio gw-1  agent running (beat 2s ago)"),
+            "{}",
+            all[0]
+        );
         assert_eq!(all[2].trim_end(), "nodes all 3  n next node");
         let hall = screen_text(&gateway(1), 120, 40);
         assert_eq!(
@@ -1010,13 +1004,22 @@ mod tests {
         let all = screen_text(&gateway(0), 120, 40).join("\n");
         for node in RAW_NODES {
             for sensor in RAW_SENSORS {
-                assert!(all.contains(&format!("{node}/{sensor} ")), "{node}/{sensor}:\n{all}");
+                assert!(
+                    all.contains(&format!("{node}/{sensor} ")),
+                    "{node}/{sensor}:\n{all}"
+                );
             }
         }
         let porch = screen_text(&gateway(2), 120, 40).join("\n");
-        assert!(porch.contains("┌▶esp-porch/lab ") && porch.contains("┌ esp-porch/yard "), "{porch}");
+        assert!(
+            porch.contains("┌▶esp-porch/lab ") && porch.contains("┌ esp-porch/yard "),
+            "{porch}"
+        );
         for other in [RAW_NODES[0], RAW_NODES[2]] {
-            assert!(!porch.contains(other), "{other} shown while esp-porch is picked:\n{porch}");
+            assert!(
+                !porch.contains(other),
+                "{other} shown while esp-porch is picked:\n{porch}"
+            );
         }
     }
 
@@ -1037,7 +1040,10 @@ mod tests {
             log_replaced: None,
         };
         let rows = screen_text(&state, 120, 40);
-        assert_eq!(rows[0].trim_end(), "edgeprio esp-shed  last reading 10m ago");
+        assert_eq!(
+            rows[0].trim_end(),
+            "edgeprio esp-shed  last reading 10m ago"
+        );
     }
 
     #[test]

@@ -318,7 +318,11 @@ impl Snapshot<'_> {
     }
 
     /// The newest `limit` readings of `node` (of every node for `None`).
-    fn recent_of(&self, node: Option<&str>, limit: usize) -> Result<Vec<StoredReading>, StoreError> {
+    fn recent_of(
+        &self,
+        node: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (rows, bad) = self
             .tx
