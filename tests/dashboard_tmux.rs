@@ -833,7 +833,7 @@ impl Screen {
                 w.next()?.strip_prefix('p')?.parse::<u32>().ok()?;
                 let route = route(w.next()?)?;
                 Some(Panel {
-                    sensor: (*name).to_owned(),
+                    sensor: name.clone(),
                     weights,
                     route,
                 })

@@ -440,13 +440,7 @@ pub fn load(
             None => return Ok(empty(view)),
         },
     };
-    let mut nodes = snap.nodes()?;
-    for n in snap.error_nodes(since)? {
-        if !nodes.contains(&n) {
-            nodes.push(n);
-        }
-    }
-    nodes.sort();
+    let nodes = node_list(&snap, since)?;
     let named = nodes.iter().any(|n| *n != owner);
     let pick = if nodes.len() > 1 {
         view.node % (nodes.len() + 1)
@@ -508,22 +502,7 @@ pub fn load(
         [] => Some(owner.as_str()),
         _ => None,
     };
-    let recent = match one {
-        Some(n) => snap.recent(n, MAX_ROWS)?,
-        None => snap.recent_all(MAX_ROWS)?,
-    };
-    let recent = recent.into_iter().map(|r| row(r, named)).collect();
-    let errors = snap
-        .errors(one, None, since, MAX_ROWS)?
-        .into_iter()
-        .map(|e| ErrorRow {
-            node: named.then_some(e.node),
-            ts_ms: e.error.ts_ms,
-            sensor: e.error.sensor,
-            kind: e.error.kind.as_str().to_owned(),
-            detail: e.error.detail,
-        })
-        .collect();
+    let (recent, errors) = tables(&snap, one, named, since)?;
     Ok(State {
         view,
         header,
@@ -537,6 +516,46 @@ pub fn load(
         sensors,
         error: None,
     })
+}
+
+/// Every node of the log: with a reading, or a failed read at or after
+/// `since` (a node whose sensors only failed), by name.
+fn node_list(snap: &Snapshot<'_>, since: i64) -> Result<Vec<String>, StoreError> {
+    let mut nodes = snap.nodes()?;
+    for n in snap.error_nodes(since)? {
+        if !nodes.contains(&n) {
+            nodes.push(n);
+        }
+    }
+    nodes.sort();
+    Ok(nodes)
+}
+
+/// The readings table and the errors pane: of `node`, or of every node
+/// for `None`, naming the node in each row if `named`.
+fn tables(
+    snap: &Snapshot<'_>,
+    node: Option<&str>,
+    named: bool,
+    since: i64,
+) -> Result<(Vec<Row>, Vec<ErrorRow>), StoreError> {
+    let recent = match node {
+        Some(n) => snap.recent(n, MAX_ROWS)?,
+        None => snap.recent_all(MAX_ROWS)?,
+    };
+    let recent = recent.into_iter().map(|r| row(r, named)).collect();
+    let errors = snap
+        .errors(node, None, since, MAX_ROWS)?
+        .into_iter()
+        .map(|e| ErrorRow {
+            node: named.then_some(e.node),
+            ts_ms: e.error.ts_ms,
+            sensor: e.error.sensor,
+            kind: e.error.kind.as_str().to_owned(),
+            detail: e.error.detail,
+        })
+        .collect();
+    Ok((recent, errors))
 }
 
 /// The liveness of `node` shown alone: its own status row's (an agent),
@@ -634,11 +653,11 @@ fn header(snap: &Snapshot<'_>, node: &str, now_ms: i64) -> Result<Header, StoreE
     Ok(h)
 }
 
-/// The panels of `node`'s sensors, naming the node if `named`.
+/// The panels of `node`'s sensors, naming the node if `qualify`.
 fn sensor_panels(
     snap: &Snapshot<'_>,
     node: &str,
-    named: bool,
+    qualify: bool,
     now_ms: i64,
     since: i64,
 ) -> Result<Vec<SensorPanel>, StoreError> {
@@ -687,7 +706,7 @@ fn sensor_panels(
             unpublished: count_of(&unpublished, &sensor),
         };
         panels.push(SensorPanel {
-            node: named.then(|| node.to_owned()),
+            node: qualify.then(|| node.to_owned()),
             errors: count_of(&failing, &sensor),
             sensor,
             latest,
