@@ -55,6 +55,9 @@ const fn width_of(columns: &[u16; 8]) -> u16 {
 fn columns(named: bool) -> &'static [u16; 8] {
     if named { &NODE_COLUMNS } else { &COLUMNS }
 }
+/// Sensor panels are never narrower than this: where more than fit, the
+/// row shows them a page at a time.
+const PANEL_MIN: u16 = 12;
 /// The errors pane is never narrower than this, so the newest error's
 /// time, sensor and kind fit on its first line.
 const ERRORS_MIN: u16 = 24;
@@ -385,12 +388,18 @@ fn render_sensors(buf: &mut Buffer, area: Rect, state: &State, wide: bool) {
             .render(area, buf);
         return;
     }
-    let n = u32::try_from(state.sensors.len()).unwrap_or(u32::MAX);
+    // A gateway's log may hold hundreds of pairs: the row shows the page
+    // of those that fit which holds the selected one.
+    let fit = usize::from((area.width / PANEL_MIN).max(1));
+    let first = state.selected / fit * fit;
+    let page = &state.sensors[first.min(state.sensors.len())..];
+    let page = &page[..page.len().min(fit)];
+    let n = u32::try_from(page.len()).unwrap_or(u32::MAX);
     let areas = Layout::horizontal((0..n).map(|_| Constraint::Ratio(1, n))).split(area);
-    for (i, (sensor, rect)) in state.sensors.iter().zip(areas.iter()).enumerate() {
+    for (i, (sensor, rect)) in page.iter().zip(areas.iter()).enumerate() {
         SensorWidget {
             panel: sensor,
-            selected: i == state.selected,
+            selected: first + i == state.selected,
             theme: state.view.theme,
             wide,
         }
@@ -1057,6 +1066,31 @@ mod tests {
         agent.view.help = true;
         let shown = screen_text(&agent, 80, 24).join("\n");
         assert!(!shown.contains(NODE_HELP.1), "{shown}");
+    }
+
+    #[test]
+    fn panels_that_do_not_fit_are_shown_a_page_at_a_time() {
+        let mut state = gateway(0);
+        let six = state.sensors.clone();
+        state.sensors = (0..4).flat_map(|_| six.clone()).collect();
+        let area = Rect::new(0, 0, 80, 5);
+        let titles = |state: &State| {
+            let mut buf = Buffer::empty(area);
+            render_sensors(&mut buf, area, state, false);
+            text(&buf)[0].matches('┌').count()
+        };
+        // 24 panels, 6 to a page of 80 columns.
+        state.selected = 0;
+        assert_eq!(titles(&state), 6);
+        state.selected = 23;
+        let mut buf = Buffer::empty(area);
+        render_sensors(&mut buf, area, &state, false);
+        let top = &text(&buf)[0];
+        assert_eq!(top.matches('┌').count(), 6);
+        assert!(
+            top.ends_with("┌▶esp-shed/y┐"),
+            "the selected one is on the page: {top}"
+        );
     }
 
     #[test]
