@@ -2,7 +2,7 @@
 //! (the queries themselves live with the schema, in `store`). `now` is an
 //! argument, so the same database gives the same state in tests; everything
 //! held is bounded (history downsampled to [`MAX_POINTS`], tables capped at
-//! [`MAX_ROWS`]).
+//! [`MAX_ROWS`], a panel per (node, sensor) pair of the log).
 
 use crate::domain::Route;
 use crate::store::{AgentStatus, BrokerState, Snapshot, Store, StoreError, StoredReading};
@@ -381,7 +381,7 @@ impl State {
     /// gateway's log): panels are named `node/sensor` and the header says
     /// which nodes are shown.
     pub fn names_nodes(&self) -> bool {
-        self.nodes.iter().any(|n| *n != self.header.node)
+        names_nodes(&self.nodes, &self.header.node)
     }
 
     /// Whether there is a node to pick: more than one.
@@ -402,6 +402,12 @@ impl State {
     pub fn pick_of(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n == name).map(|i| i + 1)
     }
+}
+
+/// Whether panels and rows name their node: when `nodes` holds any but the
+/// header's `owner`.
+fn names_nodes(nodes: &[String], owner: &str) -> bool {
+    nodes.iter().any(|n| n != owner)
 }
 
 fn row(s: StoredReading, named: bool) -> Row {
@@ -441,7 +447,7 @@ pub fn load(
         },
     };
     let nodes = node_list(&snap, since)?;
-    let named = nodes.iter().any(|n| *n != owner);
+    let named = names_nodes(&nodes, &owner);
     let pick = if nodes.len() > 1 {
         view.node % (nodes.len() + 1)
     } else {
@@ -464,7 +470,7 @@ pub fn load(
         );
     }
     let picked = match shown {
-        [one] => Some(picked_node(&snap, one, &nodes, &sensors, now_ms)?),
+        [one] => Some(picked_node(&snap, one, pick.max(1), &sensors, now_ms)?),
         _ => None,
     };
     let selected = match sensors.len() {
@@ -564,7 +570,7 @@ fn tables(
 fn picked_node(
     snap: &Snapshot<'_>,
     node: &str,
-    nodes: &[String],
+    position: usize,
     panels: &[SensorPanel],
     now_ms: i64,
 ) -> Result<PickedNode, StoreError> {
@@ -574,7 +580,7 @@ fn picked_node(
     };
     Ok(PickedNode {
         name: node.to_owned(),
-        position: nodes.iter().position(|n| n == node).map_or(1, |i| i + 1),
+        position,
         liveness,
     })
 }
