@@ -205,8 +205,10 @@ pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
     Some(v)
 }
 
-/// Runs the dashboard on the log `db` for `node` (default: the agent with
-/// the newest heartbeat), reloading every `refresh`, until the user quits
+/// Runs the dashboard on the log `db` under the header of `node` (default:
+/// the agent or gateway with the newest heartbeat), with a panel per (node,
+/// sensor) of the log until the picker (`n`) shows one node, reloading
+/// every `refresh`, until the user quits
 /// or `stop()` returns true. Blocking: call it from a plain thread (or the main thread), never from
 /// a tokio worker. Colors follow `NO_COLOR`.
 pub fn run(
