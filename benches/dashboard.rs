@@ -78,10 +78,10 @@ fn bench_shape(c: &mut Criterion, shape: Shape, rows: i64) {
 
 /// The gateway's log of `rows` readings inside 24 h, built once: the
 /// dense log's readings, each sensor `s` of a cycle becoming sensor
-/// `s % 2` of node `esp-<n>`.
+/// `s % 2` of node `esp-<n>`, all published but the newest 100.
 fn gateway_log(dir: &Path, rows: i64) -> std::path::PathBuf {
     let path = dir.join(format!(
-        "gateway-{rows}-v{}.db",
+        "gateway-{rows}-published-v{}.db",
         edgeprio::store::SCHEMA_VERSION
     ));
     if path.exists() {
@@ -113,6 +113,15 @@ fn gateway_log(dir: &Path, rows: i64) -> std::path::PathBuf {
     store
         .commit_cycle(&[], &[], &dashlog::status(LAST_MS))
         .expect("status");
+    drop(store);
+    // Published but the newest 100, as in the agent's logs.
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .execute(
+            "UPDATE readings SET published_ms = ts_ms + 5 WHERE id <= ?1",
+            [rows - 100],
+        )
+        .expect("publish");
     path
 }
 
