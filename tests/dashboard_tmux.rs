@@ -16,6 +16,10 @@
 //! screen can still be read (tmux's `remain-on-exit` would too, but tmux may
 //! mark a pane dead before it has read the last output or the status).
 //!
+//! One more case runs `edgeprio dashboard` itself on a gateway's log of
+//! three nodes, written with the store API by the test, and drives the node
+//! picker (`n`): the screen shows one node's panels, then the next's.
+//!
 //! tmux is required: without it these tests fail, they never skip
 //! (scripts/test installs it). scripts/cross-test does not run this file.
 
@@ -28,7 +32,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use edgeprio::dashboard::keys::HELP;
+use edgeprio::dashboard::keys::{HELP, NODE_HELP};
+use edgeprio::domain::{PerChannel, Reading, Route, Sample};
+use edgeprio::store::{Access, AgentStatus, Store};
 use tempfile::TempDir;
 
 /// Upper bound for any one thing the test waits for on screen.
@@ -107,6 +113,109 @@ fn a_dropped_terminal_stops_the_demo_cleanly() {
         .map(|s| s.state)
         .collect();
     assert_eq!(states, ["stopped"], "the agent recorded a clean stop");
+}
+
+/// The gateway of [`gateway_log`] and the raw nodes behind it.
+const GATEWAY: &str = "gw-test";
+const RAW_NODES: [&str; 3] = ["esp-a", "esp-b", "esp-c"];
+const RAW_SENSORS: [&str; 2] = ["lab", "yard"];
+
+/// A gateway's log at `path`, as `edgeprio gateway` writes it: ten
+/// cycles of [`RAW_NODES`] x [`RAW_SENSORS`] up to now, and the gateway's
+/// own status row, running (a long interval: nobody beats while the test
+/// runs, and it must not turn stale).
+fn gateway_log(path: &Path) {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis(),
+    )
+    .expect("fits");
+    let mut store = Store::open(path, Access::Writer).expect("create the log");
+    let mut readings = Vec::new();
+    for cycle in 0..10_u32 {
+        for (n, node) in RAW_NODES.into_iter().enumerate() {
+            for (s, sensor) in RAW_SENSORS.into_iter().enumerate() {
+                readings.push(Reading {
+                    node: node.to_owned(),
+                    sensor: sensor.to_owned(),
+                    seq: u64::from(cycle),
+                    ts_ms: now - i64::from(9 - cycle) * 15_000,
+                    sample: Sample::new(20.0 + f64::from(cycle) / 10.0 + n as f64, 50.0 + s as f64),
+                    weights: PerChannel {
+                        temperature: 0,
+                        humidity: 0,
+                    },
+                    priority: 0,
+                    route: Route::Batch,
+                    clock_synced: None,
+                });
+            }
+        }
+    }
+    store.insert_readings(&readings).expect("the readings");
+    let status = AgentStatus {
+        node: GATEWAY.to_owned(),
+        running: true,
+        pid: std::process::id(),
+        version: "test".to_owned(),
+        started_ms: now - 600_000,
+        heartbeat_ms: now,
+        interval_ms: 3_600_000,
+    };
+    store
+        .commit_cycle(&[], &[], &status)
+        .expect("the status row");
+}
+
+/// `edgeprio dashboard` on a gateway's log: a panel per (node, sensor),
+/// named `node/sensor`; `n` shows the first node's panels only, `n` again
+/// the next node's; `?` lists the picker's keys; `q` quits with 0.
+#[test]
+fn the_node_picker_shows_one_nodes_panels() {
+    let log = tempfile::tempdir().expect("a tempdir");
+    let db = log.path().join("gateway.db");
+    gateway_log(&db);
+    let db = db.to_string_lossy().into_owned();
+    let mut pane = Pane::start_with(120, 40, &["dashboard", "--db", &db]);
+    let all: Vec<String> = RAW_NODES
+        .iter()
+        .flat_map(|n| RAW_SENSORS.map(|s| format!("{n}/{s}")))
+        .collect();
+    pane.wait("a panel per (node, sensor), all nodes", LIMIT, |s| {
+        let owner = s
+            .lines
+            .first()?
+            .starts_with(&format!("edgeprio {GATEWAY}  agent running"));
+        let picker = s.lines.get(2)?.starts_with("nodes all 3");
+        (owner && picker && s.panel_titles() == all).then_some(())
+    });
+    for (k, node) in RAW_NODES.into_iter().take(2).enumerate() {
+        pane.send("n");
+        let shown = pane.wait(&format!("{node}'s panels only"), LIMIT, |s| {
+            let line = format!("node {node} {}/3  last reading", k + 1);
+            let titles = RAW_SENSORS.map(|sensor| format!("{node}/{sensor}"));
+            (s.lines.get(2)?.starts_with(&line) && s.panel_titles() == titles).then(|| s.clone())
+        });
+        for other in RAW_NODES.into_iter().filter(|o| *o != node) {
+            assert!(
+                !shown.contains(other),
+                "{other} is on screen while {node} is picked:\n{shown}"
+            );
+        }
+    }
+    pane.send("?");
+    pane.wait("the picker's keys in the help", LIMIT, |s| {
+        (s.contains("┌ keys ") && s.contains(NODE_HELP.0) && s.contains(NODE_HELP.1)).then_some(())
+    });
+    let status = pane.quit(Stop::Key);
+    assert_eq!(
+        status,
+        "0",
+        "the dashboard exited with {status}:\n{}",
+        pane.capture()
+    );
 }
 
 fn dashboard_session(width: u16, height: u16) {
@@ -334,6 +443,27 @@ struct Pane {
 impl Pane {
     /// Starts the server and the session; the script starts the demo.
     fn start(width: u16, height: u16) -> Pane {
+        let dir = tempfile::Builder::new()
+            .prefix("edgeprio-tmux")
+            .tempdir()
+            .expect("create a tempdir");
+        let db = dir.path().join("demo.db").to_string_lossy().into_owned();
+        Pane::start_in(dir, width, height, &["demo", "--db", &db, "--speed", SPEED])
+    }
+
+    /// Starts the server and the session; the script runs edgeprio with
+    /// `args`.
+    fn start_with(width: u16, height: u16, args: &[&str]) -> Pane {
+        let dir = tempfile::Builder::new()
+            .prefix("edgeprio-tmux")
+            .tempdir()
+            .expect("create a tempdir");
+        Pane::start_in(dir, width, height, args)
+    }
+
+    /// Starts the server and the session in `dir`; the script runs
+    /// edgeprio with `args`.
+    fn start_in(dir: TempDir, width: u16, height: u16, args: &[&str]) -> Pane {
         match Command::new("tmux").arg("-V").output() {
             Ok(out) if out.status.success() => {}
             Ok(out) => panic!(
@@ -343,10 +473,6 @@ impl Pane {
             ),
             Err(e) => panic!("tmux is missing; scripts/test installs it ({e})"),
         }
-        let dir = tempfile::Builder::new()
-            .prefix("edgeprio-tmux")
-            .tempdir()
-            .expect("create a tempdir");
         // No status line: the pane gets the whole window. xterm-256color:
         // the TERM of a typical terminal (or SSH session) on a desktop.
         fs::write(
@@ -355,7 +481,7 @@ impl Pane {
              set-option -g default-terminal xterm-256color\n",
         )
         .expect("write tmux.conf");
-        fs::write(dir.path().join("run.sh"), script(dir.path())).expect("write run.sh");
+        fs::write(dir.path().join("run.sh"), script(dir.path(), args)).expect("write run.sh");
         let pane = Pane {
             dir,
             seen: Seen::default(),
@@ -540,16 +666,22 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The script the pane runs: records the tty settings, runs the demo (the
-/// inner `sh` writes its pid, then becomes the demo), records the status
-/// and the tty settings again, and keeps the pane open.
-fn script(dir: &Path) -> String {
+/// The script the pane runs: records the tty settings, runs edgeprio with
+/// `args` (the demo, mostly; the inner `sh` writes its pid, then becomes
+/// edgeprio), records the status and the tty settings again, and keeps the
+/// pane open.
+fn script(dir: &Path, args: &[&str]) -> String {
     let file = |name: &str| sh_quote(&dir.join(name).to_string_lossy());
-    let demo: Vec<String> = common::bin_argv().iter().map(|w| sh_quote(w)).collect();
+    let demo: Vec<String> = common::bin_argv()
+        .iter()
+        .map(String::as_str)
+        .chain(args.iter().copied())
+        .map(sh_quote)
+        .collect();
     format!(
         "stty -g > {stty_before}\n\
          printf '%s\\n' {before}\n\
-         sh -c 'echo $$ > \"$0\" && exec \"$@\"' {pid} {demo} demo --db {db} --speed {SPEED}\n\
+         sh -c 'echo $$ > \"$0\" && exec \"$@\"' {pid} {demo}\n\
          rc=$?\n\
          stty -g > {stty_after}\n\
          stty -a > {stty_a_after}\n\
@@ -560,7 +692,6 @@ fn script(dir: &Path) -> String {
         before = sh_quote(BEFORE),
         pid = file("demo.pid"),
         demo = demo.join(" "),
-        db = file("demo.db"),
         stty_after = file("stty-after"),
         stty_a_after = file("stty-a-after"),
         after = sh_quote(AFTER),
@@ -647,11 +778,13 @@ impl Screen {
         })
     }
 
-    /// The sensor panels, if every one shows a reading: the first box row
-    /// holds the titles, the next two the values and the weights.
-    fn panels(&self) -> Option<Vec<Panel>> {
-        let top = self.lines.iter().position(|l| l.starts_with('┌'))?;
-        let titles: Vec<&str> = self.lines[top]
+    /// The sensor panels' titles (`lab`, or `node/sensor` on a gateway's
+    /// log): the first box row's.
+    fn panel_titles(&self) -> Vec<String> {
+        let Some(top) = self.lines.iter().position(|l| l.starts_with('┌')) else {
+            return Vec::new();
+        };
+        self.lines[top]
             .split('┌')
             .skip(1)
             .map(|t| {
@@ -659,8 +792,16 @@ impl Screen {
                     .split([' ', '─'])
                     .next()
                     .unwrap_or_default()
+                    .to_owned()
             })
-            .collect();
+            .collect()
+    }
+
+    /// The sensor panels, if every one shows a reading: the first box row
+    /// holds the titles, the next two the values and the weights.
+    fn panels(&self) -> Option<Vec<Panel>> {
+        let top = self.lines.iter().position(|l| l.starts_with('┌'))?;
+        let titles = self.panel_titles();
         let cells = |line: &str| -> Vec<String> {
             line.split('│')
                 .map(str::trim)
@@ -692,7 +833,7 @@ impl Screen {
                 w.next()?.strip_prefix('p')?.parse::<u32>().ok()?;
                 let route = route(w.next()?)?;
                 Some(Panel {
-                    sensor: (*name).to_owned(),
+                    sensor: name.clone(),
                     weights,
                     route,
                 })

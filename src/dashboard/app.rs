@@ -24,7 +24,7 @@ use ratatui::layout::Rect;
 
 use super::keys::{Action, Scroll, action};
 use super::state::{State, Theme, View, load};
-use super::ui::{render, table_rows};
+use super::ui::{page_of, render};
 use crate::store::{Access, Store};
 
 /// How long to wait for a key before looking at `stop` and the clock.
@@ -107,6 +107,8 @@ pub fn open(db: &Path) -> anyhow::Result<Store> {
 pub struct Extent {
     /// Sensors to choose from.
     pub sensors: usize,
+    /// Nodes the picker cycles through, after "all".
+    pub nodes: usize,
     /// Rows the readings table holds.
     pub rows: usize,
     /// Rows the readings table shows at once: a page, and how far from the
@@ -119,8 +121,9 @@ impl Extent {
     pub fn of(state: &State, area: Rect) -> Extent {
         Extent {
             sensors: state.sensors.len(),
+            nodes: state.nodes.len(),
             rows: state.recent.len(),
-            page: table_rows(area),
+            page: page_of(state, area),
         }
     }
 }
@@ -172,11 +175,24 @@ fn key_reader() -> Receiver<KeyEvent> {
 }
 
 /// The view after `action`; `None` to quit. The selection wraps around
-/// `extent`'s sensors and the scroll offset stays within its rows.
+/// `extent`'s sensors and the scroll offset stays within its rows. The
+/// node picker cycles through "all" and each node (with one node there is
+/// nothing to pick); another node starts at its first sensor and newest row.
 pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
     let mut v = view;
     let n = extent.sensors.max(1);
+    // "All" and each node.
+    let picks = extent.nodes + 1;
+    let pick = |v: &mut View, next: usize| {
+        if extent.nodes > 1 {
+            v.node = next % picks;
+            v.selected = 0;
+            v.scroll = 0;
+        }
+    };
     match action {
+        Action::NextNode => pick(&mut v, view.node % picks + 1),
+        Action::PrevNode => pick(&mut v, view.node % picks + picks - 1),
         Action::Quit => return None,
         Action::NextSensor => v.selected = (v.selected % n + 1) % n,
         Action::PrevSensor => v.selected = (v.selected % n + n - 1) % n,
@@ -189,8 +205,10 @@ pub fn apply(view: View, action: Action, extent: Extent) -> Option<View> {
     Some(v)
 }
 
-/// Runs the dashboard on the log `db` for `node` (default: the agent with
-/// the newest heartbeat), reloading every `refresh`, until the user quits
+/// Runs the dashboard on the log `db` under the header of `node` (default:
+/// the agent or gateway with the newest heartbeat), with a panel per (node,
+/// sensor) of the log until the picker (`n`) shows one node, reloading
+/// every `refresh`, until the user quits
 /// or `stop()` returns true. Blocking: call it from a plain thread (or the main thread), never from
 /// a tokio worker. Colors follow `NO_COLOR`.
 pub fn run(
@@ -207,6 +225,8 @@ pub fn run(
     };
     let mut at = now_ms();
     let mut state: State = load(&store, node, at, view).context("cannot read the log")?;
+    // The node the user picked, followed by name across reloads.
+    let mut follow: Option<String> = None;
     let mut guard = Guard::enter()?;
     let keys = key_reader();
     let mut loaded = Instant::now();
@@ -231,7 +251,12 @@ pub fn run(
             };
             // Scrolling, help and pause only change how the state is
             // drawn; another sensor or window needs the log.
-            requery = next.selected != view.selected || next.window != view.window;
+            requery = next.selected != view.selected
+                || next.window != view.window
+                || next.node != view.node;
+            if next.node != view.node {
+                follow = None;
+            }
             view = next;
             state.view = view;
         }
@@ -242,8 +267,12 @@ pub fn run(
             if !view.paused {
                 at = now_ms();
             }
-            state = match load(&store, node, at, view) {
-                Ok(s) => s,
+            state = match load_following(&store, node, at, view, follow.as_deref()) {
+                Ok(s) => {
+                    view = s.view;
+                    follow = s.chosen_node().map(str::to_owned);
+                    s
+                }
                 Err(e) => State {
                     view,
                     error: Some(format!("reload failed: {e}")),
@@ -255,6 +284,28 @@ pub fn run(
     }
     drop(guard);
     Ok(())
+}
+
+/// Loads the state, the node picker kept on `follow` (the node the user
+/// picked) when its index moved: a new node that sorts before it shifts
+/// the others.
+fn load_following(
+    store: &Store,
+    owner: Option<&str>,
+    at: i64,
+    view: View,
+    follow: Option<&str>,
+) -> Result<State, crate::store::StoreError> {
+    let state = load(store, owner, at, view)?;
+    let Some(name) = follow else {
+        return Ok(state);
+    };
+    match state.pick_of(name) {
+        Some(node) if state.chosen_node() != Some(name) => {
+            load(store, owner, at, View { node, ..view })
+        }
+        _ => Ok(state),
+    }
 }
 
 #[cfg(test)]
@@ -281,6 +332,94 @@ mod tests {
     }
 
     #[test]
+    fn the_node_picker_cycles_through_all_and_each_node() {
+        let three = Extent {
+            sensors: 6,
+            nodes: 3,
+            ..Extent::default()
+        };
+        let mut v = View::default();
+        let mut picks = Vec::new();
+        for _ in 0..5 {
+            v = apply(v, Action::NextNode, three).expect("not quit");
+            picks.push(v.node);
+        }
+        assert_eq!(picks, [1, 2, 3, 0, 1]);
+        let back: Vec<usize> = (0..5)
+            .map(|_| {
+                v = apply(v, Action::PrevNode, three).expect("not quit");
+                v.node
+            })
+            .collect();
+        assert_eq!(back, [0, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn another_node_starts_at_its_first_sensor_and_newest_row() {
+        let v = View {
+            selected: 4,
+            scroll: 30,
+            ..View::default()
+        };
+        let extent = Extent {
+            sensors: 6,
+            nodes: 3,
+            rows: 200,
+            page: 20,
+        };
+        let next = apply(v, Action::NextNode, extent).expect("not quit");
+        assert_eq!((next.node, next.selected, next.scroll), (1, 0, 0));
+        // One node (an agent's log): nothing to pick, nothing reset.
+        let one = Extent { nodes: 1, ..extent };
+        assert_eq!(apply(v, Action::NextNode, one), Some(v));
+        assert_eq!(apply(v, Action::PrevNode, one), Some(v));
+    }
+
+    /// A node that appears and sorts before the picked one moves it one
+    /// index on: the picker follows it by name.
+    #[test]
+    fn the_picked_node_is_followed_when_its_index_moves() {
+        use crate::dashboard::fixtures::{NOW, RAW_NODES, build_gateway};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let porch = View {
+            node: 2,
+            ..View::default()
+        };
+        let before = load(&open(&path).expect("open"), None, NOW, porch).expect("state");
+        assert_eq!(before.chosen_node(), Some(RAW_NODES[1]));
+        let mut store = Store::open(&path, Access::Writer).expect("writer");
+        store
+            .insert_readings(&[crate::domain::Reading {
+                node: "esp-attic".to_owned(),
+                sensor: "lab".to_owned(),
+                seq: 0,
+                ts_ms: NOW - 1_000,
+                sample: crate::domain::Sample::new(20.0, 50.0),
+                weights: crate::domain::PerChannel {
+                    temperature: 0,
+                    humidity: 0,
+                },
+                priority: 0,
+                route: crate::domain::Route::Batch,
+                clock_synced: None,
+            }])
+            .expect("a new node");
+        drop(store);
+        let store = open(&path).expect("open");
+        let moved = load(&store, None, NOW, porch).expect("state");
+        assert_eq!(moved.chosen_node(), Some(RAW_NODES[0]), "index 2 moved on");
+        let followed = load_following(&store, None, NOW, porch, Some(RAW_NODES[1])).expect("state");
+        assert_eq!(followed.chosen_node(), Some(RAW_NODES[1]));
+        assert_eq!(followed.view.node, 3);
+        // Nothing to follow, or a node that went: the view as it is.
+        let all = load_following(&store, None, NOW, View::default(), None).expect("state");
+        assert_eq!(all.chosen_node(), None);
+        let gone = load_following(&store, None, NOW, porch, Some("esp-gone")).expect("state");
+        assert_eq!(gone.view.node, 2);
+    }
+
+    #[test]
     fn actions_change_the_view() {
         let v = View::default();
         let one = sensors(1);
@@ -297,6 +436,7 @@ mod tests {
     fn scroll_through(rows: usize, page: usize, keys: &[Scroll]) -> Vec<usize> {
         let extent = Extent {
             sensors: 3,
+            nodes: 1,
             rows,
             page,
         };
@@ -353,6 +493,7 @@ mod tests {
         };
         let extent = Extent {
             sensors: 3,
+            nodes: 1,
             rows: 200,
             page: 20,
         };

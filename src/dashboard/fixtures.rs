@@ -1,5 +1,6 @@
 //! Fixture logs for the dashboard's tests, written through [`Store`] the
-//! way the agent writes them, at a fixed `now` so snapshots are stable.
+//! way the agent (or the gateway: [`build_gateway`]) writes them, at a
+//! fixed `now` so snapshots are stable.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,15 @@ pub const INTERVAL: i64 = 15_000;
 pub const NODE: &str = "pi-lab";
 /// Two hours of cycles.
 const CYCLES: i64 = 480;
+/// The gateway whose log [`build_gateway`] writes: the owner of its one
+/// status row.
+pub const GATEWAY: &str = "gw-1";
+/// The raw nodes behind the gateway, by name; the last went silent.
+pub const RAW_NODES: [&str; 3] = ["esp-hall", "esp-porch", "esp-shed"];
+/// The sensors of each raw node.
+pub const RAW_SENSORS: [&str; 2] = ["lab", "yard"];
+/// How long ago the last raw node's newest reading was taken.
+pub const SILENT_MS: i64 = 10 * 60_000;
 
 /// What the log shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,52 +84,28 @@ pub fn build(dir: &Path, scenario: Scenario) -> PathBuf {
     let mut readings = Vec::new();
     let mut errors = Vec::new();
     for sensor in ["attic", "cellar", "lab"] {
-        let mut weigher = Scorer::new(PriorityParams::default(), None);
-        let mut seq = 0;
-        for k in 0..CYCLES {
-            let ts_ms = end - (CYCLES - 1 - k) * INTERVAL;
-            if scenario == Scenario::Errors && sensor == "attic" && k >= CYCLES / 2 && k % 3 == 0 {
-                let (kind, detail) = if k % 2 == 0 {
-                    (ErrorKind::Timeout, "no answer from the sensor on BCM 17")
-                } else {
-                    (ErrorKind::Checksum, "checksum 0x3c, expected 0x3d")
-                };
-                errors.push(SensorError {
-                    ts_ms,
-                    sensor: sensor.to_owned(),
-                    kind,
-                    detail: detail.to_owned(),
-                });
-                continue;
-            }
-            let values = sample(sensor, k);
-            let verdict = weigher.score(values);
-            readings.push(Reading {
-                node: NODE.to_owned(),
+        let fails = |k: i64| {
+            scenario == Scenario::Errors && sensor == "attic" && k >= CYCLES / 2 && k % 3 == 0
+        };
+        readings.extend(series(NODE, sensor, end, fails));
+        for k in (0..CYCLES).filter(|&k| fails(k)) {
+            let (kind, detail) = if k % 2 == 0 {
+                (ErrorKind::Timeout, "no answer from the sensor on BCM 17")
+            } else {
+                (ErrorKind::Checksum, "checksum 0x3c, expected 0x3d")
+            };
+            errors.push(SensorError {
+                ts_ms: cycle_ms(end, k),
                 sensor: sensor.to_owned(),
-                seq,
-                ts_ms,
-                sample: values,
-                weights: verdict.weights,
-                priority: verdict.priority,
-                route: verdict.route,
-                clock_synced: None,
+                kind,
+                detail: detail.to_owned(),
             });
-            seq += 1;
         }
     }
     readings.sort_by_key(|r| (r.ts_ms, r.sensor.clone()));
     store.insert_readings(&readings).expect("fixture readings");
-    let started = end - CYCLES * INTERVAL - 30_000;
-    let status = AgentStatus {
-        node: NODE.to_owned(),
-        running: true,
-        pid: 4242,
-        version: "0.1.0".to_owned(),
-        started_ms: started,
-        heartbeat_ms: end,
-        interval_ms: INTERVAL,
-    };
+    let status = running(NODE, end);
+    let started = status.started_ms;
     store
         .commit_cycle(&[], &errors, &status)
         .expect("fixture status");
@@ -136,9 +122,96 @@ pub fn build(dir: &Path, scenario: Scenario) -> PathBuf {
     store
         .set_broker(NODE, broker, error, since)
         .expect("fixture broker");
+    publish_until(&mut store, NODE, published_until);
+    path
+}
+
+/// A gateway's log: the readings of [`RAW_NODES`] x [`RAW_SENSORS`] that
+/// it scored, every 15 s for two hours (the last node silent for the last
+/// [`SILENT_MS`]), and one status row: the gateway's own, running, with a
+/// connected broker and the newest cycle still in flight. Written as
+/// `dir/Gateway.db`.
+pub fn build_gateway(dir: &Path) -> PathBuf {
+    let path = dir.join("Gateway.db");
+    let mut store = Store::open(&path, Access::Writer).expect("fixture log opens");
+    let end = NOW - 5_000;
+    let mut readings = Vec::new();
+    for (i, node) in RAW_NODES.into_iter().enumerate() {
+        let last = if i + 1 == RAW_NODES.len() {
+            NOW - SILENT_MS
+        } else {
+            end
+        };
+        for sensor in RAW_SENSORS {
+            readings.extend(series(node, sensor, last, |_| false));
+        }
+    }
+    readings.sort_by_key(|r| (r.ts_ms, r.node.clone(), r.sensor.clone()));
+    store.insert_readings(&readings).expect("fixture readings");
+    let status = running(GATEWAY, NOW - 2_000);
+    store
+        .commit_cycle(&[], &[], &status)
+        .expect("fixture status");
+    store
+        .set_broker(
+            GATEWAY,
+            BrokerState::Connected,
+            None,
+            status.started_ms + 1_000,
+        )
+        .expect("fixture broker");
+    publish_until(&mut store, GATEWAY, end - 1);
+    path
+}
+
+/// When cycle `k` of a series ending at `end` ran.
+fn cycle_ms(end: i64, k: i64) -> i64 {
+    end - (CYCLES - 1 - k) * INTERVAL
+}
+
+/// `node`'s `sensor` scored over [`CYCLES`] cycles ending at `end`, but
+/// for the cycles that `fails`.
+fn series(node: &str, sensor: &str, end: i64, fails: impl Fn(i64) -> bool) -> Vec<Reading> {
+    let mut weigher = Scorer::new(PriorityParams::default(), None);
+    let mut readings = Vec::new();
+    for k in (0..CYCLES).filter(|&k| !fails(k)) {
+        let values = sample(sensor, k);
+        let verdict = weigher.score(values);
+        readings.push(Reading {
+            node: node.to_owned(),
+            sensor: sensor.to_owned(),
+            seq: u64::try_from(readings.len()).expect("a few hundred"),
+            ts_ms: cycle_ms(end, k),
+            sample: values,
+            weights: verdict.weights,
+            priority: verdict.priority,
+            route: verdict.route,
+            clock_synced: None,
+        });
+    }
+    readings
+}
+
+/// The status row of `node`'s agent (or gateway), running, that beat last
+/// at `heartbeat_ms`.
+fn running(node: &str, heartbeat_ms: i64) -> AgentStatus {
+    AgentStatus {
+        node: node.to_owned(),
+        running: true,
+        pid: 4242,
+        version: "0.1.0".to_owned(),
+        started_ms: heartbeat_ms - CYCLES * INTERVAL - 30_000,
+        heartbeat_ms,
+        interval_ms: INTERVAL,
+    }
+}
+
+/// Marks every reading up to `until_ms` acknowledged, as `node`'s
+/// publisher does.
+fn publish_until(store: &mut Store, node: &str, until_ms: i64) {
     let sent = store
         .readings(&ReadingFilter {
-            until_ms: Some(published_until),
+            until_ms: Some(until_ms),
             ..ReadingFilter::default()
         })
         .expect("fixture readings read back");
@@ -152,9 +225,8 @@ pub fn build(dir: &Path, scenario: Scenario) -> PathBuf {
                 .map(|r| r.id)
                 .collect(),
             late: 0,
-            at_ms: published_until,
+            at_ms: until_ms,
         })
         .collect();
-    store.mark_published(NODE, &acked).expect("fixture acks");
-    path
+    store.mark_published(node, &acked).expect("fixture acks");
 }

@@ -13,6 +13,10 @@ pub enum Action {
     NextSensor,
     /// Select the previous sensor.
     PrevSensor,
+    /// Show the next node alone ("all nodes" comes after the last one).
+    NextNode,
+    /// Show the previous node alone (or "all nodes", before the first).
+    PrevNode,
     /// Show this history window.
     Window(Window),
     /// Stop or resume reloading.
@@ -56,6 +60,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("?", "this help"),
 ];
 
+/// The node picker's keys, listed in the help overlay only when the log
+/// has nodes to pick from (a gateway's log): an agent's help is unchanged.
+pub const NODE_HELP: (&str, &str) = ("n N", "next / previous node");
+
 /// The action bound to `key`. Key releases (reported on some terminals)
 /// do nothing, so one press never acts twice.
 pub fn action(key: KeyEvent) -> Action {
@@ -77,6 +85,8 @@ pub fn action(key: KeyEvent) -> Action {
         KeyCode::PageUp => Action::Scroll(Scroll::PageUp),
         KeyCode::Char('g') | KeyCode::Home => Action::Scroll(Scroll::Newest),
         KeyCode::Char('G') | KeyCode::End => Action::Scroll(Scroll::Oldest),
+        KeyCode::Char('n') => Action::NextNode,
+        KeyCode::Char('N') => Action::PrevNode,
         KeyCode::Char('p') => Action::TogglePause,
         KeyCode::Char('?') => Action::ToggleHelp,
         _ => Action::None,
@@ -170,6 +180,19 @@ mod tests {
         assert_eq!(action(key(KeyCode::Char('?'))), Action::ToggleHelp);
         assert_eq!(action(key(KeyCode::Char('x'))), Action::None);
         assert_eq!(action(key(KeyCode::F(1))), Action::None);
+    }
+
+    #[test]
+    fn node_picker_keys() {
+        assert_eq!(action(key(KeyCode::Char('n'))), Action::NextNode);
+        assert_eq!(action(key(KeyCode::Char('N'))), Action::PrevNode);
+        // Terminals report `N` with SHIFT set.
+        assert_eq!(
+            action(KeyEvent::new(KeyCode::Char('N'), KeyModifiers::SHIFT)),
+            Action::PrevNode
+        );
+        let listed: Vec<&str> = NODE_HELP.0.split(' ').collect();
+        assert_eq!(listed, ["n", "N"]);
     }
 
     #[test]

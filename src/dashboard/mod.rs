@@ -1,6 +1,7 @@
 //! The terminal dashboard (`edgeprio dashboard`): attaches to the log
 //! read-only and shows the agent, the sensors, the priorities and the
-//! routing split.
+//! routing split. On a gateway's log, one panel per (node, sensor) and a
+//! node picker; the header stays the gateway's.
 //!
 //! # Layout
 //!

@@ -2,10 +2,10 @@
 //! (the queries themselves live with the schema, in `store`). `now` is an
 //! argument, so the same database gives the same state in tests; everything
 //! held is bounded (history downsampled to [`MAX_POINTS`], tables capped at
-//! [`MAX_ROWS`]).
+//! [`MAX_ROWS`], a panel per (node, sensor) pair of the log).
 
 use crate::domain::Route;
-use crate::store::{BrokerState, Snapshot, Store, StoreError, StoredReading};
+use crate::store::{AgentStatus, BrokerState, Snapshot, Store, StoreError, StoredReading};
 
 /// The most history points the chart keeps, whatever the window.
 pub const MAX_POINTS: usize = 600;
@@ -75,6 +75,11 @@ pub struct View {
     pub window: Window,
     /// Index of the selected sensor (wrapped into range by [`load`]).
     pub selected: usize,
+    /// The node picker: 0 shows every node, `k` only the `k`-th of
+    /// [`State::nodes`] (wrapped into range by [`load`]). An index, not a
+    /// name, so the view stays `Copy`; the terminal loop follows a node
+    /// whose index moved.
+    pub node: usize,
     /// Whether reloading is paused (shown in the header).
     pub paused: bool,
     /// Whether the help overlay is shown.
@@ -90,6 +95,7 @@ impl Default for View {
         View {
             window: Window::Hour1,
             selected: 0,
+            node: 0,
             paused: false,
             help: false,
             scroll: 0,
@@ -133,6 +139,10 @@ pub struct Header {
     pub agent: AgentState,
     /// Age of the last heartbeat (ms), if any.
     pub heartbeat_age_ms: Option<i64>,
+    /// Without a status row (a raw node named by `--node`, a log no agent
+    /// wrote): the age of the node's newest reading (ms), which tells a
+    /// live node from a silent one where "no agent" cannot.
+    pub last_reading_age_ms: Option<i64>,
     /// The configured interval (ms), if the agent ran.
     pub interval_ms: Option<i64>,
     /// How long the agent has been up (ms), while it runs.
@@ -148,6 +158,27 @@ pub struct Header {
     /// The log file was deleted or replaced while the agent ran (within
     /// the last week): what the agent found and did.
     pub log_replaced: Option<String>,
+}
+
+/// How a node picked alone is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The node runs its own agent: its status row says how it is.
+    Agent(AgentState),
+    /// No status row: a raw node behind a gateway, known only by its
+    /// readings. The age of its newest one (ms), if it has any.
+    LastReading(Option<i64>),
+}
+
+/// The one node the picker shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickedNode {
+    /// Its name.
+    pub name: String,
+    /// Its place in [`State::nodes`], from 1, for "2/3" in the header.
+    pub position: usize,
+    /// Whether it is alive, as far as the log tells.
+    pub liveness: Liveness,
 }
 
 /// The latest reading of a sensor.
@@ -212,9 +243,13 @@ pub struct LastError {
     pub age_ms: i64,
 }
 
-/// One sensor panel.
+/// One sensor panel: one per (node, sensor) pair shown.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SensorPanel {
+    /// The node, when the log holds readings of nodes other than the
+    /// header's (a gateway's log): the title reads `node/sensor`. `None` in
+    /// an agent's log, where every panel is the header's node.
+    pub node: Option<String>,
     /// Sensor id.
     pub sensor: String,
     /// The newest reading ever logged, if any.
@@ -228,6 +263,12 @@ pub struct SensorPanel {
 }
 
 impl SensorPanel {
+    /// The panel's name: `sensor`, or `node/sensor` when the log holds
+    /// several nodes.
+    pub fn label(&self) -> String {
+        label(self.node.as_deref(), &self.sensor)
+    }
+
     /// Read success rate over the window, readings / (readings + errors);
     /// `None` when nothing was attempted.
     pub fn success_rate(&self) -> Option<f64> {
@@ -251,11 +292,21 @@ pub struct Point {
     pub realtime: bool,
 }
 
+/// `sensor`, or `node/sensor` when a node is to be named.
+pub fn label(node: Option<&str>, sensor: &str) -> String {
+    match node {
+        Some(n) => format!("{n}/{sensor}"),
+        None => sensor.to_owned(),
+    }
+}
+
 /// One row of the recent readings table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     /// Unix ms.
     pub ts_ms: i64,
+    /// The node, named as in [`SensorPanel::node`].
+    pub node: Option<String>,
     /// Sensor id.
     pub sensor: String,
     /// Temperature (°C).
@@ -277,6 +328,8 @@ pub struct Row {
 pub struct ErrorRow {
     /// Unix ms.
     pub ts_ms: i64,
+    /// The node, named as in [`SensorPanel::node`].
+    pub node: Option<String>,
     /// Sensor id.
     pub sensor: String,
     /// The error class.
@@ -291,16 +344,22 @@ pub struct ErrorRow {
 pub struct State {
     /// The user's choices this state was built for.
     pub view: View,
-    /// Header line.
+    /// Header line: the log owner's status (the agent's, or the
+    /// gateway's).
     pub header: Header,
-    /// One panel per sensor, by name.
+    /// Every node of the log (with a reading, or a failed read within the
+    /// window), by name: what the picker cycles through after "all".
+    pub nodes: Vec<String>,
+    /// The node shown when only one is (picked, or the log's only one).
+    pub picked: Option<PickedNode>,
+    /// One panel per (node, sensor) shown, by node, then sensor.
     pub sensors: Vec<SensorPanel>,
     /// Index of the selected sensor in `sensors` (0 when there are none).
     pub selected: usize,
     /// Chart points of the selected sensor, oldest first, at most
     /// [`MAX_POINTS`].
     pub history: Vec<Point>,
-    /// Routing over the window, all sensors.
+    /// Routing over the window, all sensors shown.
     pub total: Split,
     /// Newest readings first, at most [`MAX_ROWS`].
     pub recent: Vec<Row>,
@@ -317,11 +376,44 @@ impl State {
     pub fn selected_sensor(&self) -> Option<&SensorPanel> {
         self.sensors.get(self.selected)
     }
+
+    /// Whether the log holds readings of nodes other than the header's (a
+    /// gateway's log): panels are named `node/sensor` and the header says
+    /// which nodes are shown.
+    pub fn names_nodes(&self) -> bool {
+        names_nodes(&self.nodes, &self.header.node)
+    }
+
+    /// Whether there is a node to pick: more than one.
+    pub fn can_pick(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// The node the picker shows alone, if one was picked (not the only
+    /// node of the log, which shows alone whatever the picker says).
+    pub fn chosen_node(&self) -> Option<&str> {
+        self.picked
+            .as_ref()
+            .filter(|_| self.can_pick())
+            .map(|p| p.name.as_str())
+    }
+
+    /// The [`View::node`] that shows `name` alone, if the log has it.
+    pub fn pick_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n == name).map(|i| i + 1)
+    }
 }
 
-fn row(s: StoredReading) -> Row {
+/// Whether panels and rows name their node: when `nodes` holds any but the
+/// header's `owner`.
+fn names_nodes(nodes: &[String], owner: &str) -> bool {
+    nodes.iter().any(|n| n != owner)
+}
+
+fn row(s: StoredReading, named: bool) -> Row {
     let r = s.reading;
     Row {
+        node: named.then_some(r.node),
         ts_ms: r.ts_ms,
         sensor: r.sensor,
         temperature: r.sample.temperature,
@@ -333,26 +425,54 @@ fn row(s: StoredReading) -> Row {
     }
 }
 
-/// Builds the state of `node` (or the node whose agent beat last) at
-/// `now_ms`, from one snapshot of the log. Its cost does not grow with the
-/// log: the window's counts and long charts come from per-minute totals.
+/// Builds the state at `now_ms` from one snapshot of the log: the header
+/// of `owner` (default: the node whose agent or gateway beat last), and a
+/// panel per (node, sensor) of the node [`View::node`] picks (every node
+/// at first). Its cost does not grow with the log: the window's counts and
+/// long charts come from per-minute totals, and the pairs from one index
+/// seek each.
 pub fn load(
     store: &Store,
-    node: Option<&str>,
+    owner: Option<&str>,
     now_ms: i64,
     view: View,
 ) -> Result<State, StoreError> {
     let snap = store.snapshot()?;
     let since = now_ms - view.window.millis();
-    let node = match node {
+    let owner = match owner {
         Some(n) => n.to_owned(),
         None => match snap.latest_node()? {
             Some(n) => n,
             None => return Ok(empty(view)),
         },
     };
-    let header = header(&snap, &node, now_ms)?;
-    let sensors = sensor_panels(&snap, &node, now_ms, since)?;
+    let nodes = node_list(&snap, since)?;
+    let named = names_nodes(&nodes, &owner);
+    let pick = if nodes.len() > 1 {
+        view.node % (nodes.len() + 1)
+    } else {
+        0
+    };
+    let shown: &[String] = match pick {
+        0 => &nodes,
+        k => &nodes[k - 1..k],
+    };
+    let mut header = header(&snap, &owner, now_ms)?;
+    let mut sensors = Vec::new();
+    for node in shown {
+        sensors.extend(sensor_panels(&snap, node, named, now_ms, since)?);
+    }
+    if header.agent == AgentState::Unknown {
+        header.last_reading_age_ms = newest_age(
+            sensors
+                .iter()
+                .filter(|p| p.node.as_deref().is_none_or(|n| n == owner)),
+        );
+    }
+    let picked = match shown {
+        [one] => Some(picked_node(&snap, one, pick.max(1), &sensors, now_ms)?),
+        _ => None,
+    };
     let selected = match sensors.len() {
         0 => 0,
         n => view.selected % n,
@@ -364,7 +484,13 @@ pub fn load(
     });
     let history = match sensors.get(selected) {
         Some(s) => snap
-            .history(&node, &s.sensor, since, now_ms, MAX_POINTS)?
+            .history(
+                s.node.as_deref().unwrap_or(&owner),
+                &s.sensor,
+                since,
+                now_ms,
+                MAX_POINTS,
+            )?
             .into_iter()
             .map(|b| Point {
                 offset_ms: b.last_ts_ms - now_ms,
@@ -376,20 +502,18 @@ pub fn load(
             .collect(),
         None => Vec::new(),
     };
-    let recent = snap.recent(&node, MAX_ROWS)?.into_iter().map(row).collect();
-    let errors = snap
-        .errors(&node, None, since, MAX_ROWS)?
-        .into_iter()
-        .map(|e| ErrorRow {
-            ts_ms: e.error.ts_ms,
-            sensor: e.error.sensor,
-            kind: e.error.kind.as_str().to_owned(),
-            detail: e.error.detail,
-        })
-        .collect();
+    // One node shown: its readings and errors; several: everyone's.
+    let one = match shown {
+        [one] => Some(one.as_str()),
+        [] => Some(owner.as_str()),
+        _ => None,
+    };
+    let (recent, errors) = tables(&snap, one, named, since)?;
     Ok(State {
         view,
         header,
+        nodes,
+        picked,
         selected,
         history,
         total,
@@ -400,6 +524,86 @@ pub fn load(
     })
 }
 
+/// Every node of the log: with a reading, or a failed read at or after
+/// `since` (a node whose sensors only failed), by name.
+fn node_list(snap: &Snapshot<'_>, since: i64) -> Result<Vec<String>, StoreError> {
+    let mut nodes = snap.nodes()?;
+    for n in snap.error_nodes(since)? {
+        if !nodes.contains(&n) {
+            nodes.push(n);
+        }
+    }
+    nodes.sort();
+    Ok(nodes)
+}
+
+/// The readings table and the errors pane: of `node`, or of every node
+/// for `None`, naming the node in each row if `named`.
+fn tables(
+    snap: &Snapshot<'_>,
+    node: Option<&str>,
+    named: bool,
+    since: i64,
+) -> Result<(Vec<Row>, Vec<ErrorRow>), StoreError> {
+    let recent = match node {
+        Some(n) => snap.recent(n, MAX_ROWS)?,
+        None => snap.recent_all(MAX_ROWS)?,
+    };
+    let recent = recent.into_iter().map(|r| row(r, named)).collect();
+    let errors = snap
+        .errors(node, None, since, MAX_ROWS)?
+        .into_iter()
+        .map(|e| ErrorRow {
+            node: named.then_some(e.node),
+            ts_ms: e.error.ts_ms,
+            sensor: e.error.sensor,
+            kind: e.error.kind.as_str().to_owned(),
+            detail: e.error.detail,
+        })
+        .collect();
+    Ok((recent, errors))
+}
+
+/// The liveness of `node` shown alone: its own status row's (an agent),
+/// else the age of its newest reading among `panels` (a raw node behind a
+/// gateway has no agent that could be "stopped").
+fn picked_node(
+    snap: &Snapshot<'_>,
+    node: &str,
+    position: usize,
+    panels: &[SensorPanel],
+    now_ms: i64,
+) -> Result<PickedNode, StoreError> {
+    let liveness = match snap.status(node)? {
+        Some((agent, _)) => Liveness::Agent(agent_state(&agent, now_ms)),
+        None => Liveness::LastReading(newest_age(panels.iter())),
+    };
+    Ok(PickedNode {
+        name: node.to_owned(),
+        position,
+        liveness,
+    })
+}
+
+/// The age of the newest reading among `panels`.
+fn newest_age<'a>(panels: impl Iterator<Item = &'a SensorPanel>) -> Option<i64> {
+    panels
+        .filter_map(|p| p.latest.as_ref().map(|l| l.age_ms))
+        .min()
+}
+
+/// An agent's liveness from its status row at `now_ms`.
+fn agent_state(agent: &AgentStatus, now_ms: i64) -> AgentState {
+    let age = now_ms - agent.heartbeat_ms;
+    if !agent.running {
+        AgentState::Stopped
+    } else if age > STALE_INTERVALS * agent.interval_ms.max(1) {
+        AgentState::Stale
+    } else {
+        AgentState::Running
+    }
+}
+
 impl Header {
     /// A header for `node` before anything is known of its agent.
     fn unknown(node: String, outbox: u64) -> Self {
@@ -407,6 +611,7 @@ impl Header {
             node,
             agent: AgentState::Unknown,
             heartbeat_age_ms: None,
+            last_reading_age_ms: None,
             interval_ms: None,
             uptime_ms: None,
             broker: None,
@@ -422,6 +627,8 @@ fn empty(view: View) -> State {
     State {
         view,
         header: Header::unknown(String::new(), 0),
+        nodes: Vec::new(),
+        picked: None,
         sensors: Vec::new(),
         selected: 0,
         history: Vec::new(),
@@ -433,17 +640,12 @@ fn empty(view: View) -> State {
 }
 
 fn header(snap: &Snapshot<'_>, node: &str, now_ms: i64) -> Result<Header, StoreError> {
-    let mut h = Header::unknown(node.to_owned(), snap.outbox_depth(node)?);
+    // Every node's: a gateway publishes the readings of many; an agent's
+    // log holds its own node's only.
+    let mut h = Header::unknown(node.to_owned(), snap.outbox_depth_all()?);
     if let Some((agent, broker)) = snap.status(node)? {
-        let age = now_ms - agent.heartbeat_ms;
-        h.agent = if !agent.running {
-            AgentState::Stopped
-        } else if age > STALE_INTERVALS * agent.interval_ms.max(1) {
-            AgentState::Stale
-        } else {
-            AgentState::Running
-        };
-        h.heartbeat_age_ms = Some(age);
+        h.agent = agent_state(&agent, now_ms);
+        h.heartbeat_age_ms = Some(now_ms - agent.heartbeat_ms);
         h.interval_ms = Some(agent.interval_ms);
         h.uptime_ms = (h.agent == AgentState::Running).then_some(now_ms - agent.started_ms);
         h.broker = Some(broker.state);
@@ -457,9 +659,11 @@ fn header(snap: &Snapshot<'_>, node: &str, now_ms: i64) -> Result<Header, StoreE
     Ok(h)
 }
 
+/// The panels of `node`'s sensors, naming the node if `qualify`.
 fn sensor_panels(
     snap: &Snapshot<'_>,
     node: &str,
+    qualify: bool,
     now_ms: i64,
     since: i64,
 ) -> Result<Vec<SensorPanel>, StoreError> {
@@ -493,7 +697,7 @@ fn sensor_panels(
             }
         });
         let last_error = snap
-            .errors(node, Some(&sensor), since, 1)?
+            .errors(Some(node), Some(&sensor), since, 1)?
             .into_iter()
             .next()
             .map(|e| LastError {
@@ -508,6 +712,7 @@ fn sensor_panels(
             unpublished: count_of(&unpublished, &sensor),
         };
         panels.push(SensorPanel {
+            node: qualify.then(|| node.to_owned()),
             errors: count_of(&failing, &sensor),
             sensor,
             latest,
@@ -521,7 +726,10 @@ fn sensor_panels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dashboard::fixtures::{INTERVAL, NODE, NOW, Scenario, build};
+    use crate::dashboard::fixtures::{
+        GATEWAY, INTERVAL, NODE, NOW, RAW_NODES, RAW_SENSORS, SILENT_MS, Scenario, build,
+        build_gateway,
+    };
 
     fn state_of(scenario: Scenario, view: View) -> State {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -742,6 +950,173 @@ mod tests {
             )
             .expect("count");
         assert_eq!(minutes, 0, "emptied minutes go");
+    }
+
+    /// The gateway's fixture log loaded with the picker on `node`.
+    fn gateway(node: usize) -> State {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let view = View {
+            node,
+            ..View::default()
+        };
+        load(&reader(&path), None, NOW, view).expect("state loads")
+    }
+
+    fn labels(s: &State) -> Vec<String> {
+        s.sensors.iter().map(SensorPanel::label).collect()
+    }
+
+    #[test]
+    fn an_agents_log_has_one_node_and_nothing_to_pick() {
+        let s = state_of(Scenario::Live, View::default());
+        assert_eq!(s.nodes, [NODE]);
+        assert!(!s.names_nodes() && !s.can_pick());
+        assert!(s.sensors.iter().all(|p| p.node.is_none()));
+        assert!(s.recent.iter().all(|r| r.node.is_none()));
+        assert_eq!(labels(&s), ["attic", "cellar", "lab"]);
+        assert_eq!(
+            s.picked,
+            Some(PickedNode {
+                name: NODE.to_owned(),
+                position: 1,
+                liveness: Liveness::Agent(AgentState::Running),
+            })
+        );
+        assert_eq!(s.chosen_node(), None, "the only node, not a choice");
+        // The picker has nothing to pick: any index shows the one node.
+        let picked = state_of(
+            Scenario::Live,
+            View {
+                node: 1,
+                ..View::default()
+            },
+        );
+        assert_eq!(
+            State {
+                view: s.view,
+                ..picked
+            },
+            s
+        );
+    }
+
+    #[test]
+    fn a_gateways_log_has_a_panel_per_node_and_sensor() {
+        let s = gateway(0);
+        assert_eq!(s.header.node, GATEWAY, "the owner's status heads it");
+        assert_eq!(s.header.agent, AgentState::Running);
+        assert_eq!(s.header.heartbeat_age_ms, Some(2_000));
+        assert_eq!(s.header.broker, Some(BrokerState::Connected));
+        assert_eq!(s.nodes, RAW_NODES);
+        assert!(s.names_nodes() && s.can_pick());
+        assert_eq!(s.picked, None, "all nodes");
+        let mut want = Vec::new();
+        for n in RAW_NODES {
+            for sensor in RAW_SENSORS {
+                want.push(format!("{n}/{sensor}"));
+            }
+        }
+        assert_eq!(labels(&s), want);
+        // The last hour: 240 cycles of the live nodes' sensors, 201 (its
+        // newest one 50 minutes in, the hour's first one 0 s in) of the
+        // node silent for the last 10 minutes.
+        assert_eq!(s.total.total(), 2 * (2 * 240 + 201));
+        // Everything published but the live nodes' newest cycle, counted
+        // over every node (the gateway publishes them all).
+        assert_eq!(s.header.outbox, 4);
+        assert_eq!(s.total.unpublished, 4);
+        // Every node's readings, each row naming its node: the newest 200
+        // (50 cycles of four) reach back past the silent node's last.
+        let nodes: std::collections::BTreeSet<_> =
+            s.recent.iter().filter_map(|r| r.node.as_deref()).collect();
+        assert_eq!(nodes.into_iter().collect::<Vec<_>>(), RAW_NODES);
+        assert!(s.recent.iter().all(|r| r.node.is_some()));
+        assert_eq!(s.recent.len(), MAX_ROWS);
+        // The chart is the selected pair's.
+        assert_eq!(
+            s.selected_sensor().map(SensorPanel::label).as_deref(),
+            Some("esp-hall/lab")
+        );
+        assert_eq!(s.history.len(), 240);
+    }
+
+    #[test]
+    fn the_picker_shows_one_node_and_wraps_to_all() {
+        for (k, name) in RAW_NODES.into_iter().enumerate() {
+            let s = gateway(k + 1);
+            let picked = s.picked.as_ref().expect("one node shown");
+            assert_eq!((picked.name.as_str(), picked.position), (name, k + 1));
+            assert_eq!(s.chosen_node(), Some(name));
+            assert_eq!(s.pick_of(name), Some(k + 1));
+            assert_eq!(
+                labels(&s),
+                RAW_SENSORS.map(|sensor| format!("{name}/{sensor}"))
+            );
+            assert!(
+                s.recent.iter().all(|r| r.node.as_deref() == Some(name)),
+                "only {name}'s readings in the table"
+            );
+            let per_sensor = if k == 2 { 201 } else { 240 };
+            assert_eq!(s.total.total(), 2 * per_sensor);
+            assert_eq!(s.header.node, GATEWAY, "the header stays the owner's");
+        }
+        assert_eq!(
+            gateway(RAW_NODES.len() + 1),
+            State {
+                view: gateway(RAW_NODES.len() + 1).view,
+                ..gateway(0)
+            }
+        );
+    }
+
+    #[test]
+    fn a_raw_node_shows_its_last_readings_age() {
+        let live = gateway(1).picked.expect("esp-hall");
+        assert_eq!(live.liveness, Liveness::LastReading(Some(5_000)));
+        let silent = gateway(3).picked.expect("esp-shed");
+        assert_eq!(silent.liveness, Liveness::LastReading(Some(SILENT_MS)));
+    }
+
+    #[test]
+    fn a_picked_node_with_its_own_agent_shows_that_agent() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let mut store = Store::open(&path, crate::store::Access::Writer).expect("writer");
+        let porch = AgentStatus {
+            node: RAW_NODES[1].to_owned(),
+            running: true,
+            pid: 7,
+            version: "0.1.0".to_owned(),
+            started_ms: NOW - 3_600_000,
+            heartbeat_ms: NOW - 60_000,
+            interval_ms: INTERVAL,
+        };
+        store.commit_cycle(&[], &[], &porch).expect("status");
+        store.mark_stopped(&porch).expect("stop");
+        drop(store);
+        let view = View {
+            node: 2,
+            ..View::default()
+        };
+        let s = load(&reader(&path), None, NOW, view).expect("state");
+        assert_eq!(
+            s.header.node, GATEWAY,
+            "the newest heartbeat is the gateway's"
+        );
+        let picked = s.picked.expect("esp-porch");
+        assert_eq!(picked.liveness, Liveness::Agent(AgentState::Stopped));
+    }
+
+    #[test]
+    fn an_owner_without_a_status_row_shows_its_last_readings_age() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let s = load(&reader(&path), Some(RAW_NODES[2]), NOW, View::default()).expect("state");
+        assert_eq!(s.header.agent, AgentState::Unknown);
+        assert_eq!(s.header.last_reading_age_ms, Some(SILENT_MS));
+        // The gateway, with its status row, has none to show.
+        assert_eq!(gateway(0).header.last_reading_age_ms, None);
     }
 
     fn reader(path: &std::path::Path) -> Store {

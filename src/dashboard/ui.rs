@@ -15,8 +15,8 @@ use ratatui::widgets::{
     ScrollbarOrientation, ScrollbarState, StatefulWidget, Table, Widget,
 };
 
-use super::keys::HELP;
-use super::state::{AgentState, Point, SensorPanel, Split, State, Theme};
+use super::keys::{HELP, NODE_HELP};
+use super::state::{AgentState, Liveness, Point, SensorPanel, Split, State, Theme, label};
 use crate::domain::Route;
 use crate::store::BrokerState;
 
@@ -29,20 +29,35 @@ const TALL: u16 = 32;
 /// The readings table's columns: time, sensor, °C, %RH, weights, priority,
 /// route, sent.
 const COLUMNS: [u16; 8] = [8, 10, 5, 5, 3, 2, 8, 4];
-/// The readings table's width: its columns, a space between each, borders.
+/// The same when the log holds several nodes: the sensor column has room
+/// for `node/sensor`.
+const NODE_COLUMNS: [u16; 8] = [8, 16, 5, 5, 3, 2, 8, 4];
+/// An agent's readings table's width, as the widget tests draw it.
+#[cfg(test)]
+const TABLE_WIDTH: u16 = width_of(&COLUMNS);
+
+/// A table's width: its `columns`, a space between each, borders.
 #[expect(
     clippy::cast_possible_truncation,
     reason = "eight columns: the count fits a u16"
 )]
-const TABLE_WIDTH: u16 = {
-    let mut w = 2 + (COLUMNS.len() as u16 - 1);
+const fn width_of(columns: &[u16; 8]) -> u16 {
+    let mut w = 2 + (columns.len() as u16 - 1);
     let mut i = 0;
-    while i < COLUMNS.len() {
-        w += COLUMNS[i];
+    while i < columns.len() {
+        w += columns[i];
         i += 1;
     }
     w
-};
+}
+
+/// The readings table's columns when nodes are `named` or not.
+fn columns(named: bool) -> &'static [u16; 8] {
+    if named { &NODE_COLUMNS } else { &COLUMNS }
+}
+/// Sensor panels are never narrower than this: where more than fit, the
+/// row shows them a page at a time.
+const PANEL_MIN: u16 = 12;
 /// The errors pane is never narrower than this, so the newest error's
 /// time, sensor and kind fit on its first line.
 const ERRORS_MIN: u16 = 24;
@@ -134,11 +149,13 @@ struct Panes {
 }
 
 impl Panes {
-    /// The layout for a terminal of `area`: the one place that decides it,
-    /// for drawing and for [`table_rows`] alike.
-    fn of(area: Rect) -> Panes {
+    /// The layout for a terminal of `area`, nodes `named` (a gateway's log:
+    /// a third header line, a wider sensor column) or not: the one place
+    /// that decides it, for drawing and for [`table_rows`] alike.
+    fn of(area: Rect, named: bool) -> Panes {
         let wide = area.width >= WIDE && area.height >= TALL;
-        let header_height = 2;
+        let header_height = header_height(named);
+        let table_width = width_of(columns(named));
         let panel_height = if wide { 7 } else { 5 };
         // The chart takes what the table leaves: on a tall terminal the
         // table grows too, so a page of it is worth paging through.
@@ -161,7 +178,7 @@ impl Panes {
         ])
         .areas(middle);
         let [table, errors] =
-            Layout::horizontal([Constraint::Max(TABLE_WIDTH), Constraint::Min(ERRORS_MIN)])
+            Layout::horizontal([Constraint::Max(table_width), Constraint::Min(ERRORS_MIN)])
                 .areas(bottom);
         Panes {
             wide,
@@ -175,9 +192,21 @@ impl Panes {
     }
 }
 
-/// How many readings the table shows on a terminal of `area`: a page.
+/// How many readings the table shows on a terminal of `area` under an
+/// agent's header: a page.
 pub fn table_rows(area: Rect) -> usize {
-    table_body(Panes::of(area).table)
+    table_body(Panes::of(area, false).table)
+}
+
+/// How many readings the table of `state` shows on a terminal of `area`.
+pub fn page_of(state: &State, area: Rect) -> usize {
+    table_body(Panes::of(area, state.names_nodes()).table)
+}
+
+/// The header's lines: the owner's status and the broker's, and a third
+/// for the node picker when the log holds several nodes.
+fn header_height(names_nodes: bool) -> u16 {
+    if names_nodes { 3 } else { 2 }
 }
 
 /// Rows of a table drawn in `area` left for readings: not the borders,
@@ -189,7 +218,7 @@ fn table_body(area: Rect) -> usize {
 /// Draws the whole dashboard.
 pub fn render(frame: &mut Frame, state: &State) {
     let area = frame.area();
-    let panes = Panes::of(area);
+    let panes = Panes::of(area, state.names_nodes());
     render_header(frame.buffer_mut(), panes.header, state);
     render_sensors(frame.buffer_mut(), panes.sensors, state, panes.wide);
     render_chart(frame, panes.chart, state);
@@ -197,24 +226,28 @@ pub fn render(frame: &mut Frame, state: &State) {
     render_table(frame.buffer_mut(), panes.table, state);
     render_errors(frame.buffer_mut(), panes.errors, state);
     if state.view.help {
-        render_help(frame.buffer_mut(), area, state.view.theme);
+        render_help(frame.buffer_mut(), area, state.view.theme, state.can_pick());
     }
 }
 
 fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
     let t = state.view.theme;
     let h = &state.header;
-    let agent_style = match h.agent {
-        AgentState::Running => t.good(),
-        AgentState::Stale | AgentState::Unknown => t.warn(),
-        AgentState::Stopped => t.bad(),
-    };
+    let agent_style = agent_style(h.agent, t);
     let mut first = vec![
         Span::styled("edgeprio ", t.title()),
         Span::raw(if h.node.is_empty() { "-" } else { &h.node }),
-        Span::raw("  agent "),
-        Span::styled(h.agent.as_str(), agent_style),
     ];
+    match h.last_reading_age_ms {
+        // No agent, but readings: how long the node has been silent.
+        Some(a) if h.agent == AgentState::Unknown => {
+            first.push(Span::raw(format!("  last reading {} ago", age(a))));
+        }
+        _ => {
+            first.push(Span::raw("  agent "));
+            first.push(Span::styled(h.agent.as_str(), agent_style));
+        }
+    }
     if let Some(hb) = h.heartbeat_age_ms {
         first.push(Span::raw(format!(" (beat {} ago)", age(hb))));
     }
@@ -281,7 +314,54 @@ fn render_header(buf: &mut Buffer, area: Rect, state: &State) {
             second.insert(at, Span::styled(text, t.bad()));
         }
     }
-    Paragraph::new(vec![Line::from(first), Line::from(second)]).render(area, buf);
+    let mut lines = vec![Line::from(first), Line::from(second)];
+    if state.names_nodes() {
+        lines.push(node_line(state));
+    }
+    Paragraph::new(lines).render(area, buf);
+}
+
+/// Which nodes are shown, of how many, and how the one shown alone is:
+/// `nodes all 3  n next node` or `node esp-2 2/3  last reading 5s ago`.
+fn node_line(state: &State) -> Line<'static> {
+    let t = state.view.theme;
+    let count = state.nodes.len();
+    let mut spans = match &state.picked {
+        Some(p) => {
+            let mut spans = vec![
+                Span::raw("node "),
+                Span::styled(p.name.clone(), t.title()),
+                Span::raw(format!(" {}/{count}", p.position)),
+            ];
+            match p.liveness {
+                Liveness::Agent(a) => {
+                    spans.push(Span::raw("  agent "));
+                    spans.push(Span::styled(a.as_str(), agent_style(a, t)));
+                }
+                Liveness::LastReading(Some(a)) => {
+                    spans.push(Span::raw(format!("  last reading {} ago", age(a))));
+                }
+                Liveness::LastReading(None) => {
+                    spans.push(Span::styled("  no reading", t.warn()));
+                }
+            }
+            spans
+        }
+        None => vec![Span::raw(format!("nodes all {count}"))],
+    };
+    if state.can_pick() {
+        spans.push(Span::styled("  n next node", DIM));
+    }
+    Line::from(spans)
+}
+
+/// How an agent's liveness is drawn.
+fn agent_style(agent: AgentState, t: Theme) -> Style {
+    match agent {
+        AgentState::Running => t.good(),
+        AgentState::Stale | AgentState::Unknown => t.warn(),
+        AgentState::Stopped => t.bad(),
+    }
 }
 
 /// `text` in at most `room` columns: whole, or cut with `…)` (it is in
@@ -308,12 +388,18 @@ fn render_sensors(buf: &mut Buffer, area: Rect, state: &State, wide: bool) {
             .render(area, buf);
         return;
     }
-    let n = u32::try_from(state.sensors.len()).unwrap_or(u32::MAX);
+    // A gateway's log may hold hundreds of pairs: the row shows the page
+    // of those that fit which holds the selected one.
+    let fit = usize::from((area.width / PANEL_MIN).max(1));
+    let first = state.selected / fit * fit;
+    let page = &state.sensors[first.min(state.sensors.len())..];
+    let page = &page[..page.len().min(fit)];
+    let n = u32::try_from(page.len()).unwrap_or(u32::MAX);
     let areas = Layout::horizontal((0..n).map(|_| Constraint::Ratio(1, n))).split(area);
-    for (i, (sensor, rect)) in state.sensors.iter().zip(areas.iter()).enumerate() {
+    for (i, (sensor, rect)) in page.iter().zip(areas.iter()).enumerate() {
         SensorWidget {
             panel: sensor,
-            selected: i == state.selected,
+            selected: first + i == state.selected,
             theme: state.view.theme,
             wide,
         }
@@ -345,7 +431,7 @@ impl Widget for SensorWidget<'_> {
         };
         let marker = if self.selected { "▶" } else { " " };
         let block =
-            Block::bordered().title(Span::styled(format!("{marker}{} ", p.sensor), title_style));
+            Block::bordered().title(Span::styled(format!("{marker}{} ", p.label()), title_style));
         let mut lines = Vec::new();
         if let Some(l) = &p.latest {
             lines.push(Line::from(vec![
@@ -413,8 +499,7 @@ fn render_chart(frame: &mut Frame, area: Rect, state: &State) {
     let window = state.view.window;
     let name = state
         .selected_sensor()
-        .map_or("-", |s| s.sensor.as_str())
-        .to_owned();
+        .map_or_else(|| "-".to_owned(), SensorPanel::label);
     let block = Block::bordered().title(Line::from(vec![
         Span::styled(format!(" {name} "), t.title()),
         Span::styled("°C", t.temperature()),
@@ -523,9 +608,29 @@ fn series_chart<'a>(
 /// total, and published against still in the outbox.
 pub struct RoutingSplit<'a>(pub &'a State);
 
-fn split_gauge(buf: &mut Buffer, area: Rect, name: &str, split: Split, t: Theme) {
+/// The name column of the routing pane: a sensor's name, or more where
+/// panels are named `node/sensor` (see [`name_width`]).
+const NAME: usize = 7;
+
+/// The routing pane's name column for `state` in a pane `inner` columns
+/// wide: [`NAME`], or for `node/sensor` names the longest, within what
+/// leaves the counts (16 columns) and a gauge (8) their room.
+fn name_width(state: &State, inner: u16) -> usize {
+    if !state.names_nodes() {
+        return NAME;
+    }
+    let longest = state
+        .sensors
+        .iter()
+        .map(|s| s.label().chars().count())
+        .max()
+        .unwrap_or(NAME);
+    longest.min(usize::from(inner).saturating_sub(24)).max(NAME)
+}
+
+fn split_gauge(buf: &mut Buffer, area: Rect, (name, width): (&str, usize), split: Split, t: Theme) {
     let label = format!(
-        "{name:<7.7}{:>5}/{:<6}{:>4}",
+        "{name:<width$.width$}{:>5}/{:<6}{:>4}",
         split.realtime,
         split.total(),
         percent(split.realtime_ratio())
@@ -552,13 +657,14 @@ impl Widget for RoutingSplit<'_> {
         block.render(area, buf);
         // The last two rows are kept for the total and the outbox.
         let all: Vec<Rect> = inner.rows().collect();
+        let width = name_width(state, inner.width);
         let shown = state.sensors.len().min(all.len().saturating_sub(2));
         for (s, r) in state.sensors.iter().zip(&all[..shown]) {
-            split_gauge(buf, *r, &s.sensor, s.split, t);
+            split_gauge(buf, *r, (&s.label(), width), s.split, t);
         }
         let mut rows = all[shown..].iter().copied();
         if let Some(r) = rows.next() {
-            split_gauge(buf, r, "total", state.total, t);
+            split_gauge(buf, r, ("total", width), state.total, t);
         }
         if let Some(r) = rows.next() {
             let total = state.total.total();
@@ -599,7 +705,7 @@ fn render_table(buf: &mut Buffer, area: Rect, state: &State) {
     let rows = shown.iter().map(|r| {
         Row::new([
             Cell::from(time_of_day(r.ts_ms)),
-            Cell::from(r.sensor.clone()),
+            Cell::from(label(r.node.as_deref(), &r.sensor)),
             Cell::from(format!("{:5.1}", r.temperature)),
             Cell::from(format!("{:5.1}", r.humidity)),
             Cell::from(format!("{}/{}", r.weights.0, r.weights.1)),
@@ -618,7 +724,7 @@ fn render_table(buf: &mut Buffer, area: Rect, state: &State) {
         )
     };
     Widget::render(
-        Table::new(rows, COLUMNS.map(Constraint::Length))
+        Table::new(rows, columns(state.names_nodes()).map(Constraint::Length))
             .header(header)
             .block(Block::bordered().title(Span::styled(title, t.title()))),
         area,
@@ -685,7 +791,11 @@ fn render_errors(buf: &mut Buffer, area: Rect, state: &State) {
             break;
         }
         let mut line = Line::from(vec![
-            Span::raw(format!("{} {} ", time_of_day(e.ts_ms), e.sensor)),
+            Span::raw(format!(
+                "{} {} ",
+                time_of_day(e.ts_ms),
+                label(e.node.as_deref(), &e.sensor)
+            )),
             Span::styled(e.kind.clone(), t.bad()),
         ]);
         let detail = Span::styled(format!(" {}", e.detail), DIM);
@@ -708,12 +818,16 @@ fn render_errors(buf: &mut Buffer, area: Rect, state: &State) {
     Paragraph::new(lines).render(inner, buf);
 }
 
-fn render_help(buf: &mut Buffer, area: Rect, t: Theme) {
-    let height = u16::try_from(HELP.len()).unwrap_or(u16::MAX) + 2;
+/// The key list; the node picker's keys too when there are `nodes` to
+/// pick from.
+fn render_help(buf: &mut Buffer, area: Rect, t: Theme, nodes: bool) {
+    let picker = nodes.then_some(&NODE_HELP);
+    let keys: Vec<&(&str, &str)> = HELP.iter().chain(picker).collect();
+    let height = u16::try_from(keys.len()).unwrap_or(u16::MAX) + 2;
     let popup = area.centered(Constraint::Length(40), Constraint::Length(height));
     Clear.render(popup, buf);
-    let lines: Vec<Line> = HELP
-        .iter()
+    let lines: Vec<Line> = keys
+        .into_iter()
         .map(|(k, what)| {
             Line::from(vec![
                 Span::styled(format!(" {k:<13}"), t.title()),
@@ -732,7 +846,9 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::dashboard::fixtures::{NOW, Scenario, build};
+    use crate::dashboard::fixtures::{
+        NOW, RAW_NODES, RAW_SENSORS, SILENT_MS, Scenario, build, build_gateway,
+    };
     use crate::dashboard::state::{LastError, Latest, View, load};
 
     fn state_of(scenario: Scenario, selected: usize) -> State {
@@ -836,6 +952,144 @@ mod tests {
             line(&state).contains("log file deleted or replaced under the agent"),
             "{}",
             line(&state)
+        );
+    }
+
+    /// The gateway's fixture log with the picker on `node`.
+    fn gateway(node: usize) -> State {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = build_gateway(dir.path());
+        let store = crate::store::Store::open(&path, crate::store::Access::ReadOnly)
+            .expect("read-only open");
+        let view = View {
+            node,
+            theme: Theme { color: false },
+            ..View::default()
+        };
+        load(&store, None, NOW, view).expect("state loads")
+    }
+
+    /// The screen's text, one string per row.
+    fn screen_text(state: &State, width: u16, height: u16) -> Vec<String> {
+        text(screen(state, width, height).backend().buffer())
+    }
+
+    #[test]
+    fn gateway_all_nodes() {
+        snapshots("gateway_all", &gateway(0));
+    }
+
+    #[test]
+    fn gateway_one_node() {
+        snapshots("gateway_one", &gateway(3));
+    }
+
+    #[test]
+    fn a_gateways_header_says_which_nodes_are_shown() {
+        let all = screen_text(&gateway(0), 120, 40);
+        assert!(
+            all[0].starts_with("edgeprio gw-1  agent running (beat 2s ago)"),
+            "{}",
+            all[0]
+        );
+        assert_eq!(all[2].trim_end(), "nodes all 3  n next node");
+        let hall = screen_text(&gateway(1), 120, 40);
+        assert_eq!(
+            hall[2].trim_end(),
+            "node esp-hall 1/3  last reading 5s ago  n next node"
+        );
+        let shed = screen_text(&gateway(3), 120, 40);
+        assert_eq!(
+            shed[2].trim_end(),
+            "node esp-shed 3/3  last reading 10m ago  n next node"
+        );
+        // An agent's header keeps its two lines.
+        let agent = screen_text(&state_of(Scenario::Live, 2), 120, 40);
+        assert!(agent[2].starts_with('┌'), "{}", agent[2]);
+    }
+
+    #[test]
+    fn panels_are_named_node_slash_sensor_and_filtered_by_the_picker() {
+        let all = screen_text(&gateway(0), 120, 40).join("\n");
+        for node in RAW_NODES {
+            for sensor in RAW_SENSORS {
+                assert!(
+                    all.contains(&format!("{node}/{sensor} ")),
+                    "{node}/{sensor}:\n{all}"
+                );
+            }
+        }
+        let porch = screen_text(&gateway(2), 120, 40).join("\n");
+        assert!(
+            porch.contains("┌▶esp-porch/lab ") && porch.contains("┌ esp-porch/yard "),
+            "{porch}"
+        );
+        for other in [RAW_NODES[0], RAW_NODES[2]] {
+            assert!(
+                !porch.contains(other),
+                "{other} shown while esp-porch is picked:\n{porch}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_owner_without_an_agent_shows_its_last_readings_age() {
+        let mut state = gateway(0);
+        state.header = crate::dashboard::state::Header {
+            node: "esp-shed".to_owned(),
+            agent: AgentState::Unknown,
+            heartbeat_age_ms: None,
+            last_reading_age_ms: Some(SILENT_MS),
+            interval_ms: None,
+            uptime_ms: None,
+            broker: None,
+            broker_error: None,
+            broker_for_ms: None,
+            outbox: 0,
+            log_replaced: None,
+        };
+        let rows = screen_text(&state, 120, 40);
+        assert_eq!(
+            rows[0].trim_end(),
+            "edgeprio esp-shed  last reading 10m ago"
+        );
+    }
+
+    #[test]
+    fn help_lists_the_node_keys_only_with_nodes_to_pick() {
+        let mut state = gateway(0);
+        state.view.help = true;
+        let picker = format!("{:<13}{}", NODE_HELP.0, NODE_HELP.1);
+        let shown = screen_text(&state, 80, 24).join("\n");
+        assert!(shown.contains(&picker), "{shown}");
+        let mut agent = state_of(Scenario::Live, 2);
+        agent.view.help = true;
+        let shown = screen_text(&agent, 80, 24).join("\n");
+        assert!(!shown.contains(NODE_HELP.1), "{shown}");
+    }
+
+    #[test]
+    fn panels_that_do_not_fit_are_shown_a_page_at_a_time() {
+        let mut state = gateway(0);
+        let six = state.sensors.clone();
+        state.sensors = (0..4).flat_map(|_| six.clone()).collect();
+        let area = Rect::new(0, 0, 80, 5);
+        let titles = |state: &State| {
+            let mut buf = Buffer::empty(area);
+            render_sensors(&mut buf, area, state, false);
+            text(&buf)[0].matches('┌').count()
+        };
+        // 24 panels, 6 to a page of 80 columns.
+        state.selected = 0;
+        assert_eq!(titles(&state), 6);
+        state.selected = 23;
+        let mut buf = Buffer::empty(area);
+        render_sensors(&mut buf, area, &state, false);
+        let top = &text(&buf)[0];
+        assert_eq!(top.matches('┌').count(), 6);
+        assert!(
+            top.ends_with("┌▶esp-shed/y┐"),
+            "the selected one is on the page: {top}"
         );
     }
 
@@ -962,6 +1216,7 @@ mod tests {
 
     fn panel() -> SensorPanel {
         SensorPanel {
+            node: None,
             sensor: "lab".to_owned(),
             latest: Some(Latest {
                 temperature: 28.0,

@@ -46,6 +46,8 @@ pub struct Bucket {
 pub struct StoredError {
     /// Row id: insertion order.
     pub id: i64,
+    /// The node whose sensor failed: a gateway's log holds many.
+    pub node: String,
     /// The error.
     pub error: SensorError,
 }
@@ -110,6 +112,35 @@ impl Snapshot<'_> {
             .map_err(|e| self.err(e))
     }
 
+    /// Every node that ever logged a reading, by name: the agent's one, or
+    /// the many behind a gateway.
+    pub fn nodes(&self) -> Result<Vec<String>, StoreError> {
+        // A skip-scan of UNIQUE(node, sensor, seq), as in `sensors`: one
+        // index seek per node.
+        self.tx
+            .prepare_cached(
+                "WITH RECURSIVE n(node) AS (
+                   SELECT (SELECT min(node) FROM readings)
+                   UNION ALL
+                   SELECT (SELECT min(node) FROM readings WHERE node > n.node)
+                   FROM n WHERE n.node IS NOT NULL)
+                 SELECT node FROM n WHERE node IS NOT NULL",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The nodes with a failed read at or after `since_ms`, by name (a
+    /// node whose sensors only failed has no readings to be found by).
+    pub fn error_nodes(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.tx
+            .prepare_cached(
+                "SELECT DISTINCT node FROM sensor_errors WHERE ts_ms >= ?1 ORDER BY node",
+            )
+            .and_then(|mut s| s.query_map([since_ms], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
     /// The log's identity record (what the agent last found at its path).
     pub fn log_identity(&self) -> Result<LogIdentity, StoreError> {
         log_identity_row(&self.tx, &self.store.path)
@@ -146,6 +177,20 @@ impl Snapshot<'_> {
                  ORDER BY 1",
             )
             .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Readings of every node not yet acknowledged: the outbox of a
+    /// gateway, which publishes the readings of many nodes.
+    pub fn outbox_depth_all(&self) -> Result<u64, StoreError> {
+        // Through the partial index `readings_outbox`.
+        self.tx
+            .query_row(
+                "SELECT count(*) FROM readings WHERE published_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map(to_u64)
             .map_err(|e| self.err(e))
     }
 
@@ -285,11 +330,27 @@ impl Snapshot<'_> {
 
     /// The newest `limit` readings of `node` that decode, newest first.
     pub fn recent(&self, node: &str, limit: usize) -> Result<Vec<StoredReading>, StoreError> {
+        self.recent_of(Some(node), limit)
+    }
+
+    /// The newest `limit` readings of every node that decode, newest first.
+    pub fn recent_all(&self, limit: usize) -> Result<Vec<StoredReading>, StoreError> {
+        self.recent_of(None, limit)
+    }
+
+    /// The newest `limit` readings of `node` (of every node for `None`).
+    fn recent_of(
+        &self,
+        node: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (rows, bad) = self
             .tx
             .prepare_cached(&format!(
-                "SELECT {} FROM readings WHERE +node = ?1 ORDER BY id DESC LIMIT ?2",
+                // `+node`: walked newest id first, whichever node.
+                "SELECT {} FROM readings WHERE (?1 IS NULL OR +node = ?1)
+                 ORDER BY id DESC LIMIT ?2",
                 rows::READING_COLUMNS
             ))
             .and_then(|mut s| rows::decode_all(s.query(params![node, limit])?))
@@ -298,11 +359,12 @@ impl Snapshot<'_> {
         Ok(rows)
     }
 
-    /// The newest `limit` sensor errors of `node` at or after `since_ms`
-    /// (of one sensor, if given), newest first.
+    /// The newest `limit` sensor errors of `node` (of every node for
+    /// `None`) at or after `since_ms` (of one sensor, if given), newest
+    /// first.
     pub fn errors(
         &self,
-        node: &str,
+        node: Option<&str>,
         sensor: Option<&str>,
         since_ms: i64,
         limit: usize,
@@ -310,8 +372,8 @@ impl Snapshot<'_> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.tx
             .prepare_cached(
-                "SELECT id, ts_ms, sensor, kind, detail FROM sensor_errors
-                 WHERE ts_ms >= ?2 AND node = ?1 AND (?3 IS NULL OR sensor = ?3)
+                "SELECT id, ts_ms, sensor, kind, detail, node FROM sensor_errors
+                 WHERE ts_ms >= ?2 AND (?1 IS NULL OR node = ?1) AND (?3 IS NULL OR sensor = ?3)
                  ORDER BY ts_ms DESC, id DESC LIMIT ?4",
             )
             .and_then(|mut s| {
@@ -319,6 +381,7 @@ impl Snapshot<'_> {
                     let kind: String = r.get(3)?;
                     Ok(StoredError {
                         id: r.get(0)?,
+                        node: r.get(5)?,
                         error: SensorError {
                             ts_ms: r.get(1)?,
                             sensor: r.get(2)?,
