@@ -159,27 +159,6 @@ impl Snapshot<'_> {
         super::outbox_depth(&self.tx, Some(node)).map_err(|e| self.err(e))
     }
 
-    /// Every node the log knows, by name: those with a status row (an
-    /// agent or gateway ran) and those with readings (a gateway's log
-    /// holds many). What a node picker offers.
-    pub fn nodes(&self) -> Result<Vec<String>, StoreError> {
-        // The readings' nodes by a skip-scan of UNIQUE(node, sensor, seq),
-        // as in `sensors`; UNION sorts and drops the doubles.
-        self.tx
-            .prepare_cached(
-                "WITH RECURSIVE n(node) AS (
-                   SELECT (SELECT min(node) FROM readings)
-                   UNION ALL
-                   SELECT (SELECT min(node) FROM readings WHERE node > n.node)
-                   FROM n WHERE n.node IS NOT NULL)
-                 SELECT node FROM n WHERE node IS NOT NULL
-                 UNION SELECT node FROM agent_status
-                 ORDER BY 1",
-            )
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .map_err(|e| self.err(e))
-    }
-
     /// Readings of every node not yet acknowledged: the outbox of a
     /// gateway, which publishes the readings of many nodes.
     pub fn outbox_depth_all(&self) -> Result<u64, StoreError> {
