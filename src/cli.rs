@@ -51,7 +51,7 @@ pub enum Command {
     /// Read each configured sensor once and print the result (wiring check)
     ReadOnce,
     /// Validate the configuration file; exit 0, or 78 naming the bad key
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Diagnose the board, GPIO access, each sensor (with pulse timing) and
     /// the log; one line per problem with its fix
     Doctor(DoctorArgs),
@@ -65,6 +65,31 @@ pub enum Command {
     /// The paper's processing servers: consume the real-time or the batch
     /// route into `SQLite` or `PostgreSQL`, each reading stored once
     Collect(CollectArgs),
+}
+
+/// Options of `check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The command the file is for: `run` needs a [[sensor]], `gateway`
+    /// and `collect` need a broker ([mqtt] or [broker]) and no sensor
+    #[arg(
+        long = "for",
+        env = "EDGEPRIO_CHECK_FOR",
+        value_name = "COMMAND",
+        default_value = "run"
+    )]
+    pub for_command: CheckFor,
+}
+
+/// What `check-config --for` checks a file for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFor {
+    /// The agent (`run`, `read-once`, `doctor`)
+    Run,
+    /// `edgeprio gateway`
+    Gateway,
+    /// `edgeprio collect`
+    Collect,
 }
 
 /// Options of `gateway`.
@@ -381,7 +406,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ReadOnce => commands::read_once::run(&config_path()),
         Command::Dashboard(args) => commands::dashboard::run(&config_path(), args),
         Command::Doctor(args) => commands::doctor::run(&config_path(), &args),
-        Command::CheckConfig => commands::check_config::run(&config_path()),
+        Command::CheckConfig(args) => commands::check_config::run(&config_path(), &args),
         Command::Gateway(args) => commands::gateway::run(&config_path(), &args),
         Command::Collect(args) => commands::collect::run(&config_path(), &args),
     }

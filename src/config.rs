@@ -746,6 +746,21 @@ impl Config {
         ))
     }
 
+    /// The broker, which `gateway` and `collect` cannot do without (`[mqtt]`,
+    /// or `[broker]` for an embedded one).
+    pub fn require_broker(&self) -> Result<&MqttConfig, ConfigError> {
+        if let Some(m) = &self.mqtt {
+            return Ok(m);
+        }
+        let file = source_name(self.source.as_deref());
+        Err(Validator { file: &file }.err(
+            "mqtt",
+            "no broker is configured; the gateway and the collectors consume and publish over \
+             MQTT: add\n  [mqtt]\n  url = \"mqtt://broker:1883\"\n(or [broker] enabled = true \
+             for an embedded one)",
+        ))
+    }
+
     /// Whether any sensor is real hardware (and so bound by the 2 s rule).
     pub fn has_hardware(&self) -> bool {
         self.sensors.iter().any(|s| s.kind.is_hardware())

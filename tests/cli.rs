@@ -1117,3 +1117,45 @@ fn log_lines_are_stamped_except_under_journald() {
     let err = text(&out.stderr);
     assert!(err.starts_with("<3>error: "), "{err}");
 }
+
+/// `check-config --for gateway|collect` checks a server's config: no
+/// [[sensor]] needed, a broker needed; the default (`run`) still needs a
+/// sensor.
+#[test]
+fn check_config_checks_a_servers_config_for_its_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    let check = |config: &str, args: &[&str]| {
+        std::fs::write(&path, config).unwrap();
+        edgeprio(dir.path())
+            .arg("--config")
+            .arg(&path)
+            .arg("check-config")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let server = "node = \"gw\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1883\"\n[gateway]\nsubscribe = \"site/+/raw\"\n";
+    let out = check(server, &["--for", "gateway"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("gateway   subscribes to site/+/raw, range DHT22"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(check(server, &["--for", "collect"]).status.success());
+    let out = check(server, &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("key `sensor`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = check("node = \"gw\"\n", &["--for", "gateway"]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        text(&out.stderr).contains("key `mqtt`: no broker is configured"),
+        "{}",
+        text(&out.stderr)
+    );
+}

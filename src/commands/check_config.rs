@@ -5,16 +5,31 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::cli::{CheckConfigArgs, CheckFor};
 use crate::config::{self, Config, SensorKind, SimProfile};
 use crate::sensor;
 
-/// Validates the configuration at `config_path` and prints its summary; an
-/// invalid file is the error (exit 78 from `cli::main`).
-pub fn run(config_path: &Path) -> anyhow::Result<ExitCode> {
+/// Validates the configuration at `config_path` for the command
+/// `--for` names and prints its summary; an invalid file is the error
+/// (exit 78 from `cli::main`).
+pub fn run(config_path: &Path, args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load_checked(config_path)?;
-    config.require_sensors()?;
+    match args.for_command {
+        CheckFor::Run => config.require_sensors()?,
+        CheckFor::Gateway | CheckFor::Collect => drop(config.require_broker()?),
+    }
     println!("{} is valid", config_path.display());
     print!("{}", describe_config(&config));
+    if args.for_command == CheckFor::Gateway
+        && let Some(m) = &config.mqtt
+    {
+        println!(
+            "  gateway   subscribes to {}, range {}, publishes on {}/<node>/realtime|batch",
+            config.gateway.filters(&m.topic_prefix).join(", "),
+            config.gateway.range.model,
+            m.topic_prefix
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

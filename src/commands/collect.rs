@@ -58,15 +58,7 @@ fn client_id(config: &Config, args: &CollectArgs) -> String {
 }
 
 async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
-    let mqtt = config.mqtt.clone().with_context(|| {
-        format!(
-            "collect needs a broker: add an [mqtt] section (url = \"mqtt://host:1883\") to {}",
-            config
-                .source
-                .as_deref()
-                .map_or_else(|| "the config".into(), |p| p.display().to_string())
-        )
-    })?;
+    let mqtt = config.require_broker()?.clone();
     let route = route(args.route);
     let filter = Topics::every_node(&mqtt.topic_prefix, route.as_str());
     let filter = match &args.group {

@@ -56,16 +56,7 @@ pub fn consumer_id(config: &Config, args: &GatewayArgs) -> String {
 }
 
 async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
-    let mqtt = config.mqtt.clone().with_context(|| {
-        format!(
-            "the gateway needs a broker: add an [mqtt] section (url = \"mqtt://host:1883\") or \
-             [broker] enabled = true to {}",
-            config
-                .source
-                .as_deref()
-                .map_or_else(|| "the config".into(), |p| p.display().to_string())
-        )
-    })?;
+    let mqtt = config.require_broker()?.clone();
     let shutdown = super::signals::shutdown_signal()?;
     let db = config.db.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&db, Access::Writer))
