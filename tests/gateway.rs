@@ -350,15 +350,18 @@ impl Scan<'_> {
                 self.out.push_str("str");
             }
             b't' | b'f' | b'n' => {
-                let word: &str = [("true", "bool"), ("false", "bool"), ("null", "null")]
-                    .into_iter()
-                    .find(|(w, _)| self.bytes[self.at..].starts_with(w.as_bytes()))
-                    .map(|(w, tag)| {
-                        self.at += w.len();
-                        tag
-                    })
-                    .unwrap_or_else(|| panic!("a bad literal at byte {}", self.at));
-                self.out.push_str(word);
+                let rest = &self.bytes[self.at..];
+                let (word, tag) = if rest.starts_with(b"true") {
+                    ("true", "bool")
+                } else if rest.starts_with(b"false") {
+                    ("false", "bool")
+                } else if rest.starts_with(b"null") {
+                    ("null", "null")
+                } else {
+                    panic!("a bad literal at byte {}", self.at)
+                };
+                self.at += word.len();
+                self.out.push_str(tag);
             }
             _ => {
                 let start = self.at;
@@ -545,7 +548,7 @@ fn a_gateway_killed_mid_stream_loses_nothing_and_logs_nothing_twice() {
     let mut gw = Gateway::start(dir.path(), &config, "gw-2");
 
     let total = usize::try_from(2 * PER_SENSOR).expect("fits");
-    let rows = wait_published(&mut gw, &db, total, Duration::from_secs(30));
+    let rows = wait_published(&mut gw, &db, total, Duration::from_secs(20));
     assert_eq!(
         rows.len(),
         total,
@@ -560,6 +563,8 @@ fn a_gateway_killed_mid_stream_loses_nothing_and_logs_nothing_twice() {
     for (sensor, got) in &seqs {
         assert_eq!(got, &want, "the seqs of {sensor}, in log order");
     }
+    let routes: BTreeSet<&str> = rows.iter().map(|r| r.route.as_str()).collect();
+    assert_eq!(routes, BTreeSet::from(["batch", "realtime"]), "both routes");
     for r in &rows {
         let t = if r.seq % 10 == 5 { 23.0 } else { 20.0 };
         assert_eq!(
@@ -574,6 +579,34 @@ fn a_gateway_killed_mid_stream_loses_nothing_and_logs_nothing_twice() {
     common::assert_no_panic(&stderr1);
     let (status, stderr) = gw.stop();
     assert!(status.success(), "exit {status} after SIGTERM:\n{stderr}");
+    assert!(
+        stderr.contains("session_present=true"),
+        "the restarted gateway found its session:\n{stderr}"
+    );
+    let stopped = stop_counts(&stderr);
+    assert_eq!(
+        stopped["realtime"] + stopped["batch"],
+        total - at_kill,
+        "the second gateway logged what the first had not, nothing again: {stopped:?}"
+    );
+}
+
+/// The counts of the gateway's "gateway stopped" line (`received`,
+/// `realtime`, `batch`, `duplicates`, `rejected`).
+fn stop_counts(stderr: &str) -> BTreeMap<String, usize> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("gateway stopped"))
+        .unwrap_or_else(|| panic!("no \"gateway stopped\" line:\n{stderr}"));
+    let counts: BTreeMap<String, usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+        .collect();
+    for field in ["received", "realtime", "batch", "duplicates", "rejected"] {
+        assert!(counts.contains_key(field), "no {field}=N in {line:?}");
+    }
+    counts
 }
 
 /// A payload the tests build rather than commit (tests/fixtures/raw
@@ -600,6 +633,106 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 fn has_kind(line: &str, kind: &str) -> bool {
     line.contains(&format!("kind={kind:?}"))
         || line.split_whitespace().any(|w| w == format!("kind={kind}"))
+}
+
+/// The messages the gateway must refuse, as (topic, payload file, the
+/// kind it is refused with): a 1 MB blob and a valid reading padded past
+/// [`MAX_RAW_PAYLOAD`] (written into `dir`), every file of
+/// `<corpus>/bad/<kind>/`, and a good payload on each publishable topic of
+/// `<corpus>/topics.txt`.
+fn bad_corpus(dir: &Path, corpus: &Path) -> Vec<(String, PathBuf, String)> {
+    // (topic, payload file, the kind it must be refused with).
+    let mut bad: Vec<(String, PathBuf, String)> = Vec::new();
+    let mut padded = br#"{"sensor":"padded","temperature_c":21.0,"humidity_pct":40.0}"#.to_vec();
+    padded.resize(MAX_RAW_PAYLOAD + 1, b' ');
+    bad.push((
+        RAW.into(),
+        write_bytes(dir, "blob.bin", &vec![b'x'; 1 << 20]),
+        "too_large".into(),
+    ));
+    bad.push((
+        RAW.into(),
+        write_bytes(dir, "padded.json", &padded),
+        "too_large".into(),
+    ));
+    let mut kind_dirs: Vec<PathBuf> = std::fs::read_dir(corpus.join("bad"))
+        .expect("read bad/")
+        .map(|e| e.expect("an entry").path())
+        .collect();
+    kind_dirs.sort();
+    for kind_dir in kind_dirs {
+        let kind = kind_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("a kind")
+            .to_owned();
+        for f in files_in(&kind_dir) {
+            bad.push((RAW.into(), f, kind.clone()));
+        }
+    }
+    // A good payload on each topic whose node the gateway refuses. The
+    // file lists only topics `+/raw` receives (no wildcards, which no
+    // broker accepts in a published topic: those are tested on the parser
+    // in src/domain/payload/topics.rs). A topic with a control character
+    // (the tab) is skipped: Mosquitto refuses it as malformed UTF-8
+    // (MQTT 3.1.1, 1.5.3: U+0001..U+001F), mosquitto_pub before sending
+    // and the broker by closing the connection, so no gateway behind it
+    // ever receives one.
+    let on_bad_topic = write_bytes(
+        dir,
+        "on-bad-topic.json",
+        br#"{"sensor":"on-bad-topic","temperature_c":21.0,"humidity_pct":40.0}"#,
+    );
+    let topics = std::fs::read_to_string(corpus.join("topics.txt")).expect("read topics.txt");
+    for line in topics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (kind, topic) = line.split_once('\t').expect("<kind>\\t<topic>");
+        assert!(
+            !topic.contains(['+', '#']),
+            "a topic with a wildcard cannot be published: {topic:?}"
+        );
+        if topic.chars().any(char::is_control) {
+            continue;
+        }
+        bad.push((topic.into(), on_bad_topic.clone(), kind.into()));
+    }
+    assert!(
+        bad.iter().any(|(t, _, _)| t != RAW),
+        "topics.txt gave no topic to publish on"
+    );
+    bad
+}
+
+/// `stderr` has a "rejected a message" line for each of `kinds`, at most
+/// once per kind per 10 s of the `elapsed` run (the consumer's throttle),
+/// and none for another kind.
+fn assert_refusals_said(stderr: &str, kinds: &BTreeSet<String>, elapsed: Duration) {
+    let rejected: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("rejected a message"))
+        .collect();
+    let windows = usize::try_from(elapsed.as_secs() / 10).expect("a short test") + 1;
+    for kind in kinds {
+        let said = rejected.iter().filter(|l| has_kind(l, kind)).count();
+        assert!(
+            said >= 1,
+            "no \"rejected a message\" line with kind={kind}:\n{}",
+            rejected.join("\n")
+        );
+        assert!(
+            said <= windows,
+            "kind={kind} said {said} times in {elapsed:?} (at most once per 10 s):\n{}",
+            rejected.join("\n")
+        );
+    }
+    for line in &rejected {
+        assert!(
+            kinds.iter().any(|k| has_kind(line, k)),
+            "a refusal of a kind the corpus does not have: {line}"
+        );
+    }
 }
 
 /// The malformed corpus through the real broker: a 1 MB blob and a valid
@@ -629,67 +762,7 @@ fn the_malformed_corpus_is_refused_by_kind_and_the_good_readings_flow() {
         .collect();
     assert_eq!(good_sensors.len(), good.len(), "a sensor per good file");
 
-    // (topic, payload file, the kind it must be refused with).
-    let mut bad: Vec<(String, PathBuf, String)> = Vec::new();
-    let mut padded = br#"{"sensor":"padded","temperature_c":21.0,"humidity_pct":40.0}"#.to_vec();
-    padded.resize(MAX_RAW_PAYLOAD + 1, b' ');
-    bad.push((
-        RAW.into(),
-        write_bytes(dir.path(), "blob.bin", &vec![b'x'; 1 << 20]),
-        "too_large".into(),
-    ));
-    bad.push((
-        RAW.into(),
-        write_bytes(dir.path(), "padded.json", &padded),
-        "too_large".into(),
-    ));
-    let mut kind_dirs: Vec<PathBuf> = std::fs::read_dir(corpus.join("bad"))
-        .expect("read bad/")
-        .map(|e| e.expect("an entry").path())
-        .collect();
-    kind_dirs.sort();
-    for kind_dir in kind_dirs {
-        let kind = kind_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("a kind")
-            .to_owned();
-        for f in files_in(&kind_dir) {
-            bad.push((RAW.into(), f, kind.clone()));
-        }
-    }
-    // A good payload on each topic whose node the gateway refuses. The
-    // file lists only topics `+/raw` receives (no wildcards, which no
-    // broker accepts in a published topic: those are tested on the parser
-    // in src/domain/payload/topics.rs). A topic with a control character
-    // (the tab) is skipped: Mosquitto refuses it as malformed UTF-8
-    // (MQTT 3.1.1, 1.5.3: U+0001..U+001F), mosquitto_pub before sending
-    // and the broker by closing the connection, so no gateway behind it
-    // ever receives one.
-    let on_bad_topic = write_bytes(
-        dir.path(),
-        "on-bad-topic.json",
-        br#"{"sensor":"on-bad-topic","temperature_c":21.0,"humidity_pct":40.0}"#,
-    );
-    let topics = std::fs::read_to_string(corpus.join("topics.txt")).expect("read topics.txt");
-    for line in topics
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
-        let (kind, topic) = line.split_once('\t').expect("<kind>\\t<topic>");
-        assert!(
-            !topic.contains(['+', '#']),
-            "a topic with a wildcard cannot be published: {topic:?}"
-        );
-        if topic.chars().any(char::is_control) {
-            continue;
-        }
-        bad.push((topic.into(), on_bad_topic.clone(), kind.into()));
-    }
-    assert!(
-        bad.iter().any(|(t, _, _)| t != RAW),
-        "topics.txt gave no topic to publish on"
-    );
+    let bad = bad_corpus(dir.path(), &corpus);
     let kinds: BTreeSet<String> = bad.iter().map(|(_, _, k)| k.clone()).collect();
 
     // Two blobs first, then the bad ones, with a good file after every
@@ -733,49 +806,20 @@ fn the_malformed_corpus_is_refused_by_kind_and_the_good_readings_flow() {
     }
     gw.assert_running();
 
-    let stderr = gw.stderr();
-    let rejected: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("rejected a message"))
-        .collect();
-    let windows = u32::try_from(logged_at.as_secs() / 10).expect("a short test") + 1;
-    for kind in &kinds {
-        let said = rejected.iter().filter(|l| has_kind(l, kind)).count();
-        assert!(
-            said >= 1,
-            "no \"rejected a message\" line with kind={kind}:\n{}",
-            rejected.join("\n")
-        );
-        assert!(
-            said <= usize::try_from(windows).expect("small"),
-            "kind={kind} said {said} times in {logged_at:?} (at most once per 10 s):\n{}",
-            rejected.join("\n")
-        );
-    }
-    for line in &rejected {
-        assert!(
-            kinds.iter().any(|k| has_kind(line, k)),
-            "a refusal of a kind the corpus does not have: {line}"
-        );
-    }
+    assert_refusals_said(&gw.stderr(), &kinds, logged_at);
     let (status, stderr) = gw.stop();
     assert!(status.success(), "exit {status} after SIGTERM:\n{stderr}");
     // The throttled log names each kind once; the counts at the stop say
     // every single message was refused (the topics of topics.txt too).
-    let stopped = stderr
-        .lines()
-        .find(|l| l.contains("gateway stopped"))
-        .unwrap_or_else(|| panic!("no \"gateway stopped\" line:\n{stderr}"));
-    let count = |field: &str| -> usize {
-        stopped
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{field}=")))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {field}=N in {stopped:?}"))
-    };
-    assert_eq!(count("rejected"), bad.len(), "{stopped}");
-    assert_eq!(count("realtime") + count("batch"), good.len(), "{stopped}");
-    assert_eq!(count("duplicates"), 0, "{stopped}");
+    let stopped = stop_counts(&stderr);
+    let count = |field: &str| stopped[field];
+    assert_eq!(count("rejected"), bad.len(), "{stopped:?}");
+    assert_eq!(
+        count("realtime") + count("batch"),
+        good.len(),
+        "{stopped:?}"
+    );
+    assert_eq!(count("duplicates"), 0, "{stopped:?}");
 }
 
 /// SIGTERM ends the gateway cleanly: exit 0, and its status row (node
