@@ -850,3 +850,81 @@ fn sigterm_stops_the_gateway_with_exit_0_and_its_status_row_stopped() {
     assert_eq!(gw_row.state, "stopped", "{gw_row:?}");
     assert_eq!(gw_row.pid, i64::from(pid), "{gw_row:?}");
 }
+
+/// The value of the sample line `series` (labels included) in a scrape.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// With `[metrics]`, the gateway's endpoint counts what it did: readings
+/// by route, redeliveries, refusals by kind, the streams, the consumer's
+/// messages and connection.
+#[test]
+fn the_gateways_metrics_count_routes_duplicates_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &Spec::default());
+    let (config, db) = gateway_config(dir.path(), &broker);
+    let port = mosquitto::free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    write!(text, "[metrics]\nlisten = \"127.0.0.1:{port}\"\n").unwrap();
+    std::fs::write(&config, text).unwrap();
+    let mut gw = Gateway::start(dir.path(), &config, "gw");
+    broker.publish(RAW, &raw("lab", 25.0, 56.0, Some(0)), false);
+    broker.publish(RAW, &raw("lab", 28.0, 48.0, Some(1)), false);
+    // The same seq 1 again: a redelivery, not a new reading.
+    broker.publish(RAW, &raw("lab", 28.0, 48.0, Some(1)), false);
+    broker.publish(RAW, "{not json", false);
+    broker.publish(RAW, &raw("attic", 120.0, 48.0, None), false);
+    wait_published(&mut gw, &db, 2, Duration::from_secs(10));
+    let node = "node=\"gw\"";
+    let mut body = String::new();
+    common::wait_for(Duration::from_secs(10), "the refusals counted", || {
+        body = common::scrape_metrics(port);
+        sample(
+            &body,
+            &format!("edgeprio_gateway_rejected_total{{{node},kind=\"range\"}}"),
+        ) == Some(1.0)
+    });
+    let want = [
+        (
+            format!("edgeprio_gateway_readings_total{{{node},route=\"realtime\"}}"),
+            1.0,
+        ),
+        (
+            format!("edgeprio_gateway_readings_total{{{node},route=\"batch\"}}"),
+            1.0,
+        ),
+        (format!("edgeprio_gateway_duplicates_total{{{node}}}"), 1.0),
+        (
+            format!("edgeprio_gateway_rejected_total{{{node},kind=\"json\"}}"),
+            1.0,
+        ),
+        (
+            format!("edgeprio_gateway_rejected_total{{{node},kind=\"range\"}}"),
+            1.0,
+        ),
+        (
+            format!("edgeprio_gateway_rejected_total{{{node},kind=\"type\"}}"),
+            0.0,
+        ),
+        // The out-of-range reading is refused before its stream is opened.
+        (format!("edgeprio_gateway_streams{{{node}}}"), 1.0),
+        (
+            format!("edgeprio_consumer_messages_total{{{node},result=\"committed\"}}"),
+            3.0,
+        ),
+        (
+            format!("edgeprio_consumer_messages_total{{{node},result=\"rejected\"}}"),
+            2.0,
+        ),
+        (format!("edgeprio_consumer_connected{{{node}}}"), 1.0),
+        (format!("edgeprio_broker_connected{{{node}}}"), 1.0),
+    ];
+    for (series, value) in want {
+        assert_eq!(sample(&body, &series), Some(value), "{series} in\n{body}");
+    }
+    let (status, stderr) = gw.stop();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}
