@@ -30,6 +30,13 @@
 //! A sensor that has produced no reading since start has no age series,
 //! and the outbox depth appears after the first commit.
 //!
+//! `gateway` and `collect` add their [`ServerSeries`]: `consumer_messages`
+//! (`result`), `consumer_redelivered`, `consumer_commit_failures`,
+//! `consumer_connected`, and `gateway_readings` (`route`),
+//! `gateway_duplicates`, `gateway_rejected` (`kind`, the fixed
+//! [`crate::gateway::REJECT_KINDS`]), `gateway_streams`, or
+//! `collect_readings` (`route`, `result`).
+//!
 //! # Troubleshooting
 //!
 //! - "address in use": another program (often a second agent) listens on
