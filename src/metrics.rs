@@ -34,7 +34,7 @@
 //! (`result`), `consumer_redelivered`, `consumer_commit_failures`,
 //! `consumer_connected`, and `gateway_readings` (`route`),
 //! `gateway_duplicates`, `gateway_rejected` (`kind`, the fixed
-//! [`crate::gateway::REJECT_KINDS`]), `gateway_streams`, or
+//! [`crate::gateway::reject_kinds`]), `gateway_streams`, or
 //! `collect_readings` (`route`, `result`).
 //!
 //! # Troubleshooting
@@ -613,8 +613,8 @@ fn encode_gateway(
             None,
             MetricType::Counter,
         )?;
-        for (kind, n) in crate::gateway::REJECT_KINDS.iter().zip(&g.rejected) {
-            ConstCounter::new(load(n)).encode(family.encode_family(&[("kind", *kind)])?)?;
+        for (kind, n) in crate::gateway::reject_kinds().zip(&g.rejected) {
+            ConstCounter::new(load(n)).encode(family.encode_family(&[("kind", kind)])?)?;
         }
     }
     ConstGauge::new(i64::try_from(load(&g.streams)).unwrap_or(i64::MAX)).encode(

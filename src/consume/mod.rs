@@ -68,16 +68,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::now_ms;
 use crate::config::MqttConfig;
-use crate::publish::connection::{self, describe, drive};
+use crate::publish::connection::{self, Backoff, Ended, describe, drive};
 use crate::store::BrokerState;
 
 pub mod batch;
 
 pub use batch::{BatchLimits, Batcher};
-
-/// Backoff between connection attempts: doubles from the first to the cap,
-/// back to the first after a connection that worked (as the publisher's).
-const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_mins(1));
 
 /// Backoff between attempts to hand a failed batch over again.
 const RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
@@ -440,35 +436,33 @@ impl Consumer {
             throttle: Throttle::default(),
             started: std::time::Instant::now(),
         };
-        let mut backoff = BACKOFF.0;
+        let mut backoff = Backoff::new();
         loop {
             self.report(BrokerState::Connecting, None);
-            match run.session().await {
+            let pause = match run.session().await {
                 Ended::Closed => break,
                 Ended::Lost {
                     error,
                     was_connected,
                 } => {
-                    if was_connected {
-                        backoff = BACKOFF.0;
-                    }
+                    let pause = backoff.after(was_connected);
                     tracing::warn!(
                         broker = %self.mqtt.url,
                         client_id = %self.options.client_id,
-                        retry_in = %humantime::format_duration(backoff),
+                        retry_in = %humantime::format_duration(pause),
                         "MQTT consumer: {error}; unacknowledged messages stay with the broker"
                     );
                     self.report(BrokerState::Disconnected, Some(error));
+                    pause
                 }
-            }
+            };
             // Meanwhile what the lost connection delivered is committed:
             // its acknowledgements died with it, so the broker sends it
             // again and the handler's idempotence absorbs the second copy;
             // should the broker have lost the session, it is not lost here.
-            if run.pause(backoff).await == Delivery::Stopped {
+            if run.pause(pause).await == Delivery::Stopped {
                 break;
             }
-            backoff = (backoff * 2).min(BACKOFF.1);
         }
         self.report(BrokerState::Disconnected, Some("consumer stopped".into()));
         self.counters.snapshot()
@@ -512,19 +506,6 @@ impl<F: Future<Output = ()>> Stop<'_, F> {
             self.fired = true;
         }
     }
-}
-
-/// How a connection ended.
-enum Ended {
-    /// Shutdown: the consumer stops.
-    Closed,
-    /// The connection failed or was lost.
-    Lost {
-        /// Why, in words that say what to check.
-        error: String,
-        /// Whether it had worked: then the backoff starts over.
-        was_connected: bool,
-    },
 }
 
 /// Whether the consumer goes on.

@@ -84,26 +84,18 @@ impl Counts {
     }
 }
 
-/// Every kind a gateway refuses a message for: the payload's
-/// ([`PayloadError::KINDS`]) and the stream's. The metrics' `kind` labels,
-/// fixed at start-up.
-pub const REJECT_KINDS: [&str; 15] = [
-    "too_large",
-    "json",
-    "range",
-    "type",
-    "unknown_field",
-    "duplicate_field",
-    "missing_field",
-    "node",
-    "sensor",
-    "log",
-    "ts",
-    "other_node",
-    "topic",
-    "seq_exhausted",
-    "seq_behind",
-];
+/// The kinds a gateway refuses a message for beyond the payload's
+/// ([`PayloadError::KINDS`]): the stream's.
+pub const STREAM_KINDS: [&str; 2] = ["seq_exhausted", "seq_behind"];
+
+/// How many refusal kinds there are: the metrics' `kind` labels, fixed at
+/// start-up ([`reject_kinds`]).
+pub const REJECT_KIND_COUNT: usize = PayloadError::KINDS.len() + STREAM_KINDS.len();
+
+/// Every refusal kind, in the order of [`GatewayCounters::rejected`].
+pub fn reject_kinds() -> impl Iterator<Item = &'static str> {
+    PayloadError::KINDS.into_iter().chain(STREAM_KINDS)
+}
 
 /// What the gateway did, in atomics a metrics scrape reads while it works.
 #[derive(Debug, Default)]
@@ -114,8 +106,8 @@ pub struct GatewayCounters {
     pub batch: AtomicU64,
     /// Redeliveries recognised.
     pub duplicates: AtomicU64,
-    /// Refusals, indexed like [`REJECT_KINDS`].
-    pub rejected: [AtomicU64; REJECT_KINDS.len()],
+    /// Refusals, indexed like [`reject_kinds`].
+    pub rejected: [AtomicU64; REJECT_KIND_COUNT],
     /// (node, sensor) streams open.
     pub streams: AtomicU64,
 }
@@ -129,10 +121,10 @@ impl GatewayCounters {
                 Verdict::Logged(Route::Batch) => &self.batch,
                 Verdict::Duplicate => &self.duplicates,
                 Verdict::Rejected { kind, .. } => {
-                    let i = REJECT_KINDS.iter().position(|k| k == kind);
+                    let i = reject_kinds().position(|k| k == *kind);
                     // A kind missing from the list is a bug the unit test
                     // catches; counted as the last one meanwhile.
-                    &self.rejected[i.unwrap_or(REJECT_KINDS.len() - 1)]
+                    &self.rejected[i.unwrap_or(REJECT_KIND_COUNT - 1)]
                 }
             };
             counter.fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,59 @@ use tokio::sync::mpsc;
 
 use crate::config::MqttConfig;
 
+/// How a connection (a session on it) ended, for the loop that connects
+/// again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// A stop was asked for: no new connection.
+    Closed,
+    /// The connection failed or was lost.
+    Lost {
+        /// Why, in words that say what to check.
+        error: String,
+        /// Whether it had worked: then the backoff starts over.
+        was_connected: bool,
+    },
+}
+
+/// The pause between connection attempts: doubling from 1 s to 1 min, and
+/// from 1 s again after a connection that worked. Every MQTT client of
+/// edgeprio waits by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The next pause.
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first pause.
+    pub const FIRST: Duration = Duration::from_secs(1);
+    /// The longest.
+    pub const CAP: Duration = Duration::from_mins(1);
+
+    /// Starts at [`Backoff::FIRST`].
+    pub fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    /// The pause after a connection that ended; one that `was_connected`
+    /// starts the doubling over.
+    pub fn after(&mut self, was_connected: bool) -> Duration {
+        if was_connected {
+            self.next = Self::FIRST;
+        }
+        let pause = self.next;
+        self.next = (pause * 2).min(Self::CAP);
+        pause
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The options every client of `m` starts from: `client_id`, keep-alive,
 /// packet size limits, `last_will`, the credentials and TLS. The password
 /// and certificates are read here, at every attempt, so a fixed file is
@@ -172,5 +225,20 @@ pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_to_its_cap_and_starts_over_after_a_connection() {
+        let mut b = Backoff::new();
+        let s = Duration::from_secs;
+        let pauses: Vec<Duration> = (0..8).map(|_| b.after(false)).collect();
+        assert_eq!(pauses, [s(1), s(2), s(4), s(8), s(16), s(32), s(60), s(60)]);
+        assert_eq!(b.after(true), s(1));
+        assert_eq!(b.after(false), s(2));
     }
 }

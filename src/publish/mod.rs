@@ -44,7 +44,7 @@ pub mod ledger;
 pub mod pump;
 
 pub use connection::tls_config;
-use connection::{describe, drive};
+use connection::{Backoff, Ended, describe, drive};
 use ledger::{Ack, Ledger, Msg};
 use pump::{Followed, Message, Pump};
 
@@ -55,9 +55,6 @@ const WINDOW: usize = 4_000;
 
 /// Rows read from the log per query.
 const FETCH: usize = 1_000;
-
-/// Backoff between connection attempts: doubles from the first to the cap.
-const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_mins(1));
 
 /// How long a clean shutdown waits for outstanding acknowledgements.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -311,36 +308,27 @@ impl Ctx {
     }
 }
 
-/// How a session ended.
-enum Ended {
-    /// The agent is shutting down.
-    Closed,
-    /// The connection failed or was lost.
-    Lost { error: String, was_connected: bool },
-}
-
 async fn run(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-    let mut backoff = BACKOFF.0;
+    let mut backoff = Backoff::new();
     loop {
         ctx.set_state(BrokerState::Connecting, None).await;
-        match session(&ctx, &mut rx).await {
+        let pause = match session(&ctx, &mut rx).await {
             Ended::Closed => return,
             Ended::Lost {
                 error,
                 was_connected,
             } => {
-                if was_connected {
-                    backoff = BACKOFF.0;
-                }
+                let pause = backoff.after(was_connected);
                 tracing::warn!(
                     broker = %ctx.mqtt.url,
-                    retry_in = %humantime::format_duration(backoff),
+                    retry_in = %humantime::format_duration(pause),
                     "MQTT: {error}; readings stay in the local log and are sent once the broker is back"
                 );
                 ctx.set_state(BrokerState::Disconnected, Some(error)).await;
+                pause
             }
-        }
-        let pause = tokio::time::sleep(backoff);
+        };
+        let pause = tokio::time::sleep(pause);
         tokio::pin!(pause);
         loop {
             tokio::select! {
@@ -355,7 +343,6 @@ async fn run(ctx: Ctx, mut rx: mpsc::UnboundedReceiver<Cmd>) {
                 },
             }
         }
-        backoff = (backoff * 2).min(BACKOFF.1);
     }
 }
 
