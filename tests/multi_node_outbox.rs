@@ -93,6 +93,7 @@ fn a_log_of_two_nodes_is_published_on_each_nodes_topics() {
     mqtt.realtime_max_age = Duration::from_mins(1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut publisher = MqttPublisher::from_spec(PublisherSpec {
+        every_node: true,
         home_node: HOME.into(),
         db: db.clone(),
         mqtt,

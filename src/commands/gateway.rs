@@ -19,7 +19,7 @@ use crate::consume::{
 };
 use crate::gateway::{Gateway, GatewayCounters, Message, Verdict};
 use crate::metrics::{Endpoint, Metrics, ServerRole, ServerSeries};
-use crate::publish::AnyPublisher;
+use crate::publish::{AnyPublisher, MqttPublisher, PublisherSpec};
 use crate::store::{Access, AgentStatus, Store};
 use crate::stream::{StreamRules, Streams};
 
@@ -84,7 +84,10 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
         Some(m) => Some(Endpoint::start(m.listen, metrics.clone()).await?),
         None => None,
     };
-    let mut publisher = AnyPublisher::for_config(&config).with_metrics(&metrics);
+    let mut publisher = AnyPublisher::Mqtt(Box::new(MqttPublisher::from_spec(
+        PublisherSpec::of_gateway(&config, &mqtt),
+    )))
+    .with_metrics(&metrics);
     publisher.ready();
     let filters = config.gateway.filters(&mqtt.topic_prefix);
     let consumer = Consumer::new(

@@ -113,6 +113,7 @@ impl MqttPublisher {
             db: spec.db,
             sensors: spec.announce,
             expire_after_s: spec.expire_after_s,
+            every_node: spec.every_node,
             store: Arc::new(Mutex::new(None)),
             log_epoch: Arc::new(AtomicU64::new(0)),
             metrics: None,
@@ -147,9 +148,23 @@ pub struct PublisherSpec {
     pub announce: Vec<(String, &'static str)>,
     /// How long Home Assistant shows a sensor's value without an update.
     pub expire_after_s: u64,
+    /// Drain the outbox of every node in the log (a gateway's), not only
+    /// the home node's (an agent's log holds no other: its outbox is read
+    /// through the outbox index as it always was).
+    pub every_node: bool,
 }
 
 impl PublisherSpec {
+    /// A gateway's: every node's outbox, nothing announced to Home
+    /// Assistant.
+    pub fn of_gateway(config: &Config, mqtt: &MqttConfig) -> Self {
+        Self {
+            announce: Vec::new(),
+            every_node: true,
+            ..Self::of_agent(config, mqtt)
+        }
+    }
+
     /// The agent's: its node, log and configured sensors; values expire
     /// after three intervals, rounded up to whole seconds.
     pub fn of_agent(config: &Config, mqtt: &MqttConfig) -> Self {
@@ -170,6 +185,7 @@ impl PublisherSpec {
                 .try_into()
                 .unwrap_or(u64::MAX)
                 .max(1),
+            every_node: false,
         }
     }
 }
@@ -222,6 +238,8 @@ struct Ctx {
     sensors: Vec<(String, &'static str)>,
     /// Home Assistant's `expire_after` for the announced sensors.
     expire_after_s: u64,
+    /// See [`PublisherSpec::every_node`].
+    every_node: bool,
     /// The outbox connection, opened on first use (the agent creates and
     /// migrates the file before the first commit), with the `log_epoch` it
     /// was opened in.
@@ -665,14 +683,21 @@ impl Session {
         }
     }
 
-    /// Reads unpublished rows (of every node) from the log while the
+    /// Reads unpublished rows (of the home node, or of every node) from the log while the
     /// window has room, and sends what the pump makes of them.
     async fn pump(&mut self, ctx: &Ctx) -> Result<(), String> {
         while self.ledger.room() > 0 {
             let after = self.pump.after();
             let limit = FETCH.min(self.ledger.room());
+            let home = (!ctx.every_node).then(|| ctx.node.clone());
             let read = ctx
-                .with_store(move |s| Ok((s.outbox_of_all(after, limit)?, s.log_id()?)))
+                .with_store(move |s| {
+                    let rows = match &home {
+                        Some(node) => s.outbox(node, after, limit)?,
+                        None => s.outbox_of_all(after, limit)?,
+                    };
+                    Ok((rows, s.log_id()?))
+                })
                 .await;
             // The log's trouble is not the broker's: the session stays up,
             // and the next tick or commit tries again.
