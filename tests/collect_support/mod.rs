@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, ChildGuard, Row};
 use crate::common::postgres::Postgres;
+use crate::common::{self, ChildGuard, Row};
 use crate::mosquitto::Broker;
 
 /// (node, sensor, log, seq): the key every store keeps a reading once under.
@@ -50,7 +50,10 @@ impl Collect {
     /// until its subscription is acknowledged (a message published after
     /// that is the collector's, even before it is delivered).
     pub fn start(dir: &Path, config: &Path, route: &str, db: &str, args: &[&str]) -> Collect {
-        let err = dir.join(format!("collect-{route}-{}.err", common::postgres::free_port()));
+        let err = dir.join(format!(
+            "collect-{route}-{}.err",
+            common::postgres::free_port()
+        ));
         let mut cmd = common::std_cmd(dir);
         cmd.arg("--config")
             .arg(config)
@@ -111,7 +114,11 @@ impl Collect {
         let Some(status) = status else {
             panic!("the collector did not stop within 30 s of SIGTERM:\n{stderr}")
         };
-        assert_eq!(status.code(), Some(0), "exit {status} after SIGTERM:\n{stderr}");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit {status} after SIGTERM:\n{stderr}"
+        );
         common::assert_no_panic(&stderr);
         (totals(&stderr), stderr)
     }
@@ -156,7 +163,17 @@ pub fn totals(stderr: &str) -> Totals {
 pub fn psql(pg: &Postgres, sql: &str) -> Vec<Vec<String>> {
     let out = Command::new("psql")
         .arg(pg.url())
-        .args(["-X", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-F",
+            "\t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("run psql (apt-get install postgresql-client)");
     assert!(
@@ -175,7 +192,9 @@ pub fn psql(pg: &Postgres, sql: &str) -> Vec<Vec<String>> {
 pub fn psql_i64(pg: &Postgres, sql: &str) -> i64 {
     let rows = psql(pg, sql);
     assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
-    rows[0][0].parse().unwrap_or_else(|e| panic!("{sql}: {rows:?}: {e}"))
+    rows[0][0]
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {rows:?}: {e}"))
 }
 
 /// Rows in `readings`.
@@ -190,7 +209,10 @@ pub fn wait_pg_count(pg: &Postgres, n: usize, limit: Duration, what: &str) {
     let deadline = Instant::now() + limit;
     loop {
         let got = pg_count(pg);
-        assert!(got <= want, "{what}: PostgreSQL holds {got} readings, want {want}");
+        assert!(
+            got <= want,
+            "{what}: PostgreSQL holds {got} readings, want {want}"
+        );
         if got == want {
             return;
         }
@@ -310,5 +332,49 @@ pub fn assert_stored_exactly(pg: &Postgres, want: &BTreeMap<Key, Row>) {
             resent: false,
         };
         assert_eq!(stored, &logged, "{key:?}: stored vs logged");
+    }
+}
+
+/// One row of `readings_grafana` as compared: (metric, time in Unix ms,
+/// temperature and humidity as bits (exact), "priority/route/node/sensor").
+type ViewRow = (String, i64, u64, u64, String);
+
+/// The Grafana view has one row per reading of `want`, at its instant,
+/// named `node/sensor`, with its values, priority and route.
+pub fn assert_grafana_view(pg: &Postgres, want: &BTreeMap<Key, Row>) {
+    let mut view: Vec<ViewRow> = psql(
+        pg,
+        "SELECT metric, round(extract(epoch FROM time) * 1000)::bigint, temperature_c,
+                humidity_pct, priority || '/' || route || '/' || node || '/' || sensor
+         FROM readings_grafana",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r[0].clone(),
+            r[1].parse().unwrap(),
+            r[2].parse::<f64>().unwrap().to_bits(),
+            r[3].parse::<f64>().unwrap().to_bits(),
+            r[4].clone(),
+        )
+    })
+    .collect();
+    view.sort();
+    let mut logged: Vec<ViewRow> = want
+        .values()
+        .map(|r| {
+            (
+                format!("{}/{}", r.node, r.sensor),
+                r.ts_ms,
+                r.temperature_c.to_bits(),
+                r.humidity_pct.to_bits(),
+                format!("{}/{}/{}/{}", r.priority, r.route, r.node, r.sensor),
+            )
+        })
+        .collect();
+    logged.sort();
+    assert_eq!(view.len(), logged.len(), "rows of readings_grafana");
+    for (v, l) in view.iter().zip(&logged) {
+        assert_eq!(v, l, "readings_grafana vs the log");
     }
 }
