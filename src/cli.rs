@@ -70,8 +70,8 @@ pub enum Command {
 /// Options of `check-config`.
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
-    /// The command the file is for: `run` needs a [[sensor]], `gateway`
-    /// and `collect` need a broker ([mqtt] or [broker]) and no sensor
+    /// The command the file is for: `run` needs a `[[sensor]]`, `gateway`
+    /// and `collect` need a broker (`[mqtt]` or `[broker]`) and no sensor
     #[arg(
         long = "for",
         env = "EDGEPRIO_CHECK_FOR",

@@ -30,6 +30,13 @@
 //! A sensor that has produced no reading since start has no age series,
 //! and the outbox depth appears after the first commit.
 //!
+//! `gateway` and `collect` add their [`ServerSeries`]: `consumer_messages`
+//! (`result`), `consumer_redelivered`, `consumer_commit_failures`,
+//! `consumer_connected`, and `gateway_readings` (`route`),
+//! `gateway_duplicates`, `gateway_rejected` (`kind`, the fixed
+//! [`crate::gateway::REJECT_KINDS`]), `gateway_streams`, or
+//! `collect_readings` (`route`, `result`).
+//!
 //! # Troubleshooting
 //!
 //! - "address in use": another program (often a second agent) listens on
@@ -143,6 +150,9 @@ struct State {
     /// What the kernel said about the clock last cycle (a [`ClockSync`]
     /// as [`sync_code`] numbers it).
     clock_sync: AtomicU8,
+    /// The series of a server command (`gateway`, `collect`), set once
+    /// when it starts; the agent has none.
+    server: std::sync::OnceLock<ServerSeries>,
 }
 
 /// A [`ClockSync`] as an atomic holds it.
@@ -214,6 +224,7 @@ impl Metrics {
                 broker: AtomicU8::new(broker),
                 clock_jumps: Default::default(),
                 clock_sync: AtomicU8::new(sync_code(ClockSync::Unknown)),
+                server: std::sync::OnceLock::new(),
             }),
             clock,
         }
@@ -306,6 +317,11 @@ impl Metrics {
         }
         .expect("writing to a String cannot fail");
         out
+    }
+
+    /// Adds the series of a server command; the first call wins.
+    pub fn serve_as(&self, series: ServerSeries) {
+        let _ = self.state.server.set(series);
     }
 
     fn sensor(&self, id: &str) -> Option<&SensorCounters> {
@@ -455,18 +471,161 @@ impl Collector for Scrape {
             )?;
             ConstGauge::new(i64::from(synced)).encode(gauge)?;
         }
-        let info = Info::new([
-            ("version", env!("CARGO_PKG_VERSION")),
-            ("arch", std::env::consts::ARCH),
-            ("os", std::env::consts::OS),
-        ]);
-        info.encode(encoder.encode_descriptor(
-            "build",
-            "The running edgeprio.",
-            None,
-            MetricType::Info,
-        )?)
+        if let Some(server) = s.server.get() {
+            server.encode(&mut encoder)?;
+        }
+        encode_build(encoder)
     }
+}
+
+/// `edgeprio_build_info`.
+fn encode_build(mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+    let info = Info::new([
+        ("version", env!("CARGO_PKG_VERSION")),
+        ("arch", std::env::consts::ARCH),
+        ("os", std::env::consts::OS),
+    ]);
+    info.encode(encoder.encode_descriptor(
+        "build",
+        "The running edgeprio.",
+        None,
+        MetricType::Info,
+    )?)
+}
+
+/// The series of `gateway` and `collect`: their consumer's, and their
+/// own. Everything is read from atomics (and the consumer's status
+/// channel) at scrape time.
+#[derive(Debug)]
+pub struct ServerSeries {
+    /// The committing consumer's counters.
+    consumer: crate::consume::Stats,
+    /// Its connection, as last reported.
+    connection: tokio::sync::watch::Receiver<crate::consume::ConnectionStatus>,
+    /// What the command itself counts.
+    role: ServerRole,
+}
+
+/// Which server a [`ServerSeries`] is of.
+#[derive(Debug)]
+pub enum ServerRole {
+    /// `edgeprio gateway`.
+    Gateway(Arc<crate::gateway::GatewayCounters>),
+    /// `edgeprio collect --route R`.
+    Collect(Route, Arc<crate::collect::CollectCounts>),
+}
+
+impl ServerSeries {
+    /// The series of a server whose consumer is `consumer`.
+    pub fn new(consumer: &crate::consume::Consumer, role: ServerRole) -> Self {
+        Self {
+            consumer: consumer.stats(),
+            connection: consumer.status(),
+            role,
+        }
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let c = self.consumer.snapshot();
+        {
+            let mut family = encoder.encode_descriptor(
+                "consumer_messages",
+                "Messages the consumer handed over, by what became of them (rejected ones \
+                 are acknowledged and never stored).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, n) in [("committed", c.committed), ("rejected", c.rejected)] {
+                ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
+            }
+        }
+        ConstCounter::new(c.redelivered).encode(encoder.encode_descriptor(
+            "consumer_redelivered",
+            "Messages the broker flagged as delivered again (dup).",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(c.handler_failures).encode(encoder.encode_descriptor(
+            "consumer_commit_failures",
+            "Batches that could not be committed (each retry counts); nothing of them was \
+             acknowledged.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let up = self.connection.borrow().state == BrokerState::Connected;
+        ConstGauge::new(i64::from(up)).encode(encoder.encode_descriptor(
+            "consumer_connected",
+            "Whether the consumer is connected and subscribed (1) or not (0).",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        match &self.role {
+            ServerRole::Gateway(g) => encode_gateway(g, encoder),
+            ServerRole::Collect(route, counts) => {
+                let mut family = encoder.encode_descriptor(
+                    "collect_readings",
+                    "Readings committed by the collector: new ones, and those the database \
+                     already had.",
+                    None,
+                    MetricType::Counter,
+                )?;
+                let load = |a: &AtomicU64| a.load(Relaxed);
+                for (result, n) in [
+                    ("inserted", load(&counts.inserted)),
+                    ("duplicate", load(&counts.duplicates)),
+                ] {
+                    let labels = [("route", route.as_str()), ("result", result)];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The gateway's own series.
+fn encode_gateway(
+    g: &crate::gateway::GatewayCounters,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), fmt::Error> {
+    let load = |a: &AtomicU64| a.load(Relaxed);
+    {
+        let mut family = encoder.encode_descriptor(
+            "gateway_readings",
+            "Raw readings the gateway scored and logged, by route.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (route, n) in [("realtime", load(&g.realtime)), ("batch", load(&g.batch))] {
+            ConstCounter::new(n).encode(family.encode_family(&[("route", route)])?)?;
+        }
+    }
+    ConstCounter::new(load(&g.duplicates)).encode(encoder.encode_descriptor(
+        "gateway_duplicates",
+        "Raw readings delivered again that the log already had.",
+        None,
+        MetricType::Counter,
+    )?)?;
+    {
+        let mut family = encoder.encode_descriptor(
+            "gateway_rejected",
+            "Raw messages refused, by what was wrong.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, n) in crate::gateway::REJECT_KINDS.iter().zip(&g.rejected) {
+            ConstCounter::new(load(n)).encode(family.encode_family(&[("kind", *kind)])?)?;
+        }
+    }
+    ConstGauge::new(i64::try_from(load(&g.streams)).unwrap_or(i64::MAX)).encode(
+        encoder.encode_descriptor(
+            "gateway_streams",
+            "The (node, sensor) streams the gateway keeps state for.",
+            None,
+            MetricType::Gauge,
+        )?,
+    )?;
+    Ok(())
 }
 
 /// Why the endpoint could not start.

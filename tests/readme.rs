@@ -51,7 +51,7 @@ fn sqlite3(db: &Path, args: &[&str], sql: &str) -> Output {
 #[test]
 fn readme_queries_run_against_a_real_log() {
     let blocks = readme_sql_blocks();
-    assert_eq!(blocks.len(), 5, "the README promises five sqlite3 queries");
+    assert_eq!(blocks.len(), 6, "the README promises six sqlite3 queries");
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("e.db");
@@ -75,14 +75,19 @@ fn readme_queries_run_against_a_real_log() {
 
     // Spot-check the answers against what the demo is known to write.
     let run = |sql: &str| text(&sqlite3(&db, &["-bail"], sql).stdout);
-    let split = run(&blocks[2]);
+    let split = run(&blocks[3]);
     let lab = split.lines().find(|l| l.starts_with("lab|")).unwrap();
     // 30 heater readings: only seq 8 (the paper's record 9) is real-time.
     assert_eq!(lab, "lab|1|29|3.3", "{split}");
-    let latest = run(&blocks[0]);
+    let latest = run(&blocks[1]);
     assert_eq!(latest.lines().count(), 4, "{latest}");
     assert!(latest.lines().all(|l| l.contains("|29|")), "{latest}");
-    let outbox = run(&blocks[4]);
+    let outbox = run(&blocks[5]);
     // The demo's embedded broker acknowledged all 120 readings.
     assert!(outbox.starts_with("0|"), "{outbox}");
+    // The gateway's `assigned` query: an agent assigns nothing after the
+    // fact, so the column is empty on every row of its log.
+    let assigned = run(&blocks[0]);
+    assert_eq!(assigned.lines().count(), 10, "{assigned}");
+    assert!(assigned.lines().all(|l| l.ends_with('|')), "{assigned}");
 }

@@ -24,7 +24,7 @@ pub const PARALLEL: usize = 4;
 pub const QUEUE: usize = 1_000;
 
 /// How often the count of dropped readings is logged, at most.
-const SAY_EVERY: Duration = Duration::from_mins(1);
+pub const SAY_EVERY: Duration = Duration::from_mins(1);
 
 /// What the hook has done, for the status and the tests.
 #[derive(Debug, Default)]

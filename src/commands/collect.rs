@@ -16,6 +16,7 @@ use crate::collect::{Collector, Hook, HookSpec, Sink};
 use crate::config::Config;
 use crate::consume::{BatchLimits, Consumer, ConsumerOptions, shared_filter};
 use crate::domain::{Route, Topics};
+use crate::metrics::{Endpoint, Metrics, ServerRole, ServerSeries};
 
 /// Runs a collector with the `[mqtt]` of the configuration at
 /// `config_path` until SIGTERM or SIGINT.
@@ -90,60 +91,72 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
             last_will: None,
         },
     );
+    let metrics = Metrics::new(&config);
+    let endpoint = match &config.metrics {
+        Some(m) => Some(Endpoint::start(m.listen, metrics.clone()).await?),
+        None => None,
+    };
+    let server = Server {
+        consumer,
+        prefix: &mqtt.topic_prefix,
+        route,
+        hook,
+        filter: &filter,
+        metrics: &metrics,
+    };
     if is_postgres(&args.db) {
         let sink = PostgresSink::connect(&args.db).await?;
-        serve(
-            consumer,
-            sink,
-            &mqtt.topic_prefix,
-            route,
-            hook,
-            &filter,
-            shutdown,
-        )
-        .await;
+        server.serve(sink, shutdown).await;
     } else {
         let sink = SqliteSink::open(&args.db)
             .await
             .with_context(|| format!("cannot open the collector's database {}", args.db))?;
-        serve(
-            consumer,
-            sink,
-            &mqtt.topic_prefix,
-            route,
-            hook,
-            &filter,
-            shutdown,
-        )
-        .await;
+        server.serve(sink, shutdown).await;
+    }
+    if let Some(e) = endpoint {
+        e.stop().await;
     }
     Ok(())
 }
 
-async fn serve<S: Sink>(
+/// A collector about to run, whichever its sink.
+struct Server<'a> {
+    /// The route's consumer.
     consumer: Consumer,
-    sink: S,
-    prefix: &str,
+    /// The topic prefix: a message's node is its topic's.
+    prefix: &'a str,
+    /// The route consumed.
     route: Route,
+    /// `--exec`, if asked for.
     hook: Option<Hook>,
-    filter: &str,
-    shutdown: impl Future<Output = ()> + Send,
-) {
-    tracing::info!(
-        route = route.as_str(),
-        subscribe = filter,
-        db = %sink.describe(),
-        "collector running"
-    );
-    let collector = Collector::new(sink, prefix, route, hook);
-    let counts = collector.counts();
-    let totals = consumer.run(collector, shutdown).await;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(
-        received = totals.received,
-        inserted = load(&counts.inserted),
-        duplicates = load(&counts.duplicates),
-        rejected = load(&counts.rejected),
-        "collector stopped"
-    );
+    /// The subscription, for the log.
+    filter: &'a str,
+    /// Where its series go.
+    metrics: &'a Metrics,
+}
+
+impl Server<'_> {
+    async fn serve<S: Sink>(self, sink: S, shutdown: impl Future<Output = ()> + Send) {
+        tracing::info!(
+            route = self.route.as_str(),
+            subscribe = self.filter,
+            db = %sink.describe(),
+            "collector running"
+        );
+        let collector = Collector::new(sink, self.prefix, self.route, self.hook);
+        let counts = collector.counts();
+        self.metrics.serve_as(ServerSeries::new(
+            &self.consumer,
+            ServerRole::Collect(self.route, counts.clone()),
+        ));
+        let totals = self.consumer.run(collector, shutdown).await;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            received = totals.received,
+            inserted = load(&counts.inserted),
+            duplicates = load(&counts.duplicates),
+            rejected = load(&counts.rejected),
+            "collector stopped"
+        );
+    }
 }

@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::consume::{
     BatchLimits, Consumer, ConsumerOptions, Handled, Handler, HandlerError, Incoming,
 };
-use crate::gateway::{Gateway, Message, Verdict};
+use crate::gateway::{Gateway, GatewayCounters, Message, Verdict};
+use crate::metrics::{Endpoint, Metrics, ServerRole, ServerSeries};
 use crate::publish::AnyPublisher;
 use crate::store::{Access, AgentStatus, Store};
 use crate::stream::{StreamRules, Streams};
@@ -78,7 +79,12 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
         config.gateway.range,
         status,
     )));
-    let mut publisher = AnyPublisher::for_config(&config);
+    let metrics = Metrics::new(&config);
+    let endpoint = match &config.metrics {
+        Some(m) => Some(Endpoint::start(m.listen, metrics.clone()).await?),
+        None => None,
+    };
+    let mut publisher = AnyPublisher::for_config(&config).with_metrics(&metrics);
     publisher.ready();
     let filters = config.gateway.filters(&mqtt.topic_prefix);
     let consumer = Consumer::new(
@@ -93,34 +99,30 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
             last_will: None,
         },
     );
+    let counters = Arc::new(GatewayCounters::default());
+    metrics.serve_as(ServerSeries::new(
+        &consumer,
+        ServerRole::Gateway(counters.clone()),
+    ));
     tracing::info!(
         db = %config.db.display(),
         subscribe = ?filters,
         publish_to = %format!("{}/<node>/realtime|batch", mqtt.topic_prefix),
         "gateway running"
     );
-    let beat = {
-        let gateway = gateway.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HEARTBEAT);
-            loop {
-                tick.tick().await;
-                let gateway = gateway.clone();
-                let beat =
-                    tokio::task::spawn_blocking(move || lock(&gateway).heartbeat(now_ms())).await;
-                if let Ok(Err(e)) = beat {
-                    tracing::warn!("cannot write the gateway's heartbeat: {e}");
-                }
-            }
-        })
-    };
+    let beat = heartbeat(gateway.clone(), metrics.clone());
     let handler = Raw {
         gateway: gateway.clone(),
         publisher: &mut publisher,
+        counters,
+        metrics: metrics.clone(),
     };
     let counts = consumer.run(handler, shutdown).await;
     beat.abort();
     publisher.close().await;
+    if let Some(e) = endpoint {
+        e.stop().await;
+    }
     let stopped = tokio::task::spawn_blocking(move || {
         let mut g = lock(&gateway);
         let c = g.counts().clone();
@@ -143,6 +145,25 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the gateway's heartbeat every [`HEARTBEAT`], until aborted, and
+/// refreshes the outbox depth the metrics show.
+fn heartbeat(gateway: Arc<Mutex<Gateway>>, metrics: Metrics) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            let gateway = gateway.clone();
+            let beat =
+                tokio::task::spawn_blocking(move || lock(&gateway).heartbeat(now_ms())).await;
+            match beat {
+                Ok(Ok(depth)) => metrics.set_outbox_depth(depth),
+                Ok(Err(e)) => tracing::warn!("cannot write the gateway's heartbeat: {e}"),
+                Err(_) => {}
+            }
+        }
+    })
+}
+
 fn lock(g: &Mutex<Gateway>) -> std::sync::MutexGuard<'_, Gateway> {
     g.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -153,6 +174,10 @@ struct Raw<'p> {
     gateway: Arc<Mutex<Gateway>>,
     /// Told after each commit that the outbox has new rows.
     publisher: &'p mut AnyPublisher,
+    /// What the metrics read.
+    counters: Arc<GatewayCounters>,
+    /// The outbox depth goes here.
+    metrics: Metrics,
 }
 
 impl Handler for Raw<'_> {
@@ -162,7 +187,7 @@ impl Handler for Raw<'_> {
             .map(|m| (m.topic().to_owned(), m.payload().to_vec(), m.received_ms()))
             .collect();
         let gateway = self.gateway.clone();
-        let verdicts = tokio::task::spawn_blocking(move || {
+        let (verdicts, streams, depth) = tokio::task::spawn_blocking(move || {
             let messages: Vec<Message<'_>> = owned
                 .iter()
                 .map(|(topic, payload, received_ms)| Message {
@@ -171,10 +196,17 @@ impl Handler for Raw<'_> {
                     received_ms: *received_ms,
                 })
                 .collect();
-            lock(&gateway).handle(&messages, now_ms())
+            let mut g = lock(&gateway);
+            let verdicts = g.handle(&messages, now_ms())?;
+            Ok::<_, crate::store::StoreError>((verdicts, g.streams(), g.outbox_depth()))
         })
         .await
         .map_err(|e| HandlerError::new(format!("the database thread failed: {e}")))??;
+        self.counters.record(&verdicts);
+        self.counters
+            .streams
+            .store(streams as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.set_outbox_depth(depth);
         let mut handled = Handled::all(batch);
         let mut logged = false;
         for (i, v) in verdicts.iter().enumerate() {

@@ -238,3 +238,30 @@ fn nodes_come_from_the_topic_level_before_the_last() {
     assert_eq!(node_of("raw").unwrap_err().kind(), "topic");
     assert_eq!(node_of("edgeprio/+/raw").unwrap_err().kind(), "topic");
 }
+
+#[test]
+fn every_refusal_kind_has_a_metrics_label() {
+    for kind in PayloadError::KINDS {
+        assert!(REJECT_KINDS.contains(&kind), "{kind}");
+    }
+    let c = GatewayCounters::default();
+    c.record(&[
+        Verdict::Logged(Route::Realtime),
+        Verdict::Duplicate,
+        Verdict::Rejected {
+            kind: "seq_behind",
+            detail: String::new(),
+        },
+        Verdict::Rejected {
+            kind: "json",
+            detail: String::new(),
+        },
+    ]);
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    assert_eq!(load(&c.realtime), 1);
+    assert_eq!(load(&c.duplicates), 1);
+    let at = |k: &str| REJECT_KINDS.iter().position(|x| *x == k).unwrap();
+    assert_eq!(load(&c.rejected[at("seq_behind")]), 1);
+    assert_eq!(load(&c.rejected[at("json")]), 1);
+    assert_eq!(c.rejected.iter().map(load).sum::<u64>(), 2);
+}

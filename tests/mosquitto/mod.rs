@@ -91,6 +91,11 @@ pub struct Spec {
     /// Keep sessions and retained messages on disk, so that a persistent
     /// subscriber's queue survives a broker restart.
     pub persistence: bool,
+    /// Mosquitto's `max_queued_messages` (1000 by default): past it the
+    /// broker drops `QoS` 1 messages queued for a disconnected persistent
+    /// client. A test whose consumer is down while more than that is
+    /// published raises it.
+    pub max_queued_messages: Option<u32>,
 }
 
 /// The config lines after the listeners: authentication and persistence.
@@ -125,6 +130,9 @@ fn settings(dir: &Path, spec: &Spec) -> String {
         );
     } else {
         conf.push_str("persistence false\n");
+    }
+    if let Some(n) = spec.max_queued_messages {
+        let _ = writeln!(conf, "max_queued_messages {n}");
     }
     conf
 }
@@ -1015,4 +1023,44 @@ pub fn assert_counters_match(rows: &[Row], status: &BrokerRow) {
          ({} late): {status:?}",
         status.published_late
     );
+}
+
+// ---------------------------------------------------------------------
+// Helpers of tests/gateway.rs (the gateway's end-to-end tests): publishing
+// payloads that `-m` cannot carry (bytes that are not UTF-8, empty, over
+// the argument size limit) and many messages in one client.
+// ---------------------------------------------------------------------
+
+impl Broker {
+    /// Publishes the bytes of `file`, exactly, as one message on `topic`
+    /// (`mosquitto_pub -f`, `QoS` 1).
+    pub fn publish_file(&self, topic: &str, file: &Path) {
+        let mut cmd = Command::new(tool("mosquitto_pub"));
+        self.client_args(&mut cmd);
+        cmd.args(["-q", "1", "-t", topic, "-f"]).arg(file);
+        let out = cmd.output().expect("run mosquitto_pub -f");
+        assert!(
+            out.status.success(),
+            "mosquitto_pub -t {topic:?} -f {} failed: {}",
+            file.display(),
+            common::text(&out.stderr)
+        );
+    }
+
+    /// Publishes every line of `file` as one message on `topic`, in order,
+    /// from one client (`mosquitto_pub -l`, `QoS` 1); returns once the
+    /// broker has acknowledged them all.
+    pub fn publish_lines(&self, topic: &str, file: &Path) {
+        let mut cmd = Command::new(tool("mosquitto_pub"));
+        self.client_args(&mut cmd);
+        cmd.args(["-q", "1", "-t", topic, "-l"])
+            .stdin(std::fs::File::open(file).expect("open the lines to publish"));
+        let out = cmd.output().expect("run mosquitto_pub -l");
+        assert!(
+            out.status.success(),
+            "mosquitto_pub -t {topic:?} -l < {} failed: {}",
+            file.display(),
+            common::text(&out.stderr)
+        );
+    }
 }
