@@ -144,9 +144,12 @@ async fn once(spec: &HookSpec, json: &[u8]) -> bool {
     let mut stdin = child.stdin.take();
     let work = async {
         if let Some(stdin) = stdin.as_mut() {
-            // A command that does not read its stdin is fine.
-            let _ = stdin.write_all(json).await;
-            let _ = stdin.write_all(b"\n").await;
+            // One write of the whole line: a pipe write under PIPE_BUF is
+            // atomic, so `cat >> FILE` hooks running at once append whole
+            // lines, never a reading and another's newline. A command that
+            // does not read its stdin is fine.
+            let line = [json, b"\n"].concat();
+            let _ = stdin.write_all(&line).await;
         }
         drop(stdin.take());
         child.wait().await

@@ -177,6 +177,22 @@ fn open_conn(path: &Path) -> Result<Connection, SinkError> {
         target: target.clone(),
         detail,
     };
+    // A read-write connection checkpoints a write-ahead log into its file
+    // (and deletes it) when it closes, even after a refusal: an existing
+    // file is judged through a read-only one first, which never writes
+    // the file nor its write-ahead log (an agent's log, another
+    // program's database).
+    if path.exists() {
+        let probe = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| connect(e.to_string()))?;
+        probe
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| connect(e.to_string()))?;
+        refuse_foreign(&probe, &connect, &schema)?;
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -186,9 +202,33 @@ fn open_conn(path: &Path) -> Result<Connection, SinkError> {
     .map_err(|e| connect(e.to_string()))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| connect(e.to_string()))?;
+    // Again on the connection that writes: the file may have been made
+    // between the two opens.
+    refuse_foreign(&conn, &connect, &schema)?;
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| schema(e.to_string()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(schema(format!(
+            "SQLite kept journal_mode={mode} instead of WAL"
+        )));
+    }
+    // `Ok` from `store` promises durability: FULL syncs the WAL per commit.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| schema(e.to_string()))?;
+    migrate(conn, &schema)
+}
+
+/// Refuses what is not a collector database (an agent's log, another
+/// program's file) or has a newer schema than this build knows.
+fn refuse_foreign(
+    conn: &Connection,
+    connect: &impl Fn(String) -> SinkError,
+    schema: &impl Fn(String) -> SinkError,
+) -> Result<(), SinkError> {
     // The first real read tells a damaged or non-SQLite file apart.
-    let (version, app_id) = identity(&conn).map_err(|e| connect(e.to_string()))?;
-    let tables = tables(&conn).map_err(|e| connect(e.to_string()))?;
+    let (version, app_id) = identity(conn).map_err(|e| connect(e.to_string()))?;
+    let tables = tables(conn).map_err(|e| connect(e.to_string()))?;
     let agents =
         app_id == crate::store::APPLICATION_ID || tables.iter().any(|t| t == "agent_status");
     if agents {
@@ -217,18 +257,7 @@ fn open_conn(path: &Path) -> Result<Connection, SinkError> {
              a newer edgeprio made it; upgrade this one"
         )));
     }
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(|e| schema(e.to_string()))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(schema(format!(
-            "SQLite kept journal_mode={mode} instead of WAL"
-        )));
-    }
-    // `Ok` from `store` promises durability: FULL syncs the WAL per commit.
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(|e| schema(e.to_string()))?;
-    migrate(conn, &schema)
+    Ok(())
 }
 
 /// Applies the pending migrations in one immediate transaction, reading
