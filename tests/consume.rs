@@ -113,6 +113,8 @@ impl Running {
                 filters: filters.to_vec(),
                 limits: BatchLimits::MOSQUITTO_DEFAULT,
                 last_will: None,
+                online: None,
+                once: false,
             },
         );
         let mut connection = consumer.status();

@@ -8,6 +8,8 @@
 //! - this module: the [`Sink`] trait every database implements, and what a
 //!   store reports ([`Stored`]);
 //! - [`sqlite`], [`postgres`]: the sinks;
+//! - [`group`]: members of a shared subscription that carry a dead
+//!   member's session;
 //! - [`server`]: the [`crate::consume::Handler`] that parses a batch of
 //!   messages and stores it; [`hook`]: `--on-priority N --exec CMD`.
 //!
@@ -16,6 +18,7 @@
 
 use std::future::Future;
 
+pub mod group;
 pub mod hook;
 pub mod postgres;
 pub mod server;
@@ -85,4 +88,50 @@ pub trait Sink: Send {
 
     /// Where it stores, for logs and the status (never with a password).
     fn describe(&self) -> String;
+}
+
+/// The sink `--db` names: a `PostgreSQL` URL or a `SQLite` file.
+pub enum AnySink {
+    /// `--db FILE`.
+    Sqlite(SqliteSink),
+    /// `--db postgres://...` (boxed: its connection state is large).
+    Postgres(Box<PostgresSink>),
+}
+
+impl AnySink {
+    /// Whether `db` names a `PostgreSQL` database rather than a file.
+    pub fn is_postgres(db: &str) -> bool {
+        db.starts_with("postgres://") || db.starts_with("postgresql://")
+    }
+
+    /// Connects to (or opens) what `db` names.
+    pub async fn open(db: &str) -> Result<AnySink, SinkError> {
+        if Self::is_postgres(db) {
+            PostgresSink::connect(db)
+                .await
+                .map(|s| AnySink::Postgres(Box::new(s)))
+        } else {
+            SqliteSink::open(db).await.map(AnySink::Sqlite)
+        }
+    }
+}
+
+impl Sink for AnySink {
+    async fn store(
+        &mut self,
+        readings: &[Received],
+        received_ms: i64,
+    ) -> Result<Stored, SinkError> {
+        match self {
+            AnySink::Sqlite(s) => s.store(readings, received_ms).await,
+            AnySink::Postgres(s) => s.store(readings, received_ms).await,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            AnySink::Sqlite(s) => s.describe(),
+            AnySink::Postgres(s) => s.describe(),
+        }
+    }
 }

@@ -7,16 +7,18 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
-
 use crate::cli::{CollectArgs, RouteArg};
-use crate::collect::postgres::PostgresSink;
-use crate::collect::sqlite::SqliteSink;
+use crate::collect::AnySink;
+use crate::collect::group::{Membership, check_member_id, status_filter, status_topic};
 use crate::collect::{Collector, Hook, HookSpec, Sink};
-use crate::config::Config;
+use crate::config::{Config, MqttConfig};
 use crate::consume::{BatchLimits, Consumer, ConsumerOptions, shared_filter};
 use crate::domain::{Route, Topics};
 use crate::metrics::{Endpoint, Metrics, ServerRole, ServerSeries};
+use crate::publish::connection::{self, Backoff, describe, drive};
+use rumqttc::{AsyncClient, Event, LastWill, Packet, QoS};
+use std::collections::BTreeMap;
+use tokio::sync::oneshot;
 
 /// Runs a collector with the `[mqtt]` of the configuration at
 /// `config_path` until SIGTERM or SIGINT.
@@ -25,11 +27,6 @@ pub fn run(config_path: &Path, args: &CollectArgs) -> anyhow::Result<ExitCode> {
     config.check_files()?;
     super::runtime()?.block_on(collect(config, args))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Whether `--db` names a `PostgreSQL` database rather than a file.
-fn is_postgres(db: &str) -> bool {
-    db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
 /// The route `--route` names.
@@ -82,20 +79,45 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
             ..BatchLimits::MOSQUITTO_DEFAULT
         },
     };
-    let consumer = Consumer::new(
-        &mqtt,
-        ConsumerOptions {
-            client_id: client_id(&config, args),
-            filters: vec![filter.clone()],
-            limits,
-            last_will: None,
-        },
-    );
+    let client_id = client_id(&config, args);
+    let group = match &args.group {
+        Some(g) => {
+            check_member_id(&client_id).map_err(anyhow::Error::msg)?;
+            Some(Group {
+                name: g.clone(),
+                status: status_topic(&mqtt.topic_prefix, g, &client_id),
+            })
+        }
+        None => None,
+    };
+    let options = ConsumerOptions {
+        client_id: client_id.clone(),
+        filters: vec![filter.clone()],
+        limits,
+        last_will: group
+            .as_ref()
+            .map(|g| LastWill::new(g.status.clone(), "offline", QoS::AtLeastOnce, true)),
+        online: group.as_ref().map(|g| (g.status.clone(), "online".into())),
+        once: false,
+    };
+    let consumer = Consumer::new(&mqtt, options.clone());
     let metrics = Metrics::new(&config);
     let endpoint = match &config.metrics {
         Some(m) => Some(Endpoint::start(m.listen, metrics.clone()).await?),
         None => None,
     };
+    let sink = AnySink::open(&args.db).await?;
+    let carrier = group.as_ref().map(|g| {
+        tokio::spawn(carry_the_dead(Carry {
+            mqtt: mqtt.clone(),
+            watch: status_filter(&mqtt.topic_prefix, &g.name),
+            me: client_id.clone(),
+            options: options.clone(),
+            db: args.db.clone(),
+            prefix: mqtt.topic_prefix.clone(),
+            route,
+        }))
+    });
     let server = Server {
         consumer,
         prefix: &mqtt.topic_prefix,
@@ -104,19 +126,186 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
         filter: &filter,
         metrics: &metrics,
     };
-    if is_postgres(&args.db) {
-        let sink = PostgresSink::connect(&args.db).await?;
-        server.serve(sink, shutdown).await;
-    } else {
-        let sink = SqliteSink::open(&args.db)
-            .await
-            .with_context(|| format!("cannot open the collector's database {}", args.db))?;
-        server.serve(sink, shutdown).await;
+    server.serve(sink, shutdown).await;
+    if let Some(c) = carrier {
+        c.abort();
+    }
+    if let Some(g) = &group {
+        say_offline(&mqtt, &client_id, &g.status).await;
     }
     if let Some(e) = endpoint {
         e.stop().await;
     }
     Ok(())
+}
+
+/// This collector's shared group.
+struct Group {
+    /// `--group`.
+    name: String,
+    /// Its retained status topic in the group.
+    status: String,
+}
+
+/// What the task that carries dead members' sessions needs.
+struct Carry {
+    /// The broker.
+    mqtt: MqttConfig,
+    /// The group's status filter.
+    watch: String,
+    /// This member's client id.
+    me: String,
+    /// This member's consumer options: a carrier uses the same, under the
+    /// dead member's id.
+    options: ConsumerOptions,
+    /// `--db`: each carrier opens its own connection.
+    db: String,
+    /// The topic prefix.
+    prefix: String,
+    /// The route.
+    route: Route,
+}
+
+/// Watches the group's status topics and carries the session of every
+/// member that is offline while this one is the first online
+/// ([`Membership::to_carry`]), until it is back (see
+/// [`crate::collect::group`]).
+async fn carry_the_dead(carry: Carry) {
+    let mut membership = Membership::new(&carry.me);
+    let mut carried: BTreeMap<String, (oneshot::Sender<()>, tokio::task::JoinHandle<()>)> =
+        BTreeMap::new();
+    let mut backoff = Backoff::new();
+    loop {
+        let opts =
+            match connection::client_options(&carry.mqtt, &format!("{}-watch", carry.me), None) {
+                Ok(mut o) => {
+                    o.set_clean_session(true);
+                    o
+                }
+                Err(e) => {
+                    tracing::warn!("group watch: {e}");
+                    tokio::time::sleep(backoff.after(false)).await;
+                    continue;
+                }
+            };
+        let (client, eventloop) = AsyncClient::new(opts, 64);
+        let (mut events, _driver) = drive(eventloop);
+        if client
+            .subscribe(carry.watch.clone(), QoS::AtLeastOnce)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(backoff.after(false)).await;
+            continue;
+        }
+        let mut connected = false;
+        while let Some(ev) = events.recv().await {
+            match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => connected = true,
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let id = p.topic.rsplit('/').next().unwrap_or_default();
+                    membership.saw(id, &p.payload);
+                    reconcile(&carry, &membership, &mut carried);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("group watch: {}", describe(&e, &carry.mqtt));
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(backoff.after(connected)).await;
+    }
+}
+
+/// Starts a carrier for each member to carry that has none running, and
+/// stops those no longer to carry.
+fn reconcile(
+    carry: &Carry,
+    membership: &Membership,
+    carried: &mut BTreeMap<String, (oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+) {
+    let want = membership.to_carry();
+    let gone: Vec<String> = carried
+        .keys()
+        .filter(|id| !want.contains(id))
+        .cloned()
+        .collect();
+    for id in gone {
+        if let Some((stop, _)) = carried.remove(&id) {
+            tracing::info!(member = %id, "the member is back: handing its session back");
+            let _ = stop.send(());
+        }
+    }
+    // A carrier whose connection ended (the broker gave the session to
+    // someone else) is started again while its member is still offline.
+    carried.retain(|_, (_, task)| !task.is_finished());
+    for id in want {
+        if carried.contains_key(&id) {
+            continue;
+        }
+        tracing::warn!(
+            member = %id,
+            "a member of the group is offline: carrying its session (what the broker queued \
+             for it) until it is back"
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = ConsumerOptions {
+            client_id: id.clone(),
+            last_will: None,
+            online: None,
+            once: true,
+            ..carry.options.clone()
+        };
+        let (mqtt, db, prefix, route) = (
+            carry.mqtt.clone(),
+            carry.db.clone(),
+            carry.prefix.clone(),
+            carry.route,
+        );
+        let task = tokio::spawn(async move {
+            let sink = match AnySink::open(&db).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot carry {}: {e}", options.client_id);
+                    return;
+                }
+            };
+            let consumer = Consumer::new(&mqtt, options);
+            let collector = Collector::new(sink, &prefix, route, None);
+            consumer
+                .run(collector, async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        carried.insert(id, (stop, task));
+    }
+}
+
+/// Publishes `offline` retained on a clean stop (the Last Will only goes
+/// out when the connection is lost).
+async fn say_offline(mqtt: &MqttConfig, client_id: &str, topic: &str) {
+    let Ok(mut opts) = connection::client_options(mqtt, &format!("{client_id}-bye"), None) else {
+        return;
+    };
+    opts.set_clean_session(true);
+    let (client, eventloop) = AsyncClient::new(opts, 8);
+    let (mut events, _driver) = drive(eventloop);
+    let said = async {
+        client
+            .publish(topic, QoS::AtLeastOnce, true, "offline")
+            .await
+            .ok()?;
+        while let Some(Ok(ev)) = events.recv().await {
+            if matches!(ev, Event::Incoming(Packet::PubAck(_))) {
+                let _ = client.disconnect().await;
+                return Some(());
+            }
+        }
+        None
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), said).await;
 }
 
 /// A collector about to run, whichever its sink.

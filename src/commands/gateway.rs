@@ -100,6 +100,8 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
                 ..BatchLimits::MOSQUITTO_DEFAULT
             },
             last_will: None,
+            online: None,
+            once: false,
         },
     );
     let counters = Arc::new(GatewayCounters::default());

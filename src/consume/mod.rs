@@ -241,6 +241,13 @@ pub struct ConsumerOptions {
     /// Published by the broker if the connection is lost without a
     /// DISCONNECT.
     pub last_will: Option<LastWill>,
+    /// Published (retained, `QoS` 1) once the subscription is in place: the
+    /// counterpart of the Last Will, e.g. a group member's `online`.
+    pub online: Option<(String, String)>,
+    /// One connection only: once it ends the consumer stops instead of
+    /// connecting again (a takeover of another client's session, which
+    /// hands it back when that client returns and takes its id).
+    pub once: bool,
 }
 
 /// Says refused messages at most once per `every` per kind, with how many
@@ -453,6 +460,9 @@ impl Consumer {
                         "MQTT consumer: {error}; unacknowledged messages stay with the broker"
                     );
                     self.report(BrokerState::Disconnected, Some(error));
+                    if self.options.once {
+                        break;
+                    }
                     pause
                 }
             };
@@ -610,6 +620,13 @@ impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
             .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
         if let Err(e) = client.subscribe_many(filters).await {
             return lost(format!("cannot subscribe: {e}"), true);
+        }
+        if let Some((topic, payload)) = &c.options.online
+            && let Err(e) = client
+                .publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
+                .await
+        {
+            return lost(format!("cannot announce {topic}: {e}"), true);
         }
         loop {
             let wake = self.wake_at();
@@ -944,6 +961,8 @@ mod tests {
                 filters: vec!["edgeprio/+/raw".into()],
                 limits: BatchLimits::default(),
                 last_will: None,
+                online: None,
+                once: false,
             },
         );
         let o = consumer.options().expect("no credentials to read");
