@@ -15,7 +15,7 @@ use edgeprio::domain::{PerChannel, Reading, Route, Sample};
 use edgeprio::store::{Access, Store};
 
 #[path = "mosquitto.rs"]
-mod mosquitto;
+pub mod mosquitto;
 use mosquitto::{Killed, mosquitto};
 
 /// One MiB, for the figures.

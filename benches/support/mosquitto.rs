@@ -1,5 +1,8 @@
 //! A throwaway Mosquitto for the benches: a free loopback port, queues
-//! without limit, killed and reaped on drop. Needs `mosquitto`.
+//! without limit (or the limits a bench chooses), killed and reaped on
+//! drop. Needs `mosquitto`.
+
+#![allow(dead_code, reason = "each includer uses part of it")]
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -23,16 +26,41 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A broker's per-client limits (`mosquitto.conf`); 0 is "no limit".
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `max_inflight_messages`: `QoS` 1 messages sent to one client and not
+    /// yet acknowledged (20 in a stock Mosquitto).
+    pub inflight: u32,
+    /// `max_queued_messages`: messages queued for one client past its
+    /// in-flight ones (1000 in a stock Mosquitto; the rest are dropped).
+    pub queued: u32,
+}
+
+impl Limits {
+    /// Neither limit.
+    pub const UNLIMITED: Limits = Limits {
+        inflight: 0,
+        queued: 0,
+    };
+}
+
 /// A Mosquitto on a free loopback port that queues without limit (a
 /// persistent subscriber is not the point here).
 pub fn mosquitto(dir: &Path) -> (Killed, u16) {
+    mosquitto_with(dir, Limits::UNLIMITED)
+}
+
+/// A Mosquitto on a free loopback port with `limits`.
+pub fn mosquitto_with(dir: &Path, limits: Limits) -> (Killed, u16) {
     let port = free_port();
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
         format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-             max_inflight_messages 0\nmax_queued_messages 0\n"
+             max_inflight_messages {}\nmax_queued_messages {}\n",
+            limits.inflight, limits.queued
         ),
     )
     .expect("write mosquitto.conf");
