@@ -1230,7 +1230,7 @@ impl Store {
     }
 
     /// Raises the high-water record to `readings`, just committed.
-    fn committed(&mut self, readings: &[Reading]) {
+    fn committed<'r>(&mut self, readings: impl IntoIterator<Item = &'r Reading>) {
         if let (Some(hw), Some(lock)) = (&mut self.high_water, &self.writer_lock)
             && hw.raise(readings)
         {
@@ -1855,14 +1855,24 @@ struct MinuteTotals {
 pub(crate) const MINUTE_MS: i64 = 60_000;
 
 fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<()> {
+    insert_rows(conn, readings.iter().map(|r| (r, None)))
+}
+
+/// Inserts readings, each with its `assigned` column (what a gateway
+/// filled in; `None` for an agent's), and adds them to the per-minute
+/// totals.
+fn insert_rows<'r>(
+    conn: &Connection,
+    rows: impl IntoIterator<Item = (&'r Reading, Option<&'r str>)>,
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO readings (node, sensor, seq, ts_ms, temperature_c, humidity_pct,
                                weight_temperature, weight_humidity, priority, route,
-                               clock_synced)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                               clock_synced, assigned)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?;
     let mut minutes: BTreeMap<(&str, &str, i64), MinuteTotals> = BTreeMap::new();
-    for r in readings {
+    for (r, assigned) in rows {
         // Never clamped: a clamped seq would clash with the row holding it.
         let seq = i64::try_from(r.seq)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -1878,6 +1888,7 @@ fn insert_readings(conn: &Connection, readings: &[Reading]) -> rusqlite::Result<
             r.priority,
             r.route.as_str(),
             r.clock_synced,
+            assigned,
         ])?;
         let m = minutes
             .entry((&r.node, &r.sensor, r.ts_ms / MINUTE_MS))

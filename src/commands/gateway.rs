@@ -187,18 +187,17 @@ struct Raw<'p> {
 
 impl Handler for Raw<'_> {
     async fn handle(&mut self, batch: &[Incoming]) -> Result<Handled, HandlerError> {
-        let owned: Vec<(String, Vec<u8>, i64)> = batch
-            .iter()
-            .map(|m| (m.topic().to_owned(), m.payload().to_vec(), m.received_ms()))
-            .collect();
+        // The payloads are shared buffers: the copy for the blocking
+        // thread copies topics and counts references, not payloads.
+        let owned: Vec<Incoming> = batch.to_vec();
         let gateway = self.gateway.clone();
         let (verdicts, streams, depth) = tokio::task::spawn_blocking(move || {
             let messages: Vec<Message<'_>> = owned
                 .iter()
-                .map(|(topic, payload, received_ms)| Message {
-                    topic,
-                    payload,
-                    received_ms: *received_ms,
+                .map(|m| Message {
+                    topic: m.topic(),
+                    payload: m.payload(),
+                    received_ms: m.received_ms(),
                 })
                 .collect();
             let mut g = lock(&gateway);

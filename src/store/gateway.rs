@@ -5,7 +5,7 @@
 
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{AgentStatus, Store, StoreError, classify, insert_readings, write_status};
+use super::{AgentStatus, Store, StoreError, classify, insert_rows, write_status};
 use crate::domain::{Reading, SensorError};
 
 /// What the gateway filled in for a raw reading (column
@@ -61,24 +61,16 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let space = self.space().ok();
         let path = self.path.clone();
-        let readings: Vec<Reading> = rows.iter().map(|r| r.reading.clone()).collect();
+        let assigned: Vec<Option<String>> = rows.iter().map(|r| r.assigned.column()).collect();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
-        insert_readings(&tx, &readings).map_err(|e| classify(&path, e))?;
+        insert_rows(
+            &tx,
+            rows.iter()
+                .zip(&assigned)
+                .map(|(r, a)| (&r.reading, a.as_deref())),
+        )
+        .map_err(|e| classify(&path, e))?;
         {
-            let mut mark = tx
-                .prepare_cached(
-                    "UPDATE readings SET assigned = ?4
-                     WHERE node = ?1 AND sensor = ?2 AND seq = ?3",
-                )
-                .map_err(|e| classify(&path, e))?;
-            for row in rows {
-                if let Some(assigned) = row.assigned.column() {
-                    let r = &row.reading;
-                    let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
-                    mark.execute(params![r.node, r.sensor, seq, assigned])
-                        .map_err(|e| classify(&path, e))?;
-                }
-            }
             let mut error = tx
                 .prepare_cached(
                     "INSERT INTO sensor_errors (ts_ms, node, sensor, kind, detail)
@@ -93,7 +85,7 @@ impl Store {
         }
         let depth = write_status(&tx, status, space.as_ref()).map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))?;
-        self.committed(&readings);
+        self.committed(rows.iter().map(|r| &r.reading));
         Ok(depth)
     }
 

@@ -144,7 +144,7 @@ impl HighWater {
 
     /// Raises the record to the seqs of `readings`, just committed;
     /// whether it changed.
-    pub fn raise(&mut self, readings: &[Reading]) -> bool {
+    pub fn raise<'r>(&mut self, readings: impl IntoIterator<Item = &'r Reading>) -> bool {
         let mut changed = false;
         for r in readings {
             // Looked up before anything is cloned: a bulk load of a
