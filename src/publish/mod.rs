@@ -46,7 +46,7 @@ pub mod pump;
 pub use connection::tls_config;
 use connection::{Backoff, Ended, describe, drive};
 use ledger::{Ack, Ledger, Msg};
-use pump::{Followed, Message, Pump};
+use pump::{Flush, Followed, Message, Pump};
 
 /// Most rows handed to the broker and not yet acknowledged (or waiting in
 /// the batch buffer). Bounds memory and the resend rate after an outage:
@@ -506,7 +506,7 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
             },
             _ = tick.tick() => async {
                 s.flush_acks(ctx).await;
-                s.flush_batch(false).await?;
+                s.flush_batch(Flush::Due).await?;
                 s.pump(ctx).await
             }.await,
         };
@@ -721,17 +721,17 @@ impl Session {
                 .take(last, rows, &mut out)
                 .map_err(|e| e.to_string())?;
             self.pump
-                .flush(false, &mut out)
+                .flush(Flush::Full, &mut out)
                 .map_err(|e| e.to_string())?;
             self.send(out).await?;
         }
         Ok(())
     }
 
-    /// Sends what is due of the batch buffers, or all of them.
-    async fn flush_batch(&mut self, all: bool) -> Result<(), String> {
+    /// Sends what `what` says of the batch buffers.
+    async fn flush_batch(&mut self, what: Flush) -> Result<(), String> {
         let mut out = Vec::new();
-        self.pump.flush(all, &mut out).map_err(|e| e.to_string())?;
+        self.pump.flush(what, &mut out).map_err(|e| e.to_string())?;
         self.send(out).await
     }
 
@@ -743,7 +743,7 @@ impl Session {
         events: &mut mpsc::UnboundedReceiver<Result<Event, ConnectionError>>,
     ) {
         let _ = self.pump(ctx).await;
-        let _ = self.flush_batch(true).await;
+        let _ = self.flush_batch(Flush::All).await;
         let _ = self
             .control(&ctx.topics.status(), "offline".into(), true)
             .await;

@@ -48,6 +48,21 @@ pub enum Followed {
     Changed,
 }
 
+/// What [`Pump::flush`] sends of the batch buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Only full buffers (`batch_max` readings): after each read of the
+    /// outbox. A backlog read a few rows at a time (as acknowledgements
+    /// free the window) then still goes out in full messages, instead of
+    /// a message per row once every row is older than `batch_interval`.
+    Full,
+    /// Full buffers and those whose oldest reading has waited
+    /// `batch_interval`: on the session's tick.
+    Due,
+    /// Everything: a stop.
+    All,
+}
+
 /// The outbox pump's state for one session; see the module docs.
 #[derive(Debug)]
 pub struct Pump {
@@ -152,9 +167,10 @@ impl Pump {
     }
 
     /// Sends each node's batch buffer in messages of at most `batch_max`
-    /// readings: when it is full, when its oldest reading has waited
-    /// `batch_interval`, or always when `all` (a stop).
-    pub fn flush(&mut self, all: bool, out: &mut Vec<Message>) -> Result<(), serde_json::Error> {
+    /// readings, as `what` says: full buffers only, or also those whose
+    /// oldest reading has waited `batch_interval`, or all (a stop).
+    pub fn flush(&mut self, what: Flush, out: &mut Vec<Message>) -> Result<(), serde_json::Error> {
+        let all = what == Flush::All;
         if self.batches.is_empty() {
             return Ok(());
         }
@@ -167,7 +183,8 @@ impl Pump {
             while let Some((oldest, _)) = batch.first() {
                 let due = all
                     || batch.len() >= self.batch_max
-                    || waited(&self.taken, oldest).at_least >= self.batch_interval;
+                    || (what == Flush::Due
+                        && waited(&self.taken, oldest).at_least >= self.batch_interval);
                 if !due {
                     break;
                 }
@@ -338,9 +355,9 @@ mod tests {
         // The batch rows wait, one buffer per node.
         assert_eq!(p.buffered(), 2);
         out.clear();
-        p.flush(false, &mut out).unwrap();
+        p.flush(Flush::Due, &mut out).unwrap();
         assert!(out.is_empty(), "neither buffer is full or old");
-        p.flush(true, &mut out).unwrap();
+        p.flush(Flush::All, &mut out).unwrap();
         assert_eq!(
             summary(&out),
             vec![
@@ -360,7 +377,7 @@ mod tests {
         p.take(1, vec![row(1, "a", Route::Realtime, 40)], &mut out)
             .unwrap();
         assert!(out.is_empty(), "no real-time message, no state update");
-        p.flush(true, &mut out).unwrap();
+        p.flush(Flush::All, &mut out).unwrap();
         assert_eq!(
             summary(&out),
             vec![("edgeprio/a/batch".into(), Some((vec![1], 1)))]
@@ -377,7 +394,7 @@ mod tests {
             .collect();
         p.take(7, rows, &mut out).unwrap();
         out.clear();
-        p.flush(false, &mut out).unwrap();
+        p.flush(Flush::Due, &mut out).unwrap();
         // Node a holds 4 (one message of batch_max = 3, one row left);
         // node b holds 3: full too.
         assert_eq!(
@@ -391,13 +408,39 @@ mod tests {
     }
 
     #[test]
+    fn after_a_read_only_full_buffers_go_whatever_their_age() {
+        let mut p = pump();
+        let mut out = Vec::new();
+        // Two old rows (a backlog read as the window frees): not a message
+        // each, but one full message later.
+        p.take(1, vec![row(1, "a", Route::Batch, 61)], &mut out)
+            .unwrap();
+        p.flush(Flush::Full, &mut out).unwrap();
+        assert!(
+            out.is_empty(),
+            "an old but partial buffer waits for the tick"
+        );
+        p.take(
+            3,
+            vec![row(2, "a", Route::Batch, 61), row(3, "a", Route::Batch, 61)],
+            &mut out,
+        )
+        .unwrap();
+        p.flush(Flush::Full, &mut out).unwrap();
+        assert_eq!(
+            summary(&out),
+            vec![("edgeprio/a/batch".into(), Some((vec![1, 2, 3], 0)))]
+        );
+    }
+
+    #[test]
     fn a_buffer_whose_oldest_waited_the_interval_is_flushed() {
         let mut p = pump();
         let mut out = Vec::new();
         let rows = vec![row(1, "a", Route::Batch, 61), row(2, "b", Route::Batch, 5)];
         p.take(2, rows, &mut out).unwrap();
         out.clear();
-        p.flush(false, &mut out).unwrap();
+        p.flush(Flush::Due, &mut out).unwrap();
         assert_eq!(
             summary(&out),
             vec![("edgeprio/a/batch".into(), Some((vec![1], 0)))]
