@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::consume::{
     BatchLimits, Consumer, ConsumerOptions, Handled, Handler, HandlerError, Incoming,
 };
-use crate::gateway::{Gateway, GatewayCounters, Message, Verdict};
+use crate::gateway::{Gateway, Message, Verdict};
 use crate::metrics::{Endpoint, Metrics, ServerRole, ServerSeries};
 use crate::publish::{AnyPublisher, MqttPublisher, PublisherSpec};
 use crate::store::{Access, AgentStatus, Store};
@@ -73,12 +73,14 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
         heartbeat_ms: now_ms(),
         interval_ms: i64::try_from(HEARTBEAT.as_millis()).unwrap_or(i64::MAX),
     };
-    let gateway = Arc::new(Mutex::new(Gateway::new(
+    let gateway = Gateway::new(
         store,
         Streams::new(StreamRules::from_config(&config)),
         config.gateway.range,
         status,
-    )));
+    );
+    let counters = gateway.counters().clone();
+    let gateway = Arc::new(Mutex::new(gateway));
     let metrics = Metrics::new(&config);
     let endpoint = match &config.metrics {
         Some(m) => Some(Endpoint::start(m.listen, metrics.clone()).await?),
@@ -104,7 +106,6 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
             once: false,
         },
     );
-    let counters = Arc::new(GatewayCounters::default());
     metrics.serve_as(ServerSeries::new(
         &consumer,
         ServerRole::Gateway(counters.clone()),
@@ -119,7 +120,6 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
     let handler = Raw {
         gateway: gateway.clone(),
         publisher: &mut publisher,
-        counters,
         metrics: metrics.clone(),
     };
     let counts = consumer.run(handler, shutdown).await;
@@ -128,23 +128,19 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
     if let Some(e) = endpoint {
         e.stop().await;
     }
-    let stopped = tokio::task::spawn_blocking(move || {
-        let mut g = lock(&gateway);
-        let c = g.counts().clone();
-        (g.stop(now_ms()), c)
-    })
-    .await
-    .context("the database thread failed")?;
-    let (stop, c) = stopped;
+    let stop = tokio::task::spawn_blocking(move || lock(&gateway).stop(now_ms()))
+        .await
+        .context("the database thread failed")?;
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     if let Err(e) = stop {
         tracing::warn!("cannot mark the gateway stopped in its log: {e}");
     }
     tracing::info!(
         received = counts.received,
-        realtime = c.realtime,
-        batch = c.batch,
-        duplicates = c.duplicates,
-        rejected = c.rejected_total(),
+        realtime = load(&counters.realtime),
+        batch = load(&counters.batch),
+        duplicates = load(&counters.duplicates),
+        rejected = counters.rejected_total(),
         "gateway stopped"
     );
     Ok(())
@@ -179,8 +175,6 @@ struct Raw<'p> {
     gateway: Arc<Mutex<Gateway>>,
     /// Told after each commit that the outbox has new rows.
     publisher: &'p mut AnyPublisher,
-    /// What the metrics read.
-    counters: Arc<GatewayCounters>,
     /// The outbox depth goes here.
     metrics: Metrics,
 }
@@ -191,7 +185,7 @@ impl Handler for Raw<'_> {
         // thread copies topics and counts references, not payloads.
         let owned: Vec<Incoming> = batch.to_vec();
         let gateway = self.gateway.clone();
-        let (verdicts, streams, depth) = tokio::task::spawn_blocking(move || {
+        let (verdicts, depth) = tokio::task::spawn_blocking(move || {
             let messages: Vec<Message<'_>> = owned
                 .iter()
                 .map(|m| Message {
@@ -202,14 +196,10 @@ impl Handler for Raw<'_> {
                 .collect();
             let mut g = lock(&gateway);
             let verdicts = g.handle(&messages, now_ms())?;
-            Ok::<_, crate::store::StoreError>((verdicts, g.streams(), g.outbox_depth()))
+            Ok::<_, crate::store::StoreError>((verdicts, g.outbox_depth()))
         })
         .await
         .map_err(|e| HandlerError::new(format!("the database thread failed: {e}")))??;
-        self.counters.record(&verdicts);
-        self.counters
-            .streams
-            .store(streams as u64, std::sync::atomic::Ordering::Relaxed);
         self.metrics.set_outbox_depth(depth);
         let mut handled = Handled::all(batch);
         let mut logged = false;

@@ -24,7 +24,7 @@
 //! commit and the acknowledgement it may be logged twice; a node that
 //! sends a `seq` never is.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domain::{
@@ -62,28 +62,6 @@ pub enum Verdict {
     },
 }
 
-/// Counts since start, for the status line and the metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Messages handled.
-    pub received: u64,
-    /// Readings logged for the real-time route.
-    pub realtime: u64,
-    /// Readings logged for the batch route.
-    pub batch: u64,
-    /// Redeliveries recognised and not logged again.
-    pub duplicates: u64,
-    /// Refused messages by kind.
-    pub rejected: HashMap<&'static str, u64>,
-}
-
-impl Counts {
-    /// Every refused message.
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected.values().sum()
-    }
-}
-
 /// The kinds a gateway refuses a message for beyond the payload's
 /// ([`PayloadError::KINDS`]): the stream's.
 pub const STREAM_KINDS: [&str; 2] = ["seq_exhausted", "seq_behind"];
@@ -113,6 +91,14 @@ pub struct GatewayCounters {
 }
 
 impl GatewayCounters {
+    /// Every refused message.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Counts one committed batch's verdicts.
     pub fn record(&self, verdicts: &[Verdict]) {
         for v in verdicts {
@@ -154,8 +140,8 @@ pub struct Gateway {
     range: SensorRange,
     /// The gateway's own status row, its heartbeat.
     status: AgentStatus,
-    /// Counts since start.
-    counts: Counts,
+    /// What it did since start, read by the metrics while it works.
+    counters: Arc<GatewayCounters>,
     /// The outbox depth after the last commit.
     outbox_depth: u64,
 }
@@ -169,24 +155,19 @@ impl Gateway {
             streams,
             range,
             status,
-            counts: Counts::default(),
+            counters: Arc::default(),
             outbox_depth: 0,
         }
     }
 
-    /// Counts since start.
-    pub fn counts(&self) -> &Counts {
-        &self.counts
+    /// What it did since start (shared with the metrics).
+    pub fn counters(&self) -> &Arc<GatewayCounters> {
+        &self.counters
     }
 
     /// The outbox depth after the last commit.
     pub fn outbox_depth(&self) -> u64 {
         self.outbox_depth
-    }
-
-    /// How many (node, sensor) streams are open.
-    pub fn streams(&self) -> usize {
-        self.streams.len()
     }
 
     /// The log.
@@ -226,17 +207,10 @@ impl Gateway {
                 return Err(e);
             }
         }
-        self.counts.received += batch.len() as u64;
-        for v in &verdicts {
-            match v {
-                Verdict::Logged(Route::Realtime) => self.counts.realtime += 1,
-                Verdict::Logged(Route::Batch) => self.counts.batch += 1,
-                Verdict::Duplicate => self.counts.duplicates += 1,
-                Verdict::Rejected { kind, .. } => {
-                    *self.counts.rejected.entry(kind).or_default() += 1;
-                }
-            }
-        }
+        self.counters.record(&verdicts);
+        self.counters
+            .streams
+            .store(self.streams.len() as u64, Ordering::Relaxed);
         Ok(verdicts)
     }
 
@@ -424,20 +398,6 @@ fn exhausted(node: &str, sensor: &str) -> Verdict {
              the log holds); its readings are refused until that row is fixed"
         ),
     }
-}
-
-/// A reading the gateway logged, for tests and the runner's debug lines.
-pub fn describe(r: &Reading) -> String {
-    format!(
-        "{}/{} seq {} {:.1} °C / {:.1} %RH priority {} -> {}",
-        r.node,
-        r.sensor,
-        r.seq,
-        r.sample.temperature,
-        r.sample.humidity,
-        r.priority,
-        r.route.as_str()
-    )
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ fn a_redelivery_is_recognised_and_a_restarted_count_is_renumbered() {
         Some("renumbered")
     );
     assert_eq!(g.store().assigned("esp-1", "s", 7).unwrap(), None);
-    assert_eq!(g.counts().duplicates, 2);
+    assert_eq!(g.counters().duplicates.load(Ordering::Relaxed), 2);
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn malformed_messages_are_refused_by_kind_and_the_good_ones_flow() {
     );
     assert_eq!(rows(&g, "esp-1").len(), 1);
     assert_eq!(rows(&g, "esp-2").len(), 1);
-    assert_eq!(g.counts().rejected_total(), 6);
+    assert_eq!(g.counters().rejected_total(), 6);
     // The out-of-range reading of a known stream is a sensor error of its
     // node, as the agent records its own.
     let errors = g.store().sensor_errors(Some("esp-1"), 0).unwrap();
