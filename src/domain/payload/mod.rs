@@ -278,6 +278,26 @@ pub fn rfc3339_ms(ts_ms: i64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
+/// The paper's event (28 °C / 48 % after 25 °C / 56 %) as a reading, for
+/// the payload tests.
+#[cfg(test)]
+fn example_reading() -> Reading {
+    Reading {
+        node: "pi".into(),
+        sensor: "lab".into(),
+        seq: 8,
+        ts_ms: 1_764_028_800_000,
+        sample: crate::domain::Sample::new(28.0, 48.0),
+        weights: crate::domain::PerChannel {
+            temperature: 2,
+            humidity: 2,
+        },
+        priority: 2,
+        route: Route::Realtime,
+        clock_synced: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,20 +305,7 @@ mod tests {
 
     #[test]
     fn wire_reading_has_the_contract_fields() {
-        let r = Reading {
-            node: "pi".into(),
-            sensor: "lab".into(),
-            seq: 8,
-            ts_ms: 1_764_028_800_000,
-            sample: Sample::new(28.0, 48.0),
-            weights: PerChannel {
-                temperature: 2,
-                humidity: 2,
-            },
-            priority: 2,
-            route: Route::Realtime,
-            clock_synced: None,
-        };
+        let r = example_reading();
         let log = LogId::parse("00c0ffee12345678").unwrap();
         let json = serde_json::to_value(WireReading::new(&r, log)).unwrap();
         assert_eq!(

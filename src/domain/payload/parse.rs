@@ -198,20 +198,7 @@ mod tests {
     }
 
     fn reading() -> Reading {
-        Reading {
-            node: "pi".into(),
-            sensor: "lab".into(),
-            seq: 8,
-            ts_ms: 1_764_028_800_000,
-            sample: Sample::new(28.0, 48.0),
-            weights: PerChannel {
-                temperature: 2,
-                humidity: 2,
-            },
-            priority: 2,
-            route: Route::Realtime,
-            clock_synced: None,
-        }
+        super::super::example_reading()
     }
 
     fn received_of(r: Reading) -> Received {
