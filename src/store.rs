@@ -15,8 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 use thiserror::Error;
 
@@ -30,7 +32,10 @@ mod integrity;
 mod lost;
 mod retention;
 mod rows;
+mod turns;
 mod window;
+
+pub use turns::{Turn, Turns};
 
 pub use gateway::{Assigned, GatewayRow};
 pub use integrity::{FULL_CHECK_UP_TO, FileCheck};
@@ -712,6 +717,9 @@ pub struct Store {
     /// The writer's record of the seqs it committed, kept in the lock
     /// file: how a log rolled back in place is told (see `high_water`).
     high_water: Option<high_water::HighWater>,
+    /// Shared with the other stores of this log in this process that
+    /// write: each write transaction waits for its turn.
+    turns: Option<Arc<Turns>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -723,6 +731,18 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
+    /// From now on each write transaction of this store waits for its turn
+    /// among the stores sharing `turns` (the gateway's two connections to
+    /// its log: see [`Turns`]).
+    pub fn take_turns_with(&mut self, turns: Arc<Turns>) {
+        self.turns = Some(turns);
+    }
+
+    /// This store's turn at writing, when it shares turns.
+    fn turn(&self) -> Option<Turn> {
+        self.turns.as_ref().map(Turns::take)
+    }
+
     /// Opens (and for a writer, creates and migrates) the log at `path`.
     pub fn open(path: &Path, access: Access) -> Result<Store, StoreError> {
         Self::open_holding(path, access, &mut None)
@@ -767,6 +787,14 @@ impl Store {
         let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(|e| classify(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        // The query planner stability guarantee: a cached statement keeps
+        // its plan whatever is bound to it. Without it SQLite re-prepares a
+        // statement at its next step whenever a value that could change
+        // the plan is bound anew (the outbox read's `LIMIT ?2`, the
+        // `published_ms = ?1` of the marking): parsing the outbox read
+        // again at every call was a seventh of a gateway's publishing.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+            .map_err(sqlite)?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
@@ -779,6 +807,7 @@ impl Store {
             reported: rows::Reported::default(),
             outbox_high: 0,
             high_water: None,
+            turns: None,
         };
         // The first real read tells a damaged or non-SQLite file apart.
         let (version, app_id) = store.identity()?;
@@ -1177,7 +1206,8 @@ impl Store {
                 .map_err(|e| classify(&path, e))?;
             }
         }
-        let depth = write_status(&tx, status, space.as_ref()).map_err(|e| classify(&path, e))?;
+        let depth = write_status(&tx, status, space.as_ref(), Depth::Count)
+            .map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))?;
         self.committed(readings);
         // Counting a large outbox every cycle filled the page cache with
@@ -1240,12 +1270,13 @@ impl Store {
 
     /// Records that the agent of `status.node` stopped cleanly.
     pub fn mark_stopped(&mut self, status: &AgentStatus) -> Result<(), StoreError> {
+        let _turn = self.turn();
         let stopped = AgentStatus {
             running: false,
             ..status.clone()
         };
         let space = self.space().ok();
-        write_status(&self.conn, &stopped, space.as_ref())
+        write_status(&self.conn, &stopped, space.as_ref(), Depth::Count)
             .map(|_| ())
             .map_err(|e| self.sqlite(e))
     }
@@ -1447,6 +1478,7 @@ impl Store {
     /// in the status row of `home`, the node the publisher runs as, with
     /// the outbox depth of the whole log.
     pub fn mark_published(&mut self, home: &str, acked: &[Acked]) -> Result<(), StoreError> {
+        let _turn = self.turn();
         let at_ms = acked.iter().map(|a| a.at_ms).max().unwrap_or(0);
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
@@ -1456,11 +1488,17 @@ impl Store {
                     "UPDATE readings SET published_ms = ?1 WHERE id = ?2 AND published_ms IS NULL",
                 )
                 .map_err(|e| classify(&path, e))?;
-            let (mut realtime, mut batch, mut late) = (0i64, 0i64, 0i64);
+            let (mut realtime, mut batch, mut late, mut marked) = (0i64, 0i64, 0i64, 0usize);
             for a in acked {
+                // The time is bound once per acknowledgement, the id per
+                // row, and each UPDATE's changes counted: the outbox depth
+                // goes down by what was marked, without a count.
+                mark.raw_bind_parameter(1, a.at_ms)
+                    .map_err(|e| classify(&path, e))?;
                 for id in &a.ids {
-                    mark.execute(params![a.at_ms, id])
+                    mark.raw_bind_parameter(2, id)
                         .map_err(|e| classify(&path, e))?;
+                    marked += mark.raw_execute().map_err(|e| classify(&path, e))?;
                 }
                 let n = i64::try_from(a.ids.len()).unwrap_or(i64::MAX);
                 match a.route {
@@ -1474,9 +1512,16 @@ impl Store {
                     published_realtime = published_realtime + ?3,
                     published_batch = published_batch + ?4,
                     published_late = published_late + ?5,
-                    outbox_depth = (SELECT count(*) FROM readings WHERE published_ms IS NULL)
+                    outbox_depth = max(outbox_depth - ?6, 0)
                  WHERE node = ?1",
-                params![home, at_ms, realtime, batch, late],
+                params![
+                    home,
+                    at_ms,
+                    realtime,
+                    batch,
+                    late,
+                    i64::try_from(marked).unwrap_or(i64::MAX)
+                ],
             )
             .map_err(|e| classify(&path, e))?;
         }
@@ -1948,17 +1993,62 @@ fn outbox_depth(conn: &Connection, node: Option<&str>) -> rusqlite::Result<u64> 
     Ok(n.try_into().unwrap_or(0))
 }
 
+/// How a status write learns the outbox depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    /// Counted: the outbox index is walked, exact whatever changed it.
+    Count,
+    /// The row's depth plus this many rows just inserted (all unpublished):
+    /// a gateway commits many times a second, and counting an outbox of
+    /// 100,000 rows each time cost a tenth of its work. Its heartbeat
+    /// counts, which corrects what retention shed meanwhile.
+    Added(usize),
+}
+
 /// Writes the heartbeat: the agent's status, the outbox depth and the
 /// space the log takes and has left (NULL when it could not be measured).
 fn write_status(
     conn: &Connection,
     s: &AgentStatus,
     space: Option<&Space>,
+    depth: Depth,
 ) -> rusqlite::Result<u64> {
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    if let Depth::Added(n) = depth {
+        let updated: Option<i64> = conn
+            .prepare_cached(
+                "UPDATE agent_status SET
+                    state = ?2, pid = ?3, version = ?4, started_ms = ?5, heartbeat_ms = ?6,
+                    interval_ms = ?7, outbox_depth = outbox_depth + ?8,
+                    db_bytes = ?9, db_free_bytes = ?10, disk_free_bytes = ?11
+                 WHERE node = ?1
+                 RETURNING outbox_depth",
+            )?
+            .query_row(
+                params![
+                    s.node,
+                    if s.running { "running" } else { "stopped" },
+                    s.pid,
+                    s.version,
+                    s.started_ms,
+                    s.heartbeat_ms,
+                    s.interval_ms,
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                    space.map(|s| int(s.db_bytes)),
+                    space.map(|s| int(s.db_free_bytes)),
+                    space.and_then(|s| s.disk_free_bytes).map(int),
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // No row yet (a first start): counted below.
+        if let Some(depth) = updated {
+            return Ok(depth.try_into().unwrap_or(0));
+        }
+    }
     // The whole log's: what the publisher of this status row has to send
     // (an agent's log holds only its own node's readings, a gateway's many).
     let depth = outbox_depth(conn, None)?;
-    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     conn.prepare_cached(
         "INSERT INTO agent_status
             (node, state, pid, version, started_ms, heartbeat_ms, interval_ms, outbox_depth,

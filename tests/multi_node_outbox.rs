@@ -99,6 +99,7 @@ fn a_log_of_two_nodes_is_published_on_each_nodes_topics() {
         mqtt,
         announce: Vec::new(),
         expire_after_s: 45,
+        turns: None,
     });
     {
         let _in_runtime = rt.enter();

@@ -20,7 +20,7 @@ use crate::consume::{
 use crate::gateway::{Gateway, Message, Verdict};
 use crate::metrics::{Endpoint, Metrics, ServerRole, ServerSeries};
 use crate::publish::{AnyPublisher, MqttPublisher, PublisherSpec};
-use crate::store::{Access, AgentStatus, Store};
+use crate::store::{Access, AgentStatus, Store, Turns};
 use crate::stream::{StreamRules, Streams};
 
 /// How often the gateway's status row is written when no message comes:
@@ -60,10 +60,14 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
     let mqtt = config.require_broker()?.clone();
     let shutdown = super::signals::shutdown_signal()?;
     let db = config.db.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db, Access::Writer))
+    let mut store = tokio::task::spawn_blocking(move || Store::open(&db, Access::Writer))
         .await
         .context("the database thread failed")?
         .with_context(|| format!("cannot open the gateway's log {}", config.db.display()))?;
+    // The consumer commits batch after batch; the publisher marks what the
+    // broker acknowledged in between, in turn.
+    let turns = Turns::new();
+    store.take_turns_with(turns.clone());
     let status = AgentStatus {
         node: config.node.clone(),
         running: true,
@@ -87,7 +91,7 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut publisher = AnyPublisher::Mqtt(Box::new(MqttPublisher::from_spec(
-        PublisherSpec::of_gateway(&config, &mqtt),
+        PublisherSpec::of_gateway(&config, &mqtt, turns),
     )))
     .with_metrics(&metrics);
     publisher.ready();

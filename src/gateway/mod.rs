@@ -218,7 +218,7 @@ impl Gateway {
     /// outbox depth.
     pub fn heartbeat(&mut self, now_ms: i64) -> Result<u64, StoreError> {
         self.status.heartbeat_ms = now_ms;
-        self.outbox_depth = self.store.commit_gateway(&[], &[], &self.status)?;
+        self.outbox_depth = self.store.write_heartbeat(&self.status)?;
         Ok(self.outbox_depth)
     }
 

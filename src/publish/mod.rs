@@ -37,7 +37,7 @@ use crate::agent::{Publisher, now_ms};
 use crate::clock::TakenAt;
 use crate::config::{Config, MqttConfig};
 use crate::domain::{Topics, ha_discovery, ha_legacy_discovery_topic};
-use crate::store::{Access, BrokerState, Store};
+use crate::store::{Access, BrokerState, Store, Turns};
 
 pub mod connection;
 pub mod ledger;
@@ -114,6 +114,7 @@ impl MqttPublisher {
             sensors: spec.announce,
             expire_after_s: spec.expire_after_s,
             every_node: spec.every_node,
+            turns: spec.turns,
             store: Arc::new(Mutex::new(None)),
             log_epoch: Arc::new(AtomicU64::new(0)),
             metrics: None,
@@ -152,15 +153,21 @@ pub struct PublisherSpec {
     /// the home node's (an agent's log holds no other: its outbox is read
     /// through the outbox index as it always was).
     pub every_node: bool,
+    /// Write turns shared with the process's other writer of the log (the
+    /// gateway's consumer, which commits back to back: see
+    /// [`crate::store::Turns`]); `None` for the agent, which commits once
+    /// a cycle.
+    pub turns: Option<Arc<Turns>>,
 }
 
 impl PublisherSpec {
     /// A gateway's: every node's outbox, nothing announced to Home
     /// Assistant.
-    pub fn of_gateway(config: &Config, mqtt: &MqttConfig) -> Self {
+    pub fn of_gateway(config: &Config, mqtt: &MqttConfig, turns: Arc<Turns>) -> Self {
         Self {
             announce: Vec::new(),
             every_node: true,
+            turns: Some(turns),
             ..Self::of_agent(config, mqtt)
         }
     }
@@ -186,6 +193,7 @@ impl PublisherSpec {
                 .unwrap_or(u64::MAX)
                 .max(1),
             every_node: false,
+            turns: None,
         }
     }
 }
@@ -240,6 +248,8 @@ struct Ctx {
     expire_after_s: u64,
     /// See [`PublisherSpec::every_node`].
     every_node: bool,
+    /// See [`PublisherSpec::turns`].
+    turns: Option<Arc<Turns>>,
     /// The outbox connection, opened on first use (the agent creates and
     /// migrates the file before the first commit), with the `log_epoch` it
     /// was opened in.
@@ -295,13 +305,17 @@ impl Ctx {
     ) -> Result<T, String> {
         let store = self.store.clone();
         let db = self.db.clone();
+        let turns = self.turns.clone();
         let epoch = self.log_epoch.load(Ordering::SeqCst);
         tokio::task::spawn_blocking(move || {
             let mut guard = store.lock().unwrap_or_else(PoisonError::into_inner);
             if guard.as_ref().is_none_or(|(_, e)| *e != epoch) {
                 // The old connection closes before the path is opened again.
                 *guard = None;
-                let s = Store::open(&db, Access::Outbox).map_err(|e| e.to_string())?;
+                let mut s = Store::open(&db, Access::Outbox).map_err(|e| e.to_string())?;
+                if let Some(turns) = turns {
+                    s.take_turns_with(turns);
+                }
                 *guard = Some((s, epoch));
             }
             let (s, _) = guard.as_mut().expect("opened just above");
@@ -686,9 +700,9 @@ impl Session {
     /// Reads unpublished rows (of the home node, or of every node) from the log while the
     /// window has room, and sends what the pump makes of them.
     async fn pump(&mut self, ctx: &Ctx) -> Result<(), String> {
-        while self.ledger.room() > 0 {
+        while self.ledger.to_read() > 0 {
             let after = self.pump.after();
-            let limit = FETCH.min(self.ledger.room());
+            let limit = FETCH.min(self.ledger.to_read());
             let home = (!ctx.every_node).then(|| ctx.node.clone());
             let read = ctx
                 .with_store(move |s| {
@@ -714,6 +728,12 @@ impl Session {
                 break;
             };
             let rows = rows.rows;
+            tracing::trace!(
+                rows = rows.len(),
+                after,
+                window = self.ledger.window(),
+                "read the outbox"
+            );
             self.read_since_release += rows.len() as u64;
             self.ledger.reserve(rows.len());
             let mut out = Vec::new();

@@ -5,7 +5,7 @@
 
 use rusqlite::{OptionalExtension as _, params};
 
-use super::{AgentStatus, Store, StoreError, classify, insert_rows, write_status};
+use super::{AgentStatus, Depth, Store, StoreError, classify, insert_rows, write_status};
 use crate::domain::{Reading, SensorError};
 
 /// What the gateway filled in for a raw reading (column
@@ -59,6 +59,7 @@ impl Store {
         rejected: &[(String, SensorError)],
         status: &AgentStatus,
     ) -> Result<u64, StoreError> {
+        let _turn = self.turn();
         let space = self.space().ok();
         let path = self.path.clone();
         let assigned: Vec<Option<String>> = rows.iter().map(|r| r.assigned.column()).collect();
@@ -83,10 +84,21 @@ impl Store {
                     .map_err(|e| classify(&path, e))?;
             }
         }
-        let depth = write_status(&tx, status, space.as_ref()).map_err(|e| classify(&path, e))?;
+        // Rows added, not counted: a gateway commits many times a second;
+        // its heartbeat ([`Store::write_heartbeat`]) counts.
+        let depth = write_status(&tx, status, space.as_ref(), Depth::Added(rows.len()))
+            .map_err(|e| classify(&path, e))?;
         tx.commit().map_err(|e| classify(&path, e))?;
         self.committed(rows.iter().map(|r| &r.reading));
         Ok(depth)
+    }
+
+    /// Writes `status` alone, with the outbox depth counted (what
+    /// [`Store::commit_gateway`] added up is corrected here); returns it.
+    pub fn write_heartbeat(&mut self, status: &AgentStatus) -> Result<u64, StoreError> {
+        let _turn = self.turn();
+        let space = self.space().ok();
+        write_status(&self.conn, status, space.as_ref(), Depth::Count).map_err(|e| self.sqlite(e))
     }
 
     /// The time and values of reading `seq` of (node, sensor), if the log
