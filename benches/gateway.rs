@@ -10,6 +10,8 @@
 //!   every one must come out;
 //! - the broker's own ceiling in the same run: the same publishers relayed
 //!   to a `mosquitto_sub` at `QoS` 1, without the gateway;
+//! - the CPU time the gateway and the broker used meanwhile
+//!   (`/proc/<pid>/stat`): what a reading costs each;
 //! - the gateway's resident set (`/proc/<pid>/status`): its peak, and what
 //!   it holds once every stream has been seen.
 //!
@@ -52,7 +54,7 @@ use rusqlite::{Connection, OpenFlags};
 mod drain_rss;
 
 use drain_rss::mosquitto::{Killed, Limits, mosquitto_with};
-use drain_rss::{MIB, rss};
+use drain_rss::{MIB, cpu, rss};
 
 /// What one run measures, from the command line.
 #[derive(Debug, Clone)]
@@ -373,7 +375,11 @@ fn start_gateway(dir: &Path, port: u16, plan: &Plan) -> (Gateway, PathBuf) {
         .env_remove("EDGEPRIO_CONFIG")
         .env_remove("EDGEPRIO_DB")
         .env_remove("JOURNAL_STREAM")
-        .env("EDGEPRIO_LOG", "info")
+        // `EDGEPRIO_BENCH_LOG=edgeprio=debug` for a closer look (`--keep`).
+        .env(
+            "EDGEPRIO_LOG",
+            std::env::var("EDGEPRIO_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .env("NO_COLOR", "1")
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -435,6 +441,10 @@ struct Figures {
     steady_anon: u64,
     /// The largest `VmRSS` sampled during the run.
     sampled_max: u64,
+    /// CPU time (user and system) used from the first publish to the
+    /// last reading out: by the gateway, and by the broker.
+    gateway_cpu: Duration,
+    broker_cpu: Duration,
 }
 
 /// Rows committed in the gateway's log (its ids grow by one per row).
@@ -445,7 +455,7 @@ fn committed_rows(log: &Connection) -> u64 {
     .map_or(0, |n| u64::try_from(n).unwrap_or(0))
 }
 
-fn run_gateway(dir: &Path, port: u16, files: &[PathBuf], plan: &Plan) -> Figures {
+fn run_gateway(dir: &Path, broker: u32, port: u16, files: &[PathBuf], plan: &Plan) -> Figures {
     let total = plan.total();
     let partial = usize::try_from(plan.nodes * u64::from(plan.batch_max.saturating_sub(1)))
         .unwrap_or(usize::MAX);
@@ -463,6 +473,7 @@ fn run_gateway(dir: &Path, port: u16, files: &[PathBuf], plan: &Plan) -> Figures
     let log = Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .expect("open the gateway's log");
     let began = Instant::now();
+    let cpu_at_start = (cpu(pid), cpu(broker));
     let mut publishers = publish(port, "edgeprio", files);
     let mut published = None;
     let mut committed = None;
@@ -502,6 +513,10 @@ fn run_gateway(dir: &Path, port: u16, files: &[PathBuf], plan: &Plan) -> Figures
         },
         |t| t - began,
     );
+    let (gateway_cpu, broker_cpu) = (
+        cpu(pid).saturating_sub(cpu_at_start.0),
+        cpu(broker).saturating_sub(cpu_at_start.1),
+    );
     let committed = committed.expect("checked") - began;
     let out_last = out.with(|t| t.last).expect("readings came");
     let out_bulk = out.with(|t| t.bulk.1).unwrap_or(out_last);
@@ -526,6 +541,8 @@ fn run_gateway(dir: &Path, port: u16, files: &[PathBuf], plan: &Plan) -> Figures
         steady,
         steady_anon,
         sampled_max,
+        gateway_cpu,
+        broker_cpu,
     }
 }
 
@@ -609,7 +626,7 @@ fn main() {
         inflight: plan.inflight,
         queued: u32::try_from(total).unwrap_or(u32::MAX),
     };
-    let (_broker, port) = mosquitto_with(dir.path(), limits);
+    let (broker, port) = mosquitto_with(dir.path(), limits);
     let files = payloads(dir.path(), &plan);
     println!(
         "gateway: {total} raw readings over {} streams ({} nodes x {} sensors), QoS 1; \
@@ -629,7 +646,7 @@ fn main() {
             ceiling(port, &files, total)
         );
     }
-    let f = run_gateway(dir.path(), port, &files, &plan);
+    let f = run_gateway(dir.path(), broker.0.id(), port, &files, &plan);
     let logged = check_log(&dir.path().join("gw.db"), &plan);
     if let Some(keep) = &plan.keep {
         std::fs::copy(dir.path().join("gw.db"), keep.join("gw.db")).expect("keep the db");
@@ -660,6 +677,17 @@ fn main() {
          renumbered; all {} published, {} sent twice)",
         f.out_distinct,
         f.out_readings - f.out_distinct as u64
+    );
+    #[expect(clippy::cast_precision_loss, reason = "a figure")]
+    let per_reading = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+    println!(
+        "gateway/cpu: from the first publish to the last reading out: gateway {:.2} s ({:.1} us \
+         per reading), mosquitto {:.2} s ({:.1} us per reading), on {} cores",
+        f.gateway_cpu.as_secs_f64(),
+        per_reading(f.gateway_cpu),
+        f.broker_cpu.as_secs_f64(),
+        per_reading(f.broker_cpu),
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
     );
     println!(
         "gateway/rss: {} streams: peak VmHWM {:.1} MiB (largest sample {:.1}); 2 s after: \

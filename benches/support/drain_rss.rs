@@ -37,6 +37,22 @@ pub fn rss(pid: u32) -> (u64, u64, u64) {
     (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
 }
 
+/// The CPU time `pid` has used so far, user and system
+/// (`/proc/<pid>/stat`, fields 14 and 15, in clock ticks).
+pub fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count after its ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // USER_HZ: 100 on every Linux architecture, whatever the kernel's
+    // own tick (it is the ABI of /proc, what `getconf CLK_TCK` prints).
+    Duration::from_millis(ticks * 10)
+}
+
 /// The agent's config: one simulated sensor at 1 s, `[mqtt]` with large
 /// batches (the drain's fast path).
 fn config(dir: &Path, db: &Path, port: u16) -> PathBuf {
