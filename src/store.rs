@@ -2014,41 +2014,21 @@ fn write_status(
     depth: Depth,
 ) -> rusqlite::Result<u64> {
     let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    if let Depth::Added(n) = depth {
-        let updated: Option<i64> = conn
-            .prepare_cached(
-                "UPDATE agent_status SET
-                    state = ?2, pid = ?3, version = ?4, started_ms = ?5, heartbeat_ms = ?6,
-                    interval_ms = ?7, outbox_depth = outbox_depth + ?8,
-                    db_bytes = ?9, db_free_bytes = ?10, disk_free_bytes = ?11
-                 WHERE node = ?1
-                 RETURNING outbox_depth",
-            )?
-            .query_row(
-                params![
-                    s.node,
-                    if s.running { "running" } else { "stopped" },
-                    s.pid,
-                    s.version,
-                    s.started_ms,
-                    s.heartbeat_ms,
-                    s.interval_ms,
-                    i64::try_from(n).unwrap_or(i64::MAX),
-                    space.map(|s| int(s.db_bytes)),
-                    space.map(|s| int(s.db_free_bytes)),
-                    space.and_then(|s| s.disk_free_bytes).map(int),
-                ],
-                |r| r.get(0),
-            )
-            .optional()?;
-        // No row yet (a first start): counted below.
-        if let Some(depth) = updated {
-            return Ok(depth.try_into().unwrap_or(0));
-        }
-    }
+    let added = match depth {
+        Depth::Count => None,
+        // No row yet (a first start): counted.
+        Depth::Added(n) => conn
+            .prepare_cached("SELECT outbox_depth FROM agent_status WHERE node = ?1")?
+            .query_row([&s.node], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|d| u64::try_from(d).unwrap_or(0) + n as u64),
+    };
     // The whole log's: what the publisher of this status row has to send
     // (an agent's log holds only its own node's readings, a gateway's many).
-    let depth = outbox_depth(conn, None)?;
+    let depth = match added {
+        Some(depth) => depth,
+        None => outbox_depth(conn, None)?,
+    };
     conn.prepare_cached(
         "INSERT INTO agent_status
             (node, state, pid, version, started_ms, heartbeat_ms, interval_ms, outbox_depth,
