@@ -202,12 +202,14 @@ fn open_conn(path: &Path) -> Result<Connection, SinkError> {
     .map_err(|e| connect(e.to_string()))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| connect(e.to_string()))?;
-    // Again on the connection that writes: the file may have been made
-    // between the two opens.
-    refuse_foreign(&conn, &connect, &schema)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(|e| schema(e.to_string()))?;
+    // Switching a new file to WAL takes an exclusive lock, and SQLite
+    // answers "database is locked" at once, without its busy handler,
+    // while another collector opening the same new file holds a lock
+    // (one run in four of the two-sinks test here): retried within the
+    // busy timeout.
+    let mode: String =
+        retry_busy(|| conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)))
+            .map_err(|e| schema(e.to_string()))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(schema(format!(
             "SQLite kept journal_mode={mode} instead of WAL"
@@ -216,7 +218,24 @@ fn open_conn(path: &Path) -> Result<Connection, SinkError> {
     // `Ok` from `store` promises durability: FULL syncs the WAL per commit.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(|e| schema(e.to_string()))?;
-    migrate(conn, &schema)
+    migrate(conn, &connect, &schema)
+}
+
+/// Runs `step` again while it fails with `SQLITE_BUSY`, for at most the
+/// busy timeout.
+fn retry_busy<T>(mut step: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Refuses what is not a collector database (an agent's log, another
@@ -226,9 +245,13 @@ fn refuse_foreign(
     connect: &impl Fn(String) -> SinkError,
     schema: &impl Fn(String) -> SinkError,
 ) -> Result<(), SinkError> {
-    // The first real read tells a damaged or non-SQLite file apart.
-    let (version, app_id) = identity(conn).map_err(|e| connect(e.to_string()))?;
-    let tables = tables(conn).map_err(|e| connect(e.to_string()))?;
+    // The first real read tells a damaged or non-SQLite file apart. Both
+    // reads in one query, one snapshot: another collector migrating the
+    // new file between two reads showed its tables without its
+    // application id, and the file was refused as another program's
+    // (seen once in CI).
+    let (version, app_id, tables) =
+        identity_and_tables(conn).map_err(|e| connect(e.to_string()))?;
     let agents =
         app_id == crate::store::APPLICATION_ID || tables.iter().any(|t| t == "agent_status");
     if agents {
@@ -265,11 +288,16 @@ fn refuse_foreign(
 /// once migrate it once.
 fn migrate(
     mut conn: Connection,
+    connect: &impl Fn(String) -> SinkError,
     schema: &impl Fn(String) -> SinkError,
 ) -> Result<Connection, SinkError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| schema(e.to_string()))?;
+    // Again on the connection that writes, holding the write lock: the
+    // file may have been made between the two opens, and another
+    // collector migrating it is either done or not started.
+    refuse_foreign(&tx, connect, schema)?;
     let (version, _) = identity(&tx).map_err(|e| schema(e.to_string()))?;
     let pending: Vec<&str> = MIGRATIONS
         .iter()
@@ -301,11 +329,23 @@ fn identity(conn: &Connection) -> rusqlite::Result<(i64, i32)> {
     Ok((version, app_id))
 }
 
-/// The file's table names.
-fn tables(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")?;
-    stmt.query_map([], |r| r.get(0))?.collect()
+/// `(user_version, application_id)` and the file's table names, read in
+/// one statement (one snapshot).
+fn identity_and_tables(conn: &Connection) -> rusqlite::Result<(i64, i32, Vec<String>)> {
+    conn.query_row(
+        "SELECT (SELECT user_version FROM pragma_user_version),
+                (SELECT application_id FROM pragma_application_id),
+                (SELECT group_concat(name, char(10)) FROM
+                    (SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name))",
+        [],
+        |r| {
+            let names: Option<String> = r.get(2)?;
+            let tables = names
+                .map(|n| n.split('\n').map(str::to_owned).collect())
+                .unwrap_or_default();
+            Ok((r.get(0)?, r.get(1)?, tables))
+        },
+    )
 }
 
 /// Stores `readings` in one transaction, counting what was new.
