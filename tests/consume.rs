@@ -322,6 +322,64 @@ async fn a_failing_handler_acknowledges_nothing_and_nothing_is_lost() {
     );
 }
 
+/// (b2) The consumer bounds what it reads ahead of its acknowledgements
+/// itself, with TCP (`publish::connection::Intake`): a broker without an
+/// in-flight limit (`max_inflight_messages 0`, or a Mosquitto 2.0.11 that
+/// loses count of it while acknowledgements flow) sends everything at once,
+/// and a consumer whose database is down would hold it all in memory.
+/// With the handler failing, it holds its read-ahead (1,024 messages, the
+/// socket keeps some more and the broker the rest) and the count stays
+/// there; once the handler recovers, all 20,000 are committed, once each,
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reads_no_further_ahead_than_its_bound_whatever_the_broker_sends() {
+    const SENT: usize = 20_000;
+    const READ_AHEAD: u64 = 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(
+        dir.path(),
+        &Spec {
+            max_inflight_messages: Some(0),
+            max_queued_messages: Some(100_000),
+            ..Spec::default()
+        },
+    );
+    let h = Recorder::default();
+    h.down.store(true, Ordering::SeqCst);
+    let run = Running::start(&broker, "gw-bound", &raw_filter(), h.clone()).await;
+    let sent = numbered(0, SENT);
+    publish_lines(&broker, RAW, sent.clone()).await;
+    wait_until(Duration::from_secs(20), "the read-ahead received", || {
+        run.stats.snapshot().received >= READ_AHEAD
+    })
+    .await;
+    // The loop is polled once a second while paused (the keepalive): a
+    // few more messages, not thousands.
+    let held = run.stats.snapshot().received;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = run.stats.snapshot();
+    assert!(
+        held < READ_AHEAD + 50 && later.received < READ_AHEAD + 50,
+        "received {held}, then {} of {SENT} with nothing acknowledged: the consumer read past \
+         its bound of {READ_AHEAD}: {later:?}",
+        later.received
+    );
+    assert_eq!((later.acked, later.committed), (0, 0), "{later:?}");
+
+    h.down.store(false, Ordering::SeqCst);
+    wait_until(Duration::from_mins(1), "every message committed", || {
+        h.committed().len() >= SENT
+    })
+    .await;
+    let counts = run.stop().await;
+    assert_eq!(h.committed(), sent, "every message, once, in order");
+    assert_eq!(
+        (counts.committed, counts.acked),
+        (SENT as u64, SENT as u64),
+        "{counts:?}"
+    );
+}
+
 /// (c) Two consumers in one shared group (`$share/g/...`) split the
 /// messages between them and together receive every one, each once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -189,7 +189,7 @@ async fn carry_the_dead(carry: Carry) {
                 }
             };
         let (client, eventloop) = AsyncClient::new(opts, 64);
-        let (mut events, _driver) = drive(eventloop);
+        let (mut events, _driver) = drive(eventloop, None);
         if client
             .subscribe(carry.watch.clone(), QoS::AtLeastOnce)
             .await
@@ -291,7 +291,7 @@ async fn say_offline(mqtt: &MqttConfig, client_id: &str, topic: &str) {
     };
     opts.set_clean_session(true);
     let (client, eventloop) = AsyncClient::new(opts, 8);
-    let (mut events, _driver) = drive(eventloop);
+    let (mut events, _driver) = drive(eventloop, None);
     let said = async {
         client
             .publish(topic, QoS::AtLeastOnce, true, "offline")

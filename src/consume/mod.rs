@@ -68,7 +68,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::agent::now_ms;
 use crate::config::MqttConfig;
-use crate::publish::connection::{self, Backoff, Ended, describe, drive};
+use crate::publish::connection::{self, Backoff, Ended, Intake, describe, drive};
 use crate::store::BrokerState;
 
 pub mod batch;
@@ -84,6 +84,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Requests (acknowledgements, the subscription) queued for the event loop.
 const REQUESTS: usize = 256;
+
+/// The fewest messages a consumer reads ahead of its acknowledgements
+/// ([`Intake`]): twice its batch, so the next batch fills while one
+/// commits, and at least this many.
+const READ_AHEAD: usize = 1024;
 
 /// One message received, handed to the [`Handler`].
 #[derive(Debug, Clone)]
@@ -442,6 +447,7 @@ impl Consumer {
             },
             throttle: Throttle::default(),
             started: std::time::Instant::now(),
+            intake: None,
         };
         let mut backoff = Backoff::new();
         loop {
@@ -559,6 +565,9 @@ struct Run<'a, H, F> {
     throttle: Throttle,
     /// The throttle's monotonic origin.
     started: std::time::Instant,
+    /// The current connection's bound on what is read ahead of the
+    /// acknowledgements.
+    intake: Option<Arc<Intake>>,
 }
 
 impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
@@ -584,7 +593,9 @@ impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
             Err(e) => return lost(e, false),
         };
         let (client, eventloop) = AsyncClient::new(opts, REQUESTS);
-        let (mut events, _driver) = drive(eventloop);
+        let intake = Intake::new(READ_AHEAD.max(c.options.limits.max_messages.saturating_mul(2)));
+        self.intake = Some(intake.clone());
+        let (mut events, _driver) = drive(eventloop, Some(intake.clone()));
         self.connection += 1;
         let session_present = loop {
             tokio::select! {
@@ -644,6 +655,7 @@ impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
                 () = sleep_until(wake), if wake.is_some() => {}
                 () = self.stop.wait(), if !self.stop.fired => {
                     self.finish(Some(&client)).await;
+                    intake.open();
                     close(c, &client, &mut events).await;
                     return Ended::Closed;
                 }
@@ -820,7 +832,11 @@ impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
         committed += h.batch.len().saturating_sub(handled.verdicts().len());
         Counters::add(&c.counters.committed, committed as u64);
         if let Some(client) = client {
-            for msg in h.batch.iter().filter(|m| m.connection == self.connection) {
+            let ours = |m: &&Incoming| m.connection == self.connection;
+            if let Some(intake) = &self.intake {
+                intake.acking(h.batch.iter().filter(ours).count());
+            }
+            for msg in h.batch.iter().filter(ours) {
                 if let Err(e) = client.ack(&msg.publish).await {
                     // The connection is gone: the broker sends the rest again.
                     tracing::debug!("acknowledgement not sent: {e}");

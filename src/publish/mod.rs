@@ -460,7 +460,7 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
         Err(e) => return lost(e, false),
     };
     let (client, eventloop) = AsyncClient::new(opts, 512);
-    let (mut events, _driver) = drive(eventloop);
+    let (mut events, _driver) = drive(eventloop, None);
     let mut closing = match connack(ctx, &mut events, rx).await {
         Ok(closing) => closing,
         Err(ended) => return ended,

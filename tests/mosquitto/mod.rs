@@ -96,6 +96,9 @@ pub struct Spec {
     /// client. A test whose consumer is down while more than that is
     /// published raises it.
     pub max_queued_messages: Option<u32>,
+    /// Mosquitto's `max_inflight_messages` (20 by default; 0 is no limit):
+    /// `QoS` 1 messages sent to one client and not acknowledged.
+    pub max_inflight_messages: Option<u32>,
 }
 
 /// The config lines after the listeners: authentication and persistence.
@@ -133,6 +136,9 @@ fn settings(dir: &Path, spec: &Spec) -> String {
     }
     if let Some(n) = spec.max_queued_messages {
         let _ = writeln!(conf, "max_queued_messages {n}");
+    }
+    if let Some(n) = spec.max_inflight_messages {
+        let _ = writeln!(conf, "max_inflight_messages {n}");
     }
     conf
 }
