@@ -501,7 +501,7 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
         let _ = done.send(());
         return Ended::Closed;
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut tick = tokio::time::interval(pump::TICK);
     loop {
         let step: Result<(), String> = tokio::select! {
             ev = events.recv() => match ev {
