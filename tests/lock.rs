@@ -21,8 +21,15 @@ use common::{ChildGuard, bin_argv, send_signal, stderr_file, text, wait_for};
 /// The group member of these tests.
 const MEMBER: &str = "edgeprio-locktest";
 
-/// Creates [`MEMBER`] (and its group) once.
+/// Creates [`MEMBER`] (and its group) once. The tests of this file run in
+/// parallel: on a machine that has no such user yet, two `useradd` at once
+/// race over `/etc/passwd` and `/etc/group`, so one test creates it while
+/// the others wait.
 fn member() -> String {
+    static CREATED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = CREATED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let exists = Command::new("id")
         .arg(MEMBER)
         .output()
@@ -238,7 +245,20 @@ fn a_lock_file_an_older_agent_left_open_to_the_group_is_replaced() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let _holder = member_flock(&lock).expect("the member can lock a group-readable lock file");
+    let _holder = member_flock(&lock).unwrap_or_else(|e| {
+        let ls = Command::new("ls")
+            .arg("-lnd")
+            .arg(&dir)
+            .arg(&lock)
+            .output()
+            .unwrap();
+        let id = Command::new("id").arg(member()).output().unwrap();
+        panic!(
+            "the member cannot lock a group-readable lock file: {e}\n{}{}",
+            text(&ls.stdout),
+            text(&id.stdout)
+        )
+    });
 
     let (mut agent, err) = start_agent(tmp.path(), &cfg, "upgraded");
     wait_running(&mut agent, &err, &db);
