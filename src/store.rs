@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 use thiserror::Error;
 
 use crate::domain::{LogId, Reading, Route, Sample, SensorError};
@@ -1186,7 +1186,12 @@ impl Store {
         // Best effort: a failed measurement must not cost the readings.
         let space = self.space().ok();
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| classify(&path, e))?;
+        // Immediate: the outbox count below sees the log the write lands in
+        // (see `write_counted`), also when the cycle logged nothing.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, e))?;
         insert_readings(&tx, readings).map_err(|e| classify(&path, e))?;
         {
             let mut stmt = tx
@@ -1276,9 +1281,29 @@ impl Store {
             ..status.clone()
         };
         let space = self.space().ok();
-        write_status(&self.conn, &stopped, space.as_ref(), Depth::Count)
-            .map(|_| ())
-            .map_err(|e| self.sqlite(e))
+        self.write_counted(&stopped, space.as_ref()).map(|_| ())
+    }
+
+    /// `status` with the outbox depth counted, in one write transaction:
+    /// the count and the write must see the same log, or a publisher's
+    /// marks committed between them (their depth taken off the old row)
+    /// are overwritten by a count that still held their rows (an agent
+    /// stopped with every row acknowledged and a depth of 1, once in a CI
+    /// run).
+    pub(crate) fn write_counted(
+        &mut self,
+        status: &AgentStatus,
+        space: Option<&Space>,
+    ) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, e))?;
+        let depth =
+            write_status(&tx, status, space, Depth::Count).map_err(|e| classify(&path, e))?;
+        tx.commit().map_err(|e| classify(&path, e))?;
+        Ok(depth)
     }
 
     /// How long a query waits for a lock before failing with "busy".

@@ -98,7 +98,7 @@ impl Store {
     pub fn write_heartbeat(&mut self, status: &AgentStatus) -> Result<u64, StoreError> {
         let _turn = self.turn();
         let space = self.space().ok();
-        write_status(&self.conn, status, space.as_ref(), Depth::Count).map_err(|e| self.sqlite(e))
+        self.write_counted(status, space.as_ref())
     }
 
     /// The time and values of reading `seq` of (node, sensor), if the log
