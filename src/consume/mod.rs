@@ -14,7 +14,9 @@
 //!   by the broker's in-flight limit; a handler failure (the database is
 //!   down) acknowledges nothing, and the batch is retried with backoff on
 //!   the same connection: the broker stops sending past its in-flight limit,
-//!   which is the back-pressure wanted;
+//!   which is the back-pressure wanted, and the consumer stops reading past
+//!   its own read-ahead bound ([`Intake`], 1,024 messages or two batches)
+//!   for a broker that does not stop;
 //! - a malformed message is acknowledged too, once the handler says so
 //!   ([`Verdict::Rejected`]): it will never become valid, and holding it
 //!   would stall the stream;
@@ -28,6 +30,10 @@
 //! - a handler that keeps failing gets exactly 20 messages (Mosquitto's
 //!   default `max_inflight_messages`) and then nothing more: nothing was
 //!   acknowledged, and the broker waits;
+//! - once acknowledgements flow, it does not hold that limit: with
+//!   `max_inflight_messages 1000`, 52,000 messages were in flight to a
+//!   flooded gateway (measured in `cargo bench --bench gateway`), hence the
+//!   consumer's own bound ([`Intake`]);
 //! - a consumer dropped then (the connection just closes) and started again
 //!   under the same client id gets those 20 again at once, flagged dup, then
 //!   the rest of the queue, in publish order;
@@ -791,6 +797,9 @@ impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
             Ok(handled) => handled,
             Err(e) => {
                 Counters::add(&c.counters.handler_failures, 1);
+                if let Some(intake) = &self.intake {
+                    intake.holding(true);
+                }
                 h.failures += 1;
                 if h.failures == 1 {
                     tracing::error!(
@@ -803,6 +812,9 @@ impl<H: Handler, F: Future<Output = ()>> Run<'_, H, F> {
                 return Err(h);
             }
         };
+        if let Some(intake) = &self.intake {
+            intake.holding(false);
+        }
         if h.failures > 0 {
             tracing::info!(
                 failures = h.failures,
