@@ -215,8 +215,13 @@ pub struct TakenAt {
     clock: Arc<dyn Clock>,
     /// Per (node, sensor), by seq: a gateway's log holds the readings of
     /// many nodes, and two nodes' sensor "s1" are different streams.
-    stamps: Arc<Mutex<HashMap<Stream, BTreeMap<u64, Stamp>>>>,
+    stamps: Arc<Mutex<Stamps>>,
 }
+
+/// Stamps by node, then sensor, then seq: looked up by `&str` without
+/// building an owned key per reading (a gateway asks for every reading it
+/// publishes).
+type Stamps = HashMap<String, HashMap<String, BTreeMap<u64, Stamp>>>;
 
 impl fmt::Debug for TakenAt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -270,7 +275,7 @@ impl TakenAt {
         let now = self.clock.now();
         let stamp = {
             let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-            let of_sensor = all.entry(Stream::new(node, sensor)).or_default();
+            let of_sensor = of_stream(&mut all, node, sensor);
             let stamp = *of_sensor.entry(seq).or_insert_with(|| {
                 let age_ms = now.wall_ms.saturating_sub(ts_ms);
                 Stamp {
@@ -298,30 +303,45 @@ impl TakenAt {
             .clear();
     }
 
+    /// Forgets reading `seq` of `node`'s `sensor`: the log marked it
+    /// published, so no one asks about it again. A gateway ages every
+    /// reading it relays (1,000 streams of [`MAX_STAMPS`] would hold some
+    /// 200 MB otherwise); an emptied stream goes with its last stamp.
+    pub fn forget(&self, node: &str, sensor: &str, seq: u64) {
+        let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(of_node) = all.get_mut(node) else {
+            return;
+        };
+        if let Some(of_sensor) = of_node.get_mut(sensor) {
+            of_sensor.remove(&seq);
+            if of_sensor.is_empty() {
+                of_node.remove(sensor);
+            }
+        }
+        if of_node.is_empty() {
+            all.remove(node);
+        }
+    }
+
     fn insert(&self, node: &str, sensor: &str, seq: u64, stamp: Stamp) {
         let mut all = self.stamps.lock().unwrap_or_else(PoisonError::into_inner);
-        let of_sensor = all.entry(Stream::new(node, sensor)).or_default();
+        let of_sensor = of_stream(&mut all, node, sensor);
         of_sensor.insert(seq, stamp);
         trim(of_sensor);
     }
 }
 
-/// The stream a reading belongs to: its node and sensor.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Stream {
-    /// The node that took it (a row's `node`).
-    node: String,
-    /// Its sensor on that node.
-    sensor: String,
-}
-
-impl Stream {
-    fn new(node: &str, sensor: &str) -> Self {
-        Self {
-            node: node.to_owned(),
-            sensor: sensor.to_owned(),
-        }
+/// The stamps of (node, sensor), made empty the first time; two nodes'
+/// sensor "s1" are different streams.
+fn of_stream<'a>(all: &'a mut Stamps, node: &str, sensor: &str) -> &'a mut BTreeMap<u64, Stamp> {
+    if !all.contains_key(node) {
+        all.insert(node.to_owned(), HashMap::new());
     }
+    let of_node = all.get_mut(node).expect("inserted above");
+    if !of_node.contains_key(sensor) {
+        of_node.insert(sensor.to_owned(), BTreeMap::new());
+    }
+    of_node.get_mut(sensor).expect("inserted above")
 }
 
 /// Forgets a stream's oldest readings past [`MAX_STAMPS`].
@@ -658,7 +678,7 @@ mod tests {
             taken.record("pi", "lab", seq, clock.monotonic());
         }
         clock.pass(1_000);
-        let len = |t: &TakenAt| t.stamps.lock().expect("no panic")[&Stream::new("pi", "lab")].len();
+        let len = |t: &TakenAt| t.stamps.lock().expect("no panic")["pi"]["lab"].len();
         assert_eq!(len(&taken), MAX_STAMPS);
         // seq 0 was forgotten: now aged by its (here, wrong) wall stamp.
         assert_eq!(
@@ -671,6 +691,40 @@ mod tests {
             taken.waited("pi", "lab", 1, 0).at_least,
             Duration::from_secs(1),
             "seq 1 is still known"
+        );
+    }
+
+    #[test]
+    fn published_readings_are_forgotten_and_an_emptied_stream_goes() {
+        let clock = Hand::at(Y2020);
+        let taken = TakenAt::new(clock.clone());
+        taken.record("a", "s1", 1, clock.monotonic());
+        taken.record("a", "s1", 2, clock.monotonic());
+        let ts = clock.wall_ms();
+        // b's reading was first seen here, 10 s old by its stamp.
+        assert_eq!(
+            taken.waited("b", "s1", 7, ts - 10_000).at_least,
+            Duration::from_secs(10)
+        );
+        taken.forget("a", "s1", 1);
+        taken.forget("b", "s1", 7);
+        taken.forget("c", "s1", 3);
+        {
+            let all = taken.stamps.lock().expect("no panic");
+            assert_eq!(all.len(), 1, "b's only stream went with its last stamp");
+            assert_eq!(all["a"]["s1"].keys().copied().collect::<Vec<_>>(), [2]);
+        }
+        clock.pass(5_000);
+        // The forgotten reading is aged by its stamp again (had it been
+        // asked about, which a published one is not); the kept one still
+        // on the monotonic clock.
+        assert_eq!(
+            taken.waited("a", "s1", 1, ts - 60_000).at_least,
+            Duration::from_secs(65)
+        );
+        assert_eq!(
+            taken.waited("a", "s1", 2, ts - 60_000).at_least,
+            Duration::from_secs(5)
         );
     }
 

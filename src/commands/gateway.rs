@@ -67,7 +67,9 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
     // The consumer commits batch after batch; the publisher marks what the
     // broker acknowledged in between, in turn.
     let turns = Turns::new();
-    store.take_turns_with(turns.clone());
+    store
+        .take_turns_with(turns.clone())
+        .with_context(|| format!("cannot set up the gateway's log {}", config.db.display()))?;
     let status = AgentStatus {
         node: config.node.clone(),
         running: true,

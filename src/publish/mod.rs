@@ -314,7 +314,7 @@ impl Ctx {
                 *guard = None;
                 let mut s = Store::open(&db, Access::Outbox).map_err(|e| e.to_string())?;
                 if let Some(turns) = turns {
-                    s.take_turns_with(turns);
+                    s.take_turns_with(turns).map_err(|e| e.to_string())?;
                 }
                 *guard = Some((s, epoch));
             }
@@ -680,6 +680,7 @@ impl Session {
         let acks = self.ledger.take_acks();
         let node = ctx.node.clone();
         let log = self.pump.log();
+        let taken = self.pump.taken().clone();
         if let Err(e) = ctx
             .with_store(move |s| {
                 // Acknowledged rows of a log the agent has left: their ids
@@ -687,7 +688,12 @@ impl Session {
                 if Some(s.log_id()?) != log {
                     return Ok(());
                 }
-                s.mark_published(&node, &acks)
+                // No one asks how long a published reading waited: a
+                // gateway ages every reading it relays, and would keep
+                // thousands per stream otherwise.
+                s.mark_published_with(&node, &acks, &mut |node, sensor, seq| {
+                    taken.forget(node, sensor, seq);
+                })
             })
             .await
         {

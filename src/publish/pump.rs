@@ -256,6 +256,11 @@ impl Pump {
         Ok(())
     }
 
+    /// The record rows are aged on.
+    pub fn taken(&self) -> &TakenAt {
+        &self.taken
+    }
+
     /// Gives back the memory a drained backlog grew.
     pub fn shrink_to_fit(&mut self) {
         for batch in self.batches.values_mut() {
