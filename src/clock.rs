@@ -198,8 +198,9 @@ struct Stamp {
     known: bool,
 }
 
-/// Readings remembered per (node, sensor) (about 17 hours of readings every 15 s,
-/// some 160 KiB): the oldest seqs are forgotten first, and a forgotten
+/// Unpublished readings remembered per (node, sensor) (a published one is
+/// forgotten: [`TakenAt::forget`]; about 17 hours of readings every 15 s,
+/// some 160 KiB, for an outage): the oldest seqs are forgotten first, and a forgotten
 /// reading is aged by its timestamp again, so after a long outage the
 /// memory stays small and what is lost is the age of readings that are
 /// late anyway.
