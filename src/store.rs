@@ -1520,7 +1520,7 @@ impl Store {
         self.mark_published_with(home, acked, &mut |_, _, _| {})
     }
 
-    /// [`Store::mark_published`], calling `marked` with the node, sensor
+    /// [`Store::mark_published`], calling `marked_row` with the node, sensor
     /// and seq of each row it marked, in its transaction (the publisher
     /// forgets their ages: [`crate::clock::TakenAt::forget`]).
     pub fn mark_published_with(
