@@ -65,6 +65,13 @@ pub enum Command {
     /// The paper's processing servers: consume the real-time or the batch
     /// route into `SQLite` or `PostgreSQL`, each reading stored once
     Collect(CollectArgs),
+    /// The paper's load experiment: simulated nodes through the gateway into
+    /// the collectors, the centralized baseline against the priority routing
+    /// and a plain relay
+    Bench(BenchArgs),
+    /// The plain relay `bench` runs as the ceiling of the broker path
+    #[command(hide = true)]
+    BenchRelay(BenchRelayArgs),
 }
 
 /// Options of `check-config`.
@@ -163,6 +170,116 @@ pub struct CollectArgs {
     /// Longest one --exec run may take before it is killed
     #[arg(long, env = "EDGEPRIO_EXEC_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_exec_timeout)]
     pub exec_timeout: Duration,
+}
+
+/// Options of `bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How long each mode's load lasts
+    #[arg(long, env = "EDGEPRIO_BENCH_DURATION", value_name = "DURATION", default_value = "20s", value_parser = parse_bench_duration)]
+    pub duration: Duration,
+
+    /// Simulated nodes, one MQTT connection each
+    #[arg(long, env = "EDGEPRIO_BENCH_NODES", value_name = "M", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub nodes: u16,
+
+    /// Sensors per node
+    #[arg(long, env = "EDGEPRIO_BENCH_SENSORS", value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub sensors: u16,
+
+    /// Readings per second in all [default: as fast as the pipeline takes
+    /// them, at most --window in flight]
+    #[arg(long, env = "EDGEPRIO_BENCH_RATE", value_name = "R", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Use this MQTT broker (mqtt://host:port, anonymous) instead of
+    /// starting Mosquitto on a free loopback port
+    #[arg(long, env = "EDGEPRIO_BENCH_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
+    /// Run the collectors into `PostgreSQL` (`postgres://user@host/db`; a
+    /// schema `edgeprio_bench_<mode>` per mode, dropped and made anew)
+    /// instead of `SQLite` files
+    #[arg(long, env = "EDGEPRIO_BENCH_SINK", value_name = "URL")]
+    pub sink: Option<String>,
+
+    /// The modes to run, in this order
+    #[arg(
+        long,
+        env = "EDGEPRIO_BENCH_MODES",
+        value_name = "MODE,...",
+        value_delimiter = ',',
+        default_value = "relay,centralized,priority"
+    )]
+    pub modes: Vec<crate::bench::Mode>,
+
+    /// Most readings in flight end to end (published, not yet stored): the
+    /// closed loop that makes "as fast as the pipeline takes them"
+    #[arg(long, env = "EDGEPRIO_BENCH_WINDOW", value_name = "N", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(8..))]
+    pub window: u32,
+
+    /// The gateway's and the batch collector's --max-batch (the bench's
+    /// Mosquitto sends twice as many unacknowledged messages)
+    #[arg(long, env = "EDGEPRIO_MAX_BATCH", value_name = "N", default_value_t = 4000, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_batch: u16,
+
+    /// The share of readings that are events (a 3 °C step)
+    #[arg(long, env = "EDGEPRIO_BENCH_EVENTS", value_name = "SHARE", default_value_t = 0.03, value_parser = parse_share)]
+    pub events: f64,
+
+    /// Write one row per mode here
+    #[arg(long, env = "EDGEPRIO_BENCH_CSV", value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Write the whole report here, per-second samples included
+    #[arg(long, env = "EDGEPRIO_BENCH_JSON", value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Draw readings per second over time, beside the paper's figures
+    /// (PNG; SVG if the name ends in .svg)
+    #[arg(long, env = "EDGEPRIO_BENCH_PLOT", value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+
+    /// Keep each mode's databases, configs and logs under DIR
+    #[arg(long, env = "EDGEPRIO_BENCH_KEEP", value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+}
+
+/// Options of the hidden `bench-relay`.
+#[derive(Debug, Args)]
+pub struct BenchRelayArgs {
+    /// Most messages taken in one batch
+    #[arg(long, env = "EDGEPRIO_MAX_BATCH", value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_batch: u16,
+}
+
+/// `bench --duration`: 1 s to 1 h.
+fn parse_bench_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_hours(1) {
+        return Err(format!("{s:?} is outside 1s..1h"));
+    }
+    Ok(d)
+}
+
+/// `bench --rate`: a positive number of readings per second.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a positive number of readings per second"
+        )),
+    }
+}
+
+/// `bench --events`: a share from 0 to 0.5.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=0.5).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a share between 0 and 0.5 (0.03 is 3 %)"
+        )),
+    }
 }
 
 /// Options of `dashboard`.
@@ -409,6 +526,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => commands::check_config::run(&config_path(), &args),
         Command::Gateway(args) => commands::gateway::run(&config_path(), &args),
         Command::Collect(args) => commands::collect::run(&config_path(), &args),
+        Command::Bench(args) => commands::bench::run(&args),
+        Command::BenchRelay(args) => commands::bench::relay(&config_path(), &args),
     }
 }
 

@@ -46,6 +46,7 @@
 //! publish; see DESIGN.md for the contracts.
 
 pub mod agent;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod clock;

@@ -72,6 +72,7 @@ fn one_page_for_edgeprio_and_one_per_subcommand() {
     let pages = render_all();
     let mut expected: Vec<String> = Cli::command()
         .get_subcommands()
+        .filter(|s| !s.is_hide_set())
         .map(|s| format!("edgeprio-{}.1", s.get_name()))
         .collect();
     expected.push("edgeprio.1".to_owned());

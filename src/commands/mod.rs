@@ -12,6 +12,7 @@
 //! `pub fn run(config_path, args) -> anyhow::Result<ExitCode>`
 //! does the work; what it shares with another command goes below both.
 
+pub mod bench;
 pub mod check_config;
 pub mod collect;
 pub mod dashboard;

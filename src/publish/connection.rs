@@ -363,7 +363,7 @@ impl Intake {
 }
 
 /// Aborts the event-loop task when the session that owns it ends.
-pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
