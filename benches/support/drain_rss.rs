@@ -21,37 +21,9 @@ use mosquitto::{Killed, mosquitto};
 /// One MiB, for the figures.
 pub const MIB: f64 = 1024.0 * 1024.0;
 
-/// `VmRSS`, `VmHWM` and `RssAnon` of `pid`, in bytes. `RssAnon` is the
-/// heap and the stacks without the binary's own pages, which a debug build
-/// has many more of.
-pub fn rss(pid: u32) -> (u64, u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"))
-}
-
-/// The CPU time `pid` has used so far, user and system
-/// (`/proc/<pid>/stat`, fields 14 and 15, in clock ticks).
-pub fn cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name (field 2) may hold spaces: count after its ')'.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-    // USER_HZ: 100 on every Linux architecture, whatever the kernel's
-    // own tick (it is the ABI of /proc, what `getconf CLK_TCK` prints).
-    Duration::from_millis(ticks * 10)
-}
+// What a process costs, read from /proc: the bench command's reader.
+#[allow(unused_imports, reason = "each includer uses part of it")]
+pub use edgeprio::bench::procfs::{cpu, rss};
 
 /// The agent's config: one simulated sensor at 1 s, `[mqtt]` with large
 /// batches (the drain's fast path).
