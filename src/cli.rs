@@ -69,6 +69,10 @@ pub enum Command {
     /// the collectors, the centralized baseline against the priority routing
     /// and a plain relay
     Bench(BenchArgs),
+    /// Replay a recording (the agent's log or a CSV) through validation
+    /// and scoring, offline, for the current priority parameters and a grid
+    /// of alternatives: what each would have sent real-time
+    Tune(TuneArgs),
     /// The plain relay `bench` runs as the ceiling of the broker path
     #[command(hide = true)]
     BenchRelay(BenchRelayArgs),
@@ -406,6 +410,187 @@ pub struct QueryArgs {
     pub follow: bool,
 }
 
+/// Options of `tune`.
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// The agent's `SQLite` log to replay [default: the config's `db`,
+    /// unless --csv is given]
+    #[arg(long, env = "EDGEPRIO_DB", value_name = "FILE", conflicts_with = "csv")]
+    pub db: Option<PathBuf>,
+
+    /// A CSV file to replay instead: a header naming the columns, one
+    /// reading per row (`edgeprio query --format csv` writes one)
+    #[arg(long, env = "EDGEPRIO_TUNE_CSV", value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Only this node's readings (a log or CSV that holds many)
+    #[arg(long, env = "EDGEPRIO_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Only this sensor's readings
+    #[arg(long, env = "EDGEPRIO_SENSOR", value_name = "ID")]
+    pub sensor: Option<String>,
+
+    /// Count readings at or after this time: a duration ago (`30d`) or an
+    /// RFC 3339 time; earlier ones are still replayed as history
+    #[arg(long, env = "EDGEPRIO_SINCE", value_name = "WHEN", value_parser = parse_when)]
+    pub since: Option<When>,
+
+    /// Only readings before this time (same forms as --since)
+    #[arg(long, env = "EDGEPRIO_UNTIL", value_name = "WHEN", value_parser = parse_when)]
+    pub until: Option<When>,
+
+    /// The CSV column of the temperature (°C)
+    #[arg(
+        long,
+        env = "EDGEPRIO_TUNE_TEMPERATURE_COLUMN",
+        value_name = "NAME",
+        default_value = "temperature_c"
+    )]
+    pub temperature_column: String,
+
+    /// The CSV column of the relative humidity (%)
+    #[arg(
+        long,
+        env = "EDGEPRIO_TUNE_HUMIDITY_COLUMN",
+        value_name = "NAME",
+        default_value = "humidity_pct"
+    )]
+    pub humidity_column: String,
+
+    /// The CSV column of each reading's time: Unix milliseconds if its
+    /// name ends in `_ms`, seconds if in `_s`, else numbers from 10^11 up
+    /// are milliseconds, smaller ones seconds, and text an RFC 3339 time
+    /// [default: `ts_ms` if the file has it, else rows --interval apart]
+    #[arg(long, env = "EDGEPRIO_TUNE_TIME_COLUMN", value_name = "NAME")]
+    pub time_column: Option<String>,
+
+    /// The spacing of CSV rows without a time column [default: the
+    /// config's `interval`]
+    #[arg(long, env = "EDGEPRIO_TUNE_INTERVAL", value_name = "DURATION", value_parser = parse_tune_interval)]
+    pub interval: Option<Duration>,
+
+    /// Alternative thresholds to try, comma-separated (e.g. 0.03,0.05,0.1)
+    #[arg(long, env = "EDGEPRIO_TUNE_THRESHOLD", value_name = "LIST", value_delimiter = ',', value_parser = parse_factor)]
+    pub threshold: Vec<f64>,
+
+    /// Alternative steps to try, comma-separated
+    #[arg(long, env = "EDGEPRIO_TUNE_STEP", value_name = "LIST", value_delimiter = ',', value_parser = parse_factor)]
+    pub step: Vec<f64>,
+
+    /// Alternative dead bands to try, comma-separated, each
+    /// `TEMPERATURE:HUMIDITY` (e.g. 0.3:1.5) or a temperature alone
+    #[arg(long, env = "EDGEPRIO_TUNE_DEADBAND", value_name = "LIST", value_delimiter = ',', value_parser = parse_deadband)]
+    pub deadband: Vec<(f64, Option<f64>)>,
+
+    /// Baselines to try, comma-separated: previous, reported
+    #[arg(
+        long,
+        env = "EDGEPRIO_TUNE_BASELINE",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub baseline: Vec<BaselineArg>,
+
+    /// Alternative `realtime_at` values to try, comma-separated
+    #[arg(
+        long,
+        env = "EDGEPRIO_TUNE_REALTIME_AT",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub realtime_at: Vec<u32>,
+
+    /// The setting whose events are listed and plotted and whose readings
+    /// --readings writes: its number in the table (1, the current
+    /// parameters, by default)
+    #[arg(
+        long,
+        env = "EDGEPRIO_TUNE_MARK",
+        value_name = "N",
+        default_value_t = 1
+    )]
+    pub mark: usize,
+
+    /// How many of the biggest events (and of the rejected rows) to list
+    #[arg(
+        long,
+        env = "EDGEPRIO_TUNE_TOP",
+        value_name = "N",
+        default_value_t = 10
+    )]
+    pub top: usize,
+
+    /// Output format
+    #[arg(long, env = "EDGEPRIO_FORMAT", default_value = "table")]
+    pub format: TuneFormat,
+
+    /// Draw the series with the events of the --mark setting into FILE
+    /// (PNG, or SVG for *.svg)
+    #[arg(long, env = "EDGEPRIO_TUNE_PLOT", value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+
+    /// Write every replayed reading with its weights, priority and route
+    /// under the --mark setting to FILE (CSV)
+    #[arg(long, env = "EDGEPRIO_TUNE_READINGS", value_name = "FILE")]
+    pub readings: Option<PathBuf>,
+}
+
+/// Output formats of `tune`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TuneFormat {
+    /// A table per setting, the biggest events and the rejected rows
+    Table,
+    /// A row per setting
+    Csv,
+    /// One JSON document with everything
+    Json,
+}
+
+/// A `--baseline` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BaselineArg {
+    /// Against the reading before (the paper's rule)
+    Previous,
+    /// Against the last reading that went real-time (send-on-delta)
+    Reported,
+}
+
+/// `tune --interval`: 1 s to 1 day.
+fn parse_tune_interval(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_hours(24) {
+        return Err(format!("{s:?} is outside 1s..24h"));
+    }
+    Ok(d)
+}
+
+/// A threshold or step: as `[priority]` allows them.
+fn parse_factor(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= config::FACTOR_MAX => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number greater than 0 and at most {}",
+            config::FACTOR_MAX
+        )),
+    }
+}
+
+/// A dead band: `T:H`, or `T` alone.
+fn parse_deadband(s: &str) -> Result<(f64, Option<f64>), String> {
+    let one = |v: &str, what: &str| match v.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: the {what} dead band {v:?} is not a number of at least 0 \
+             (give TEMPERATURE:HUMIDITY, e.g. 0.5:2)"
+        )),
+    };
+    match s.split_once(':') {
+        Some((t, h)) => Ok((one(t, "temperature")?, Some(one(h, "humidity")?))),
+        None => Ok((one(s, "temperature")?, None)),
+    }
+}
+
 /// A point in time given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum When {
@@ -482,7 +667,9 @@ pub fn main() -> ExitCode {
     // rumqttd reports every client that hangs up as an error; the embedded
     // broker's own health shows in the agent's broker state instead.
     let default_log = match cli.command {
-        Command::Demo(_) => "warn,rumqttd=off",
+        // `tune` replays through the agent's validation, which notes every
+        // confirmed event at info.
+        Command::Demo(_) | Command::Tune(_) => "warn,rumqttd=off",
         _ => "info,rumqttd=off",
     };
     crate::logging::init(cli.log.as_deref().unwrap_or(default_log));
@@ -527,6 +714,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(args) => commands::gateway::run(&config_path(), &args),
         Command::Collect(args) => commands::collect::run(&config_path(), &args),
         Command::Bench(args) => commands::bench::run(&args),
+        Command::Tune(args) => commands::tune::run(cli.config.as_deref(), &args),
         Command::BenchRelay(args) => commands::bench::relay(&config_path(), &args),
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{
-    Channel, Combine, PerChannel, Plausibility, PriorityParams, SensorRange, Topics, check_node,
-    check_sensor,
+    Baseline, Channel, Combine, PerChannel, Plausibility, PriorityParams, SensorRange, Topics,
+    check_node, check_sensor,
 };
 use crate::sensor::frame::{Model, Negative};
 
@@ -49,6 +49,8 @@ pub const INTERVAL_RANGE: DurationRange = DurationRange {
     min: Duration::from_millis(1),
     max: DAY,
 };
+/// `interval` when the config does not set it.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 /// `[priority] stale_after` (unless `"0s"`): at least 2 x interval, at
 /// most a year.
 pub const STALE_AFTER_MAX: Duration = Duration::from_hours(24 * 365);
@@ -601,6 +603,7 @@ struct RawPriority {
     max_weight: Option<u32>,
     realtime_at: Option<u32>,
     combine: Option<Combine>,
+    baseline: Option<Baseline>,
     deadband: Option<RawPerChannel>,
     floor: Option<RawPerChannel>,
     plausibility: Option<RawPerChannel>,
@@ -872,6 +875,7 @@ const KNOWN_KEYS: &[&str] = &[
     "max_weight",
     "realtime_at",
     "combine",
+    "baseline",
     "deadband",
     "floor",
     "plausibility",
@@ -1294,7 +1298,7 @@ impl Validator<'_> {
     ) -> Result<Duration, ConfigError> {
         let interval = self.in_range(
             "interval",
-            raw.unwrap_or(Duration::from_secs(15)),
+            raw.unwrap_or(DEFAULT_INTERVAL),
             INTERVAL_RANGE,
             "\"15s\"",
         )?;
@@ -1827,6 +1831,7 @@ impl Validator<'_> {
             max_weight,
             realtime_at,
             combine: raw.combine.unwrap_or(d.combine),
+            baseline: raw.baseline.unwrap_or(d.baseline),
             deadband: self.per_channel(
                 "priority.deadband",
                 raw.deadband.as_ref(),
@@ -2389,6 +2394,24 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("priority.combine"));
         assert!(
             e.message.contains("avg") && e.message.contains("max"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn baseline_is_previous_by_default_and_reported_on_request() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().priority.baseline,
+            Baseline::Previous
+        );
+        let c = parse(&format!("[priority]\nbaseline = \"reported\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.priority.baseline, Baseline::Reported);
+        let e = err(&format!("[priority]\nbaseline = \"last\"\n{MINIMAL}"));
+        assert_eq!(e.key.as_deref(), Some("priority.baseline"));
+        assert!(
+            e.message.contains("last")
+                && e.message.contains("previous")
+                && e.message.contains("reported"),
             "{e}"
         );
     }

@@ -528,6 +528,10 @@ pub struct SensorHistory {
     /// When it was read (Unix ms): how old the restored `prev` is, for the
     /// gap rule.
     pub last_ts_ms: Option<i64>,
+    /// With `[priority] baseline = "reported"`, the values the next change
+    /// is measured against (see [`Store::fill_baselines`]); `None` when not
+    /// asked for, or when no row decodes.
+    pub baseline: Option<Sample>,
 }
 
 /// The newest row of (`?1` node, `?2` sensor) whose values decode, by seq:
@@ -537,6 +541,32 @@ const LAST_VALUES: &str = "SELECT temperature_c, humidity_pct, ts_ms FROM readin
        AND typeof(ts_ms) = 'integer'
        AND typeof(temperature_c) IN ('real', 'integer')
        AND typeof(humidity_pct) IN ('real', 'integer')
+     ORDER BY seq DESC LIMIT 1";
+
+/// The reported baseline of (`?1` node, `?2` sensor) with a gap rule of
+/// `?3` ms: of the rows from the newest real-time one on (all of them if
+/// none went real-time), the newest that went real-time, is the first, or
+/// is more than `?3` ms from the row before it. The walk down to the newest
+/// real-time row and the window over the rows after it both use
+/// `UNIQUE(node, sensor, seq)`.
+const REPORTED_BASELINE: &str = "WITH decodable AS (
+         SELECT seq, ts_ms, temperature_c, humidity_pct, route FROM readings
+         WHERE node = ?1 AND sensor = ?2 AND typeof(seq) = 'integer'
+           AND typeof(ts_ms) = 'integer'
+           AND typeof(temperature_c) IN ('real', 'integer')
+           AND typeof(humidity_pct) IN ('real', 'integer')
+     ),
+     since AS (
+         SELECT coalesce(
+             (SELECT seq FROM decodable WHERE route = 'realtime' ORDER BY seq DESC LIMIT 1),
+             -1) AS seq
+     )
+     SELECT temperature_c, humidity_pct FROM (
+         SELECT seq, ts_ms, temperature_c, humidity_pct, route,
+                lag(ts_ms) OVER (ORDER BY seq) AS before
+         FROM decodable WHERE seq >= (SELECT seq FROM since)
+     )
+     WHERE route = 'realtime' OR before IS NULL OR abs(ts_ms - before) > ?3
      ORDER BY seq DESC LIMIT 1";
 
 impl SensorHistory {
@@ -549,6 +579,7 @@ impl SensorHistory {
             last_id: id,
             last: values.map(|v| v.0),
             last_ts_ms: values.map(|v| v.1),
+            baseline: None,
         }
     }
 
@@ -1187,6 +1218,47 @@ impl Store {
             })
             .map_err(|e| self.sqlite(e))?;
         Ok(Some(SensorHistory::of_row(seq, id, values)))
+    }
+
+    /// Fills in the reported baseline (DESIGN.md, `baseline = "reported"`)
+    /// of each of `node`'s sensors in `history`: the values of the newest row
+    /// that went real-time, began the stream, or followed a gap of more than
+    /// `stale_after` (the gap rule; `None`: no gaps) since the row before.
+    /// What a [`crate::domain::Scorer`] that had scored every row of the log
+    /// would measure the next change against. Reads the rows since the
+    /// newest real-time one of each sensor, so only asked for when that is
+    /// the baseline.
+    pub fn fill_baselines(
+        &self,
+        node: &str,
+        history: &mut std::collections::HashMap<String, SensorHistory>,
+        stale_after: Option<Duration>,
+    ) -> Result<(), StoreError> {
+        for (sensor, h) in history.iter_mut() {
+            h.baseline = self.reported_baseline(node, sensor, stale_after)?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::fill_baselines`] of one (node, sensor).
+    pub fn reported_baseline(
+        &self,
+        node: &str,
+        sensor: &str,
+        stale_after: Option<Duration>,
+    ) -> Result<Option<Sample>, StoreError> {
+        let gap_ms = stale_after.map_or(i64::MAX, |d| {
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+        });
+        self.conn
+            .prepare_cached(REPORTED_BASELINE)
+            .and_then(|mut s| {
+                s.query_row(params![node, sensor, gap_ms], |r| {
+                    Ok(Sample::new(r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Commits one cycle: its readings, its sensor errors and the heartbeat,
@@ -2285,10 +2357,56 @@ mod tests {
                 last_id: 2,
                 last: Some(Sample::new(21.0, 50.0)),
                 last_ts_ms: Some(1_000),
+                baseline: None,
             }
         );
         assert_eq!(h["b"].last_seq, 0);
         assert!(s.history("other").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_reported_baseline_is_the_newest_real_time_first_or_after_gap_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("e.db"), Access::Writer).unwrap();
+        let gap = Some(Duration::from_secs(5));
+        let baseline = |s: &Store| {
+            s.reported_baseline("pi", "a", gap)
+                .unwrap()
+                .map(|b| b.temperature)
+        };
+        assert_eq!(baseline(&s), None, "nothing logged");
+        // Rows 1 s apart (`reading` stamps seq x 1000 ms).
+        let rows = [
+            reading("a", 0, 20.0, Route::Batch),
+            reading("a", 1, 20.4, Route::Batch),
+        ];
+        s.commit_cycle(&rows, &[], &status()).unwrap();
+        assert_eq!(baseline(&s), Some(20.0), "the first row sets it");
+        let rows = [
+            reading("a", 2, 21.2, Route::Realtime),
+            reading("a", 3, 21.5, Route::Batch),
+            reading("b", 4, 30.0, Route::Realtime),
+        ];
+        s.commit_cycle(&rows, &[], &status()).unwrap();
+        assert_eq!(baseline(&s), Some(21.2), "the newest real-time row");
+        // Seq 9 is 6 s after seq 3: a gap, after which row 9 began again.
+        let rows = [
+            reading("a", 9, 22.0, Route::Batch),
+            reading("a", 10, 22.3, Route::Batch),
+        ];
+        s.commit_cycle(&rows, &[], &status()).unwrap();
+        assert_eq!(baseline(&s), Some(22.0));
+        assert_eq!(
+            s.reported_baseline("pi", "a", None)
+                .unwrap()
+                .map(|b| b.temperature),
+            Some(21.2),
+            "without the gap rule a gap is nothing"
+        );
+        let mut h = s.history("pi").unwrap();
+        s.fill_baselines("pi", &mut h, gap).unwrap();
+        assert_eq!(h["a"].baseline.map(|b| b.temperature), Some(22.0));
+        assert_eq!(h["b"].baseline.map(|b| b.temperature), Some(30.0));
     }
 
     /// What `EXPLAIN QUERY PLAN` says of `sql`, one line per step.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::domain::{PriorityParams, Reading, Sample, Score, Scorer};
+use crate::domain::{Baseline, PriorityParams, Reading, Sample, Score, Scorer};
 use crate::store::{MAX_SEQ, SensorHistory, Store, StoreError, next_seq};
 
 /// How every stream scores: the config's `[priority]` parameters and gap
@@ -33,6 +33,42 @@ impl StreamRules {
         Self {
             priority: config.priority,
             stale_after: config.stale_after,
+        }
+    }
+
+    /// The scorer of a stream that goes on after `history` (`None`: a
+    /// stream that never logged a reading).
+    pub fn scorer(&self, history: Option<&SensorHistory>) -> Scorer {
+        let mut scorer = Scorer::new(self.priority, history.and_then(|h| h.last))
+            .with_reported(history.and_then(|h| h.baseline));
+        if let Some(stale_after) = self.stale_after {
+            scorer = scorer.with_gap_rule(stale_after, history.and_then(|h| h.last_ts_ms));
+        }
+        scorer
+    }
+
+    /// Whether restoring a stream needs its reported baseline read from the
+    /// log ([`Store::fill_baselines`]).
+    pub fn wants_baseline(&self) -> bool {
+        self.priority.baseline == Baseline::Reported
+    }
+
+    /// `history` moved past `reading`, logged after it (a reading held in
+    /// a spill when the agent stopped): what a scorer that had scored it
+    /// would go on from.
+    pub fn history_after(
+        &self,
+        history: Option<&SensorHistory>,
+        reading: &Reading,
+    ) -> SensorHistory {
+        let mut scorer = self.scorer(history);
+        scorer.record_at(reading.sample, reading.ts_ms, reading.route);
+        SensorHistory {
+            last_seq: reading.seq,
+            last_id: history.map_or(0, |h| h.last_id),
+            last: Some(reading.sample),
+            last_ts_ms: Some(reading.ts_ms),
+            baseline: self.wants_baseline().then(|| scorer.baseline()).flatten(),
         }
     }
 }
@@ -104,14 +140,10 @@ impl Stream {
         if next_seq.is_none() {
             seq_exhausted(sensor, history, db);
         }
-        let mut scorer = Scorer::new(rules.priority, history.and_then(|h| h.last));
-        if let Some(stale_after) = rules.stale_after {
-            scorer = scorer.with_gap_rule(stale_after, history.and_then(|h| h.last_ts_ms));
-        }
         Self {
             node: node.to_owned(),
             sensor: sensor.to_owned(),
-            scorer,
+            scorer: rules.scorer(history),
             next_seq,
         }
     }
@@ -124,7 +156,10 @@ impl Stream {
         sensor: &str,
         rules: &StreamRules,
     ) -> Result<Self, StoreError> {
-        let history = store.stream_history(node, sensor)?;
+        let mut history = store.stream_history(node, sensor)?;
+        if let Some(h) = history.as_mut().filter(|_| rules.wants_baseline()) {
+            h.baseline = store.reported_baseline(node, sensor, rules.stale_after)?;
+        }
         let lost = store.last_lost_seq(node, sensor)?;
         Ok(Self::restore(
             node,
@@ -209,8 +244,9 @@ impl Stream {
 
     /// Takes `reading`, scored by its sender (a node that scores for itself
     /// and sends on the raw topic), as it is: its seq is checked as in
-    /// [`Stream::accept_seq`], and the stream's `prev` moves to its values,
-    /// so the next raw reading of the stream is scored against it.
+    /// [`Stream::accept_seq`], and the stream's `prev` moves to its values
+    /// (and the reported baseline, if it went real-time), so the next raw
+    /// reading of the stream is scored against it.
     pub fn accept_scored(&mut self, reading: Reading) -> SeqOutcome {
         let Some(next) = self.next_seq else {
             return SeqOutcome::Exhausted;
@@ -224,7 +260,8 @@ impl Stream {
                 last: next - 1,
             };
         }
-        let _ = self.scorer.score_at(reading.sample, reading.ts_ms);
+        self.scorer
+            .record_at(reading.sample, reading.ts_ms, reading.route);
         self.next_seq = next_seq(reading.seq);
         SeqOutcome::Accepted(reading)
     }
@@ -411,6 +448,7 @@ mod tests {
             last_id: 7,
             last: Some(last),
             last_ts_ms: Some(ts_ms),
+            baseline: None,
         }
     }
 

@@ -304,6 +304,7 @@ fn check_config_accepts_good_configs() {
         "50ms",
         "edgeprio-test.db",
         "combine max",
+        "baseline previous",
         "lab (sim, heater replay)",
         "walk (sim, random walk (seed 11",
         "rec (sim, trace",

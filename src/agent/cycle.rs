@@ -196,6 +196,10 @@ impl Station {
         let now_ms = clock.wall_ms();
         let store = Store::open(&config.db, crate::store::Access::Writer)?;
         let mut history = store.history(&config.node)?;
+        let rules = StreamRules::from_config(config);
+        if rules.wants_baseline() {
+            store.fill_baselines(&config.node, &mut history, rules.stale_after)?;
+        }
         let (held, lost) = restore_held(&store, config, carried, &mut history)?;
         let slots = match open_slots(config, &history, &lost, &mut opener, store.path()) {
             Ok(slots) => slots,
@@ -937,19 +941,12 @@ fn settle_restored(
     }
     // Held readings were never committed, so never published: they keep
     // their seqs, and the sensors go on after them.
+    let rules = StreamRules::from_config(config);
     for r in held.readings().iter().filter(|r| r.node == config.node) {
         let newer = history.get(&r.sensor).is_none_or(|h| r.seq > h.last_seq);
         if newer {
-            let last_id = history.get(&r.sensor).map_or(0, |h| h.last_id);
-            history.insert(
-                r.sensor.clone(),
-                crate::store::SensorHistory {
-                    last_seq: r.seq,
-                    last_id,
-                    last: Some(r.sample),
-                    last_ts_ms: Some(r.ts_ms),
-                },
-            );
+            let after = rules.history_after(history.get(&r.sensor), r);
+            history.insert(r.sensor.clone(), after);
         }
     }
     // Nor are seqs given up: the log's losses and the held ones.

@@ -1,8 +1,6 @@
 //! The bench's figure, the picture the paper shows as its Figure 9:
 //! readings per second over time for every mode (left), and the averages
-//! and peaks beside the paper's (right). PNG, or SVG when the file ends in
-//! `.svg`. Text needs a TrueType font from the system (Debian:
-//! `fonts-dejavu-core`).
+//! and peaks beside the paper's (right), saved by [`crate::plot::save`].
 
 use std::path::Path;
 
@@ -11,54 +9,23 @@ use plotters::prelude::*;
 
 use super::Mode;
 use super::report::{PAPER, Report};
+use crate::plot::Figure;
 
-/// Where fonts are looked for, in order.
-const FONTS: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf",
-    "/usr/share/fonts/noto/NotoSans-Regular.ttf",
-];
+/// The bench's figure of `report`.
+struct Bench<'r>(&'r Report);
 
-/// Registers the first font found as "sans-serif", once.
-fn font() -> Result<(), String> {
-    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            let (path, bytes) = FONTS
-                .iter()
-                .find_map(|p| std::fs::read(p).ok().map(|b| (*p, b)))
-                .ok_or_else(|| {
-                    format!(
-                        "--plot needs a TrueType font and found none of {}: \
-                         apt install fonts-dejavu-core",
-                        FONTS.join(", ")
-                    )
-                })?;
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
-                .map_err(|_| format!("{path} is not a font plotters can read"))
-        })
-        .clone()
+impl Figure for Bench<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String>
+    where
+        DB::ErrorType: 'static,
+    {
+        figure(self.0, root)
+    }
 }
 
 /// Draws `report` into `path` (PNG, or SVG for `*.svg`).
 pub fn draw(report: &Report, path: &Path) -> Result<(), String> {
-    font()?;
-    let size = (1400, 600);
-    let svg = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
-    let outcome = if svg {
-        let root = SVGBackend::new(path, size).into_drawing_area();
-        figure(report, &root).and_then(|()| root.present().map_err(|e| e.to_string()))
-    } else {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        figure(report, &root).and_then(|()| root.present().map_err(|e| e.to_string()))
-    };
-    outcome.map_err(|e| format!("cannot draw {}: {e}", path.display()))
+    crate::plot::save(&Bench(report), path, (1400, 600))
 }
 
 fn color(mode: Mode) -> RGBColor {

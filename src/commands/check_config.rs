@@ -71,7 +71,7 @@ fn describe_config(c: &Config) -> String {
     let p = &c.priority;
     let mut out = format!(
         "  node      {}\n  interval  {}\n  db        {}\n  priority  threshold {}, step {}, max_weight {}, \
-         realtime_at {}, combine {:?}, deadband {}/{}, floor {}/{}\n",
+         realtime_at {}, combine {:?}, baseline {}, deadband {}/{}, floor {}/{}\n",
         c.node,
         humantime::format_duration(c.interval),
         c.db.display(),
@@ -80,6 +80,7 @@ fn describe_config(c: &Config) -> String {
         p.max_weight,
         p.realtime_at,
         p.combine,
+        p.baseline.as_str(),
         p.deadband.temperature,
         p.deadband.humidity,
         p.floor.temperature,

@@ -23,6 +23,7 @@ pub mod query;
 pub mod read_once;
 pub mod run;
 mod signals;
+pub mod tune;
 
 use anyhow::Context as _;
 

@@ -15,7 +15,7 @@ pub use payload::{
     RawReading, ReadingKey, Received, SENSOR_MAX_LEN, Topics, WireReading, WireWeights, check_node,
     check_sensor, ha_discovery, ha_legacy_discovery_topic, parse_raw, parse_readings, rfc3339_ms,
 };
-pub use priority::{Combine, PriorityParams, Score, Scorer, channel_weight};
+pub use priority::{Baseline, Combine, PriorityParams, Score, Scorer, channel_weight};
 pub use reading::{Channel, ErrorKind, PerChannel, Reading, Route, Sample, SensorError};
 pub use validate::{
     Doubt, Plausibility, Rejection, SensorRange, SpikeVerdict, check_range, resolve_reread,
