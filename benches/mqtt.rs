@@ -44,6 +44,7 @@ fn status(started: i64) -> AgentStatus {
         started_ms: started,
         heartbeat_ms: started,
         interval_ms: 15_000,
+        burst: Vec::new(),
     }
 }
 

@@ -38,6 +38,7 @@ fn status() -> AgentStatus {
         started_ms: 0,
         heartbeat_ms: 0,
         interval_ms: 15_000,
+        burst: Vec::new(),
     }
 }
 

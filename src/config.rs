@@ -49,6 +49,10 @@ pub const INTERVAL_RANGE: DurationRange = DurationRange {
     min: Duration::from_millis(1),
     max: DAY,
 };
+/// `[priority] burst` when its `interval` is not given.
+pub const BURST_INTERVAL: Duration = Duration::from_secs(3);
+/// `[priority] burst` when its `hold` is not given.
+pub const BURST_HOLD: Duration = Duration::from_mins(2);
 /// `interval` when the config does not set it.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 /// `[priority] stale_after` (unless `"0s"`): at least 2 x interval, at
@@ -108,6 +112,10 @@ pub struct Config {
     /// `[priority] stale_after`: a `prev` older than this counts as none
     /// (the gap rule); `None` (`"0s"`) turns the rule off.
     pub stale_after: Option<Duration>,
+    /// `[priority] burst`: read a sensor faster while its readings keep
+    /// going real-time; `None` (the default) keeps every sensor at
+    /// `interval`.
+    pub burst: Option<Burst>,
     /// The sensors, in config order.
     pub sensors: Vec<SensorConfig>,
     /// Where readings are published; `None` keeps them in the outbox.
@@ -405,6 +413,17 @@ pub enum SimProfile {
     Trace(PathBuf),
 }
 
+/// `[priority] burst`: a sensor whose reading went real-time is read every
+/// `interval` instead of the config's, until none of its readings has gone
+/// real-time for `hold`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Burst {
+    /// The spacing of a sensor's reads while it is in burst.
+    pub interval: Duration,
+    /// How long a sensor stays in burst after its last real-time reading.
+    pub hold: Duration,
+}
+
 /// A configuration problem, phrased for the person who has to fix it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct ConfigError {
@@ -609,6 +628,14 @@ struct RawPriority {
     plausibility: Option<RawPerChannel>,
     confirm: Option<bool>,
     stale_after: Option<Dur>,
+    burst: Option<RawBurst>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBurst {
+    interval: Option<Dur>,
+    hold: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -881,6 +908,8 @@ const KNOWN_KEYS: &[&str] = &[
     "plausibility",
     "confirm",
     "stale_after",
+    "burst",
+    "hold",
     "temperature",
     "humidity",
     "id",
@@ -1218,6 +1247,7 @@ impl Validator<'_> {
         let sensors = self.sensors(raw.sensors, base)?;
         let interval = self.interval(raw.interval.map(|d| d.0), &sensors)?;
         let stale_after = self.stale_after(raw.priority.stale_after.map(|d| d.0), interval)?;
+        let burst = self.burst(raw.priority.burst.as_ref(), interval, &sensors)?;
         let db = match raw.db {
             Some(db) if db.as_os_str().is_empty() => {
                 return Err(self.err("db", "db = \"\": give the path of the SQLite file"));
@@ -1246,6 +1276,7 @@ impl Validator<'_> {
             plausibility,
             confirm: raw.priority.confirm.unwrap_or(true),
             stale_after,
+            burst,
             sensors,
             mqtt,
             broker,
@@ -1325,6 +1356,67 @@ impl Validator<'_> {
             ));
         }
         Ok(interval)
+    }
+
+    /// `[priority] burst = { interval, hold }` (3 s and 2 min by default):
+    /// the burst interval at least the slowest sensor's spacing, shorter
+    /// than `interval` and dividing it (a sensor out of burst is read on the
+    /// same grid), `hold` from the burst interval to a day.
+    fn burst(
+        &self,
+        raw: Option<&RawBurst>,
+        interval: Duration,
+        sensors: &[SensorConfig],
+    ) -> Result<Option<Burst>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let every = raw.interval.map_or(BURST_INTERVAL, |d| d.0);
+        let hold = raw.hold.map_or(BURST_HOLD, |d| d.0);
+        let least = sensors
+            .iter()
+            .map(|s| s.kind.min_interval())
+            .max()
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_millis(1));
+        let bad = |why: String| {
+            Err(self.err(
+                "priority.burst.interval",
+                format!("interval = {:?} {why}", written(every)),
+            ))
+        };
+        if every < least {
+            return bad(format!(
+                "is shorter than {:?}, the least spacing of the slowest configured sensor",
+                written(least)
+            ));
+        }
+        if every >= interval {
+            return bad(format!(
+                "is not shorter than the normal interval = {:?}: a burst reads faster",
+                written(interval)
+            ));
+        }
+        if !interval.as_nanos().is_multiple_of(every.as_nanos()) {
+            return bad(format!(
+                "does not divide interval = {:?}: give one that does (e.g. {:?} for 15s), so \
+                 that sensors out of burst stay on their cadence",
+                written(interval),
+                "3s"
+            ));
+        }
+        if hold < every || hold > DAY {
+            return Err(self.err(
+                "priority.burst.hold",
+                format!(
+                    "hold = {:?} is out of range: from the burst interval ({:?}) to \"1d\"",
+                    written(hold),
+                    written(every)
+                ),
+            ));
+        }
+        Ok(Some(Burst {
+            interval: every,
+            hold,
+        }))
     }
 
     /// `[priority] stale_after`: 10 x `interval` by default, `"0s"` for
@@ -2396,6 +2488,50 @@ mod tests {
             e.message.contains("avg") && e.message.contains("max"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn burst_is_off_by_default_and_checked_against_the_sensors_and_interval() {
+        assert_eq!(parse(MINIMAL).unwrap().burst, None);
+        let c = parse(&format!(
+            "[priority]\nburst = {{ interval = \"3s\", hold = \"2m\" }}\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.burst,
+            Some(Burst {
+                interval: Duration::from_secs(3),
+                hold: Duration::from_mins(2)
+            })
+        );
+        let c = parse(&format!("[priority]\nburst = {{}}\n{MINIMAL}")).unwrap();
+        assert_eq!(
+            c.burst.map(|b| (b.interval, b.hold)),
+            Some((BURST_INTERVAL, BURST_HOLD))
+        );
+        for (burst, key, words) in [
+            (
+                "{ interval = \"1s\" }",
+                "priority.burst.interval",
+                "least spacing",
+            ),
+            (
+                "{ interval = \"15s\" }",
+                "priority.burst.interval",
+                "not shorter",
+            ),
+            (
+                "{ interval = \"4s\" }",
+                "priority.burst.interval",
+                "does not divide",
+            ),
+            ("{ hold = \"1s\" }", "priority.burst.hold", "out of range"),
+            ("{ every = \"3s\" }", "priority.burst.every", "unknown"),
+        ] {
+            let e = err(&format!("[priority]\nburst = {burst}\n{MINIMAL}"));
+            assert_eq!(e.key.as_deref(), Some(key), "{burst}: {e}");
+            assert!(e.message.contains(words), "{burst}: {e}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! | `edgeprio_readings_total` | counter | `sensor`, `route` |
 //! | `edgeprio_read_failures_total` | counter | `sensor`, `kind` |
 //! | `edgeprio_last_reading_age_seconds` | gauge, computed at scrape time on the monotonic clock | `sensor` |
+//! | `edgeprio_sensor_burst` | gauge, 1 while the sensor is read at the `[priority] burst` interval; only with `burst` configured | `sensor` |
 //! | `edgeprio_outbox_depth` | gauge | |
 //! | `edgeprio_broker_connected` | gauge, 0 or 1; absent without a broker | |
 //! | `edgeprio_clock_jumps_total` | counter: the wall clock was set by more than 2 s | `direction` (`forward`, `backward`) |
@@ -153,6 +154,8 @@ struct State {
     /// The series of a server command (`gateway`, `collect`), set once
     /// when it starts; the agent has none.
     server: std::sync::OnceLock<ServerSeries>,
+    /// Whether `[priority] burst` is configured: the burst series exists.
+    burst: bool,
 }
 
 /// A [`ClockSync`] as an atomic holds it.
@@ -189,6 +192,8 @@ struct SensorCounters {
     /// clock, so setting the wall clock neither ages nor rejuvenates it
     /// (a dead sensor's age keeps growing after the clock is set back).
     last_taken: AtomicU64,
+    /// Whether it is in burst after the last cycle.
+    burst: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
@@ -209,6 +214,7 @@ impl Metrics {
                 readings: Default::default(),
                 failures: Default::default(),
                 last_taken: AtomicU64::new(0),
+                burst: std::sync::atomic::AtomicBool::new(false),
             })
             .collect();
         let broker = if config.mqtt.is_some() {
@@ -225,6 +231,7 @@ impl Metrics {
                 clock_jumps: Default::default(),
                 clock_sync: AtomicU8::new(sync_code(ClockSync::Unknown)),
                 server: std::sync::OnceLock::new(),
+                burst: config.burst.is_some(),
             }),
             clock,
         }
@@ -250,6 +257,11 @@ impl Metrics {
         self.state
             .clock_sync
             .store(sync_code(report.clock_sync), Relaxed);
+        for sensor in &self.state.sensors {
+            sensor
+                .burst
+                .store(report.burst.contains(&sensor.id), Relaxed);
+        }
     }
 
     /// Counts one reading of `sensor`, taken at `ts_ms` (Unix ms), sent on
@@ -429,6 +441,7 @@ impl Collector for Scrape {
                 }
             }
         }
+        encode_burst(s, &mut encoder)?;
         let depth = s.outbox_depth.load(Relaxed);
         if depth != u64::MAX {
             let gauge = encoder.encode_descriptor(
@@ -479,6 +492,25 @@ impl Collector for Scrape {
 }
 
 /// `edgeprio_build_info`.
+/// `edgeprio_sensor_burst`, when `[priority] burst` is configured.
+fn encode_burst(s: &State, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+    if !s.burst {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(
+        "sensor_burst",
+        "Whether the sensor is read at the [priority] burst interval (1) or not (0).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for sensor in &s.sensors {
+        let labels = [("sensor", sensor.id.as_str())];
+        ConstGauge::new(i64::from(sensor.burst.load(Relaxed)))
+            .encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 fn encode_build(mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
     let info = Info::new([
         ("version", env!("CARGO_PKG_VERSION")),
@@ -1428,6 +1460,44 @@ edgeprio_clock_jumps_total{node="pi",direction="backward"} 0
             e.to_string()
                 .contains("192.0.2.1 is not an address of this machine"),
             "{e}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod burst_tests {
+    use super::*;
+
+    #[test]
+    fn the_burst_series_is_there_with_burst_configured_and_follows_the_cycles() {
+        let text = |burst: &str| {
+            let config = Config::parse(
+                &format!(
+                    "node = \"pi\"\n[priority]\n{burst}\n[[sensor]]\nid = \"lab\"\nkind = \"sim\"\n\
+                     [[sensor]]\nid = \"hall\"\nkind = \"sim\"\n"
+                ),
+                None,
+            )
+            .unwrap();
+            let m = Metrics::new(&config);
+            m.record_cycle(&CycleReport {
+                burst: vec!["lab".into()],
+                ..CycleReport::default()
+            });
+            m.encode(m.clock.now(), Format::Prometheus)
+        };
+        let on = text("burst = { interval = \"3s\" }");
+        assert!(
+            on.contains("edgeprio_sensor_burst{node=\"pi\",sensor=\"lab\"} 1\n"),
+            "{on}"
+        );
+        assert!(
+            on.contains("edgeprio_sensor_burst{node=\"pi\",sensor=\"hall\"} 0\n"),
+            "{on}"
+        );
+        assert!(
+            !text("").contains("edgeprio_sensor_burst"),
+            "no series without burst"
         );
     }
 }

@@ -182,6 +182,9 @@ const MIGRATIONS: &[&str] = &[
     // NULL when the sender gave everything (and for every agent row),
     // otherwise the fields the gateway assigned ([`Assigned`]).
     "ALTER TABLE readings ADD COLUMN assigned TEXT;",
+    // 10: the sensors in burst (`[priority] burst`), for the dashboard and
+    // `agent_status` readers: their ids, comma-separated; NULL for none.
+    "ALTER TABLE agent_status ADD COLUMN burst TEXT;",
 ];
 
 /// The first schema version with the log's identity (`log_identity`).
@@ -441,6 +444,9 @@ pub struct AgentStatus {
     pub heartbeat_ms: i64,
     /// The configured interval, so readers can tell "late" from "dead".
     pub interval_ms: i64,
+    /// The sensors read at the `[priority] burst` interval now, in config
+    /// order (column `burst`: their ids, comma-separated, NULL for none).
+    pub burst: Vec<String>,
 }
 
 /// Rows that one acknowledged message carried.
@@ -1364,6 +1370,7 @@ impl Store {
         let _turn = self.turn();
         let stopped = AgentStatus {
             running: false,
+            burst: Vec::new(),
             ..status.clone()
         };
         let space = self.space().ok();
@@ -2170,14 +2177,14 @@ fn write_status(
     conn.prepare_cached(
         "INSERT INTO agent_status
             (node, state, pid, version, started_ms, heartbeat_ms, interval_ms, outbox_depth,
-             db_bytes, db_free_bytes, disk_free_bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             db_bytes, db_free_bytes, disk_free_bytes, burst)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (node) DO UPDATE SET
             state = excluded.state, pid = excluded.pid, version = excluded.version,
             started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms,
             interval_ms = excluded.interval_ms, outbox_depth = excluded.outbox_depth,
             db_bytes = excluded.db_bytes, db_free_bytes = excluded.db_free_bytes,
-            disk_free_bytes = excluded.disk_free_bytes",
+            disk_free_bytes = excluded.disk_free_bytes, burst = excluded.burst",
     )?
     .execute(params![
         s.node,
@@ -2191,13 +2198,14 @@ fn write_status(
         space.map(|s| int(s.db_bytes)),
         space.map(|s| int(s.db_free_bytes)),
         space.and_then(|s| s.disk_free_bytes).map(int),
+        (!s.burst.is_empty()).then(|| s.burst.join(",")),
     ])?;
     Ok(depth)
 }
 
 fn status_row(conn: &Connection, node: &str) -> rusqlite::Result<Option<AgentStatus>> {
     conn.prepare_cached(
-        "SELECT node, state, pid, version, started_ms, heartbeat_ms, interval_ms
+        "SELECT node, state, pid, version, started_ms, heartbeat_ms, interval_ms, burst
          FROM agent_status WHERE node = ?1",
     )?
     .query_row([node], |r| {
@@ -2209,6 +2217,10 @@ fn status_row(conn: &Connection, node: &str) -> rusqlite::Result<Option<AgentSta
             started_ms: r.get(4)?,
             heartbeat_ms: r.get(5)?,
             interval_ms: r.get(6)?,
+            burst: r
+                .get::<_, Option<String>>(7)?
+                .map(|b| b.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
         })
     })
     .optional()
@@ -2310,6 +2322,7 @@ mod tests {
             started_ms: 0,
             heartbeat_ms: 5,
             interval_ms: 15_000,
+            burst: Vec::new(),
         }
     }
 

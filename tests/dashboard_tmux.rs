@@ -163,6 +163,7 @@ fn gateway_log(path: &Path) {
         started_ms: now - 600_000,
         heartbeat_ms: now,
         interval_ms: 3_600_000,
+        burst: Vec::new(),
     };
     store
         .commit_cycle(&[], &[], &status)

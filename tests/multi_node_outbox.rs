@@ -64,6 +64,7 @@ fn a_log_of_two_nodes_is_published_on_each_nodes_topics() {
                 started_ms: now_ms(),
                 heartbeat_ms: now_ms(),
                 interval_ms: 15_000,
+                burst: Vec::new(),
             },
         )
         .unwrap();

@@ -57,6 +57,7 @@ pub fn status(heartbeat_ms: i64) -> AgentStatus {
         started_ms: LAST_MS - 3_600_000,
         heartbeat_ms,
         interval_ms: 15_000,
+        burst: Vec::new(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::spill::{self, Held};
 use crate::clock::{Clock, ClockSync, Jump, JumpWatch, Now, SyncChange, SyncWatch, TakenAt};
-use crate::config::{Config, SensorConfig};
+use crate::config::{Burst, Config, SensorConfig};
 use crate::domain::{
     Doubt, ErrorKind, Plausibility, Reading, Route, Sample, Scorer, SensorError, SensorRange,
     SpikeVerdict, resolve_reread,
@@ -47,6 +47,12 @@ pub(crate) struct Slot {
     stream: Stream,
     /// Readings accepted by this process (for `--count`).
     pub produced: u64,
+    /// When it is read next (monotonic): with `[priority] burst`, sensors
+    /// are read on their own cadence.
+    next_due: Duration,
+    /// Until when it is in burst (monotonic): `hold` after its last
+    /// real-time reading; `None` when it is not.
+    burst_until: Option<Duration>,
 }
 
 impl Slot {
@@ -85,6 +91,8 @@ pub struct CycleReport {
     /// What the kernel said about the wall clock's synchronization this
     /// cycle (asked once, before the reads); every reading carries it.
     pub clock_sync: ClockSync,
+    /// The sensors in burst after this cycle (`[priority] burst`).
+    pub burst: Vec<String>,
 }
 
 /// What a station watches of the wall clock, from cycle to cycle.
@@ -103,6 +111,10 @@ pub struct Station {
     clock: Arc<dyn Clock>,
     /// How long a cycle may spend retrying failed reads.
     budget: Duration,
+    /// The time between two reads of a sensor out of burst.
+    period: Duration,
+    /// `[priority] burst`, scaled like `period` (`demo --speed`).
+    burst: Option<Burst>,
     /// What makes a frame doubtful enough to re-read, from `[priority]`.
     checks: Checks,
     /// The sensors, in config order.
@@ -208,10 +220,14 @@ impl Station {
                 return Err(e);
             }
         };
+        let burst = config.burst.map(|b| scaled(b, period, config.interval));
+        let tick = burst.map_or(period, |b| b.interval);
         let mut station = Station {
             node: config.node.clone(),
             clock,
-            budget: period.saturating_mul(4) / 5,
+            budget: tick.saturating_mul(4) / 5,
+            period,
+            burst,
             checks: Checks {
                 bound: config.plausibility,
                 confirm: config.confirm,
@@ -226,6 +242,7 @@ impl Station {
                 started_ms: now_ms,
                 heartbeat_ms: now_ms,
                 interval_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
+                burst: Vec::new(),
             },
             held,
             outage: None,
@@ -255,6 +272,72 @@ impl Station {
         Ok(station)
     }
 
+    /// How often the agent's loop wakes: the burst interval with `[priority]
+    /// burst`, else the period (every sensor every cycle).
+    pub fn tick(&self) -> Duration {
+        self.burst.map_or(self.period, |b| b.interval)
+    }
+
+    /// Whether a sensor (one without `limit` readings yet) is due at `now`
+    /// (monotonic): always, without burst; with it, half a tick early
+    /// counts, so the jitter of the loop's wake-ups never costs a tick.
+    fn slot_due(&self, slot: &Slot, now: Duration) -> bool {
+        self.burst.is_none() || slot.next_due <= now + self.tick() / 2
+    }
+
+    /// Whether a cycle now would read any sensor: the loop skips the ticks
+    /// where none is due, so a burst tick commits nothing for quiet sensors.
+    pub fn is_due(&self, limit: Option<u64>) -> bool {
+        let now = self.clock.monotonic();
+        self.slots
+            .iter()
+            .any(|s| !s.done(limit) && self.slot_due(s, now))
+    }
+
+    /// The sensors in burst now, in config order.
+    pub fn bursting(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .filter(|s| s.burst_until.is_some())
+            .map(|s| s.id().to_string())
+            .collect()
+    }
+
+    /// After a cycle that began at `start` read the slot `i`: whether it
+    /// is in burst (its reading `realtime` went real-time, or its hold is
+    /// not over), and when it is read next.
+    fn schedule(&mut self, i: usize, start: Duration, realtime: bool) {
+        let Some(burst) = self.burst else { return };
+        let slot = &mut self.slots[i];
+        let was = slot.burst_until.is_some();
+        if realtime {
+            slot.burst_until = Some(start + burst.hold);
+        } else if slot.burst_until.is_some_and(|until| start >= until) {
+            slot.burst_until = None;
+        }
+        match (was, slot.burst_until.is_some()) {
+            (false, true) => tracing::info!(
+                sensor = slot.id(),
+                "burst: an event, read every {} until {} without one",
+                humantime::format_duration(burst.interval),
+                humantime::format_duration(burst.hold)
+            ),
+            (true, false) => tracing::info!(
+                sensor = slot.id(),
+                "burst over: quiet for {}, read every {} again",
+                humantime::format_duration(burst.hold),
+                humantime::format_duration(self.period)
+            ),
+            _ => {}
+        }
+        let spacing = if slot.burst_until.is_some() {
+            burst.interval
+        } else {
+            self.period
+        };
+        slot.next_due = start + spacing;
+    }
+
     /// Asks `probe` instead of the kernel whether the clock is
     /// synchronized: how tests fake it.
     #[cfg(test)]
@@ -277,8 +360,10 @@ impl Station {
         report.clock_sync = self.watch_sync(start);
         let deadline = start + self.budget;
         let mut todo: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| !self.slots[i].done(limit))
+            .filter(|&i| !self.slots[i].done(limit) && self.slot_due(&self.slots[i], start))
             .collect();
+        let read = todo.clone();
+        let mut realtime = vec![false; self.slots.len()];
         for attempt in 0..MAX_ATTEMPTS {
             let mut failed = Vec::new();
             for &i in &todo {
@@ -330,6 +415,7 @@ impl Station {
                 if let Some(taken) = &self.taken {
                     taken.record(&reading.node, &reading.sensor, reading.seq, first_at);
                 }
+                realtime[i] = reading.route == Route::Realtime;
                 report.readings.push(reading);
                 if slot.stream.is_exhausted() {
                     seq_exhausted(slot.stream.sensor(), None, self.store.path());
@@ -341,6 +427,11 @@ impl Station {
                 break;
             }
         }
+        for i in read {
+            self.schedule(i, start, realtime[i]);
+        }
+        self.status.burst = self.bursting();
+        report.burst.clone_from(&self.status.burst);
         let now = self.clock.now();
         report.clock_jump = self.watch_clock(now);
         self.status.heartbeat_ms = now.wall_ms;
@@ -634,6 +725,19 @@ impl Station {
     }
 }
 
+/// `burst` for a station whose period is `period` instead of the config's
+/// `interval` (`demo --speed`): both of its times scaled alike.
+fn scaled(burst: Burst, period: Duration, interval: Duration) -> Burst {
+    if period == interval || interval.is_zero() {
+        return burst;
+    }
+    let factor = period.as_secs_f64() / interval.as_secs_f64();
+    Burst {
+        interval: burst.interval.mul_f64(factor),
+        hold: burst.hold.mul_f64(factor),
+    }
+}
+
 /// Opens the sensors of `config`, each going on after its `history` and
 /// its seqs given up (`lost`).
 fn open_slots(
@@ -672,6 +776,8 @@ fn open_slots(
             last_attempt: None,
             stream,
             produced: 0,
+            next_due: Duration::ZERO,
+            burst_until: None,
         });
     }
     Ok(slots)
@@ -1341,6 +1447,75 @@ mod tests {
 
     fn virtual_clock() -> Arc<dyn Clock> {
         WireSim::new(WireConfig::linux(0), Sample::new(20.0, 50.0)).clock()
+    }
+
+    #[test]
+    fn a_sensor_in_burst_is_read_every_burst_interval_until_quiet_for_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let mut script = vec![Ok(Sample::new(20.0, 50.0)), Ok(Sample::new(25.0, 50.0))];
+        script.extend((0..10).map(|_| Ok(Sample::new(25.0, 50.0))));
+        let mut sensor = Scripted::new(script);
+        sensor.clock = Some(clock.clone());
+        let reads = sensor.reads.clone();
+        let mut st = scripted_station(
+            dir.path(),
+            "[priority]\nconfirm = false\nburst = { interval = \"3s\", hold = \"9s\" }",
+            clock.clone(),
+            sensor,
+        );
+        assert_eq!(st.tick(), Duration::from_secs(3));
+        assert_eq!(st.budget, Duration::from_millis(2400), "a tick's budget");
+        let start = clock.monotonic();
+        let mut in_burst = Vec::new();
+        // The agent's loop: a tick every 3 s, a cycle when a sensor is due.
+        for tick in 0..20u32 {
+            if tick > 0 {
+                clock.sleep(Duration::from_secs(3));
+            }
+            if st.is_due(None) {
+                let report = st.cycle(None);
+                in_burst.push((tick * 3, report.burst.clone()));
+                // The status row says which sensors are in burst.
+                let store =
+                    Store::open(&dir.path().join("e.db"), crate::store::Access::ReadOnly).unwrap();
+                let row = store.status("t").unwrap().unwrap();
+                assert_eq!(row.burst, report.burst, "at {} s", tick * 3);
+            }
+        }
+        let at: Vec<u64> = reads
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.saturating_sub(start).as_secs())
+            .collect();
+        // 0: the first reading; 15: the event (25 °C after 20 °C) starts a
+        // burst; 18, 21: in burst; 24: 9 s without an event, the burst is
+        // over and the next read is a whole interval later.
+        assert_eq!(at, vec![0, 15, 18, 21, 24, 39, 54], "{in_burst:?}");
+        let lab = || vec!["lab".to_string()];
+        assert_eq!(
+            in_burst,
+            vec![
+                (0, vec![]),
+                (15, lab()),
+                (18, lab()),
+                (21, lab()),
+                (24, vec![]),
+                (39, vec![]),
+                (54, vec![]),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_burst_every_sensor_is_due_every_cycle() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = virtual_clock();
+        let st = scripted_station(dir.path(), "", clock, Scripted::new(vec![]));
+        assert_eq!(st.tick(), Duration::from_secs(15));
+        assert!(st.is_due(None));
+        assert!(st.bursting().is_empty());
     }
 
     #[test]

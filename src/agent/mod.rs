@@ -191,7 +191,10 @@ pub async fn run_carrying(
     let _watchdog = Watchdog::from_env(opts.period)
         .map(|dog| AbortOnDrop(tokio::spawn(dog.run(progress.clone()))));
 
-    let mut ticker = tokio::time::interval(opts.period);
+    // With `[priority] burst` the loop wakes every burst interval and reads
+    // the sensors that are due (those in burst, and the others every
+    // period); without it, every sensor every period.
+    let mut ticker = tokio::time::interval(station.tick());
     // After a slow cycle (a sensor retrying), keep the spacing rather than
     // firing a burst of catch-up reads at a sensor that needs 2 s of rest.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -207,6 +210,9 @@ pub async fn run_carrying(
             _ = ticker.tick() => {}
         }
         let count = opts.count;
+        if !station.is_due(count) {
+            continue;
+        }
         let (back, report) = tokio::task::spawn_blocking(move || {
             let report = station.cycle(count);
             (station, report)

@@ -90,7 +90,7 @@ fn describe_config(c: &Config) -> String {
     .replace("combine Sum", "combine sum");
     let _ = writeln!(
         out,
-        "  events    {}; {}",
+        "  events    {}; {}; {}",
         if c.confirm {
             "confirmed by a re-read before the real-time route"
         } else {
@@ -101,6 +101,14 @@ fn describe_config(c: &Config) -> String {
             |d| format!(
                 "a prev older than {} counts as none",
                 humantime::format_duration(d)
+            ),
+        ),
+        c.burst.map_or_else(
+            || "no burst".to_string(),
+            |b| format!(
+                "burst: read every {} after an event, until quiet for {}",
+                humantime::format_duration(b.interval),
+                humantime::format_duration(b.hold)
             ),
         ),
     );

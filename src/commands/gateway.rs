@@ -78,6 +78,7 @@ async fn gateway(config: Config, args: &GatewayArgs) -> anyhow::Result<()> {
         started_ms: now_ms(),
         heartbeat_ms: now_ms(),
         interval_ms: i64::try_from(HEARTBEAT.as_millis()).unwrap_or(i64::MAX),
+        burst: Vec::new(),
     };
     let gateway = Gateway::new(
         store,

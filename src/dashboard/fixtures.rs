@@ -203,6 +203,7 @@ fn running(node: &str, heartbeat_ms: i64) -> AgentStatus {
         started_ms: heartbeat_ms - CYCLES * INTERVAL - 30_000,
         heartbeat_ms,
         interval_ms: INTERVAL,
+        burst: Vec::new(),
     }
 }
 

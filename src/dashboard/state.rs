@@ -260,6 +260,9 @@ pub struct SensorPanel {
     pub errors: u64,
     /// The newest error within the window.
     pub last_error: Option<LastError>,
+    /// The running agent reads it at the `[priority] burst` interval now
+    /// (its status row's `burst`).
+    pub burst: bool,
 }
 
 impl SensorPanel {
@@ -682,6 +685,11 @@ fn sensor_panels(
             .find(|(s, _)| s == sensor)
             .map_or(0, |(_, n)| *n)
     };
+    let bursting = snap
+        .status(node)?
+        .filter(|(agent, _)| agent.running)
+        .map(|(agent, _)| agent.burst)
+        .unwrap_or_default();
     let mut panels = Vec::with_capacity(names.len());
     for sensor in names {
         let latest = snap.latest(node, &sensor)?.map(|s| {
@@ -714,6 +722,7 @@ fn sensor_panels(
         panels.push(SensorPanel {
             node: qualify.then(|| node.to_owned()),
             errors: count_of(&failing, &sensor),
+            burst: bursting.contains(&sensor),
             sensor,
             latest,
             split,
@@ -1091,6 +1100,7 @@ mod tests {
             started_ms: NOW - 3_600_000,
             heartbeat_ms: NOW - 60_000,
             interval_ms: INTERVAL,
+            burst: Vec::new(),
         };
         store.commit_cycle(&[], &[], &porch).expect("status");
         store.mark_stopped(&porch).expect("stop");

@@ -430,8 +430,12 @@ impl Widget for SensorWidget<'_> {
             t.title()
         };
         let marker = if self.selected { "▶" } else { " " };
-        let block =
-            Block::bordered().title(Span::styled(format!("{marker}{} ", p.label()), title_style));
+        let mut title = vec![Span::styled(format!("{marker}{} ", p.label()), title_style)];
+        if p.burst {
+            // Read at the burst interval while its readings go real-time.
+            title.push(Span::styled("burst ", t.warn()));
+        }
+        let block = Block::bordered().title(Line::from(title));
         let mut lines = Vec::new();
         if let Some(l) = &p.latest {
             lines.push(Line::from(vec![
@@ -1238,7 +1242,25 @@ mod tests {
                 detail: "no answer".to_owned(),
                 age_ms: 125_000,
             }),
+            burst: false,
         }
+    }
+
+    #[test]
+    fn a_sensor_in_burst_says_so_in_its_title() {
+        let p = SensorPanel {
+            burst: true,
+            ..panel()
+        };
+        let mut buf = Buffer::empty(Rect::new(0, 0, 22, 7));
+        SensorWidget {
+            panel: &p,
+            selected: false,
+            theme: Theme { color: false },
+            wide: true,
+        }
+        .render(buf.area, &mut buf);
+        assert_eq!(text(&buf)[0], "┌ lab burst ─────────┐");
     }
 
     #[test]

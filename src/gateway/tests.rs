@@ -12,6 +12,7 @@ fn status() -> AgentStatus {
         started_ms: 0,
         heartbeat_ms: 0,
         interval_ms: 5_000,
+        burst: Vec::new(),
     }
 }
 

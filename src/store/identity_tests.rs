@@ -283,6 +283,7 @@ fn a_log_rolled_back_in_place_gets_a_new_identity_and_the_record_starts_again() 
         started_ms: 0,
         heartbeat_ms: 5,
         interval_ms: 15_000,
+        burst: Vec::new(),
     };
     s.commit_cycle(&[reading("a", 2)], &[], &status).unwrap();
     let hw = high_water_of(&path).unwrap();

@@ -823,6 +823,7 @@ mod tests {
             started_ms: 0,
             heartbeat_ms,
             interval_ms: 15_000,
+            burst: Vec::new(),
         }
     }
 
