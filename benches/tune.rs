@@ -7,9 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use edgeprio::agent::Checks;
-use edgeprio::domain::{Baseline, Plausibility, PriorityParams, Sample};
-use edgeprio::stream::StreamRules;
+use edgeprio::domain::{Baseline, Sample};
 use edgeprio::tune::input::{self, Columns, Range};
 use edgeprio::tune::{Recording, Row, Setting, Track, replay};
 
@@ -46,22 +44,6 @@ fn year() -> Vec<Row> {
         .collect()
 }
 
-fn setting(baseline: Baseline) -> Setting {
-    Setting {
-        rules: StreamRules {
-            priority: PriorityParams {
-                baseline,
-                ..PriorityParams::default()
-            },
-            stale_after: Some(Duration::from_mins(10)),
-        },
-        checks: Checks {
-            bound: Plausibility::default(),
-            confirm: true,
-        },
-    }
-}
-
 fn tune(c: &mut Criterion) {
     let rows = year();
     let recording = |validate| Recording {
@@ -84,7 +66,7 @@ fn tune(c: &mut Criterion) {
         ("year/csv/reported", &csv_like, Baseline::Reported),
         ("year/log/previous", &log_like, Baseline::Previous),
     ] {
-        let s = setting(baseline);
+        let s = Setting::defaults(Duration::from_mins(1)).with_baseline(baseline);
         group.bench_function(name, |b| {
             b.iter(|| replay(black_box(rec), &s, |_| {}).realtime);
         });

@@ -313,43 +313,38 @@ fn bad_input_gets_a_clear_error() {
         (out.status.code(), text(&out.stderr))
     };
     let csv_arg = csv.to_str().unwrap();
-    let (code, err) = run(&["--csv", csv_arg]);
-    assert_eq!(code, Some(1));
-    assert!(
-        err.contains("no column \"temperature_c\"") && err.contains("--temperature-column"),
-        "{err}"
-    );
-    let (code, err) = run(&[
-        "--csv",
-        csv_arg,
-        "--temperature-column",
-        "t",
-        "--threshold",
-        "0.05,0",
-    ]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("--threshold") && err.contains("\"0\""),
-        "{err}"
-    );
-    let (code, err) = run(&["--csv", csv_arg, "--deadband", "0.5:x"]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("--deadband") && err.contains("humidity"),
-        "{err}"
-    );
-    let (code, err) = run(&["--csv", csv_arg, "--baseline", "last"]);
-    assert_eq!(code, Some(2), "{err}");
-    assert!(
-        err.contains("previous") && err.contains("reported"),
-        "{err}"
-    );
-    let (code, err) = run(&["--csv", csv_arg, "--temperature-column", "t", "--mark", "3"]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("--mark 3") && err.contains("1 settings"),
-        "{err}"
-    );
+    // (arguments after `--csv FILE`, exit status, words the error has)
+    let cases: [(&[&str], i32, &[&str]); 6] = [
+        (
+            &[],
+            1,
+            &["no column \"temperature_c\"", "--temperature-column"],
+        ),
+        (
+            &["--temperature-column", "t", "--threshold", "0.05,0"],
+            2,
+            &["--threshold", "\"0\""],
+        ),
+        (&["--deadband", "0.5:x"], 2, &["--deadband", "humidity"]),
+        (
+            &["--temperature-column", "t", "--realtime-at", "1,21"],
+            1,
+            &["--realtime-at 21", "2 x max_weight"],
+        ),
+        (&["--baseline", "last"], 2, &["previous", "reported"]),
+        (
+            &["--temperature-column", "t", "--mark", "3"],
+            1,
+            &["--mark 3", "1 settings"],
+        ),
+    ];
+    for (args, status, words) in cases {
+        let mut all = vec!["--csv", csv_arg];
+        all.extend_from_slice(args);
+        let (code, err) = run(&all);
+        assert_eq!(code, Some(status), "{args:?}: {err}");
+        assert!(words.iter().all(|w| err.contains(w)), "{args:?}: {err}");
+    }
 
     // A log with no rows in the range.
     let db = dir.path().join("log.db");

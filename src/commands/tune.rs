@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use crate::agent::{self, Checks};
 use crate::cli::{BaselineArg, TuneArgs, TuneFormat};
 use crate::config::{self, Config};
-use crate::domain::{Baseline, PerChannel, Plausibility, PriorityParams};
+use crate::domain::{Baseline, PerChannel, PriorityParams};
 use crate::store::{Access, Store};
 use crate::stream::StreamRules;
 use crate::tune::input::{self, Columns, Range};
@@ -135,20 +135,7 @@ fn current_setting(config: Option<&Config>, interval: Option<Duration>) -> Setti
                 confirm: c.confirm,
             },
         },
-        None => Setting {
-            rules: StreamRules {
-                priority: PriorityParams::default(),
-                stale_after: Some(
-                    interval
-                        .unwrap_or(config::DEFAULT_INTERVAL)
-                        .saturating_mul(10),
-                ),
-            },
-            checks: Checks {
-                bound: Plausibility::default(),
-                confirm: true,
-            },
-        },
+        None => Setting::defaults(interval.unwrap_or(config::DEFAULT_INTERVAL)),
     }
 }
 

@@ -19,7 +19,11 @@ pub mod plot;
 pub mod report;
 
 use crate::agent::{Checks, Take, read_validated};
-use crate::domain::{ErrorKind, PriorityParams, Route, Sample, SensorRange};
+use std::time::Duration;
+
+use crate::domain::{
+    Baseline, ErrorKind, Plausibility, PriorityParams, Route, Sample, SensorRange,
+};
 use crate::sensor::ReadError;
 use crate::stream::StreamRules;
 
@@ -132,6 +136,29 @@ pub struct Setting {
 }
 
 impl Setting {
+    /// The defaults of a config that sets nothing but `interval` (the
+    /// recording's cadence): DESIGN.md's parameters, the gap rule at 10 x
+    /// `interval`, events confirmed, the default plausibility bound.
+    pub fn defaults(interval: Duration) -> Setting {
+        Setting {
+            rules: StreamRules {
+                priority: PriorityParams::default(),
+                stale_after: Some(interval.saturating_mul(10)),
+            },
+            checks: Checks {
+                bound: Plausibility::default(),
+                confirm: true,
+            },
+        }
+    }
+
+    /// These parameters with `baseline`.
+    #[must_use]
+    pub fn with_baseline(mut self, baseline: Baseline) -> Setting {
+        self.rules.priority.baseline = baseline;
+        self
+    }
+
     /// The parameters in a line: what sets this setting apart.
     pub fn label(&self) -> String {
         let p = &self.rules.priority;
@@ -343,23 +370,9 @@ pub fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Baseline, Plausibility};
-    use std::time::Duration;
 
     fn setting(baseline: Baseline) -> Setting {
-        Setting {
-            rules: StreamRules {
-                priority: PriorityParams {
-                    baseline,
-                    ..PriorityParams::default()
-                },
-                stale_after: Some(Duration::from_secs(150)),
-            },
-            checks: Checks {
-                bound: Plausibility::default(),
-                confirm: true,
-            },
-        }
+        Setting::defaults(Duration::from_secs(15)).with_baseline(baseline)
     }
 
     fn recording(values: &[(f64, f64)], validate: bool) -> Recording {
