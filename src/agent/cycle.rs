@@ -221,11 +221,13 @@ impl Station {
             }
         };
         let burst = config.burst.map(|b| scaled(b, period, config.interval));
-        let tick = burst.map_or(period, |b| b.interval);
         let mut station = Station {
             node: config.node.clone(),
             clock,
-            budget: tick.saturating_mul(4) / 5,
+            // The whole period's, with or without burst: a failing sensor
+            // keeps its retries (a cycle that retries past a burst tick
+            // delays the next one, it loses no reading).
+            budget: period.saturating_mul(4) / 5,
             period,
             burst,
             checks: Checks {
@@ -1465,7 +1467,11 @@ mod tests {
             sensor,
         );
         assert_eq!(st.tick(), Duration::from_secs(3));
-        assert_eq!(st.budget, Duration::from_millis(2400), "a tick's budget");
+        assert_eq!(
+            st.budget,
+            Duration::from_secs(12),
+            "the period's retry budget"
+        );
         let start = clock.monotonic();
         let mut in_burst = Vec::new();
         // The agent's loop: a tick every 3 s, a cycle when a sensor is due.
