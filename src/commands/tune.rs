@@ -161,7 +161,6 @@ fn cadence(recording: &Recording) -> Option<Duration> {
 /// (a parameter not given keeps its current value), each once.
 fn grid(current: &Setting, args: &TuneArgs) -> anyhow::Result<Vec<Setting>> {
     let p = current.rules.priority;
-    let or_current = |list: Vec<PriorityParams>| if list.is_empty() { vec![p] } else { list };
     let mut params = vec![p];
     if !args.threshold.is_empty() {
         params = product(&params, &args.threshold, |q, &v| q.threshold = v);
@@ -198,7 +197,9 @@ fn grid(current: &Setting, args: &TuneArgs) -> anyhow::Result<Vec<Setting>> {
         params = product(&params, &args.realtime_at, |q, &v| q.realtime_at = v);
     }
     let mut out = vec![*current];
-    for q in or_current(params) {
+    // `params` starts as the current parameters and each flag multiplies
+    // it by a non-empty list: never empty.
+    for q in params {
         if out.iter().all(|s| s.rules.priority != q) {
             let mut s = *current;
             s.rules.priority = q;
