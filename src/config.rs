@@ -202,7 +202,13 @@ pub struct MqttConfig {
     pub realtime_max_age: Duration,
     /// Announce the sensors to Home Assistant (MQTT discovery).
     pub ha_discovery: bool,
+    /// Most readings a second sent again on consumers' requests (the
+    /// `resend` topic).
+    pub resend_rate: u32,
 }
+
+/// `[mqtt] resend_rate` when the config does not say.
+pub const DEFAULT_RESEND_RATE: u32 = 200;
 
 /// `[broker]`: the embedded MQTT broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -542,6 +548,7 @@ struct RawMqtt {
     batch_max: Option<i64>,
     realtime_max_age: Option<Dur>,
     ha_discovery: Option<bool>,
+    resend_rate: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -892,6 +899,7 @@ const KNOWN_KEYS: &[&str] = &[
     "batch_max",
     "realtime_max_age",
     "ha_discovery",
+    "resend_rate",
     "enabled",
     "listen",
     "retention",
@@ -1854,6 +1862,19 @@ impl Validator<'_> {
                 ));
             }
         };
+        let resend_rate = match m.resend_rate {
+            None => DEFAULT_RESEND_RATE,
+            Some(n @ 1..=100_000) => u32::try_from(n).unwrap_or(DEFAULT_RESEND_RATE),
+            Some(n) => {
+                return Err(self.err(
+                    "mqtt.resend_rate",
+                    format!(
+                        "resend_rate = {n}: must be between 1 and 100000 readings a second \
+                         (default {DEFAULT_RESEND_RATE})"
+                    ),
+                ));
+            }
+        };
         Ok(MqttConfig {
             url,
             tls,
@@ -1880,6 +1901,7 @@ impl Validator<'_> {
                 "2 x interval",
             )?,
             ha_discovery: m.ha_discovery.unwrap_or(false),
+            resend_rate,
         })
     }
 
@@ -2131,6 +2153,7 @@ pub fn mqtt_from_url(
         batch_max: None,
         realtime_max_age: None,
         ha_discovery: None,
+        resend_rate: None,
     };
     v.mqtt(raw, node, sensors, interval, Path::new(""))
 }
@@ -2158,6 +2181,7 @@ impl MqttConfig {
             batch_max: 20,
             realtime_max_age: default_realtime_max_age(interval),
             ha_discovery: false,
+            resend_rate: DEFAULT_RESEND_RATE,
         }
     }
 
@@ -2663,6 +2687,7 @@ mod tests {
         assert_eq!(m.topic_prefix, "edgeprio");
         assert_eq!(m.batch_interval, Duration::from_mins(1));
         assert_eq!(m.batch_max, 20);
+        assert_eq!(m.resend_rate, DEFAULT_RESEND_RATE);
         assert_eq!(m.realtime_max_age, Duration::from_secs(30));
         assert!(m.client_id.starts_with("edgeprio-"));
         let c = parse(&format!(
@@ -2753,6 +2778,11 @@ mod tests {
                 "url = \"mqtts://x\"\nclient_cert = \"c\"",
                 "mqtt.client_key",
                 "client_key",
+            ),
+            (
+                "url = \"mqtt://x\"\nresend_rate = 0",
+                "mqtt.resend_rate",
+                "resend_rate = 0",
             ),
             (
                 "url = \"mqtt://x\"\nbatch_max = 0",

@@ -24,6 +24,9 @@
 //! | `edgeprio_sensor_burst` | gauge, 1 while the sensor is read at the `[priority] burst` interval; only with `burst` configured | `sensor` |
 //! | `edgeprio_outbox_depth` | gauge | |
 //! | `edgeprio_broker_connected` | gauge, 0 or 1; absent without a broker | |
+//! | `edgeprio_resend_requests_total` | counter; absent without a broker | `outcome` |
+//! | `edgeprio_resent_readings_total`, `edgeprio_resend_gone_total` | counter; absent without a broker | |
+//! | `edgeprio_resend_queued` | gauge; absent without a broker | |
 //! | `edgeprio_clock_jumps_total` | counter: the wall clock was set by more than 2 s | `direction` (`forward`, `backward`) |
 //! | `edgeprio_clock_synchronized` | gauge, 1 or 0 as the kernel said last cycle; absent when unknown | |
 //! | `edgeprio_build_info` | info | `version`, `arch`, `os` |
@@ -156,6 +159,9 @@ struct State {
     server: std::sync::OnceLock<ServerSeries>,
     /// Whether `[priority] burst` is configured: the burst series exists.
     burst: bool,
+    /// What the publisher served of consumers' resend requests; the
+    /// series exist when a broker is configured.
+    resend: Arc<crate::publish::resend::ResendCounts>,
 }
 
 /// A [`ClockSync`] as an atomic holds it.
@@ -232,6 +238,7 @@ impl Metrics {
                 clock_sync: AtomicU8::new(sync_code(ClockSync::Unknown)),
                 server: std::sync::OnceLock::new(),
                 burst: config.burst.is_some(),
+                resend: Arc::default(),
             }),
             clock,
         }
@@ -329,6 +336,11 @@ impl Metrics {
         }
         .expect("writing to a String cannot fail");
         out
+    }
+
+    /// The resend counters the publisher bumps.
+    pub fn resend_counts(&self) -> Arc<crate::publish::resend::ResendCounts> {
+        self.state.resend.clone()
     }
 
     /// Adds the series of a server command; the first call wins.
@@ -442,6 +454,9 @@ impl Collector for Scrape {
             }
         }
         encode_burst(s, &mut encoder)?;
+        if s.broker.load(Relaxed) != BROKER_DISABLED {
+            encode_resend(&s.resend, &mut encoder)?;
+        }
         let depth = s.outbox_depth.load(Relaxed);
         if depth != u64::MAX {
             let gauge = encoder.encode_descriptor(
@@ -508,6 +523,48 @@ fn encode_burst(s: &State, encoder: &mut DescriptorEncoder<'_>) -> Result<(), fm
         ConstGauge::new(i64::from(sensor.burst.load(Relaxed)))
             .encode(family.encode_family(&labels)?)?;
     }
+    Ok(())
+}
+
+fn encode_resend(
+    r: &crate::publish::resend::ResendCounts,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), fmt::Error> {
+    use crate::publish::resend::Outcome;
+    {
+        let mut family = encoder.encode_descriptor(
+            "resend_requests",
+            "Consumers' resend requests, by what became of them (queued, coalesced with \
+             what was queued, dropped for a full queue, invalid, for an unknown node or \
+             sensor, for another log).",
+            None,
+            MetricType::Counter,
+        )?;
+        for outcome in Outcome::ALL {
+            ConstCounter::new(r.requests(outcome))
+                .encode(family.encode_family(&[("outcome", outcome.as_str())])?)?;
+        }
+    }
+    ConstCounter::new(r.resent.load(Relaxed)).encode(encoder.encode_descriptor(
+        "resent_readings",
+        "Readings sent again from the log on consumers' requests.",
+        None,
+        MetricType::Counter,
+    )?)?;
+    ConstCounter::new(r.gone.load(Relaxed)).encode(encoder.encode_descriptor(
+        "resend_gone",
+        "Seqs asked for that the log no longer has, answered as gone.",
+        None,
+        MetricType::Counter,
+    )?)?;
+    ConstGauge::new(i64::try_from(r.queued.load(Relaxed)).unwrap_or(i64::MAX)).encode(
+        encoder.encode_descriptor(
+            "resend_queued",
+            "Seqs waiting to be sent again.",
+            None,
+            MetricType::Gauge,
+        )?,
+    )?;
     Ok(())
 }
 
@@ -1046,6 +1103,23 @@ edgeprio_read_failures_total{node="pi",sensor="hall",kind="io"} 0
 # UNIT edgeprio_last_reading_age_seconds seconds
 edgeprio_last_reading_age_seconds{node="pi",sensor="lab"} 2.5
 edgeprio_last_reading_age_seconds{node="pi",sensor="hall"} 32.5
+# HELP edgeprio_resend_requests Consumers' resend requests, by what became of them (queued, coalesced with what was queued, dropped for a full queue, invalid, for an unknown node or sensor, for another log).
+# TYPE edgeprio_resend_requests counter
+edgeprio_resend_requests_total{node="pi",outcome="queued"} 0
+edgeprio_resend_requests_total{node="pi",outcome="coalesced"} 0
+edgeprio_resend_requests_total{node="pi",outcome="dropped"} 0
+edgeprio_resend_requests_total{node="pi",outcome="invalid"} 0
+edgeprio_resend_requests_total{node="pi",outcome="unknown"} 0
+edgeprio_resend_requests_total{node="pi",outcome="other_log"} 0
+# HELP edgeprio_resent_readings Readings sent again from the log on consumers' requests.
+# TYPE edgeprio_resent_readings counter
+edgeprio_resent_readings_total{node="pi"} 0
+# HELP edgeprio_resend_gone Seqs asked for that the log no longer has, answered as gone.
+# TYPE edgeprio_resend_gone counter
+edgeprio_resend_gone_total{node="pi"} 0
+# HELP edgeprio_resend_queued Seqs waiting to be sent again.
+# TYPE edgeprio_resend_queued gauge
+edgeprio_resend_queued{node="pi"} 0
 # HELP edgeprio_outbox_depth Readings in the log not yet acknowledged by the broker.
 # TYPE edgeprio_outbox_depth gauge
 edgeprio_outbox_depth{node="pi"} 5

@@ -607,6 +607,16 @@ pub struct OutboxRows {
     pub last_id: Option<i64>,
 }
 
+/// What the log has of a range of one sensor's seqs, for a resend
+/// ([`Store::resend_rows`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResendRows {
+    /// The rows of the range that decode, by seq, published or not.
+    pub rows: Vec<StoredReading>,
+    /// The sensor's highest seq in the log, if it has any row.
+    pub highest: Option<u64>,
+}
+
 /// The log's identity record (table `log_identity`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogIdentity {
@@ -1577,6 +1587,45 @@ impl Store {
             rows,
             skipped,
             last_id,
+        })
+    }
+
+    /// The rows of (`node`, `sensor`) with seqs `from..=to`, and the
+    /// sensor's highest seq: what a resend request is served from. A row
+    /// that does not decode is left out (to the consumer it is gone, as it
+    /// was never published either).
+    pub fn resend_rows(
+        &mut self,
+        node: &str,
+        sensor: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<ResendRows, StoreError> {
+        let seq = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        let rows = {
+            let columns = rows::READING_COLUMNS;
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT {columns} FROM readings
+                     WHERE node = ?1 AND sensor = ?2 AND seq BETWEEN ?3 AND ?4
+                     ORDER BY seq"
+                ))
+                .map_err(|e| self.sqlite(e))?;
+            let (rows, _skipped) = stmt
+                .query(params![node, sensor, seq(from), seq(to)])
+                .and_then(rows::decode_all)
+                .map_err(|e| classify(&self.path, e))?;
+            rows
+        };
+        let highest: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(seq) FROM readings WHERE node = ?1 AND sensor = ?2")
+            .and_then(|mut q| q.query_row(params![node, sensor], |r| r.get(0)))
+            .map_err(|e| self.sqlite(e))?;
+        Ok(ResendRows {
+            rows,
+            highest: highest.and_then(|h| u64::try_from(h).ok()),
         })
     }
 

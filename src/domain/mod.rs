@@ -11,9 +11,11 @@ mod reading;
 mod validate;
 
 pub use payload::{
-    LogId, MAX_RAW_PAYLOAD, MAX_TS_MS, NODE_MAX_LEN, NameError, PayloadError, RawMessage,
-    RawReading, ReadingKey, Received, SENSOR_MAX_LEN, Topics, WireReading, WireWeights, check_node,
-    check_sensor, ha_discovery, ha_legacy_discovery_topic, parse_raw, parse_readings, rfc3339_ms,
+    LogId, MAX_RAW_PAYLOAD, MAX_RESEND_PAYLOAD, MAX_TS_MS, NODE_MAX_LEN, NameError, PayloadError,
+    RESEND_SPAN, RawMessage, RawReading, ReadingKey, Received, ResendReply, ResendRequest,
+    SENSOR_MAX_LEN, Topics, WireReading, WireWeights, check_node, check_sensor, ha_discovery,
+    ha_legacy_discovery_topic, parse_raw, parse_readings, parse_resend, parse_resend_reply,
+    rfc3339_ms, runs,
 };
 pub use priority::{Baseline, Combine, PriorityParams, Score, Scorer, channel_weight};
 pub use reading::{Channel, ErrorKind, PerChannel, Reading, Route, Sample, SensorError};

@@ -36,17 +36,19 @@ use tokio::sync::{mpsc, oneshot};
 use crate::agent::{Publisher, now_ms};
 use crate::clock::TakenAt;
 use crate::config::{Config, MqttConfig};
-use crate::domain::{Topics, ha_discovery, ha_legacy_discovery_topic};
+use crate::domain::{Topics, WireReading, ha_discovery, ha_legacy_discovery_topic};
 use crate::store::{Access, BrokerState, Store, Turns};
 
 pub mod connection;
 pub mod ledger;
 pub mod pump;
+pub mod resend;
 
 pub use connection::tls_config;
 use connection::{Backoff, Ended, describe, drive};
 use ledger::{Ack, Ledger, Msg};
 use pump::{Flush, Followed, Message, Pump};
+use resend::{Outcome, ResendCounts, ResendQueue};
 
 /// Most rows handed to the broker and not yet acknowledged (or waiting in
 /// the batch buffer). Bounds memory and the resend rate after an outage:
@@ -89,6 +91,7 @@ impl MqttPublisher {
     pub fn with_metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
         if let Some((ctx, _)) = &mut self.pending {
             ctx.metrics = Some(metrics.clone());
+            ctx.resend_counts = metrics.resend_counts();
         }
         self
     }
@@ -120,6 +123,7 @@ impl MqttPublisher {
             metrics: None,
             taken: taken.clone(),
             outbox_trouble: OutboxTrouble::default(),
+            resend_counts: Arc::default(),
         };
         Self {
             tx,
@@ -264,6 +268,8 @@ struct Ctx {
     /// When each reading was taken, on the monotonic clock: how long a
     /// row has waited (for `late` and the batch flush) is measured on it.
     taken: TakenAt,
+    /// What the resends served count, shared with the metrics.
+    resend_counts: Arc<ResendCounts>,
 }
 
 /// Reports a failing outbox read once, not at every retry, and says when
@@ -298,6 +304,24 @@ impl OutboxTrouble {
 }
 
 impl Ctx {
+    /// What the publisher subscribes to for resend requests: its node's
+    /// topic, or every node's for a gateway.
+    fn resend_filter(&self) -> String {
+        if self.every_node {
+            Topics::every_node(&self.mqtt.topic_prefix, Topics::RESEND)
+        } else {
+            self.topics.resend()
+        }
+    }
+
+    /// Whether a message came on a resend topic of the publisher's.
+    fn is_resend(&self, topic: &str) -> bool {
+        topic.ends_with("/resend")
+            && topic
+                .strip_prefix(self.mqtt.topic_prefix.as_str())
+                .is_some_and(|t| t.starts_with('/'))
+    }
+
     /// Runs `f` on the outbox connection, off the async runtime.
     async fn with_store<T: Send + 'static>(
         &self,
@@ -471,6 +495,10 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
     let started = async {
         s.control(&ctx.topics.status(), "online".into(), true)
             .await?;
+        s.client
+            .subscribe(ctx.resend_filter(), QoS::AtLeastOnce)
+            .await
+            .map_err(|e| e.to_string())?;
         if ctx.mqtt.ha_discovery {
             // Home Assistant's restarts, and whatever 0.1 left retained at
             // the old device-based topics (cleared on arrival, see
@@ -521,7 +549,8 @@ async fn session(ctx: &Ctx, rx: &mut mpsc::UnboundedReceiver<Cmd>) -> Ended {
             _ = tick.tick() => async {
                 s.flush_acks(ctx).await;
                 s.flush_batch(Flush::Due).await?;
-                s.pump(ctx).await
+                s.pump(ctx).await?;
+                s.serve_resends(ctx).await
             }.await,
         };
         if let Err(e) = step {
@@ -556,6 +585,9 @@ struct Session {
     pump: Pump,
     /// Rows read from the outbox since memory was last given back.
     read_since_release: u64,
+    /// Consumers' resend requests, waiting (they are the broker's again
+    /// after a reconnect: consumers ask again).
+    resends: ResendQueue,
 }
 
 impl Session {
@@ -565,6 +597,7 @@ impl Session {
             ledger: Ledger::new(WINDOW),
             pump: Pump::new(&ctx.mqtt, ctx.taken.clone()),
             read_since_release: 0,
+            resends: ResendQueue::new(ctx.mqtt.resend_rate, ctx.resend_counts.clone()),
         }
     }
 
@@ -652,6 +685,9 @@ impl Session {
                     self.pump(ctx).await?;
                 }
             }
+            Event::Incoming(Packet::Publish(p)) if ctx.is_resend(&p.topic) => {
+                self.offer_resend(ctx, &p.topic, &p.payload);
+            }
             Event::Incoming(Packet::Publish(p))
                 if p.topic == HA_STATUS && p.payload.as_ref() == b"online" =>
             {
@@ -668,6 +704,93 @@ impl Session {
                 self.control(&p.topic, String::new(), true).await?;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Queues a consumer's resend request (or counts why not).
+    fn offer_resend(&mut self, ctx: &Ctx, topic: &str, payload: &[u8]) {
+        let node = match Topics::node_of(&ctx.mqtt.topic_prefix, topic, Topics::RESEND) {
+            Ok(node) if ctx.every_node || node == ctx.node => node,
+            _ => {
+                ctx.resend_counts.count(Outcome::Unknown);
+                return;
+            }
+        };
+        match crate::domain::parse_resend(payload) {
+            Ok(request) => {
+                self.resends.offer(node, &request);
+            }
+            Err(e) => {
+                ctx.resend_counts.count(Outcome::Invalid);
+                tracing::debug!(topic, "refused a resend request: {e}");
+            }
+        }
+    }
+
+    /// Serves what the rate allows of the queued resend requests: each
+    /// chunk's published rows again on its node's batch topic, `"resent":
+    /// true`, and a reply on its resend reply topic for what is gone or
+    /// still in the outbox. Called on the tick, after the outbox.
+    async fn serve_resends(&mut self, ctx: &Ctx) -> Result<(), String> {
+        let max = crate::domain::RESEND_SPAN.min(ctx.mqtt.batch_max as u64 * 10);
+        while let Some(chunk) = self.resends.next(tokio::time::Instant::now(), max) {
+            let (node, sensor) = (chunk.node.clone(), chunk.sensor.clone());
+            let (from, to) = (chunk.from, chunk.to);
+            let read = ctx
+                .with_store(move |s| Ok((s.resend_rows(&node, &sensor, from, to)?, s.log_id()?)))
+                .await;
+            let Some((rows, log)) = ctx.outbox_trouble.read(read) else {
+                self.resends.spent(0);
+                break;
+            };
+            let topics = Topics::new(&ctx.mqtt.topic_prefix, &chunk.node);
+            let reply = if log != chunk.log {
+                self.resends.spent(0);
+                ctx.resend_counts.count(Outcome::OtherLog);
+                if ctx.every_node {
+                    // Another log's seqs, of a node this gateway also
+                    // relays for: its own writer answers.
+                    continue;
+                }
+                // The agent is its node's only writer: a log it no longer
+                // writes (deleted, replaced, restored) is gone.
+                chunk.all_gone()
+            } else if rows.highest.is_none() {
+                self.resends.spent(0);
+                ctx.resend_counts.count(Outcome::Unknown);
+                continue;
+            } else {
+                let (published, pending): (Vec<_>, Vec<_>) =
+                    rows.rows.iter().partition(|r| r.published_ms.is_some());
+                for part in published.chunks(ctx.mqtt.batch_max.max(1)) {
+                    let wire: Vec<WireReading<'_>> = part
+                        .iter()
+                        .map(|r| WireReading {
+                            resent: true,
+                            ..WireReading::new(&r.reading, log)
+                        })
+                        .collect();
+                    let payload = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
+                    self.publish(&topics.batch(), payload, false, Msg { rows: None })
+                        .await?;
+                }
+                let resent: Vec<u64> = published.iter().map(|r| r.reading.seq).collect();
+                let pending: Vec<u64> = pending.iter().map(|r| r.reading.seq).collect();
+                self.resends.spent(resent.len() as u64);
+                ctx.resend_counts
+                    .resent
+                    .fetch_add(resent.len() as u64, Ordering::Relaxed);
+                chunk.reply(&resent, &pending, rows.highest)
+            };
+            if reply.gone.is_empty() && reply.pending.is_empty() {
+                continue;
+            }
+            let gone: u64 = reply.gone.iter().map(|[a, b]| b - a + 1).sum();
+            ctx.resend_counts.gone.fetch_add(gone, Ordering::Relaxed);
+            let payload = serde_json::to_vec(&reply).map_err(|e| e.to_string())?;
+            self.publish(&topics.resend_reply(), payload, false, Msg { rows: None })
+                .await?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //!   received, the time format;
 //! - `parse`: wire readings in ([`parse_readings`]);
 //! - `raw`: the gateway's input ([`parse_raw`]);
+//! - `resend`: repair requests and replies ([`parse_resend`]);
 //! - `error`: [`PayloadError`], every refusal with its metric label;
 //! - `json`: the JSON tree the parsers walk (repeated keys kept, to refuse);
 //! - `names`: node names and sensor ids, shared with the config;
@@ -37,6 +38,7 @@ mod json;
 mod names;
 mod parse;
 mod raw;
+mod resend;
 mod topics;
 
 use std::fmt;
@@ -51,6 +53,10 @@ pub use ha::{ha_discovery, ha_legacy_discovery_topic};
 pub use names::{NODE_MAX_LEN, NameError, SENSOR_MAX_LEN, check_node, check_sensor};
 pub use parse::parse_readings;
 pub use raw::{MAX_RAW_PAYLOAD, RawMessage, RawReading, parse_raw};
+pub use resend::{
+    MAX_RESEND_PAYLOAD, RESEND_SPAN, ResendReply, ResendRequest, parse_resend, parse_resend_reply,
+    runs,
+};
 pub use topics::Topics;
 
 /// The identity of one log file: a random 64-bit number drawn when the log
@@ -62,7 +68,7 @@ pub struct LogId(u64);
 
 impl LogId {
     /// The id from its number.
-    pub fn new(n: u64) -> Self {
+    pub const fn new(n: u64) -> Self {
         Self(n)
     }
 

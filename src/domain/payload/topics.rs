@@ -58,6 +58,22 @@ impl Topics {
         format!("{}/status", self.base)
     }
 
+    /// The last levels of the resend topic.
+    pub const RESEND: &'static str = "resend";
+
+    /// The last levels of the resend reply topic.
+    pub const RESEND_REPLY: &'static str = "resend/reply";
+
+    /// Where consumers ask the node for missing seqs.
+    pub fn resend(&self) -> String {
+        format!("{}/{}", self.base, Self::RESEND)
+    }
+
+    /// Where the node says what it cannot send again.
+    pub fn resend_reply(&self) -> String {
+        format!("{}/{}", self.base, Self::RESEND_REPLY)
+    }
+
     /// Readings without priority, for a gateway that scores them.
     pub fn raw(&self) -> String {
         format!("{}/{}", self.base, Self::RAW)
