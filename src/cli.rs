@@ -174,6 +174,12 @@ pub struct CollectArgs {
     /// Longest one --exec run may take before it is killed
     #[arg(long, env = "EDGEPRIO_EXEC_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_exec_timeout)]
     pub exec_timeout: Duration,
+
+    /// How long a reading may be missing from the database (a hole in its
+    /// stream's seqs) before it is asked for again on its node's resend
+    /// topic [default: 3 x the config's `batch_interval`]
+    #[arg(long, env = "EDGEPRIO_REPAIR_AFTER", value_name = "DURATION", value_parser = parse_repair_after)]
+    pub repair_after: Option<Duration>,
 }
 
 /// Options of `bench`.
@@ -631,6 +637,16 @@ fn parse_exec_timeout(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is outside 10ms..1h"));
     }
     Ok(d)
+}
+
+fn parse_repair_after(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if (Duration::from_secs(1)..=Duration::from_hours(24)).contains(&d) => Ok(d),
+        Ok(_) => Err(format!("{s:?} is out of range; give 1s to 24h, e.g. 3m")),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration ({e}); give e.g. 3m or 30s"
+        )),
+    }
 }
 
 fn parse_refresh(s: &str) -> Result<Duration, String> {

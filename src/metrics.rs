@@ -600,8 +600,12 @@ pub struct ServerSeries {
 pub enum ServerRole {
     /// `edgeprio gateway`.
     Gateway(Arc<crate::gateway::GatewayCounters>),
-    /// `edgeprio collect --route R`.
-    Collect(Route, Arc<crate::collect::CollectCounts>),
+    /// `edgeprio collect --route R`, with its repairer's counts.
+    Collect(
+        Route,
+        Arc<crate::collect::CollectCounts>,
+        Arc<crate::collect::repair::RepairCounts>,
+    ),
 }
 
 impl ServerSeries {
@@ -650,26 +654,81 @@ impl ServerSeries {
         )?)?;
         match &self.role {
             ServerRole::Gateway(g) => encode_gateway(g, encoder),
-            ServerRole::Collect(route, counts) => {
-                let mut family = encoder.encode_descriptor(
-                    "collect_readings",
-                    "Readings committed by the collector: new ones, and those the database \
+            ServerRole::Collect(route, counts, repair) => {
+                {
+                    let mut family = encoder.encode_descriptor(
+                        "collect_readings",
+                        "Readings committed by the collector: new ones, and those the database \
                      already had.",
-                    None,
-                    MetricType::Counter,
-                )?;
-                let load = |a: &AtomicU64| a.load(Relaxed);
-                for (result, n) in [
-                    ("inserted", load(&counts.inserted)),
-                    ("duplicate", load(&counts.duplicates)),
-                ] {
-                    let labels = [("route", route.as_str()), ("result", result)];
-                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                        None,
+                        MetricType::Counter,
+                    )?;
+                    let load = |a: &AtomicU64| a.load(Relaxed);
+                    for (result, n) in [
+                        ("inserted", load(&counts.inserted)),
+                        ("duplicate", load(&counts.duplicates)),
+                    ] {
+                        let labels = [("route", route.as_str()), ("result", result)];
+                        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                    }
                 }
-                Ok(())
+                encode_repair(repair, encoder)
             }
         }
     }
+}
+
+/// A collector's gap repair: per node of the database (label
+/// `source_node`), as of its last scan.
+fn encode_repair(
+    r: &crate::collect::repair::RepairCounts,
+    encoder: &mut DescriptorEncoder<'_>,
+) -> Result<(), fmt::Error> {
+    let nodes = r.nodes();
+    let gauge = |n: u64| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+    for (name, help, of) in [
+        (
+            "collect_missing",
+            "Readings missing from the database past the grace period, asked for again.",
+            (|g: &crate::collect::gaps::NodeGaps| g.missing) as fn(&_) -> u64,
+        ),
+        (
+            "collect_unrecoverable",
+            "Readings missing from the database that their node no longer has.",
+            |g| g.unrecoverable,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (node, g) in &nodes {
+            gauge(of(g)).encode(family.encode_family(&[("source_node", node.as_str())])?)?;
+        }
+    }
+    {
+        let mut family = encoder.encode_descriptor(
+            "collect_repaired",
+            "Readings that reached the database after they were asked for again.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (node, g) in &nodes {
+            ConstCounter::new(g.repaired)
+                .encode(family.encode_family(&[("source_node", node.as_str())])?)?;
+        }
+    }
+    ConstCounter::new(r.requests.load(Relaxed)).encode(encoder.encode_descriptor(
+        "collect_resend_requests",
+        "Resend requests this collector sent.",
+        None,
+        MetricType::Counter,
+    )?)?;
+    ConstGauge::new(i64::from(r.asking.load(Relaxed))).encode(encoder.encode_descriptor(
+        "collect_repair_active",
+        "Whether missing readings are asked for (1): the database receives both routes and a \
+         batch collector runs; or not (0).",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    Ok(())
 }
 
 /// The gateway's own series.

@@ -72,8 +72,11 @@ use tokio_postgres::config::Host;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
-use super::{Sink, SinkError, Stored};
-use crate::domain::Received;
+use super::gaps::{Gap, RepairPolicy, StreamKey, StreamState, Streams};
+use super::{
+    MEMBER_SEEN_MS, Member, Repair, SCAN_ROWS, Sink, SinkError, Stored, asking, policy_for,
+};
+use crate::domain::{LogId, Received, ResendReply};
 
 /// The key of the advisory lock held while the schema is created or
 /// migrated: "edgeprio" in ASCII.
@@ -110,6 +113,34 @@ const MIGRATIONS: &[&str] = &[
         SELECT ts AS \"time\", node || '/' || sensor AS metric, temperature_c, humidity_pct,
                priority, route, node, sensor
         FROM readings;",
+    // 2: gap tracking (`collect::gaps`), as in the SQLite sink.
+    "CREATE TABLE streams (
+        node     text   NOT NULL,
+        sensor   text   NOT NULL,
+        log      text   NOT NULL,
+        highest  bigint NOT NULL,
+        repaired bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (node, sensor, log)
+    );
+    CREATE TABLE gaps (
+        node      text    NOT NULL,
+        sensor    text    NOT NULL,
+        log       text    NOT NULL,
+        first_seq bigint  NOT NULL,
+        last_seq  bigint  NOT NULL CHECK (last_seq >= first_seq),
+        found_ms  bigint  NOT NULL,
+        asked_ms  bigint,
+        asks      integer NOT NULL DEFAULT 0,
+        gone_ms   bigint,
+        PRIMARY KEY (node, sensor, log, first_seq)
+    );
+    CREATE TABLE collectors (
+        client_id text    PRIMARY KEY,
+        route     text    NOT NULL,
+        seen_ms   bigint NOT NULL
+    );
+    CREATE TABLE gap_scan (last_id bigint NOT NULL);
+    INSERT INTO gap_scan VALUES (0);",
 ];
 
 /// The schema version this build writes.
@@ -256,9 +287,246 @@ impl Sink for PostgresSink {
         }
     }
 
+    async fn repair(
+        &mut self,
+        now_ms: i64,
+        policy: RepairPolicy,
+        me: &Member,
+    ) -> Result<Repair, SinkError> {
+        let target = self.target.clone();
+        let session = self.session().await?;
+        match repair(&mut session.client, now_ms, policy, me).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.session = None;
+                Err(SinkError::Gaps {
+                    target,
+                    detail: error_text(&e),
+                })
+            }
+        }
+    }
+
+    async fn answer(
+        &mut self,
+        node: &str,
+        reply: &ResendReply,
+        now_ms: i64,
+    ) -> Result<(), SinkError> {
+        let target = self.target.clone();
+        let session = self.session().await?;
+        match take_answer(&mut session.client, node, reply, now_ms).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.session = None;
+                Err(SinkError::Gaps {
+                    target,
+                    detail: error_text(&e),
+                })
+            }
+        }
+    }
+
     fn describe(&self) -> String {
         self.target.clone()
     }
+}
+
+/// One [`Sink::repair`], in one transaction. `gap_scan`'s row, locked,
+/// serialises the collectors' scans and replies; the SHARE lock on
+/// `readings` waits for every transaction inserting into it to end (and
+/// holds new ones back until the scan commits), so no row with an id
+/// below one the scan reads can commit after it: the ids a scan skips are
+/// never seen later.
+async fn repair(
+    client: &mut Client,
+    now_ms: i64,
+    policy: RepairPolicy,
+    me: &Member,
+) -> Result<Repair, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let last_id: i64 = tx
+        .query_one("SELECT last_id FROM gap_scan FOR UPDATE", &[])
+        .await?
+        .get(0);
+    tx.execute(
+        "INSERT INTO collectors (client_id, route, seen_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (client_id) DO UPDATE SET route = excluded.route, seen_ms = excluded.seen_ms",
+        &[&me.client_id, &me.route.as_str(), &now_ms],
+    )
+    .await?;
+    let routes: Vec<(String, i64)> = tx
+        .query(
+            "SELECT route, max(seen_ms) FROM collectors WHERE seen_ms >= $1
+             GROUP BY route ORDER BY route",
+            &[&(now_ms - MEMBER_SEEN_MS)],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let asking = asking(&routes, now_ms);
+    let policy = &policy_for(policy, asking);
+    tx.batch_execute("LOCK TABLE readings IN SHARE MODE")
+        .await?;
+    let limit = i64::from(SCAN_ROWS);
+    let new = tx
+        .query(
+            "SELECT id, node, sensor, log, seq FROM readings WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&last_id, &limit],
+        )
+        .await?;
+    let upto = new.last().map_or(last_id, |r| r.get::<_, i64>(0));
+    let rows: Vec<(StreamKey, u64)> = new
+        .iter()
+        .map(|r| {
+            let log: &str = r.get(3);
+            let seq: i64 = r.get(4);
+            (
+                StreamKey {
+                    node: r.get(1),
+                    sensor: r.get(2),
+                    log: LogId::parse(log).unwrap_or(LogId::new(0)),
+                },
+                u64::try_from(seq).unwrap_or(0),
+            )
+        })
+        .collect();
+    let scanned = rows.len() as u64;
+    let mut streams = load(&tx).await?;
+    let (changed, asks) = streams.scan(rows, now_ms, policy);
+    for key in &changed {
+        save(&tx, key, &streams.0[key]).await?;
+    }
+    tx.execute("UPDATE gap_scan SET last_id = $1", &[&upto])
+        .await?;
+    tx.commit().await?;
+    Ok(Repair {
+        asks,
+        nodes: streams.by_node(now_ms, policy),
+        scanned,
+        more: scanned >= u64::from(SCAN_ROWS),
+        routes,
+        asking,
+    })
+}
+
+/// Takes a node's reply into the stream it is about.
+async fn take_answer(
+    client: &mut Client,
+    node: &str,
+    reply: &ResendReply,
+    now_ms: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT last_id FROM gap_scan FOR UPDATE", &[])
+        .await?;
+    let key = StreamKey {
+        node: node.to_owned(),
+        sensor: reply.sensor.clone(),
+        log: reply.log,
+    };
+    let mut streams = load(&tx).await?;
+    if let Some(state) = streams.0.get_mut(&key)
+        && state.answered(reply, now_ms)
+    {
+        save(&tx, &key, state).await?;
+    }
+    tx.commit().await
+}
+
+/// Every stream's state.
+async fn load(tx: &tokio_postgres::Transaction<'_>) -> Result<Streams, tokio_postgres::Error> {
+    let key = |r: &tokio_postgres::Row| StreamKey {
+        node: r.get(0),
+        sensor: r.get(1),
+        log: LogId::parse(r.get(2)).unwrap_or(LogId::new(0)),
+    };
+    let mut streams = Streams::default();
+    for r in tx
+        .query(
+            "SELECT node, sensor, log, highest, repaired FROM streams",
+            &[],
+        )
+        .await?
+    {
+        streams.0.insert(
+            key(&r),
+            StreamState {
+                highest: u64::try_from(r.get::<_, i64>(3)).ok(),
+                repaired: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+                gaps: Vec::new(),
+            },
+        );
+    }
+    for r in tx
+        .query(
+            "SELECT node, sensor, log, first_seq, last_seq, found_ms, asked_ms, asks, gone_ms
+             FROM gaps ORDER BY node, sensor, log, first_seq",
+            &[],
+        )
+        .await?
+    {
+        let gap = Gap {
+            first: u64::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+            last: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+            found_ms: r.get(5),
+            asked_ms: r.get(6),
+            asks: u32::try_from(r.get::<_, i32>(7)).unwrap_or(0),
+            gone_ms: r.get(8),
+        };
+        streams.0.entry(key(&r)).or_default().gaps.push(gap);
+    }
+    Ok(streams)
+}
+
+/// Writes one stream's state over what the database has of it.
+async fn save(
+    tx: &tokio_postgres::Transaction<'_>,
+    key: &StreamKey,
+    state: &StreamState,
+) -> Result<(), tokio_postgres::Error> {
+    let log = key.log.to_string();
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO streams (node, sensor, log, highest, repaired) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (node, sensor, log) DO UPDATE SET highest = excluded.highest,
+             repaired = excluded.repaired",
+        &[
+            &key.node,
+            &key.sensor,
+            &log,
+            &state.highest.map_or(-1, int),
+            &int(state.repaired),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM gaps WHERE node = $1 AND sensor = $2 AND log = $3",
+        &[&key.node, &key.sensor, &log],
+    )
+    .await?;
+    for g in &state.gaps {
+        let asks = i32::try_from(g.asks).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO gaps (node, sensor, log, first_seq, last_seq, found_ms, asked_ms, asks,
+                 gone_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &key.node,
+                &key.sensor,
+                &log,
+                &int(g.first),
+                &int(g.last),
+                &g.found_ms,
+                &g.asked_ms,
+                &asks,
+                &g.gone_ms,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// One reading as the columns take it (the database has no unsigned

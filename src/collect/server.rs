@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::hook::Hook;
 use super::{Sink, Stored};
 use crate::consume::{Handled, Handler, HandlerError, Incoming};
-use crate::domain::{PayloadError, Received, Route, Topics, parse_readings};
+use crate::domain::{
+    PayloadError, Received, ResendReply, Route, Topics, parse_readings, parse_resend_reply,
+};
 
 /// What a collector has stored since start, for the status and metrics.
 #[derive(Debug, Default)]
@@ -21,6 +23,8 @@ pub struct CollectCounts {
     pub duplicates: AtomicU64,
     /// Messages refused as malformed.
     pub rejected: AtomicU64,
+    /// Nodes' replies to resend requests taken.
+    pub replies: AtomicU64,
 }
 
 /// `collect --route R`: a [`Handler`] that stores what route `R` carries.
@@ -68,18 +72,29 @@ impl<S: Sink> Collector<S> {
     }
 }
 
+impl<S: Sink> Collector<S> {
+    /// A node's reply to a resend request, with the topic's node.
+    fn parse_reply(&self, m: &Incoming) -> Result<(String, ResendReply), PayloadError> {
+        let node = Topics::node_of(&self.prefix, m.topic(), Topics::RESEND_REPLY)?;
+        Ok((node.to_owned(), parse_resend_reply(m.payload())?))
+    }
+}
+
 impl<S: Sink> Handler for Collector<S> {
     async fn handle(&mut self, batch: &[Incoming]) -> Result<Handled, HandlerError> {
         let mut handled = Handled::all(batch);
         let mut readings = Vec::new();
+        let mut replies = Vec::new();
         let mut rejected = 0;
         for (i, m) in batch.iter().enumerate() {
-            match self.parse(m) {
-                Ok(rs) => readings.extend(rs),
-                Err(e) => {
-                    rejected += 1;
-                    handled.reject(i, e.kind(), e.to_string());
-                }
+            let parsed = if m.topic().ends_with(Topics::RESEND_REPLY) {
+                self.parse_reply(m).map(|r| replies.push(r))
+            } else {
+                self.parse(m).map(|rs| readings.extend(rs))
+            };
+            if let Err(e) = parsed {
+                rejected += 1;
+                handled.reject(i, e.kind(), e.to_string());
             }
         }
         let Stored {
@@ -95,6 +110,16 @@ impl<S: Sink> Handler for Collector<S> {
             .duplicates
             .fetch_add(duplicates, Ordering::Relaxed);
         self.counts.rejected.fetch_add(rejected, Ordering::Relaxed);
+        // After the readings: a reply about seqs that came in the same
+        // batch finds them stored.
+        for (node, reply) in &replies {
+            self.sink
+                .answer(node, reply, crate::agent::now_ms())
+                .await?;
+        }
+        self.counts
+            .replies
+            .fetch_add(replies.len() as u64, Ordering::Relaxed);
         if let Some(hook) = &self.hook {
             for r in &readings {
                 hook.offer(r.reading.priority, || {

@@ -28,8 +28,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use super::{Sink, SinkError, Stored};
-use crate::domain::Received;
+use super::gaps::{Gap, RepairPolicy, StreamKey, StreamState, Streams};
+use super::{
+    MEMBER_SEEN_MS, Member, Repair, SCAN_ROWS, Sink, SinkError, Stored, asking, policy_for,
+};
+use crate::domain::{LogId, Received, ResendReply};
 
 /// `PRAGMA application_id` of a collector's database ("EDCL"): tells it
 /// from an agent's log (`store::APPLICATION_ID`, "EDPR") and from other
@@ -61,6 +64,36 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (node, sensor, log, seq)
     );
     CREATE INDEX readings_ts ON readings (ts_ms);",
+    // 2: gap tracking (`collect::gaps`): each stream's highest seq and
+    // what it has been repaired of, its missing ranges, and the last row
+    // id a scan read.
+    "CREATE TABLE streams (
+        node     TEXT    NOT NULL,
+        sensor   TEXT    NOT NULL,
+        log      TEXT    NOT NULL,
+        highest  INTEGER NOT NULL,
+        repaired INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (node, sensor, log)
+    ) WITHOUT ROWID;
+    CREATE TABLE gaps (
+        node     TEXT    NOT NULL,
+        sensor   TEXT    NOT NULL,
+        log      TEXT    NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq  INTEGER NOT NULL CHECK (last_seq >= first_seq),
+        found_ms INTEGER NOT NULL,
+        asked_ms INTEGER,
+        asks     INTEGER NOT NULL DEFAULT 0,
+        gone_ms  INTEGER,
+        PRIMARY KEY (node, sensor, log, first_seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE collectors (
+        client_id TEXT    PRIMARY KEY,
+        route     TEXT    NOT NULL,
+        seen_ms   INTEGER NOT NULL
+    );
+    CREATE TABLE gap_scan (last_id INTEGER NOT NULL);
+    INSERT INTO gap_scan VALUES (0);",
 ];
 
 /// The schema version this build writes.
@@ -70,14 +103,40 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a statement waits for another connection's lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One call of [`Sink::store`], for the connection's thread.
-struct Job {
-    /// The readings, owned: the thread outlives the caller's borrow.
-    readings: Vec<Received>,
-    /// When they were received (Unix ms), stored in `received_ms`.
-    received_ms: i64,
-    /// Where the outcome goes; a caller that gave up has dropped it.
-    reply: oneshot::Sender<Result<Stored, SinkError>>,
+/// One call of the sink, for the connection's thread; each carries where
+/// its outcome goes (a caller that gave up has dropped it).
+enum Job {
+    /// [`Sink::store`].
+    Store {
+        /// The readings, owned: the thread outlives the caller's borrow.
+        readings: Vec<Received>,
+        /// When they were received (Unix ms), stored in `received_ms`.
+        received_ms: i64,
+        /// The outcome.
+        reply: oneshot::Sender<Result<Stored, SinkError>>,
+    },
+    /// [`Sink::repair`].
+    Repair {
+        /// Now, Unix ms.
+        now_ms: i64,
+        /// When to ask.
+        policy: RepairPolicy,
+        /// Who scans.
+        me: Member,
+        /// The outcome.
+        reply: oneshot::Sender<Result<Repair, SinkError>>,
+    },
+    /// [`Sink::answer`].
+    Answer {
+        /// The node that answered.
+        node: String,
+        /// Its reply.
+        answer: ResendReply,
+        /// Now, Unix ms.
+        now_ms: i64,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), SinkError>>,
+    },
 }
 
 /// A collector's `SQLite` database, written from a thread of its own.
@@ -114,8 +173,36 @@ impl SqliteSink {
                     }
                 };
                 for job in inbox {
-                    let outcome = insert(&mut conn, &thread_path, &job.readings, job.received_ms);
-                    let _ = job.reply.send(outcome);
+                    match job {
+                        Job::Store {
+                            readings,
+                            received_ms,
+                            reply,
+                        } => {
+                            let _ =
+                                reply.send(insert(&mut conn, &thread_path, &readings, received_ms));
+                        }
+                        Job::Repair {
+                            now_ms,
+                            policy,
+                            me,
+                            reply,
+                        } => {
+                            let outcome = repair(&mut conn, now_ms, policy, &me)
+                                .map_err(|e| gap_error(&thread_path, &e));
+                            let _ = reply.send(outcome);
+                        }
+                        Job::Answer {
+                            node,
+                            answer,
+                            now_ms,
+                            reply,
+                        } => {
+                            let outcome = take_answer(&mut conn, &node, &answer, now_ms)
+                                .map_err(|e| gap_error(&thread_path, &e));
+                            let _ = reply.send(outcome);
+                        }
+                    }
                 }
             })
             .map_err(|e| SinkError::Connect {
@@ -136,6 +223,11 @@ impl SqliteSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The error of a call whose thread is gone.
+    fn ended(&self) -> SinkError {
+        gap_error(&self.path, &"the database thread has ended")
+    }
 }
 
 impl Sink for SqliteSink {
@@ -151,13 +243,49 @@ impl Sink for SqliteSink {
             detail: "the database thread has ended".into(),
         };
         self.jobs
-            .send(Job {
+            .send(Job::Store {
                 readings: readings.to_vec(),
                 received_ms,
                 reply,
             })
             .map_err(|_| gone())?;
         outcome.await.map_err(|_| gone())?
+    }
+
+    async fn repair(
+        &mut self,
+        now_ms: i64,
+        policy: RepairPolicy,
+        me: &Member,
+    ) -> Result<Repair, SinkError> {
+        let (reply, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job::Repair {
+                now_ms,
+                policy,
+                me: me.clone(),
+                reply,
+            })
+            .map_err(|_| self.ended())?;
+        outcome.await.map_err(|_| self.ended())?
+    }
+
+    async fn answer(
+        &mut self,
+        node: &str,
+        reply: &ResendReply,
+        now_ms: i64,
+    ) -> Result<(), SinkError> {
+        let (tx, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job::Answer {
+                node: node.to_owned(),
+                answer: reply.clone(),
+                now_ms,
+                reply: tx,
+            })
+            .map_err(|_| self.ended())?;
+        outcome.await.map_err(|_| self.ended())?
     }
 
     fn describe(&self) -> String {
@@ -409,4 +537,184 @@ fn insert(
         inserted,
         duplicates: readings.len() as u64 - inserted,
     })
+}
+
+/// A failed gap scan or reply, as a sink error.
+fn gap_error(path: &Path, e: &dyn std::fmt::Display) -> SinkError {
+    SinkError::Gaps {
+        target: path.display().to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// One [`Sink::repair`]: the rows after the last scan, the streams' state,
+/// the requests, in one immediate transaction (so collectors writing one
+/// file scan it one at a time, and never miss a row being inserted).
+fn repair(
+    conn: &mut Connection,
+    now_ms: i64,
+    policy: RepairPolicy,
+    me: &Member,
+) -> rusqlite::Result<Repair> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute(
+        "INSERT INTO collectors (client_id, route, seen_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (client_id) DO UPDATE SET route = excluded.route, seen_ms = excluded.seen_ms",
+        params![me.client_id, me.route.as_str(), now_ms],
+    )?;
+    let routes: Vec<(String, i64)> = tx
+        .prepare_cached(
+            "SELECT route, max(seen_ms) FROM collectors WHERE seen_ms >= ?1
+             GROUP BY route ORDER BY route",
+        )?
+        .query_map([now_ms - MEMBER_SEEN_MS], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let asking = asking(&routes, now_ms);
+    let policy = &policy_for(policy, asking);
+    let last_id: i64 = tx.query_row("SELECT last_id FROM gap_scan", [], |r| r.get(0))?;
+    let mut rows = Vec::new();
+    let mut upto = last_id;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, node, sensor, log, seq FROM readings WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let mut q = stmt.query(params![last_id, i64::from(SCAN_ROWS)])?;
+        while let Some(r) = q.next()? {
+            upto = r.get(0)?;
+            let log: String = r.get(3)?;
+            let seq: i64 = r.get(4)?;
+            rows.push((
+                StreamKey {
+                    node: r.get(1)?,
+                    sensor: r.get(2)?,
+                    log: LogId::parse(&log).unwrap_or(LogId::new(0)),
+                },
+                u64::try_from(seq).unwrap_or(0),
+            ));
+        }
+    }
+    let scanned = rows.len() as u64;
+    let mut streams = load(&tx)?;
+    let (changed, asks) = streams.scan(rows, now_ms, policy);
+    for key in &changed {
+        save(&tx, key, &streams.0[key])?;
+    }
+    tx.execute("UPDATE gap_scan SET last_id = ?1", [upto])?;
+    tx.commit()?;
+    Ok(Repair {
+        asks,
+        nodes: streams.by_node(now_ms, policy),
+        scanned,
+        more: scanned >= u64::from(SCAN_ROWS),
+        routes,
+        asking,
+    })
+}
+
+/// Takes a node's reply into the stream it is about.
+fn take_answer(
+    conn: &mut Connection,
+    node: &str,
+    reply: &ResendReply,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let key = StreamKey {
+        node: node.to_owned(),
+        sensor: reply.sensor.clone(),
+        log: reply.log,
+    };
+    let mut streams = load(&tx)?;
+    if let Some(state) = streams.0.get_mut(&key)
+        && state.answered(reply, now_ms)
+    {
+        save(&tx, &key, state)?;
+    }
+    tx.commit()
+}
+
+/// Every stream's state.
+fn load(conn: &Connection) -> rusqlite::Result<Streams> {
+    let key = |r: &rusqlite::Row<'_>| -> rusqlite::Result<StreamKey> {
+        let log: String = r.get(2)?;
+        Ok(StreamKey {
+            node: r.get(0)?,
+            sensor: r.get(1)?,
+            log: LogId::parse(&log).unwrap_or(LogId::new(0)),
+        })
+    };
+    let mut streams = Streams::default();
+    let mut stmt =
+        conn.prepare_cached("SELECT node, sensor, log, highest, repaired FROM streams")?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let highest: i64 = r.get(3)?;
+        let repaired: i64 = r.get(4)?;
+        streams.0.insert(
+            key(r)?,
+            StreamState {
+                highest: u64::try_from(highest).ok(),
+                repaired: u64::try_from(repaired).unwrap_or(0),
+                gaps: Vec::new(),
+            },
+        );
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT node, sensor, log, first_seq, last_seq, found_ms, asked_ms, asks, gone_ms
+         FROM gaps ORDER BY node, sensor, log, first_seq",
+    )?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let first: i64 = r.get(3)?;
+        let last: i64 = r.get(4)?;
+        let gap = Gap {
+            first: u64::try_from(first).unwrap_or(0),
+            last: u64::try_from(last).unwrap_or(0),
+            found_ms: r.get(5)?,
+            asked_ms: r.get(6)?,
+            asks: r.get(7)?,
+            gone_ms: r.get(8)?,
+        };
+        streams.0.entry(key(r)?).or_default().gaps.push(gap);
+    }
+    Ok(streams)
+}
+
+/// Writes one stream's state over what the file has of it.
+fn save(conn: &Connection, key: &StreamKey, state: &StreamState) -> rusqlite::Result<()> {
+    let log = key.log.to_string();
+    let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT INTO streams (node, sensor, log, highest, repaired) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (node, sensor, log) DO UPDATE SET highest = excluded.highest,
+             repaired = excluded.repaired",
+    )?
+    .execute(params![
+        key.node,
+        key.sensor,
+        log,
+        state.highest.map_or(-1, int),
+        int(state.repaired)
+    ])?;
+    conn.prepare_cached("DELETE FROM gaps WHERE node = ?1 AND sensor = ?2 AND log = ?3")?
+        .execute(params![key.node, key.sensor, log])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO gaps (node, sensor, log, first_seq, last_seq, found_ms, asked_ms, asks,
+             gone_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for g in &state.gaps {
+        insert.execute(params![
+            key.node,
+            key.sensor,
+            log,
+            int(g.first),
+            int(g.last),
+            g.found_ms,
+            g.asked_ms,
+            g.asks,
+            g.gone_ms
+        ])?;
+    }
+    Ok(())
 }

@@ -9,15 +9,19 @@ use std::process::ExitCode;
 
 use crate::cli::{CollectArgs, RouteArg};
 use crate::collect::AnySink;
+use crate::collect::gaps::RepairPolicy;
 use crate::collect::group::{Membership, check_member_id, status_filter, status_topic};
-use crate::collect::{Collector, Hook, HookSpec, Sink};
+use crate::collect::repair::{RepairCounts, Repairer};
+use crate::collect::{Collector, Hook, HookSpec, Member, Sink};
 use crate::config::{Config, MqttConfig};
 use crate::consume::{BatchLimits, Consumer, ConsumerOptions, shared_filter};
 use crate::domain::{Route, Topics};
 use crate::metrics::{Endpoint, Metrics, ServerRole, ServerSeries};
+use crate::publish::connection::AbortOnDrop;
 use crate::publish::connection::{self, Backoff, describe, drive};
 use rumqttc::{AsyncClient, Event, LastWill, Packet, QoS};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
 /// Runs a collector with the `[mqtt]` of the configuration at
@@ -90,9 +94,10 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let replies = Topics::every_node(&mqtt.topic_prefix, Topics::RESEND_REPLY);
     let options = ConsumerOptions {
         client_id: client_id.clone(),
-        filters: vec![filter.clone()],
+        filters: vec![filter.clone(), replies],
         limits,
         last_will: group
             .as_ref()
@@ -107,6 +112,9 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
         None => None,
     };
     let sink = AnySink::open(&args.db).await?;
+    let repair_counts = Arc::new(RepairCounts::default());
+    let repairer = repairer(&mqtt, args, &client_id, route, repair_counts.clone()).await?;
+    let repairing = AbortOnDrop(tokio::spawn(repairer.run()));
     let carrier = group.as_ref().map(|g| {
         tokio::spawn(carry_the_dead(Carry {
             mqtt: mqtt.clone(),
@@ -125,8 +133,10 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
         hook,
         filter: &filter,
         metrics: &metrics,
+        repair: repair_counts,
     };
     server.serve(sink, shutdown).await;
+    drop(repairing);
     if let Some(c) = carrier {
         c.abort();
     }
@@ -137,6 +147,35 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
         e.stop().await;
     }
     Ok(())
+}
+
+/// The collector's repairer, on a database connection of its own.
+async fn repairer(
+    mqtt: &MqttConfig,
+    args: &CollectArgs,
+    client_id: &str,
+    route: Route,
+    counts: Arc<RepairCounts>,
+) -> anyhow::Result<Repairer<AnySink>> {
+    let repairer = Repairer {
+        sink: AnySink::open(&args.db).await?,
+        mqtt: mqtt.clone(),
+        me: Member {
+            client_id: client_id.to_owned(),
+            route,
+        },
+        policy: RepairPolicy::after(
+            args.repair_after
+                .unwrap_or_else(|| mqtt.batch_interval.saturating_mul(3)),
+        ),
+        counts,
+    };
+    tracing::info!(
+        repair_after = %humantime::format_duration(repairer.policy.after),
+        scan_every = %humantime::format_duration(repairer.every()),
+        "gap repair on"
+    );
+    Ok(repairer)
 }
 
 /// This collector's shared group.
@@ -286,26 +325,16 @@ fn reconcile(
 /// Publishes `offline` retained on a clean stop (the Last Will only goes
 /// out when the connection is lost).
 async fn say_offline(mqtt: &MqttConfig, client_id: &str, topic: &str) {
-    let Ok(mut opts) = connection::client_options(mqtt, &format!("{client_id}-bye"), None) else {
-        return;
-    };
-    opts.set_clean_session(true);
-    let (client, eventloop) = AsyncClient::new(opts, 8);
-    let (mut events, _driver) = drive(eventloop, None);
-    let said = async {
-        client
-            .publish(topic, QoS::AtLeastOnce, true, "offline")
-            .await
-            .ok()?;
-        while let Some(Ok(ev)) = events.recv().await {
-            if matches!(ev, Event::Incoming(Packet::PubAck(_))) {
-                let _ = client.disconnect().await;
-                return Some(());
-            }
-        }
-        None
-    };
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), said).await;
+    let said = connection::publish_once(
+        mqtt,
+        &format!("{client_id}-bye"),
+        vec![(topic.to_owned(), b"offline".to_vec(), true)],
+        std::time::Duration::from_secs(3),
+    )
+    .await;
+    if let Err(e) = said {
+        tracing::debug!("could not say offline on {topic}: {e}");
+    }
 }
 
 /// A collector about to run, whichever its sink.
@@ -322,6 +351,8 @@ struct Server<'a> {
     filter: &'a str,
     /// Where its series go.
     metrics: &'a Metrics,
+    /// What its repairer counts.
+    repair: Arc<RepairCounts>,
 }
 
 impl Server<'_> {
@@ -336,7 +367,7 @@ impl Server<'_> {
         let counts = collector.counts();
         self.metrics.serve_as(ServerSeries::new(
             &self.consumer,
-            ServerRole::Collect(self.route, counts.clone()),
+            ServerRole::Collect(self.route, counts.clone(), self.repair.clone()),
         ));
         let totals = self.consumer.run(collector, shutdown).await;
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

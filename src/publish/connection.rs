@@ -199,6 +199,64 @@ pub fn describe(e: &ConnectionError, m: &MqttConfig) -> String {
     }
 }
 
+/// Publishes `messages` (`topic`, payload, retained) at `QoS` 1 on a
+/// connection of its own (a clean session under `client_id`), waits up
+/// to `wait` for their acknowledgements, and disconnects. Returns how
+/// many the broker acknowledged. For the rare message a command sends
+/// outside its main connection: a collector's `offline`, its resend
+/// requests.
+pub async fn publish_once(
+    m: &MqttConfig,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>, bool)>,
+    wait: Duration,
+) -> Result<usize, String> {
+    let mut opts = client_options(m, client_id, None)?;
+    opts.set_clean_session(true);
+    let (client, eventloop) = rumqttc::AsyncClient::new(opts, messages.len().clamp(8, 1024));
+    let (mut events, _driver) = drive(eventloop, None);
+    let total = messages.len();
+    let acked = async {
+        let mut acked = 0;
+        let mut messages = messages.into_iter();
+        // Connected first: a request queued before the CONNACK is sent
+        // after it anyway, but a refused connection is reported as such.
+        loop {
+            match events.recv().await {
+                Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(describe(&e, m)),
+                None => return Err("the MQTT event loop stopped".to_owned()),
+            }
+        }
+        for (topic, payload, retain) in messages.by_ref() {
+            client
+                .publish(topic, QoS::AtLeastOnce, retain, payload)
+                .await
+                .map_err(|e| format!("publish failed: {e}"))?;
+        }
+        while acked < total {
+            match events.recv().await {
+                Some(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(describe(&e, m)),
+                None => break,
+            }
+        }
+        let _ = client.disconnect().await;
+        // Let the DISCONNECT reach the wire before the driver is dropped.
+        let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
+        Ok(acked)
+    };
+    match tokio::time::timeout(wait, acked).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(format!(
+            "the broker did not acknowledge {total} messages within {}",
+            humantime::format_duration(wait)
+        )),
+    }
+}
+
 /// Polls the event loop on its own task and forwards everything, so a
 /// session can await `publish` (which waits for channel space) without
 /// starving the loop that makes that space. With an [`Intake`], the task

@@ -99,6 +99,11 @@ impl Collect {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Panics (with its stderr) if the collector has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.child.try_wait() {

@@ -1,0 +1,315 @@
+//! End to end, not hop by hop (README, "Repairs"): a real Mosquitto on its
+//! default queue settings drops what a paused collector's queue cannot
+//! hold; the collectors find the holes by seq, ask the agent on its resend
+//! topic, and the agent sends the readings again from its log. Real
+//! processes throughout: Mosquitto, `edgeprio run`, two `edgeprio collect`
+//! into one `SQLite` file.
+
+mod collect_support;
+mod common;
+mod mosquitto;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use collect_support::{Collect, Key, collect_config, log_rows};
+use common::{open_ro, send_signal};
+use mosquitto::{Agent, AgentFiles, Broker, Sensor, Spec, agent_config, free_port, wait_progress};
+
+/// The agent's sensors: four random walks.
+const SENSORS: [&str; 4] = ["a", "b", "c", "d"];
+
+/// How long a hole may stay before the collectors ask for it.
+const REPAIR_AFTER: &str = "2s";
+
+/// An agent reading four sensors every 2 ms (2,000 readings a second),
+/// batches of two readings (so that 20,000 readings are 10,000 messages,
+/// ten times Mosquitto's default queue), resending at up to `rate`
+/// readings a second, its metrics on `metrics`.
+fn agent(dir: &Path, broker: &Broker, rate: u32, metrics: u16) -> AgentFiles {
+    let mqtt = format!(
+        "url = \"{}\"\nbatch_interval = \"200ms\"\nbatch_max = 2\nrealtime_max_age = \"30s\"\n\
+         resend_rate = {rate}\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+        broker.url()
+    );
+    let sensors: Vec<Sensor<'_>> = SENSORS
+        .iter()
+        .zip(1..)
+        .map(|(s, seed)| Sensor::Random(s, seed))
+        .collect();
+    agent_config(dir, "n1", "2ms", &sensors, &mqtt)
+}
+
+/// A real-time and a batch collector into the `SQLite` file `db`.
+fn collectors(dir: &Path, broker: &Broker, db: &Path) -> (Collect, Collect) {
+    let config = collect_config(dir, broker);
+    let db = db.to_str().expect("a UTF-8 path");
+    let args = |id: &'static str| ["--client-id", id, "--repair-after", REPAIR_AFTER];
+    let rt = Collect::start(dir, &config, "realtime", db, &args("c-rt"));
+    let batch = Collect::start(dir, &config, "batch", db, &args("c-b"));
+    (rt, batch)
+}
+
+/// What the collectors' database holds: per key, whether it came resent.
+fn stored(db: &Path) -> BTreeMap<Key, bool> {
+    let Ok(conn) = std::panic::catch_unwind(|| open_ro(db)) else {
+        return BTreeMap::new();
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT node, sensor, log, seq, resent FROM readings") else {
+        return BTreeMap::new();
+    };
+    stmt.query_map([], |r| {
+        Ok((
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?),
+            r.get::<_, i64>(4)? == 1,
+        ))
+    })
+    .and_then(Iterator::collect)
+    .unwrap_or_default()
+}
+
+/// The seqs the collectors' database records as gone, per key.
+fn gone(db: &Path) -> BTreeSet<Key> {
+    let conn = open_ro(db);
+    let mut stmt = conn
+        .prepare(
+            "SELECT node, sensor, log, first_seq, last_seq FROM gaps WHERE gone_ms IS NOT NULL",
+        )
+        .expect("the gaps table");
+    let rows: Vec<(String, String, String, i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .and_then(Iterator::collect)
+        .expect("read the gaps");
+    rows.into_iter()
+        .flat_map(|(n, s, l, a, b)| (a..=b).map(move |q| (n.clone(), s.clone(), l.clone(), q)))
+        .collect()
+}
+
+/// Seqs still missing (not gone) in the collectors' database.
+fn missing(db: &Path) -> i64 {
+    open_ro(db)
+        .query_row(
+            "SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM gaps WHERE gone_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(-1)
+}
+
+/// The value of a sample of the agent's metrics (`name{labels}`), 0 if
+/// absent.
+fn metric(port: u16, sample: &str) -> u64 {
+    common::scrape_metrics(port)
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse().expect("a whole number"))
+}
+
+/// Runs the agent until it has logged and the broker has acknowledged
+/// `n` readings while the batch collector is stopped (SIGSTOP), then
+/// resumes it. Returns the keys the collectors' database lacked when it
+/// resumed, as far as the log then held them.
+fn pause_batch_collector_for(agent: &mut Agent, files: &AgentFiles, batch: &Collect, n: i64) {
+    wait_progress(agent, &files.db, &SENSORS, 50, 200);
+    send_signal(batch.pid(), "STOP");
+    let per_sensor = n / i64::try_from(SENSORS.len()).unwrap();
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        agent.assert_running();
+        let p = mosquitto::progress(&files.db);
+        if SENSORS.iter().all(|s| {
+            p.get(*s)
+                .is_some_and(|(logged, acked)| *logged >= per_sensor && *acked >= per_sensor - 100)
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the agent logged {p:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the collectors' database holds every key of `want` (or
+/// records it as gone).
+fn wait_repaired(db: &Path, want: &BTreeMap<Key, common::Row>, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = stored(db);
+        let gone = gone(db);
+        let lacking = want
+            .keys()
+            .filter(|k| !got.contains_key(*k) && !gone.contains(*k))
+            .count();
+        if lacking == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {limit:?} waiting for {what}, the database lacks {lacking} of {} readings \
+             ({} missing in its gaps table)",
+            want.len(),
+            missing(db)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn readings_a_paused_collector_lost_to_the_broker_are_resent_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &Spec::default());
+    let db = dir.path().join("collected.db");
+    let (rt, batch) = collectors(dir.path(), &broker, &db);
+    let port = free_port();
+    let files = agent(dir.path(), &broker, 5_000, port);
+    let mut agent = Agent::start(&files, &[]);
+
+    pause_batch_collector_for(&mut agent, &files, &batch, 20_000);
+    let logged = log_rows(&files.db, |_| true);
+    let before = stored(&db);
+    send_signal(batch.pid(), "CONT");
+    let lacked = logged.keys().filter(|k| !before.contains_key(*k)).count();
+    assert!(
+        lacked >= 15_000,
+        "the collectors lacked only {lacked} readings"
+    );
+
+    wait_repaired(
+        &db,
+        &logged,
+        Duration::from_mins(3),
+        "the paused collector's readings",
+    );
+    let resent_served = metric(port, "edgeprio_resent_readings_total{node=\"n1\"}");
+    agent.stop();
+    let want = log_rows(&files.db, |_| true);
+    wait_repaired(
+        &db,
+        &want,
+        Duration::from_mins(1),
+        "every reading of the log",
+    );
+
+    let got = stored(&db);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the database holds exactly the log's readings"
+    );
+    assert!(gone(&db).is_empty(), "nothing is gone");
+    // The gaps table follows at the collectors' next scans.
+    common::wait_for(Duration::from_secs(10), "no gap left", || missing(&db) == 0);
+    let resent = got.values().filter(|r| **r).count();
+    // Mosquitto kept at most 1,000 messages (2,000 readings) of the
+    // paused collector's queue: the rest came resent.
+    assert!(
+        resent + 2_000 >= lacked && resent > 0,
+        "{resent} of the {lacked} lacked readings came resent"
+    );
+    assert!(
+        resent_served >= resent as u64,
+        "the agent counted {resent_served} resent readings, the database holds {resent}"
+    );
+    let (rt, _) = rt.stop();
+    let (b, b_err) = batch.stop();
+    assert_eq!(rt.rejected + b.rejected, 0, "{rt:?} {b:?}");
+    assert!(
+        b_err.contains("asking for missing readings again"),
+        "{b_err}"
+    );
+}
+
+#[test]
+fn readings_deleted_from_the_log_are_recorded_as_unrecoverable_and_not_asked_for_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &Spec::default());
+    let db = dir.path().join("collected.db");
+    let (rt, batch) = collectors(dir.path(), &broker, &db);
+    let port = free_port();
+    let files = agent(dir.path(), &broker, 5_000, port);
+    let mut agent = Agent::start(&files, &[]);
+
+    pause_batch_collector_for(&mut agent, &files, &batch, 8_000);
+    let logged = log_rows(&files.db, |_| true);
+    let before = stored(&db);
+    // What retention does to a log: published rows of a sensor go. Here
+    // 300 of sensor "a" the collectors lack, past the first 1,000 (which
+    // may be among the messages Mosquitto kept queued for the collector).
+    let deleted: Vec<Key> = logged
+        .keys()
+        .filter(|k| k.1 == "a" && !before.contains_key(*k))
+        .skip(1_000)
+        .take(300)
+        .cloned()
+        .collect();
+    assert_eq!(deleted.len(), 300);
+    {
+        let conn = rusqlite::Connection::open(&files.db).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        let (lo, hi) = (deleted[0].3, deleted[299].3);
+        let n = conn
+            .execute(
+                "DELETE FROM readings WHERE sensor = 'a' AND seq BETWEEN ?1 AND ?2",
+                [lo, hi],
+            )
+            .unwrap();
+        assert!(n >= 300, "deleted {n}");
+    }
+    let deleted_range: BTreeSet<Key> = logged
+        .keys()
+        .filter(|k| k.1 == "a" && k.3 >= deleted[0].3 && k.3 <= deleted[299].3)
+        .cloned()
+        .collect();
+    send_signal(batch.pid(), "CONT");
+
+    wait_repaired(
+        &db,
+        &logged,
+        Duration::from_mins(3),
+        "every reading, or its loss",
+    );
+    let got = stored(&db);
+    let lost = gone(&db);
+    assert!(!lost.is_empty(), "nothing was recorded as gone");
+    assert!(
+        lost.is_subset(&deleted_range),
+        "only deleted seqs are gone: {:?}",
+        lost.difference(&deleted_range).take(5).collect::<Vec<_>>()
+    );
+    for k in logged.keys() {
+        assert!(
+            got.contains_key(k) != lost.contains(k),
+            "{k:?} is stored or gone, not both nor neither"
+        );
+    }
+    // Gone is final: the collectors stop asking for it, so the agent
+    // answers no more seqs as gone (fresh holes of the running agent may
+    // still be asked for and resent).
+    let gone_answered = || metric(port, "edgeprio_resend_gone_total{node=\"n1\"}");
+    let first = gone_answered();
+    assert!(first >= lost.len() as u64, "{first}");
+    let asks = || -> Vec<(i64, i64)> {
+        let conn = open_ro(&db);
+        let mut stmt = conn
+            .prepare("SELECT first_seq, asks FROM gaps WHERE gone_ms IS NOT NULL ORDER BY 1")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(Iterator::collect)
+            .unwrap()
+    };
+    let asked = asks();
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        gone_answered(),
+        first,
+        "the agent was asked for gone seqs again"
+    );
+    assert_eq!(asks(), asked);
+    assert_eq!(gone(&db), lost);
+
+    agent.stop();
+    rt.stop();
+    batch.stop();
+}
