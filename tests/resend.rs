@@ -313,3 +313,186 @@ fn readings_deleted_from_the_log_are_recorded_as_unrecoverable_and_not_asked_for
     rt.stop();
     batch.stop();
 }
+
+#[test]
+fn readings_a_broker_restarted_without_persistence_lost_are_resent_and_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path(), &Spec::default());
+    let db = dir.path().join("collected.db");
+    let (rt, batch) = collectors(dir.path(), &broker, &db);
+    let port = free_port();
+    let files = agent(dir.path(), &broker, 5_000, port);
+    let mut agent = Agent::start(&files, &[]);
+
+    // The broker holds what it acknowledged to the agent and has not
+    // delivered yet (the batch collector is slow: stopped), and dies with
+    // it: no persistence, so the sessions and their queues are gone.
+    pause_batch_collector_for(&mut agent, &files, &batch, 4_000);
+    let logged = log_rows(&files.db, |_| true);
+    let before = stored(&db);
+    broker.kill();
+    send_signal(batch.pid(), "CONT");
+    std::thread::sleep(Duration::from_secs(1));
+    broker.restart();
+    let lacked = logged.keys().filter(|k| !before.contains_key(*k)).count();
+    assert!(
+        lacked >= 3_000,
+        "the collectors lacked only {lacked} readings"
+    );
+
+    wait_repaired(&db, &logged, Duration::from_mins(3), "what the broker lost");
+    agent.stop();
+    let want = log_rows(&files.db, |_| true);
+    wait_repaired(
+        &db,
+        &want,
+        Duration::from_mins(1),
+        "every reading of the log",
+    );
+    let got = stored(&db);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the database holds exactly the log's readings"
+    );
+    assert!(gone(&db).is_empty(), "nothing is gone");
+    let resent = got.values().filter(|r| **r).count();
+    assert!(
+        resent > 0,
+        "none of the {lacked} readings the broker lost came resent"
+    );
+    let (rt, _) = rt.stop();
+    let (b, _) = batch.stop();
+    assert_eq!(rt.rejected + b.rejected, 0, "{rt:?} {b:?}");
+}
+
+/// The agent's readings of `sensor` taken in `from_ms..to_ms`, their
+/// times in order.
+fn times(db: &Path, sensor: &str, from_ms: i64, to_ms: i64) -> Vec<i64> {
+    let conn = open_ro(db);
+    let mut stmt = conn
+        .prepare(
+            "SELECT ts_ms FROM readings WHERE sensor = ?1 AND ts_ms BETWEEN ?2 AND ?3 ORDER BY seq",
+        )
+        .unwrap();
+    stmt.query_map(rusqlite::params![sensor, from_ms, to_ms], |r| r.get(0))
+        .and_then(Iterator::collect)
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_resend_requests_leaves_the_read_cycle_on_time_and_the_rate_within_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), &Spec::default());
+    let port = free_port();
+    let mqtt = format!(
+        "url = \"{}\"\nbatch_interval = \"200ms\"\nresend_rate = 20\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n",
+        broker.url()
+    );
+    let sensors: Vec<Sensor<'_>> = SENSORS
+        .iter()
+        .zip(1..)
+        .map(|(s, seed)| Sensor::Random(s, seed))
+        .collect();
+    let files = agent_config(dir.path(), "n1", "100ms", &sensors, &mqtt);
+    let mut agent = Agent::start(&files, &[]);
+    wait_progress(&mut agent, &files.db, &SENSORS, 150, 600);
+    let log = collect_support::log_id(&files.db);
+    let watch = mosquitto::Sub::start(&broker, &["edgeprio/n1/batch"], None);
+
+    // 10,000 requests at a node that resends at most 20 readings a
+    // second: overlapping ranges (coalesced), ranges past the
+    // queue's cap (dropped), garbage, a sensor and a log that do not exist.
+    let mut lines = Vec::new();
+    for i in 0..4_000_u64 {
+        let from = i % 100;
+        lines.push(format!(
+            r#"{{"sensor":"a","log":"{log}","from":{from},"to":{}}}"#,
+            from + 99
+        ));
+    }
+    for i in 0..2_000_u64 {
+        let from = 1_000 + i * 1_000;
+        lines.push(format!(
+            r#"{{"sensor":"{}","log":"{log}","from":{from},"to":{}}}"#,
+            SENSORS[usize::try_from(i).unwrap() % 4],
+            from + 999
+        ));
+    }
+    for i in 0..2_000 {
+        lines.push(format!("{{\"sensor\":\"a\",\"from\":{i}"));
+    }
+    for _ in 0..1_000 {
+        lines.push(format!(
+            r#"{{"sensor":"zz","log":"{log}","from":0,"to":9}}"#
+        ));
+    }
+    for _ in 0..1_000 {
+        lines.push(r#"{"sensor":"a","log":"0123456789abcdef","from":0,"to":9}"#.to_owned());
+    }
+    assert_eq!(lines.len(), 10_000);
+    let t0 = common::now_ms();
+    let resent0 = metric(port, "edgeprio_resent_readings_total{node=\"n1\"}");
+    let flood = dir.path().join("flood.txt");
+    std::fs::write(&flood, lines.join("\n") + "\n").unwrap();
+    let started = Instant::now();
+    broker.publish_lines("edgeprio/n1/resend", &flood);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the flood took {took:?}");
+    std::thread::sleep(Duration::from_secs(10));
+    let t1 = common::now_ms();
+    let resent = metric(port, "edgeprio_resent_readings_total{node=\"n1\"}") - resent0;
+
+    let outcome = |o: &str| {
+        metric(
+            port,
+            &format!("edgeprio_resend_requests_total{{node=\"n1\",outcome=\"{o}\"}}"),
+        )
+    };
+    // Mosquitto may drop a few of the flood itself (its queue for one
+    // client holds 1,000 messages): most reach the agent, none twice.
+    let (queued, coalesced, dropped, invalid) = (
+        outcome("queued"),
+        outcome("coalesced"),
+        outcome("dropped"),
+        outcome("invalid"),
+    );
+    let counted = queued + coalesced + dropped + invalid;
+    assert!(
+        (9_000..=10_000).contains(&counted) && invalid <= 2_000 && invalid >= 1_800,
+        "queued {queued} coalesced {coalesced} dropped {dropped} invalid {invalid}"
+    );
+    assert!(coalesced >= 3_500, "{coalesced} coalesced");
+    assert!(dropped > 0, "the queue took every range");
+
+    // At the rate (20 a second, the first second's worth at once): the
+    // log holds more than that of what was asked.
+    let secs = u64::try_from(t1 - t0).unwrap().div_ceil(1_000);
+    assert!(resent >= 10 * secs, "only {resent} resent in {secs} s");
+    assert!(resent <= 20 * (secs + 1), "{resent} resent in {secs} s");
+    let on_the_wire: usize = watch
+        .messages()
+        .iter()
+        .filter(|m| m.payload.contains("\"resent\":true"))
+        .map(|m| m.payload.matches("\"seq\"").count())
+        .sum();
+    assert!(
+        u64::try_from(on_the_wire).unwrap() <= 20 * (secs + 1),
+        "{on_the_wire} resent readings on the batch topic in {secs} s"
+    );
+
+    // The read cycle kept its 100 ms through the flood.
+    let mut worst = 0;
+    for s in SENSORS {
+        let ts = times(&files.db, s, t0, t1);
+        assert!(ts.len() >= 90, "{s}: {} readings in {secs} s", ts.len());
+        worst = worst.max(ts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0));
+    }
+    assert!(worst <= 300, "{worst} ms between two readings of a sensor");
+    eprintln!(
+        "flood of 10,000 requests published in {took:?}; {resent} readings resent in {secs} s \
+         ({on_the_wire} seen on the batch topic); longest gap between two readings {worst} ms"
+    );
+    agent.assert_running();
+    agent.stop();
+}
