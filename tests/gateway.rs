@@ -955,11 +955,13 @@ fn the_gateway_resends_what_it_logged_when_a_collector_asks() {
     .unwrap();
     let mut gw = Gateway::start(dir.path(), &config, "gw");
     let collected = dir.path().join("collected.db");
-    let cconfig = collect_support::collect_config(dir.path(), &broker);
+    let collect_toml = collect_support::collect_config(dir.path(), &broker);
     let cdb = collected.to_str().unwrap();
     let args = |id: &'static str| ["--client-id", id, "--repair-after", "2s"];
-    let rt = collect_support::Collect::start(dir.path(), &cconfig, "realtime", cdb, &args("c-rt"));
-    let batch = collect_support::Collect::start(dir.path(), &cconfig, "batch", cdb, &args("c-b"));
+    let rt =
+        collect_support::Collect::start(dir.path(), &collect_toml, "realtime", cdb, &args("c-rt"));
+    let batch =
+        collect_support::Collect::start(dir.path(), &collect_toml, "batch", cdb, &args("c-b"));
 
     common::send_signal(batch.pid(), "STOP");
     let lines: Vec<String> = (0..N)
@@ -970,7 +972,7 @@ fn the_gateway_resends_what_it_logged_when_a_collector_asks() {
     // sender for yet).
     for (i, chunk) in lines.chunks(500).enumerate() {
         broker.publish_lines(RAW, &lines_file(dir.path(), "raw.txt", chunk));
-        wait_published(&mut gw, &db, (i + 1) * 500, Duration::from_secs(60));
+        wait_published(&mut gw, &db, (i + 1) * 500, Duration::from_mins(1));
     }
     thread::sleep(Duration::from_secs(1));
     common::send_signal(batch.pid(), "CONT");
@@ -986,7 +988,7 @@ fn the_gateway_resends_what_it_logged_when_a_collector_asks() {
         &mut gw,
         &db,
         usize::try_from(N + 10).unwrap(),
-        Duration::from_secs(60),
+        Duration::from_mins(1),
     );
 
     let want = collect_support::log_rows(&db, |_| true);
@@ -1005,7 +1007,7 @@ fn the_gateway_resends_what_it_logged_when_a_collector_asks() {
         .and_then(Iterator::collect)
         .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_mins(2);
     loop {
         let got = stored();
         let lacking = want.keys().filter(|k| !got.contains_key(*k)).count();
