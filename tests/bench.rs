@@ -59,10 +59,10 @@ fn int(v: &Value, key: &str) -> u64 {
 }
 
 /// Every (node, sensor, seq) in a kept collector database.
-fn keys(db: &Path) -> Vec<(String, String, i64)> {
+fn keys(db: &Path, filter: &str) -> Vec<(String, String, i64)> {
     let conn = rusqlite::Connection::open(db).expect("open a collector database");
     let mut stmt = conn
-        .prepare("SELECT node, sensor, seq FROM readings")
+        .prepare(&format!("SELECT node, sensor, seq FROM readings {filter}"))
         .expect("prepare");
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .expect("query")
@@ -172,14 +172,26 @@ fn a_short_bench_accounts_for_every_reading_in_every_mode_and_writes_its_files()
     );
     assert!(report["ratios"]["gateway_over_relay"].as_f64().is_some());
 
-    // The collectors' own databases, read here: what the report claims.
+    // The collectors' own database, read here: what the report claims.
     for name in ["centralized", "priority"] {
-        let mut rows = keys(&keep.join(name).join("realtime.db"));
-        let realtime = rows.len() as u64;
-        rows.extend(keys(&keep.join(name).join("batch.db")));
+        let db = keep.join(name).join("collected.db");
+        let rows = keys(&db, "");
         check_stored(&rows, int(mode(&report, name), "published"), 6);
+        let realtime = keys(&db, "WHERE route = 'realtime'").len() as u64;
         assert_eq!(realtime, int(&mode(&report, name)["audit"], "realtime"));
+        let resent = keys(&db, "WHERE resent").len() as u64;
+        let audit = &mode(&report, name)["audit"];
+        assert_eq!(int(audit, "repaired"), resent, "{name}: {audit}");
+        assert_eq!(
+            int(audit, "dropped"),
+            resent,
+            "{name}: nothing lost: {audit}"
+        );
     }
+    assert!(
+        mode(&report, "relay")["audit"]["dropped"].is_null(),
+        "the relay repairs nothing"
+    );
 
     check_csv(&csv, &report);
     check_png(&png);
@@ -204,6 +216,11 @@ fn check_csv(csv: &Path, report: &Value) {
             int(m, "published")
         );
         assert_eq!(&r[col("lost")], "0");
+        let audit = &m["audit"];
+        for k in ["dropped", "repaired"] {
+            let want = audit[k].as_u64().map(|n| n.to_string()).unwrap_or_default();
+            assert_eq!(r[col(k)], want, "{k}");
+        }
     }
 }
 

@@ -664,7 +664,8 @@ async fn subscribe(
 
 /// Where a mode's collectors store.
 enum Sink {
-    /// A `SQLite` file per route in the mode's directory.
+    /// One `SQLite` file in the mode's directory (`collected.db`), the
+    /// collectors of both routes writing it: what their gap repair needs.
     Sqlite(PathBuf),
     /// A schema of its own in the given database.
     Postgres {
@@ -698,7 +699,10 @@ impl Sink {
     /// The `--db` of a route's collector.
     fn url(&self, route: &str) -> String {
         match self {
-            Sink::Sqlite(dir) => dir.join(format!("{route}.db")).display().to_string(),
+            Sink::Sqlite(dir) => {
+                let _ = route;
+                dir.join(COLLECTED).display().to_string()
+            }
             Sink::Postgres { url, schema } => with_search_path(url, schema),
         }
     }
@@ -706,23 +710,21 @@ impl Sink {
     /// Every stored (node, sensor, seq) against what was sent, and the
     /// real-time route's latency.
     async fn audit(&self, sent: &[u64], sensors: usize) -> Result<report::Audit, String> {
-        let mut rows: Vec<(String, String, i64, i64, i64, bool)> = Vec::new();
+        let mut rows: Vec<Row> = Vec::new();
         match self {
             Sink::Sqlite(dir) => {
-                for route in ["realtime", "batch"] {
-                    let path = dir.join(format!("{route}.db"));
-                    let path2 = path.clone();
-                    let got = tokio::task::spawn_blocking(move || read_sqlite(&path2))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    rows.extend(got);
-                }
+                let path = dir.join(COLLECTED);
+                let path2 = path.clone();
+                let got = tokio::task::spawn_blocking(move || read_sqlite(&path2))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                rows.extend(got);
             }
             Sink::Postgres { url, schema } => {
                 let client = pg(url).await?;
                 let q = format!(
-                    "SELECT node, sensor, seq, ts_ms, received_ms, route = 'realtime' \
+                    "SELECT node, sensor, seq, ts_ms, received_ms, route = 'realtime', resent \
                      FROM {schema}.readings"
                 );
                 for r in client
@@ -730,7 +732,15 @@ impl Sink {
                     .await
                     .map_err(|e| format!("cannot read {schema}.readings: {e}"))?
                 {
-                    rows.push((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)));
+                    rows.push((
+                        r.get(0),
+                        r.get(1),
+                        r.get(2),
+                        r.get(3),
+                        r.get(4),
+                        r.get(5),
+                        r.get(6),
+                    ));
                 }
             }
         }
@@ -774,13 +784,17 @@ async fn pg(url: &str) -> Result<tokio_postgres::Client, String> {
     Ok(client)
 }
 
-type Row = (String, String, i64, i64, i64, bool);
+/// The collectors' `SQLite` file of a mode.
+const COLLECTED: &str = "collected.db";
+
+/// node, sensor, seq, `ts_ms`, `received_ms`, real-time, resent.
+type Row = (String, String, i64, i64, i64, bool, bool);
 
 fn read_sqlite(path: &Path) -> rusqlite::Result<Vec<Row>> {
     let conn =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare(
-        "SELECT node, sensor, seq, ts_ms, received_ms, route = 'realtime' FROM readings",
+        "SELECT node, sensor, seq, ts_ms, received_ms, route = 'realtime', resent FROM readings",
     )?;
     stmt.query_map([], |r| {
         Ok((
@@ -790,6 +804,7 @@ fn read_sqlite(path: &Path) -> rusqlite::Result<Vec<Row>> {
             r.get(3)?,
             r.get(4)?,
             r.get(5)?,
+            r.get(6)?,
         ))
     })?
     .collect()
@@ -800,7 +815,8 @@ fn audit_rows(rows: &[Row], sent: &[u64], sensors: usize) -> report::Audit {
     let mut audit = report::Audit::default();
     let mut seen: HashMap<(usize, i64), u32> = HashMap::with_capacity(rows.len());
     let mut latencies = Vec::new();
-    for (node, sensor, seq, ts_ms, received_ms, realtime) in rows {
+    let mut repaired = 0;
+    for (node, sensor, seq, ts_ms, received_ms, realtime, resent) in rows {
         let stream = node
             .strip_prefix("node")
             .and_then(|n| n.parse::<usize>().ok())
@@ -820,6 +836,9 @@ fn audit_rows(rows: &[Row], sent: &[u64], sensors: usize) -> report::Audit {
             continue;
         }
         *seen.entry((stream, *seq)).or_default() += 1;
+        if *resent {
+            repaired += 1;
+        }
         if *realtime {
             audit.realtime += 1;
             latencies.push(received_ms - ts_ms);
@@ -833,6 +852,11 @@ fn audit_rows(rows: &[Row], sent: &[u64], sensors: usize) -> report::Audit {
     let found = seen.len() as u64;
     let expected: u64 = sent.iter().sum();
     audit.lost = expected - found.min(expected);
+    // A resent reading stored was not stored before it was asked for: the
+    // broker dropped it (or a collector never got it) and the repair
+    // brought it. What is lost was dropped too, and not repaired.
+    audit.repaired = Some(repaired);
+    audit.dropped = Some(repaired + audit.lost);
     audit.latency = Latency::of(&mut latencies);
     audit
 }
@@ -842,7 +866,15 @@ mod tests {
     use super::*;
 
     fn row(node: &str, sensor: &str, seq: i64, realtime: bool, lat: i64) -> Row {
-        (node.into(), sensor.into(), seq, 1000, 1000 + lat, realtime)
+        (
+            node.into(),
+            sensor.into(),
+            seq,
+            1000,
+            1000 + lat,
+            realtime,
+            false,
+        )
     }
 
     #[test]

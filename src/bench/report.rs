@@ -55,6 +55,13 @@ pub struct Audit {
     pub duplicates: u64,
     /// Found and never published: another program's, or a bug.
     pub unexpected: u64,
+    /// Readings the collectors' database did not get the first time (the
+    /// broker dropped them): those repaired and those lost. `None` where
+    /// nothing repairs (relay mode, audited at a subscriber).
+    pub dropped: Option<u64>,
+    /// Of those, stored after the collectors asked for them again (stored
+    /// with `"resent": true`).
+    pub repaired: Option<u64>,
     /// Stored on the real-time route.
     pub realtime: u64,
     /// From a real-time reading's `ts_ms` to the collector's
@@ -249,13 +256,15 @@ impl Report {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<12} {:>10} {:>10} {:>9} {:>9} {:>21} {:>6} {:>6}",
+            "{:<12} {:>10} {:>10} {:>9} {:>9} {:>21} {:>8} {:>8} {:>6} {:>6}",
             "mode",
             "published",
             "avg/s",
             "peak/s",
             "realtime",
             "latency p50/p99/max",
+            "dropped",
+            "repaired",
             "lost",
             "twice"
         );
@@ -269,15 +278,18 @@ impl Report {
             } else {
                 format!("{:.1} %", m.realtime_share * 100.0)
             };
+            let or_dash = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
             let _ = writeln!(
                 out,
-                "{:<12} {:>10} {:>10.0} {:>9} {:>9} {:>21} {:>6} {:>6}",
+                "{:<12} {:>10} {:>10.0} {:>9} {:>9} {:>21} {:>8} {:>8} {:>6} {:>6}",
                 m.mode.as_str(),
                 m.published,
                 m.avg_per_s,
                 m.peak_per_s,
                 realtime,
                 latency,
+                or_dash(m.audit.dropped),
+                or_dash(m.audit.repaired),
                 m.audit.lost,
                 m.audit.twice
             );
@@ -357,6 +369,8 @@ impl Report {
             latency_p50_ms: Option<i64>,
             latency_p99_ms: Option<i64>,
             latency_max_ms: Option<i64>,
+            dropped: Option<u64>,
+            repaired: Option<u64>,
             lost: u64,
             twice: u64,
             unexpected: u64,
@@ -383,6 +397,8 @@ impl Report {
                 latency_p50_ms: l.map(|l| l.p50_ms),
                 latency_p99_ms: l.map(|l| l.p99_ms),
                 latency_max_ms: l.map(|l| l.max_ms),
+                dropped: m.audit.dropped,
+                repaired: m.audit.repaired,
                 lost: m.audit.lost,
                 twice: m.audit.twice,
                 unexpected: m.audit.unexpected,
