@@ -215,7 +215,7 @@ impl Report {
             machine: super::procfs::machine(),
             broker,
             sink: plan.sink.as_deref().map_or_else(
-                || "SQLite, a file per collector".to_owned(),
+                || "SQLite, one file both collectors write".to_owned(),
                 |u| format!("PostgreSQL {}", u.split('@').next_back().unwrap_or(u)),
             ),
             nodes: plan.nodes,
