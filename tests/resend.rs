@@ -156,6 +156,30 @@ fn wait_repaired(db: &Path, want: &BTreeMap<Key, common::Row>, limit: Duration, 
     }
 }
 
+/// Stops the agent (it drains its outbox), waits for the collectors, and
+/// checks that their database holds every reading of the log exactly once
+/// with no gap left. Returns how many came resent.
+fn stop_and_check_all_stored_once(agent: Agent, files: &AgentFiles, db: &Path) -> usize {
+    agent.stop();
+    let want = log_rows(&files.db, |_| true);
+    wait_repaired(
+        db,
+        &want,
+        Duration::from_mins(1),
+        "every reading of the log",
+    );
+    let got = stored(db);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the database holds exactly the log's readings"
+    );
+    assert!(gone(db).is_empty(), "nothing is gone");
+    // The gaps table follows at the collectors' next scans.
+    common::wait_for(Duration::from_secs(10), "no gap left", || missing(db) == 0);
+    got.values().filter(|r| **r).count()
+}
+
 #[test]
 fn readings_a_paused_collector_lost_to_the_broker_are_resent_and_stored_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -183,25 +207,7 @@ fn readings_a_paused_collector_lost_to_the_broker_are_resent_and_stored_once() {
         "the paused collector's readings",
     );
     let resent_served = metric(port, "edgeprio_resent_readings_total{node=\"n1\"}");
-    agent.stop();
-    let want = log_rows(&files.db, |_| true);
-    wait_repaired(
-        &db,
-        &want,
-        Duration::from_mins(1),
-        "every reading of the log",
-    );
-
-    let got = stored(&db);
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "the database holds exactly the log's readings"
-    );
-    assert!(gone(&db).is_empty(), "nothing is gone");
-    // The gaps table follows at the collectors' next scans.
-    common::wait_for(Duration::from_secs(10), "no gap left", || missing(&db) == 0);
-    let resent = got.values().filter(|r| **r).count();
+    let resent = stop_and_check_all_stored_once(agent, &files, &db);
     // Mosquitto kept at most 1,000 messages queued and 20 in flight
     // (2,040 readings) for the paused collector: the rest came resent.
     assert!(
@@ -359,35 +365,34 @@ fn readings_a_broker_restarted_without_persistence_lost_are_resent_and_stored_on
     // delivered yet (the batch collector is slow: stopped), and dies with
     // it: no persistence, so the sessions and their queues are gone.
     pause_batch_collector_for(&mut agent, &files, &batch, 4_000);
-    let logged = log_rows(&files.db, |_| true);
     let before = stored(&db);
     broker.kill();
+    let lost_with_it = log_rows(&files.db, |_| true);
     send_signal(batch.pid(), "CONT");
     std::thread::sleep(Duration::from_secs(1));
     broker.restart();
-    let lacked = logged.keys().filter(|k| !before.contains_key(*k)).count();
+    let lacked = lost_with_it
+        .keys()
+        .filter(|k| !before.contains_key(*k))
+        .count();
     assert!(
         lacked >= 3_000,
         "the collectors lacked only {lacked} readings"
     );
+    // Until both collectors have subscribed again (after their reconnect
+    // backoff), what the agent publishes has no subscriber and is dropped
+    // too: what the log holds a little after that is what must be
+    // repaired while the agent runs.
+    common::wait_for(Duration::from_secs(30), "both collectors back", || {
+        [&rt, &batch]
+            .iter()
+            .all(|c| c.stderr().matches("MQTT consumer subscribed").count() >= 2)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let logged = log_rows(&files.db, |_| true);
 
     wait_repaired(&db, &logged, Duration::from_mins(3), "what the broker lost");
-    agent.stop();
-    let want = log_rows(&files.db, |_| true);
-    wait_repaired(
-        &db,
-        &want,
-        Duration::from_mins(1),
-        "every reading of the log",
-    );
-    let got = stored(&db);
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "the database holds exactly the log's readings"
-    );
-    assert!(gone(&db).is_empty(), "nothing is gone");
-    let resent = got.values().filter(|r| **r).count();
+    let resent = stop_and_check_all_stored_once(agent, &files, &db);
     assert!(
         resent > 0,
         "none of the {lacked} readings the broker lost came resent"
