@@ -718,6 +718,11 @@ impl Session {
             }
         };
         match crate::domain::parse_resend(payload) {
+            // A gateway hears every node's requests: those for another
+            // log (an agent's) are not its to serve, nor to queue.
+            Ok(request) if ctx.every_node && self.pump.log().is_some_and(|l| l != request.log) => {
+                ctx.resend_counts.count(Outcome::OtherLog);
+            }
             Ok(request) => {
                 self.resends.offer(node, &request);
             }

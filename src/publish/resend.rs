@@ -195,6 +195,8 @@ impl ResendQueue {
     /// Queues `request` for `node`'s seqs, merged with what is queued.
     pub fn offer(&mut self, node: &str, request: &ResendRequest) -> Outcome {
         let key = (node.to_owned(), request.sensor.clone(), request.log);
+        // A stream is in `order` exactly while it has ranges queued.
+        let fresh = !self.ranges.contains_key(&key);
         let ranges = self.ranges.entry(key.clone()).or_default();
         let (from, to) = (request.from, request.to);
         // What is queued already of from..=to.
@@ -223,7 +225,7 @@ impl ResendQueue {
             }
             ranges.insert(lo, hi);
             self.queued += new;
-            if !self.order.contains(&key) {
+            if fresh {
                 self.order.push_back(key.clone());
             }
             Outcome::Queued
