@@ -224,6 +224,85 @@ fn the_node_picker_shows_one_nodes_panels() {
     );
 }
 
+/// A collector's database at `path`, as `edgeprio collect` writes it:
+/// node `pi` stored seqs 0-2 and 10 of its sensor, so 3-9 are missing, and
+/// its collectors of both routes have scanned, the later scan past the
+/// grace period (so the hole was asked for).
+fn collector_db(path: &Path) {
+    use edgeprio::collect::gaps::RepairPolicy;
+    use edgeprio::collect::{Member, Sink, SqliteSink};
+    use edgeprio::domain::{LogId, Received};
+    let now = common::now_ms();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let mut sink = SqliteSink::open(path).await.expect("a collector database");
+        let readings: Vec<Received> = [0_u64, 1, 2, 10]
+            .iter()
+            .map(|&seq| Received {
+                reading: Reading {
+                    node: "pi".to_owned(),
+                    sensor: "lab".to_owned(),
+                    seq,
+                    ts_ms: now - 120_000,
+                    sample: Sample::new(21.0, 50.0),
+                    weights: PerChannel {
+                        temperature: 0,
+                        humidity: 0,
+                    },
+                    priority: 0,
+                    route: Route::Batch,
+                    clock_synced: None,
+                },
+                log: LogId::new(0x3f9c_2a71_d04b_e815),
+                late: false,
+                resent: false,
+            })
+            .collect();
+        sink.store(&readings, now - 120_000).await.expect("stored");
+        let policy = RepairPolicy::after(Duration::from_mins(1));
+        for (at, route, id) in [
+            (now - 120_000, Route::Realtime, "c-rt"),
+            (now - 120_000, Route::Batch, "c-b"),
+            (now - 30_000, Route::Batch, "c-b"),
+        ] {
+            let me = Member {
+                client_id: id.to_owned(),
+                route,
+            };
+            sink.repair(at, policy, &me).await.expect("a scan");
+        }
+    });
+}
+
+/// `edgeprio dashboard --db` on a collector's database: its repairs per
+/// node (node pi: 7 missing) and its collectors; `q` quits with 0.
+#[test]
+fn a_collector_database_shows_its_repairs_per_node() {
+    let dir = tempfile::tempdir().expect("a tempdir");
+    let db = dir.path().join("collected.db");
+    collector_db(&db);
+    let db = db.to_string_lossy().into_owned();
+    let mut pane = Pane::start_with(80, 24, &["dashboard", "--db", &db]);
+    pane.wait("node pi with 7 readings missing", LIMIT, |s| {
+        let row = s.lines.iter().any(|l| {
+            let cells: Vec<&str> = l.split([' ', '│']).filter(|c| !c.is_empty()).collect();
+            cells.starts_with(&["pi", "1", "7", "0", "0", "0"])
+        });
+        (s.contains("edgeprio collector database")
+            && s.contains("1 node, 7 readings missing")
+            && s.contains("c-rt")
+            && row)
+            .then_some(())
+    });
+    let status = pane.quit(Stop::Key);
+    assert_eq!(
+        status,
+        "0",
+        "the dashboard exited with {status}:\n{}",
+        pane.capture()
+    );
+}
+
 fn dashboard_session(width: u16, height: u16) {
     let mut pane = Pane::start(width, height);
     assert_eq!(

@@ -37,7 +37,7 @@ use crate::domain::{LogId, Received, ResendReply};
 /// `PRAGMA application_id` of a collector's database ("EDCL"): tells it
 /// from an agent's log (`store::APPLICATION_ID`, "EDPR") and from other
 /// programs' files.
-const APPLICATION_ID: i32 = 0x4544_434C;
+pub const APPLICATION_ID: i32 = 0x4544_434C;
 
 /// Forward migrations; `MIGRATIONS[i]` takes `user_version` from i to i+1.
 const MIGRATIONS: &[&str] = &[

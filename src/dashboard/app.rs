@@ -217,6 +217,9 @@ pub fn run(
     refresh: Duration,
     stop: impl Fn() -> bool,
 ) -> anyhow::Result<()> {
+    if super::repairs::is_collector_db(db) {
+        return run_repairs(db, refresh, stop);
+    }
     let store = open(db)?;
     let theme = Theme::from_no_color(std::env::var_os("NO_COLOR").as_deref());
     let mut view = View {
@@ -275,6 +278,44 @@ pub fn run(
                 }
                 Err(e) => State {
                     view,
+                    error: Some(format!("reload failed: {e}")),
+                    ..state
+                },
+            };
+            loaded = Instant::now();
+        }
+    }
+    drop(guard);
+    Ok(())
+}
+
+/// The loop of the view of a collector's database: reloaded every
+/// `refresh`, `q` (or Esc, Ctrl-C) to leave.
+fn run_repairs(db: &Path, refresh: Duration, stop: impl Fn() -> bool) -> anyhow::Result<()> {
+    use super::repairs;
+    let conn = repairs::open(db)
+        .with_context(|| format!("cannot open the collector database {}", db.display()))?;
+    let path = db.display().to_string();
+    let mut state =
+        repairs::load(&conn, &path, now_ms()).context("cannot read the collector database")?;
+    let mut guard = Guard::enter()?;
+    let keys = key_reader();
+    let mut loaded = Instant::now();
+    while !stop() {
+        guard
+            .terminal
+            .draw(|frame| repairs::render(frame, &state))
+            .context("cannot draw")?;
+        let wait = POLL.min(refresh.saturating_sub(loaded.elapsed()));
+        match keys.recv_timeout(wait) {
+            Ok(key) if action(key) == Action::Quit => break,
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if loaded.elapsed() >= refresh {
+            state = match repairs::load(&conn, &path, now_ms()) {
+                Ok(s) => s,
+                Err(e) => repairs::Repairs {
                     error: Some(format!("reload failed: {e}")),
                     ..state
                 },

@@ -11,9 +11,12 @@
 //! - [`keys`]: maps a key to an [`Action`], a pure function.
 //! - [`app`]: the terminal loop: raw mode, the alternate screen, reloading
 //!   once per tick, and restoring the terminal however it ends.
+//! - [`repairs`]: the view of a collector's database (its gap repair per
+//!   node), which [`app`] shows when `--db` names one.
 
 pub mod app;
 pub mod keys;
+pub mod repairs;
 pub mod state;
 pub mod ui;
 
