@@ -238,6 +238,29 @@ impl StreamState {
         changed
     }
 
+    /// Takes `seq` as a seq the node has logged (its sensor's retained
+    /// state said so) without the reading being stored: the seqs above the
+    /// highest stored, up to `seq` itself, are missing until they come.
+    /// A stream the database has not started is left alone. Returns
+    /// whether anything changed.
+    pub fn saw_highest(&mut self, seq: u64, now_ms: i64) -> bool {
+        match self.highest {
+            Some(h) if seq > h => {
+                self.gaps.push(Gap {
+                    first: h + 1,
+                    last: seq,
+                    found_ms: now_ms,
+                    asked_ms: None,
+                    asks: 0,
+                    gone_ms: None,
+                });
+                self.highest = Some(seq);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Takes a node's reply at `now_ms`: what it says is gone becomes
     /// unrecoverable, what it says is still in its outbox waits a full
     /// period again. Returns whether anything changed.
@@ -327,6 +350,20 @@ impl Streams {
             }
         }
         (changed.into_iter().collect(), asks)
+    }
+
+    /// Takes the highest seqs the nodes' retained states name
+    /// ([`StreamState::saw_highest`]); returns the streams that changed.
+    pub fn saw_highest(&mut self, seen: &[(StreamKey, u64)], now_ms: i64) -> Vec<StreamKey> {
+        let mut changed = std::collections::BTreeSet::new();
+        for (key, seq) in seen {
+            if let Some(state) = self.0.get_mut(key)
+                && state.saw_highest(*seq, now_ms)
+            {
+                changed.insert(key.clone());
+            }
+        }
+        changed.into_iter().collect()
     }
 
     /// Per node: what is missing past `policy.after` at `now_ms`, repaired
@@ -481,6 +518,28 @@ mod tests {
         );
         let n = streams.by_node(10_000_000, &p)["pi"];
         assert_eq!((n.missing, n.unrecoverable), (59, 40));
+    }
+
+    #[test]
+    fn a_state_beyond_the_stored_seqs_makes_them_missing_until_they_come() {
+        let mut streams = Streams::default();
+        let p = policy();
+        streams.scan(vec![(key("lab"), 0), (key("lab"), 1)], 0, &p);
+        // Unknown streams are not started by a state; older states change
+        // nothing.
+        assert_eq!(streams.saw_highest(&[(key("yard"), 9)], 0), vec![]);
+        assert_eq!(streams.saw_highest(&[(key("lab"), 1)], 0), vec![]);
+        assert_eq!(streams.saw_highest(&[(key("lab"), 5)], 0), vec![key("lab")]);
+        assert_eq!(ranges(&streams.0[&key("lab")]), vec![(2, 5)]);
+        // The stream's own readings fill it as they come.
+        streams.scan(vec![(key("lab"), 2), (key("lab"), 3)], 1_000, &p);
+        assert_eq!(ranges(&streams.0[&key("lab")]), vec![(4, 5)]);
+        let (_, asks) = streams.scan(vec![], 60_000, &p);
+        assert_eq!(
+            asks.iter().map(|a| (a.first, a.last)).collect::<Vec<_>>(),
+            vec![(4, 5)]
+        );
+        assert!(!streams.0.contains_key(&key("yard")));
     }
 
     proptest! {

@@ -115,6 +115,15 @@ pub trait Sink: Send {
         me: &Member,
     ) -> impl Future<Output = Result<Repair, SinkError>> + Send;
 
+    /// Takes the highest seqs the nodes' retained states name (without
+    /// storing those readings): the seqs up to them that the database lacks
+    /// are missing ([`gaps::StreamState::saw_highest`]).
+    fn observe(
+        &mut self,
+        seen: &[(gaps::StreamKey, u64)],
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+
     /// Takes `node`'s reply to a resend request.
     fn answer(
         &mut self,
@@ -253,6 +262,17 @@ impl Sink for AnySink {
         match self {
             AnySink::Sqlite(s) => s.answer(node, reply, now_ms).await,
             AnySink::Postgres(s) => s.answer(node, reply, now_ms).await,
+        }
+    }
+
+    async fn observe(
+        &mut self,
+        seen: &[(gaps::StreamKey, u64)],
+        now_ms: i64,
+    ) -> Result<(), SinkError> {
+        match self {
+            AnySink::Sqlite(s) => s.observe(seen, now_ms).await,
+            AnySink::Postgres(s) => s.observe(seen, now_ms).await,
         }
     }
 

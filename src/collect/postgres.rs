@@ -307,6 +307,21 @@ impl Sink for PostgresSink {
         }
     }
 
+    async fn observe(&mut self, seen: &[(StreamKey, u64)], now_ms: i64) -> Result<(), SinkError> {
+        let target = self.target.clone();
+        let session = self.session().await?;
+        match observe(&mut session.client, seen, now_ms).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.session = None;
+                Err(SinkError::Gaps {
+                    target,
+                    detail: error_text(&e),
+                })
+            }
+        }
+    }
+
     async fn answer(
         &mut self,
         node: &str,
@@ -409,6 +424,23 @@ async fn repair(
         routes,
         asking,
     })
+}
+
+/// Takes the nodes' states' highest seqs into their streams, under
+/// `gap_scan`'s lock as a scan.
+async fn observe(
+    client: &mut Client,
+    seen: &[(StreamKey, u64)],
+    now_ms: i64,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT last_id FROM gap_scan FOR UPDATE", &[])
+        .await?;
+    let mut streams = load(&tx).await?;
+    for key in streams.saw_highest(seen, now_ms) {
+        save(&tx, &key, &streams.0[&key]).await?;
+    }
+    tx.commit().await
 }
 
 /// Takes a node's reply into the stream it is about.

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::gaps::StreamKey;
 use super::hook::Hook;
 use super::{Sink, Stored};
 use crate::consume::{Handled, Handler, HandlerError, Incoming};
@@ -73,6 +74,34 @@ impl<S: Sink> Collector<S> {
 }
 
 impl<S: Sink> Collector<S> {
+    /// A sensor's retained state (its newest reading) as the stream's
+    /// highest seq: the reading itself is not stored (it comes on its
+    /// route), but a hole at the end of a stream that stopped after
+    /// readings the broker dropped shows.
+    fn parse_state(&self, m: &Incoming) -> Result<Vec<(StreamKey, u64)>, PayloadError> {
+        let (node, sensor) = Topics::state_of(&self.prefix, m.topic())?;
+        parse_readings(m.payload())?
+            .into_iter()
+            .map(|r| {
+                if r.reading.node == node && r.reading.sensor == sensor {
+                    Ok((
+                        StreamKey {
+                            node: r.reading.node,
+                            sensor: r.reading.sensor,
+                            log: r.log,
+                        },
+                        r.reading.seq,
+                    ))
+                } else {
+                    Err(PayloadError::OtherNode {
+                        topic: format!("{node}/{sensor}"),
+                        payload: format!("{}/{}", r.reading.node, r.reading.sensor),
+                    })
+                }
+            })
+            .collect()
+    }
+
     /// A node's reply to a resend request, with the topic's node.
     fn parse_reply(&self, m: &Incoming) -> Result<(String, ResendReply), PayloadError> {
         let node = Topics::node_of(&self.prefix, m.topic(), Topics::RESEND_REPLY)?;
@@ -85,10 +114,13 @@ impl<S: Sink> Handler for Collector<S> {
         let mut handled = Handled::all(batch);
         let mut readings = Vec::new();
         let mut replies = Vec::new();
+        let mut states = Vec::new();
         let mut rejected = 0;
         for (i, m) in batch.iter().enumerate() {
             let parsed = if m.topic().ends_with(Topics::RESEND_REPLY) {
                 self.parse_reply(m).map(|r| replies.push(r))
+            } else if m.topic().ends_with("/state") {
+                self.parse_state(m).map(|s| states.extend(s))
             } else {
                 self.parse(m).map(|rs| readings.extend(rs))
             };
@@ -110,8 +142,11 @@ impl<S: Sink> Handler for Collector<S> {
             .duplicates
             .fetch_add(duplicates, Ordering::Relaxed);
         self.counts.rejected.fetch_add(rejected, Ordering::Relaxed);
-        // After the readings: a reply about seqs that came in the same
-        // batch finds them stored.
+        // After the readings: a state or a reply about seqs that came in
+        // the same batch finds them stored.
+        if !states.is_empty() {
+            self.sink.observe(&states, crate::agent::now_ms()).await?;
+        }
         for (node, reply) in &replies {
             self.sink
                 .answer(node, reply, crate::agent::now_ms())

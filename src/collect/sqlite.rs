@@ -126,6 +126,15 @@ enum Job {
         /// The outcome.
         reply: oneshot::Sender<Result<Repair, SinkError>>,
     },
+    /// [`Sink::observe`].
+    Observe {
+        /// The streams' highest seqs.
+        seen: Vec<(StreamKey, u64)>,
+        /// Now, Unix ms.
+        now_ms: i64,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), SinkError>>,
+    },
     /// [`Sink::answer`].
     Answer {
         /// The node that answered.
@@ -189,6 +198,15 @@ impl SqliteSink {
                             reply,
                         } => {
                             let outcome = repair(&mut conn, now_ms, policy, &me)
+                                .map_err(|e| gap_error(&thread_path, &e));
+                            let _ = reply.send(outcome);
+                        }
+                        Job::Observe {
+                            seen,
+                            now_ms,
+                            reply,
+                        } => {
+                            let outcome = observe(&mut conn, &seen, now_ms)
                                 .map_err(|e| gap_error(&thread_path, &e));
                             let _ = reply.send(outcome);
                         }
@@ -264,6 +282,18 @@ impl Sink for SqliteSink {
                 now_ms,
                 policy,
                 me: me.clone(),
+                reply,
+            })
+            .map_err(|_| self.ended())?;
+        outcome.await.map_err(|_| self.ended())?
+    }
+
+    async fn observe(&mut self, seen: &[(StreamKey, u64)], now_ms: i64) -> Result<(), SinkError> {
+        let (reply, outcome) = oneshot::channel();
+        self.jobs
+            .send(Job::Observe {
+                seen: seen.to_vec(),
+                now_ms,
                 reply,
             })
             .map_err(|_| self.ended())?;
@@ -609,6 +639,16 @@ fn repair(
         routes,
         asking,
     })
+}
+
+/// Takes the nodes' states' highest seqs into their streams.
+fn observe(conn: &mut Connection, seen: &[(StreamKey, u64)], now_ms: i64) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut streams = load(&tx)?;
+    for key in streams.saw_highest(seen, now_ms) {
+        save(&tx, &key, &streams.0[&key])?;
+    }
+    tx.commit()
 }
 
 /// Takes a node's reply into the stream it is about.

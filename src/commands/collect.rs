@@ -94,10 +94,24 @@ async fn collect(config: Config, args: &CollectArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let replies = Topics::every_node(&mqtt.topic_prefix, Topics::RESEND_REPLY);
+    let mut filters = vec![
+        filter.clone(),
+        Topics::every_node(&mqtt.topic_prefix, Topics::RESEND_REPLY),
+    ];
+    // The batch collector also reads every sensor's retained state (its
+    // newest reading) for the stream's highest seq, so that a hole at the
+    // end of a stream that stopped shows too (a group shares it like the
+    // route).
+    if route == Route::Batch {
+        let states = Topics::every_state(&mqtt.topic_prefix);
+        filters.push(match &args.group {
+            Some(g) => shared_filter(g, &states)?,
+            None => states,
+        });
+    }
     let options = ConsumerOptions {
         client_id: client_id.clone(),
-        filters: vec![filter.clone(), replies],
+        filters,
         limits,
         last_will: group
             .as_ref()

@@ -53,6 +53,39 @@ impl Topics {
         format!("{}/{sensor}/state", self.base)
     }
 
+    /// The filter of every node's every sensor's state topic:
+    /// `<prefix>/+/+/state`.
+    pub fn every_state(prefix: &str) -> String {
+        format!("{prefix}/+/+/state")
+    }
+
+    /// The node and sensor of a topic received on
+    /// `<prefix>/<node>/<sensor>/state`; the node checked as
+    /// [`Topics::node_of`] checks one.
+    pub fn state_of<'t>(prefix: &str, topic: &'t str) -> Result<(&'t str, &'t str), PayloadError> {
+        let wrong = || PayloadError::Topic {
+            topic: quote(topic),
+            expected: format!("\"{prefix}/<node>/<sensor>/state\""),
+        };
+        if topic.contains(['+', '#']) {
+            return Err(wrong());
+        }
+        let rest = topic
+            .strip_prefix(prefix)
+            .and_then(|t| t.strip_prefix('/'))
+            .and_then(|t| t.strip_suffix("/state"))
+            .ok_or_else(wrong)?;
+        let (node, sensor) = rest.split_once('/').ok_or_else(wrong)?;
+        if sensor.is_empty() || sensor.contains('/') {
+            return Err(wrong());
+        }
+        check_node(node).map_err(|why| PayloadError::Node {
+            node: quote(node),
+            why,
+        })?;
+        Ok((node, sensor))
+    }
+
     /// `online` / `offline` (the Last Will), retained.
     pub fn status(&self) -> String {
         format!("{}/status", self.base)
@@ -122,6 +155,28 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_topic_names_its_node_and_sensor() {
+        assert_eq!(
+            Topics::state_of("edgeprio", "edgeprio/pi/lab/state"),
+            Ok(("pi", "lab"))
+        );
+        assert_eq!(
+            Topics::state_of("edgeprio", &Topics::new("edgeprio", "pi").state("lab")),
+            Ok(("pi", "lab"))
+        );
+        for bad in [
+            "edgeprio/pi/state",
+            "edgeprio/pi/a/b/state",
+            "edgeprio/+/lab/state",
+            "other/pi/lab/state",
+            "edgeprio/pi//state",
+            "edgeprio/pi/lab/status",
+        ] {
+            assert!(Topics::state_of("edgeprio", bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn topics_follow_the_contract() {
