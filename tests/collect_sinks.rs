@@ -587,3 +587,93 @@ async fn postgres_sink_reconnects_after_the_server_went_away() {
     }
     assert_eq!(pg_keys(&c).await.len(), 6);
 }
+
+/// Gap tracking through the sink, the same for both databases: holes
+/// found by a scan, asked for past the grace period only when collectors
+/// of both routes use the database, filled (and counted repaired) when
+/// the readings come, made unrecoverable by a reply, and extended by a
+/// sensor's retained state.
+async fn gap_repair_through(sink: &mut impl Sink) {
+    use edgeprio::collect::gaps::{NodeGaps, RepairPolicy, StreamKey};
+    use edgeprio::collect::{Member, Repair};
+    use edgeprio::domain::ResendReply;
+    let policy = RepairPolicy::after(Duration::from_mins(1));
+    let mut at = 1_800_000_000_000_i64;
+    async fn gap_scan(sink: &mut impl Sink, at: i64, policy: RepairPolicy) -> Repair {
+        let me = Member {
+            client_id: "c-b".into(),
+            route: Route::Batch,
+        };
+        sink.repair(at, policy, &me).await.expect("a scan")
+    }
+    // Seqs 0-2 and 10: 3-9 missing, but one route alone asks nothing.
+    sink.store(&batch("lab", [0, 1, 2, 10]), at).await.unwrap();
+    at += 0;
+    let r = gap_scan(sink, at, policy).await;
+    assert_eq!(r.scanned, 4);
+    at += 120_000;
+    let r = gap_scan(sink, at, policy).await;
+    assert!(r.asks.is_empty() && !r.asking, "{r:?}");
+    // The real-time collector joins: the hole is asked for.
+    let rt = Member {
+        client_id: "c-rt".into(),
+        route: Route::Realtime,
+    };
+    // Its own scan asks (either collector may; one does).
+    let r = sink.repair(at, policy, &rt).await.unwrap();
+    assert!(r.asking);
+    assert_eq!(
+        r.asks.iter().map(|a| (a.first, a.last)).collect::<Vec<_>>(),
+        vec![(3, 9)]
+    );
+    // 5 and 6 come resent; the node says 8 and 9 are gone.
+    sink.store(&batch("lab", [5, 6]), at).await.unwrap();
+    let reply = ResendReply {
+        sensor: "lab".into(),
+        log: LogId::new(1),
+        from: 3,
+        to: 9,
+        resent: 2,
+        gone: vec![[8, 9]],
+        pending: vec![],
+    };
+    sink.answer("pi", &reply, at).await.unwrap();
+    // The sensor's state names seq 14: 11-14 are missing too.
+    let key = StreamKey {
+        node: "pi".into(),
+        sensor: "lab".into(),
+        log: LogId::new(1),
+    };
+    sink.observe(&[(key, 14)], at).await.unwrap();
+    at += 1;
+    let r = gap_scan(sink, at, policy).await;
+    assert_eq!(
+        r.nodes["pi"],
+        NodeGaps {
+            missing: 3,
+            repaired: 2,
+            unrecoverable: 2
+        },
+        "{r:?}"
+    );
+    at += 60_000;
+    let r = gap_scan(sink, at, policy).await;
+    assert_eq!(
+        r.asks.iter().map(|a| (a.first, a.last)).collect::<Vec<_>>(),
+        vec![(3, 4), (7, 7), (11, 14)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_tracks_gaps_and_their_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sink = SqliteSink::open(dir.path().join("c.db")).await.unwrap();
+    gap_repair_through(&mut sink).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_tracks_gaps_and_their_repair() {
+    let pg = Postgres::start();
+    let mut sink = PostgresSink::connect(&pg.url()).await.unwrap();
+    gap_repair_through(&mut sink).await;
+}
