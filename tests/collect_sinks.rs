@@ -588,24 +588,30 @@ async fn postgres_sink_reconnects_after_the_server_went_away() {
     assert_eq!(pg_keys(&c).await.len(), 6);
 }
 
+/// A scan by the batch collector `c-b` at `at`.
+async fn gap_scan(
+    sink: &mut impl Sink,
+    at: i64,
+    policy: edgeprio::collect::gaps::RepairPolicy,
+) -> edgeprio::collect::Repair {
+    let me = edgeprio::collect::Member {
+        client_id: "c-b".into(),
+        route: Route::Batch,
+    };
+    sink.repair(at, policy, &me).await.expect("a scan")
+}
+
 /// Gap tracking through the sink, the same for both databases: holes
 /// found by a scan, asked for past the grace period only when collectors
 /// of both routes use the database, filled (and counted repaired) when
 /// the readings come, made unrecoverable by a reply, and extended by a
 /// sensor's retained state.
 async fn gap_repair_through(sink: &mut impl Sink) {
+    use edgeprio::collect::Member;
     use edgeprio::collect::gaps::{NodeGaps, RepairPolicy, StreamKey};
-    use edgeprio::collect::{Member, Repair};
     use edgeprio::domain::ResendReply;
     let policy = RepairPolicy::after(Duration::from_mins(1));
     let mut at = 1_800_000_000_000_i64;
-    async fn gap_scan(sink: &mut impl Sink, at: i64, policy: RepairPolicy) -> Repair {
-        let me = Member {
-            client_id: "c-b".into(),
-            route: Route::Batch,
-        };
-        sink.repair(at, policy, &me).await.expect("a scan")
-    }
     // Seqs 0-2 and 10: 3-9 missing, but one route alone asks nothing.
     sink.store(&batch("lab", [0, 1, 2, 10]), at).await.unwrap();
     at += 0;
