@@ -352,20 +352,6 @@ impl Streams {
         (changed.into_iter().collect(), asks)
     }
 
-    /// Takes the highest seqs the nodes' retained states name
-    /// ([`StreamState::saw_highest`]); returns the streams that changed.
-    pub fn saw_highest(&mut self, seen: &[(StreamKey, u64)], now_ms: i64) -> Vec<StreamKey> {
-        let mut changed = std::collections::BTreeSet::new();
-        for (key, seq) in seen {
-            if let Some(state) = self.0.get_mut(key)
-                && state.saw_highest(*seq, now_ms)
-            {
-                changed.insert(key.clone());
-            }
-        }
-        changed.into_iter().collect()
-    }
-
     /// Per node: what is missing past `policy.after` at `now_ms`, repaired
     /// and unrecoverable.
     pub fn by_node(&self, now_ms: i64, policy: &RepairPolicy) -> BTreeMap<String, NodeGaps> {
@@ -525,12 +511,13 @@ mod tests {
         let mut streams = Streams::default();
         let p = policy();
         streams.scan(vec![(key("lab"), 0), (key("lab"), 1)], 0, &p);
-        // Unknown streams are not started by a state; older states change
-        // nothing.
-        assert_eq!(streams.saw_highest(&[(key("yard"), 9)], 0), vec![]);
-        assert_eq!(streams.saw_highest(&[(key("lab"), 1)], 0), vec![]);
-        assert_eq!(streams.saw_highest(&[(key("lab"), 5)], 0), vec![key("lab")]);
-        assert_eq!(ranges(&streams.0[&key("lab")]), vec![(2, 5)]);
+        // A stream not started is not started by a state; an older state
+        // changes nothing.
+        assert!(!StreamState::default().saw_highest(9, 0));
+        let lab = streams.0.get_mut(&key("lab")).expect("started");
+        assert!(!lab.saw_highest(1, 0));
+        assert!(lab.saw_highest(5, 0));
+        assert_eq!(ranges(lab), vec![(2, 5)]);
         // The stream's own readings fill it as they come.
         streams.scan(vec![(key("lab"), 2), (key("lab"), 3)], 1_000, &p);
         assert_eq!(ranges(&streams.0[&key("lab")]), vec![(4, 5)]);
@@ -539,7 +526,6 @@ mod tests {
             asks.iter().map(|a| (a.first, a.last)).collect::<Vec<_>>(),
             vec![(4, 5)]
         );
-        assert!(!streams.0.contains_key(&key("yard")));
     }
 
     proptest! {

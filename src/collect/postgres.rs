@@ -436,9 +436,12 @@ async fn observe(
     let tx = client.transaction().await?;
     tx.execute("SELECT last_id FROM gap_scan FOR UPDATE", &[])
         .await?;
-    let mut streams = load(&tx).await?;
-    for key in streams.saw_highest(seen, now_ms) {
-        save(&tx, &key, &streams.0[&key]).await?;
+    for (key, seq) in seen {
+        if let Some(mut state) = load_one(&tx, key).await?
+            && state.saw_highest(*seq, now_ms)
+        {
+            save(&tx, key, &state).await?;
+        }
     }
     tx.commit().await
 }
@@ -458,13 +461,51 @@ async fn take_answer(
         sensor: reply.sensor.clone(),
         log: reply.log,
     };
-    let mut streams = load(&tx).await?;
-    if let Some(state) = streams.0.get_mut(&key)
+    if let Some(mut state) = load_one(&tx, &key).await?
         && state.answered(reply, now_ms)
     {
-        save(&tx, &key, state).await?;
+        save(&tx, &key, &state).await?;
     }
     tx.commit().await
+}
+
+/// One stream's state, if the database has the stream.
+async fn load_one(
+    tx: &tokio_postgres::Transaction<'_>,
+    key: &StreamKey,
+) -> Result<Option<StreamState>, tokio_postgres::Error> {
+    let log = key.log.to_string();
+    let Some(row) = tx
+        .query_opt(
+            "SELECT highest, repaired FROM streams WHERE node = $1 AND sensor = $2 AND log = $3",
+            &[&key.node, &key.sensor, &log],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let gaps = tx
+        .query(
+            "SELECT first_seq, last_seq, found_ms, asked_ms, asks, gone_ms FROM gaps
+             WHERE node = $1 AND sensor = $2 AND log = $3 ORDER BY first_seq",
+            &[&key.node, &key.sensor, &log],
+        )
+        .await?
+        .iter()
+        .map(|r| Gap {
+            first: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+            last: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
+            found_ms: r.get(2),
+            asked_ms: r.get(3),
+            asks: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
+            gone_ms: r.get(5),
+        })
+        .collect();
+    Ok(Some(StreamState {
+        highest: u64::try_from(row.get::<_, i64>(0)).ok(),
+        repaired: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
+        gaps,
+    }))
 }
 
 /// Every stream's state.

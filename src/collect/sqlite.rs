@@ -644,9 +644,12 @@ fn repair(
 /// Takes the nodes' states' highest seqs into their streams.
 fn observe(conn: &mut Connection, seen: &[(StreamKey, u64)], now_ms: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut streams = load(&tx)?;
-    for key in streams.saw_highest(seen, now_ms) {
-        save(&tx, &key, &streams.0[&key])?;
+    for (key, seq) in seen {
+        if let Some(mut state) = load_one(&tx, key)?
+            && state.saw_highest(*seq, now_ms)
+        {
+            save(&tx, key, &state)?;
+        }
     }
     tx.commit()
 }
@@ -664,13 +667,50 @@ fn take_answer(
         sensor: reply.sensor.clone(),
         log: reply.log,
     };
-    let mut streams = load(&tx)?;
-    if let Some(state) = streams.0.get_mut(&key)
+    if let Some(mut state) = load_one(&tx, &key)?
         && state.answered(reply, now_ms)
     {
-        save(&tx, &key, state)?;
+        save(&tx, &key, &state)?;
     }
     tx.commit()
+}
+
+/// One stream's state, if the database has the stream.
+fn load_one(conn: &Connection, key: &StreamKey) -> rusqlite::Result<Option<StreamState>> {
+    use rusqlite::OptionalExtension as _;
+    let log = key.log.to_string();
+    let Some((highest, repaired)) = conn
+        .prepare_cached(
+            "SELECT highest, repaired FROM streams WHERE node = ?1 AND sensor = ?2 AND log = ?3",
+        )?
+        .query_row(params![key.node, key.sensor, log], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let gaps = conn
+        .prepare_cached(
+            "SELECT first_seq, last_seq, found_ms, asked_ms, asks, gone_ms FROM gaps
+             WHERE node = ?1 AND sensor = ?2 AND log = ?3 ORDER BY first_seq",
+        )?
+        .query_map(params![key.node, key.sensor, log], |r| {
+            Ok(Gap {
+                first: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                last: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                found_ms: r.get(2)?,
+                asked_ms: r.get(3)?,
+                asks: r.get(4)?,
+                gone_ms: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(StreamState {
+        highest: u64::try_from(highest).ok(),
+        repaired: u64::try_from(repaired).unwrap_or(0),
+        gaps,
+    }))
 }
 
 /// Every stream's state.
